@@ -1,0 +1,476 @@
+//! [`SkFunction`]: a serializable handle to a registered function with
+//! arguments bound by parameter name, and its builder.
+
+use std::any::{TypeId, type_name};
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sk_reg::{Layer, Registry};
+
+use crate::args::{ArgValue, Args};
+use crate::error::{FunctionError, panic_message};
+use crate::modifiers::{self, Background, Invocation, LimiterCell, Modifiers};
+use crate::retry::RetryPolicy;
+use crate::spec::{self, FunctionKind, FunctionSpec, Invoker, ValueFuture, ValueStream};
+use crate::value::Value;
+
+/// A handle to a registered function: its name, the arguments bound to it
+/// by parameter name, and its modifiers.
+///
+/// The handle is serializable (serde): it crosses process boundaries as a
+/// name plus encoded arguments, and the receiver resolves the name in its
+/// own function registry. Functions registered with
+/// `#[suitkaise::function]` are in the registry of every process of the
+/// binary without any setup code.
+///
+/// # Examples
+///
+/// ```
+/// use sk_core::{FunctionSpec, ParamSpec, SkFunction, FunctionError};
+///
+/// FunctionSpec::plain("doc_area", [ParamSpec::of::<u32>("w"), ParamSpec::of::<u32>("h")], |a| {
+///     Ok::<_, FunctionError>(a.decode::<u32>("doc_area", "w")? * a.decode::<u32>("doc_area", "h")?)
+/// })
+/// .register()?;
+///
+/// let area = SkFunction::builder("doc_area").arg("w", 4u32).arg("h", 5u32).build()?;
+/// assert_eq!(area.execute::<u32>()?, 20);
+///
+/// // Binding a value of the wrong type fails at bind time, naming the parameter.
+/// let err = SkFunction::builder("doc_area").arg("w", 4i64).build().unwrap_err();
+/// assert!(err.to_string().contains("parameter \"w\" expects `u32`"));
+/// # Ok::<(), FunctionError>(())
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SkFunction {
+    name: String,
+    #[serde(default)]
+    args: Args,
+    #[serde(default)]
+    modifiers: Modifiers,
+    /// The resolved spec, cached on first use; a receiving process resolves
+    /// in its own registry.
+    #[serde(skip)]
+    resolved: Arc<OnceLock<Arc<FunctionSpec>>>,
+    #[serde(skip)]
+    limiter: LimiterCell,
+}
+
+impl SkFunction {
+    /// Starts binding arguments to the registered function `name`.
+    pub fn builder(name: impl Into<String>) -> SkFunctionBuilder {
+        let name = name.into();
+        let spec = spec::lookup(&name);
+        SkFunctionBuilder {
+            name,
+            spec,
+            args: Args::new(),
+            error: None,
+            modifiers: Modifiers::default(),
+        }
+    }
+
+    /// A handle to the registered instance `name` (see
+    /// [`SkFunctionBuilder::register_as`]), or else to the registered
+    /// function `name` with no arguments bound.
+    ///
+    /// # Errors
+    ///
+    /// [`FunctionError::NotRegistered`] when neither exists.
+    pub fn get(name: &str) -> Result<SkFunction, FunctionError> {
+        if let Some(instance) = instances().get(name) {
+            return Ok((*instance).clone());
+        }
+        SkFunction::builder(name).build()
+    }
+
+    /// The registered function's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The bound arguments.
+    pub fn args(&self) -> &Args {
+        &self.args
+    }
+
+    /// The modifiers applied on execution.
+    pub fn modifiers(&self) -> &Modifiers {
+        &self.modifiers
+    }
+
+    /// The resolved function spec.
+    ///
+    /// # Errors
+    ///
+    /// [`FunctionError::NotRegistered`] when this process has no function of
+    /// the handle's name.
+    pub fn spec(&self) -> Result<&Arc<FunctionSpec>, FunctionError> {
+        if let Some(spec) = self.resolved.get() {
+            return Ok(spec);
+        }
+        let spec = spec::lookup(&self.name)?;
+        Ok(self.resolved.get_or_init(|| spec))
+    }
+
+    /// The function's kind.
+    ///
+    /// # Errors
+    ///
+    /// As [`SkFunction::spec`].
+    pub fn kind(&self) -> Result<FunctionKind, FunctionError> {
+        Ok(self.spec()?.kind())
+    }
+
+    /// Retries failed calls by `policy` (see [the modifier
+    /// order](crate::modifiers_order)).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.modifiers.retry = Some(policy);
+        self
+    }
+
+    /// Bounds every call (each attempt, under retry) to `limit`; an overrun
+    /// sets the call's [`StopToken`](crate::StopToken) and is reported as
+    /// [`FunctionError::TimedOut`].
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.modifiers.timeout = Some(limit);
+        self
+    }
+
+    /// Starts at most `per_sec` calls per second through this handle and its
+    /// clones (each attempt counts).
+    pub fn rate_limit(mut self, per_sec: f64) -> Self {
+        self.modifiers.rate_limit = Some(per_sec);
+        self.limiter = LimiterCell::default();
+        self
+    }
+
+    /// Executes the function and returns its output as an `R`.
+    ///
+    /// A generator is collected into a `Vec` of its items; an async function
+    /// is driven to completion on this thread.
+    ///
+    /// # Errors
+    ///
+    /// Whatever [`SkFunction::execute_value`] gives, and
+    /// [`FunctionError::OutputType`] when the function does not return `R`.
+    pub fn execute<R: 'static>(&self) -> Result<R, FunctionError> {
+        downcast_output(&self.name, self.execute_value()?)
+    }
+
+    /// Executes the function with `extra` arguments layered over the bound
+    /// ones (an `extra` argument wins).
+    ///
+    /// # Errors
+    ///
+    /// As [`SkFunction::execute`].
+    pub fn execute_with<R: 'static>(&self, extra: &Args) -> Result<R, FunctionError> {
+        let mut call = self.clone();
+        call.args = self.args.overlay(extra);
+        downcast_output(&self.name, call.execute_value()?)
+    }
+
+    /// Executes the function, applying its modifiers, and returns the
+    /// type-erased output.
+    ///
+    /// # Errors
+    ///
+    /// [`FunctionError::NotRegistered`], argument errors
+    /// ([`FunctionError::MissingArgument`], [`FunctionError::ArgumentType`]),
+    /// the function's own failure ([`FunctionError::Failed`],
+    /// [`FunctionError::Panicked`]) and the modifiers' errors
+    /// ([`FunctionError::TimedOut`], [`FunctionError::RetriesExhausted`]).
+    pub fn execute_value(&self) -> Result<Value, FunctionError> {
+        self.spec()?;
+        modifiers::run(self, &self.modifiers, &self.limiter)
+    }
+
+    /// Executes the function and encodes its output for another process:
+    /// `(type name, internal-format bytes)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`SkFunction::execute_value`], and [`FunctionError::Cereal`] when
+    /// the output does not serialize.
+    pub fn execute_encoded(&self) -> Result<(String, Vec<u8>), FunctionError> {
+        Ok(self.execute_value()?.into_encoded()?)
+    }
+
+    /// Runs the function on a new thread and returns a handle to join.
+    ///
+    /// The background call applies every other modifier (the outermost of
+    /// [the modifier order](crate::modifiers_order)).
+    ///
+    /// # Errors
+    ///
+    /// [`FunctionError::Background`] when the thread cannot be started.
+    pub fn background<R: Send + 'static>(&self) -> Result<Background<R>, FunctionError> {
+        let this = self.clone();
+        Background::spawn(&self.name, move || this.execute_value())
+    }
+
+    /// Streams a generator's items, typed as `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`FunctionError::WrongKind`] when the function is not a generator;
+    /// each item is [`FunctionError::OutputType`] when it is not a `T`.
+    pub fn stream<T: 'static>(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<T, FunctionError>> + Send + use<T>, FunctionError> {
+        let name = self.name.clone();
+        Ok(self
+            .stream_values()?
+            .map(move |item| item.and_then(|v| downcast_output(&name, v))))
+    }
+
+    /// Streams a generator's items, type-erased.
+    ///
+    /// # Errors
+    ///
+    /// [`FunctionError::WrongKind`] when the function is not a generator.
+    pub fn stream_values(&self) -> Result<ValueStream, FunctionError> {
+        let spec = self.spec()?;
+        match &spec.invoker {
+            Invoker::Generator { stream, .. } => guard(&self.name, || stream(&self.args)),
+            _ => Err(self.wrong_kind(spec.kind(), "streamed")),
+        }
+    }
+
+    /// Executes an async function without blocking: the returned future
+    /// resolves to its output. A non-async function runs when the future is
+    /// first polled. Modifiers other than `background` do not apply here.
+    ///
+    /// # Errors
+    ///
+    /// As [`SkFunction::execute`], through the future.
+    pub async fn execute_async<R: 'static>(&self) -> Result<R, FunctionError> {
+        let spec = Arc::clone(self.spec()?);
+        let value = match &spec.invoker {
+            Invoker::Async(start) => {
+                let fut: ValueFuture = guard(&self.name, || start(&self.args))?;
+                fut.await?
+            }
+            _ => self.attempt()?,
+        };
+        downcast_output(&self.name, value)
+    }
+
+    fn wrong_kind(&self, kind: FunctionKind, action: &'static str) -> FunctionError {
+        FunctionError::WrongKind {
+            function: self.name.clone(),
+            kind: kind.as_str(),
+            action,
+        }
+    }
+}
+
+impl Invocation for SkFunction {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn attempt(&self) -> Result<Value, FunctionError> {
+        let spec = self.spec()?;
+        match &spec.invoker {
+            Invoker::Plain(call) | Invoker::Generator { collect: call, .. } => {
+                guard(&self.name, || call(&self.args))
+            }
+            Invoker::Async(start) => {
+                let fut = guard(&self.name, || start(&self.args))?;
+                guard(&self.name, || pollster::block_on(fut))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SkFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SkFunction")
+            .field("name", &self.name)
+            .field("args", &self.args.names().collect::<Vec<_>>())
+            .field("modifiers", &self.modifiers)
+            .finish()
+    }
+}
+
+impl PartialEq for SkFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.args == other.args && self.modifiers == other.modifiers
+    }
+}
+
+/// Runs `f`, turning a panic into [`FunctionError::Panicked`].
+pub(crate) fn guard<T>(
+    function: &str,
+    f: impl FnOnce() -> Result<T, FunctionError>,
+) -> Result<T, FunctionError> {
+    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        Err(FunctionError::Panicked {
+            function: function.to_owned(),
+            message: panic_message(&*payload),
+        })
+    })
+}
+
+pub(crate) fn downcast_output<R: 'static>(
+    function: &str,
+    value: Value,
+) -> Result<R, FunctionError> {
+    value
+        .downcast::<R>()
+        .map_err(|v| FunctionError::OutputType {
+            function: function.to_owned(),
+            expected: type_name::<R>().to_owned(),
+            found: v.type_name().to_owned(),
+        })
+}
+
+/// Binds arguments to a registered function by parameter name, checking
+/// each against the function's signature as it is bound.
+///
+/// Made by [`SkFunction::builder`]. The first error is kept and returned by
+/// [`build`](SkFunctionBuilder::build).
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct SkFunctionBuilder {
+    name: String,
+    spec: Result<Arc<FunctionSpec>, FunctionError>,
+    args: Args,
+    error: Option<FunctionError>,
+    modifiers: Modifiers,
+}
+
+impl SkFunctionBuilder {
+    /// Binds `value` to the parameter `param`.
+    ///
+    /// Checked now: the parameter must exist, `T` must be its declared type
+    /// exactly, and the value must serialize. A failure is returned by
+    /// [`build`](SkFunctionBuilder::build).
+    pub fn arg<T: serde::Serialize + 'static>(mut self, param: &str, value: T) -> Self {
+        if self.error.is_none() {
+            if let Err(e) = self.try_bind(param, &value) {
+                self.error = Some(e);
+            }
+        }
+        self
+    }
+
+    fn try_bind<T: serde::Serialize + 'static>(
+        &mut self,
+        param: &str,
+        value: &T,
+    ) -> Result<(), FunctionError> {
+        let spec = match &self.spec {
+            Ok(spec) => spec,
+            // The lookup error is reported by `build`.
+            Err(_) => return Ok(()),
+        };
+        let declared = spec
+            .param(param)
+            .ok_or_else(|| FunctionError::UnknownParameter {
+                function: self.name.clone(),
+                param: param.to_owned(),
+                known: spec.param_list(),
+            })?;
+        if !declared.accepts(TypeId::of::<T>()) {
+            return Err(FunctionError::ArgumentType {
+                function: self.name.clone(),
+                param: param.to_owned(),
+                expected: declared.type_name().to_owned(),
+                found: type_name::<T>().to_owned(),
+            });
+        }
+        if self.args.contains(param) {
+            return Err(FunctionError::ArgumentBoundTwice {
+                function: self.name.clone(),
+                param: param.to_owned(),
+            });
+        }
+        let encoded = ArgValue::encode(&self.name, param, value)?;
+        self.args.insert(param.to_owned(), encoded);
+        Ok(())
+    }
+
+    /// Adds the [`SkFunction::retry`] modifier.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.modifiers.retry = Some(policy);
+        self
+    }
+
+    /// Adds the [`SkFunction::timeout`] modifier.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.modifiers.timeout = Some(limit);
+        self
+    }
+
+    /// Adds the [`SkFunction::rate_limit`] modifier.
+    pub fn rate_limit(mut self, per_sec: f64) -> Self {
+        self.modifiers.rate_limit = Some(per_sec);
+        self
+    }
+
+    /// Finishes the handle.
+    ///
+    /// Parameters left unbound may be supplied at call time with
+    /// [`SkFunction::execute_with`].
+    ///
+    /// # Errors
+    ///
+    /// The first binding error, or [`FunctionError::NotRegistered`] when the
+    /// function does not exist.
+    pub fn build(self) -> Result<SkFunction, FunctionError> {
+        let spec = self.spec?;
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let resolved = OnceLock::new();
+        let _ = resolved.set(spec);
+        Ok(SkFunction {
+            name: self.name,
+            args: self.args,
+            modifiers: self.modifiers,
+            resolved: Arc::new(resolved),
+            limiter: LimiterCell::default(),
+        })
+    }
+
+    /// Builds the handle and registers it as the instance `instance` (in the
+    /// external layer), so that `SkFunction::get(instance)` returns it with
+    /// these arguments. Several instances of one function may be registered
+    /// with different arguments.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](SkFunctionBuilder::build), and
+    /// [`FunctionError::Registry`] when the instance name is taken.
+    pub fn register_as(self, instance: impl Into<String>) -> Result<SkFunction, FunctionError> {
+        let function = self.build()?;
+        instances().register(Layer::External, instance, function.clone())?;
+        Ok(function)
+    }
+
+    /// Registers the handle as the instance `instance` and executes it: the
+    /// one-step form of "register, then execute".
+    ///
+    /// # Errors
+    ///
+    /// As [`register_as`](SkFunctionBuilder::register_as) and
+    /// [`SkFunction::execute`].
+    pub fn register_and_execute<R: 'static>(
+        self,
+        instance: impl Into<String>,
+    ) -> Result<R, FunctionError> {
+        self.register_as(instance)?.execute()
+    }
+}
+
+/// This process's registry of function instances: handles with bound
+/// arguments registered under their own names.
+pub fn instances() -> &'static Registry<SkFunction> {
+    static INSTANCES: OnceLock<Registry<SkFunction>> = OnceLock::new();
+    INSTANCES.get_or_init(|| Registry::new("function instances"))
+}
