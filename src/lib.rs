@@ -1,0 +1,58 @@
+//! Suitkaise: cycles of small named units of work, on threads and in
+//! processes, with supervision and explicit error modes.
+//!
+//! This crate is the facade: it re-exports, item by item, the public API of
+//! the workspace crates, and a [`prelude`].
+//!
+//! | crate | what it holds |
+//! |---|---|
+//! | `sk-cereal` | serialization: [`Internal`] (fast, same build) and [`External`] (versioned, self-describing) formats, [`Snapshot`] |
+//! | `sk-reg` | layered [`Registry`], project root [`SkRoot`], [`GlobalStorage`] |
+//! | `sk-core` | [`SkFunction`] handles, [`SkLambda`], [`AnyFunction`], [`RetryPolicy`], [`StopToken`], [`TimingStats`], [`Circuit`] |
+//!
+//! # Examples
+//!
+//! ```
+//! use suitkaise::prelude::*;
+//!
+//! #[suitkaise::function]
+//! fn greet(name: String, excited: bool) -> String {
+//!     format!("hello, {name}{}", if excited { "!" } else { "." })
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let f = SkFunction::builder("greet").arg("name", "ada".to_string()).arg("excited", true).build()?;
+//! assert_eq!(f.execute::<String>()?, "hello, ada!");
+//!
+//! // Handles are plain data: they cross process boundaries.
+//! let bytes = External::encode(&f)?;
+//! let g: SkFunction = External::decode(&bytes)?;
+//! assert_eq!(g.execute::<String>()?, "hello, ada!");
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub use sk_cereal::{
+    CerealError, External, Format, Internal, Limits, Segment, Snapshot, ValuePath,
+};
+pub use sk_core::{
+    AnyFunction, ArgValue, Args, Attempt, Background, Backoff, BoxError, Circuit, CircuitError,
+    Clock, FunctionError, FunctionKind, FunctionSpec, Jitter, ManualClock, Modifiers, ParamSpec,
+    Permanent, RateLimitError, RateLimiter, Retry, RetryError, RetryPolicy, SharedStats,
+    SkFunction, SkFunctionBuilder, SkLambda, StatsSummary, StopToken, SystemClock, TakeError,
+    TimingStats, Value, ValueFuture, ValueStream, function, functions, generator, instances,
+};
+pub use sk_reg::{GlobalStorage, Layer, Registry, RegistryError, RootError, SkRoot, registry};
+
+#[doc(hidden)]
+pub use sk_core::__private;
+
+/// The names most programs need: `use suitkaise::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        AnyFunction, Args, External, Format, FunctionError, GlobalStorage, Internal, Layer,
+        Registry, RetryPolicy, SkFunction, SkLambda, SkRoot, StopToken, TimingStats, Value,
+    };
+}
