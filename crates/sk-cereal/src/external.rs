@@ -7,7 +7,7 @@ use serde::de::{Deserialize, DeserializeOwned, Deserializer};
 
 use crate::error::{BoxError, CerealError, Message};
 use crate::format::Format;
-use crate::guard::{Guard, PathTrack, Report, State};
+use crate::guard::{Guard, Report, State};
 use crate::internal::decode_error;
 use crate::limits::Limits;
 use crate::path::ValuePath;
@@ -243,7 +243,7 @@ struct TrackedDe<T>(T);
 impl<'de, T: DeserializeOwned> Deserialize<'de> for TrackedDe<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // ciborium bounds the depth itself; the guard only tracks the path.
-        let state = State::new(usize::MAX, PathTrack::default());
+        let state = State::new(usize::MAX);
         let result =
             T::deserialize(Guard::new(deserializer, &state)).map_err(|err| state.lower(err));
         REPORT.with(|slot| *slot.borrow_mut() = Some(state.into_report()));

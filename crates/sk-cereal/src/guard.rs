@@ -1,9 +1,12 @@
-//! A `Deserializer` wrapper that bounds nesting depth and, on the failure
-//! path only, records the path of the value that failed.
+//! A `Deserializer` wrapper that bounds nesting depth and records the path of
+//! the value that failed.
 //!
-//! The fast path runs with [`NoTrack`] (a zero-sized no-op tracker) so the
-//! wrapper costs a depth counter per compound value; when decoding fails the
-//! same bytes are decoded again with [`PathTrack`] to name the failing value.
+//! It runs on failure paths only: [`Internal`](crate::Internal) first decodes
+//! through the cheaper [`Bounded`](crate::bounded::Bounded) (and
+//! [`External`](crate::External) through plain ciborium); when that fails the
+//! same bytes are decoded again through [`Guard`] to name the failing value.
+//! `Bounded` and `Guard` count the same levels, so a depth-limit trip happens
+//! at the same place in each.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -43,28 +46,7 @@ impl<E: serde::ser::Error> serde::ser::Error for GuardError<E> {
     }
 }
 
-/// Path bookkeeping; [`NoTrack`] makes it all vanish.
-pub(crate) trait Track {
-    const ON: bool;
-    fn push(&self, _segment: Segment) {}
-    fn pop(&self) {}
-    /// Records the current path as the failure point unless a deeper one is known.
-    fn capture(&self) {}
-    fn start_key(&self) {}
-    fn note_scalar(&self, _render: &dyn Fn() -> String) {}
-    fn end_key(&self) -> Option<String> {
-        None
-    }
-}
-
-/// The fast-path tracker: records nothing.
-pub(crate) struct NoTrack;
-
-impl Track for NoTrack {
-    const ON: bool = false;
-}
-
-/// The failure-path tracker.
+/// Path bookkeeping of a failure-path run.
 #[derive(Default)]
 pub(crate) struct PathTrack {
     stack: RefCell<Vec<Segment>>,
@@ -78,61 +60,58 @@ impl PathTrack {
     pub(crate) fn into_path(self) -> Vec<Segment> {
         self.failed_at.into_inner().unwrap_or_default()
     }
-}
 
-impl Track for PathTrack {
-    const ON: bool = true;
-
-    fn push(&self, segment: Segment) {
+    pub(crate) fn push(&self, segment: Segment) {
         self.stack.borrow_mut().push(segment);
     }
 
-    fn pop(&self) {
+    pub(crate) fn pop(&self) {
         self.stack.borrow_mut().pop();
     }
 
-    fn capture(&self) {
+    /// Records the current path as the failure point unless a deeper one is known.
+    pub(crate) fn capture(&self) {
         let mut failed_at = self.failed_at.borrow_mut();
         if failed_at.is_none() {
             *failed_at = Some(self.stack.borrow().clone());
         }
     }
 
-    fn start_key(&self) {
+    pub(crate) fn start_key(&self) {
         self.capturing.set(true);
         *self.key.borrow_mut() = None;
     }
 
-    fn note_scalar(&self, render: &dyn Fn() -> String) {
+    pub(crate) fn note_scalar(&self, render: &dyn Fn() -> String) {
         if self.capturing.get() {
             self.capturing.set(false);
             *self.key.borrow_mut() = Some(render());
         }
     }
 
-    fn end_key(&self) -> Option<String> {
+    pub(crate) fn end_key(&self) -> Option<String> {
         self.capturing.set(false);
         self.key.borrow_mut().take()
     }
 }
 
 /// Shared state of one decoding run.
-pub(crate) struct State<P> {
+pub(crate) struct State {
     depth: Cell<usize>,
     max_depth: usize,
     tripped: Cell<bool>,
     message: RefCell<Option<String>>,
-    pub(crate) track: P,
+    pub(crate) track: PathTrack,
 }
 
-impl<P: Track> State<P> {
-    pub(crate) fn new(max_depth: usize, track: P) -> Self {
+impl State {
+    pub(crate) fn new(max_depth: usize) -> Self {
         Self {
             depth: Cell::new(0),
             max_depth,
             tripped: Cell::new(false),
             message: RefCell::new(None),
-            track,
+            track: PathTrack::default(),
         }
     }
 
@@ -181,29 +160,29 @@ enum Ctx {
 }
 
 /// The depth-bounding, path-tracking deserializer.
-pub(crate) struct Guard<'s, D, P> {
+pub(crate) struct Guard<'s, D> {
     inner: D,
-    st: &'s State<P>,
+    st: &'s State,
 }
 
-impl<'s, D, P> Guard<'s, D, P> {
-    pub(crate) fn new(inner: D, st: &'s State<P>) -> Self {
+impl<'s, D> Guard<'s, D> {
+    pub(crate) fn new(inner: D, st: &'s State) -> Self {
         Self { inner, st }
     }
 }
 
-struct GVisitor<'s, V, P> {
+struct GVisitor<'s, V> {
     visitor: V,
-    st: &'s State<P>,
+    st: &'s State,
     ctx: Ctx,
 }
 
-struct GSeed<'s, S, P> {
+struct GSeed<'s, S> {
     seed: S,
-    st: &'s State<P>,
+    st: &'s State,
 }
 
-impl<'de, S: DeserializeSeed<'de>, P: Track> DeserializeSeed<'de> for GSeed<'_, S, P> {
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for GSeed<'_, S> {
     type Value = S::Value;
 
     #[inline]
@@ -242,7 +221,7 @@ macro_rules! forward_nested {
     )*};
 }
 
-impl<'de, D: Deserializer<'de>, P: Track> Deserializer<'de> for Guard<'_, D, P> {
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
     type Error = GuardError<D::Error>;
 
     forward_scalar! {
@@ -376,16 +355,14 @@ macro_rules! visit_scalar {
     ($($method:ident: $ty:ty)*) => {$(
         #[inline]
         fn $method<E: de::Error>(self, v: $ty) -> Result<Self::Value, E> {
-            if P::ON {
-                self.st.track.note_scalar(&|| v.to_string());
-            }
+            self.st.track.note_scalar(&|| v.to_string());
             let st = self.st;
             self.visitor.$method::<GuardError<E>>(v).map_err(|err| st.lower(err))
         }
     )*};
 }
 
-impl<'de, V: Visitor<'de>, P: Track> Visitor<'de> for GVisitor<'_, V, P> {
+impl<'de, V: Visitor<'de>> Visitor<'de> for GVisitor<'_, V> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -400,9 +377,7 @@ impl<'de, V: Visitor<'de>, P: Track> Visitor<'de> for GVisitor<'_, V, P> {
 
     #[inline]
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        if P::ON {
-            self.st.track.note_scalar(&|| v.to_owned());
-        }
+        self.st.track.note_scalar(&|| v.to_owned());
         let st = self.st;
         self.visitor
             .visit_borrowed_str::<GuardError<E>>(v)
@@ -411,9 +386,7 @@ impl<'de, V: Visitor<'de>, P: Track> Visitor<'de> for GVisitor<'_, V, P> {
 
     #[inline]
     fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        if P::ON {
-            self.st.track.note_scalar(&|| v.clone());
-        }
+        self.st.track.note_scalar(&|| v.clone());
         let st = self.st;
         self.visitor
             .visit_string::<GuardError<E>>(v)
@@ -519,14 +492,14 @@ impl<'de, V: Visitor<'de>, P: Track> Visitor<'de> for GVisitor<'_, V, P> {
     }
 }
 
-struct GSeq<'s, A, P> {
+struct GSeq<'s, A> {
     inner: A,
-    st: &'s State<P>,
+    st: &'s State,
     fields: &'static [&'static str],
     index: usize,
 }
 
-impl<'de, A: de::SeqAccess<'de>, P: Track> de::SeqAccess<'de> for GSeq<'_, A, P> {
+impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for GSeq<'_, A> {
     type Error = GuardError<A::Error>;
 
     #[inline]
@@ -535,20 +508,16 @@ impl<'de, A: de::SeqAccess<'de>, P: Track> de::SeqAccess<'de> for GSeq<'_, A, P>
         seed: T,
     ) -> Result<Option<T::Value>, Self::Error> {
         let st = self.st;
-        if P::ON {
-            let segment = match self.fields.get(self.index) {
-                Some(field) => Segment::Field((*field).to_owned()),
-                None => Segment::Index(self.index),
-            };
-            st.track.push(segment);
-        }
+        let segment = match self.fields.get(self.index) {
+            Some(field) => Segment::Field((*field).to_owned()),
+            None => Segment::Index(self.index),
+        };
+        st.track.push(segment);
         let result = self.inner.next_element_seed(GSeed { seed, st });
-        if P::ON {
-            if result.is_err() {
-                st.track.capture();
-            }
-            st.track.pop();
+        if result.is_err() {
+            st.track.capture();
         }
+        st.track.pop();
         self.index += 1;
         result.map_err(GuardError::Inner)
     }
@@ -558,14 +527,14 @@ impl<'de, A: de::SeqAccess<'de>, P: Track> de::SeqAccess<'de> for GSeq<'_, A, P>
     }
 }
 
-struct GMap<'s, A, P> {
+struct GMap<'s, A> {
     inner: A,
-    st: &'s State<P>,
+    st: &'s State,
     is_struct: bool,
     key: Option<String>,
 }
 
-impl<'de, A: de::MapAccess<'de>, P: Track> de::MapAccess<'de> for GMap<'_, A, P> {
+impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for GMap<'_, A> {
     type Error = GuardError<A::Error>;
 
     #[inline]
@@ -574,15 +543,11 @@ impl<'de, A: de::MapAccess<'de>, P: Track> de::MapAccess<'de> for GMap<'_, A, P>
         seed: K,
     ) -> Result<Option<K::Value>, Self::Error> {
         let st = self.st;
-        if P::ON {
-            st.track.start_key();
-        }
+        st.track.start_key();
         let result = self.inner.next_key_seed(GSeed { seed, st });
-        if P::ON {
-            self.key = st.track.end_key();
-            if result.is_err() {
-                st.track.capture();
-            }
+        self.key = st.track.end_key();
+        if result.is_err() {
+            st.track.capture();
         }
         result.map_err(GuardError::Inner)
     }
@@ -593,21 +558,17 @@ impl<'de, A: de::MapAccess<'de>, P: Track> de::MapAccess<'de> for GMap<'_, A, P>
         seed: T,
     ) -> Result<T::Value, Self::Error> {
         let st = self.st;
-        if P::ON {
-            let key = self.key.take().unwrap_or_else(|| "?".to_owned());
-            st.track.push(if self.is_struct {
-                Segment::Field(key)
-            } else {
-                Segment::Key(key)
-            });
-        }
+        let key = self.key.take().unwrap_or_else(|| "?".to_owned());
+        st.track.push(if self.is_struct {
+            Segment::Field(key)
+        } else {
+            Segment::Key(key)
+        });
         let result = self.inner.next_value_seed(GSeed { seed, st });
-        if P::ON {
-            if result.is_err() {
-                st.track.capture();
-            }
-            st.track.pop();
+        if result.is_err() {
+            st.track.capture();
         }
+        st.track.pop();
         result.map_err(GuardError::Inner)
     }
 
@@ -616,15 +577,15 @@ impl<'de, A: de::MapAccess<'de>, P: Track> de::MapAccess<'de> for GMap<'_, A, P>
     }
 }
 
-struct GEnum<'s, A, P> {
+struct GEnum<'s, A> {
     inner: A,
-    st: &'s State<P>,
+    st: &'s State,
     variants: &'static [&'static str],
 }
 
-impl<'s, 'de, A: de::EnumAccess<'de>, P: Track> de::EnumAccess<'de> for GEnum<'s, A, P> {
+impl<'s, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for GEnum<'s, A> {
     type Error = GuardError<A::Error>;
-    type Variant = GVariant<'s, A::Variant, P>;
+    type Variant = GVariant<'s, A::Variant>;
 
     #[inline]
     fn variant_seed<V: DeserializeSeed<'de>>(
@@ -632,22 +593,16 @@ impl<'s, 'de, A: de::EnumAccess<'de>, P: Track> de::EnumAccess<'de> for GEnum<'s
         seed: V,
     ) -> Result<(V::Value, Self::Variant), Self::Error> {
         let st = self.st;
-        if P::ON {
-            st.track.start_key();
-        }
+        st.track.start_key();
         let result = self.inner.variant_seed(GSeed { seed, st });
-        let name = if P::ON {
-            let raw = st.track.end_key().unwrap_or_else(|| "?".to_owned());
-            // Compact formats name variants by index; map it back to the name.
-            let named = raw
-                .parse::<usize>()
-                .ok()
-                .and_then(|index| self.variants.get(index));
-            Some(named.map_or(raw, |name| (*name).to_owned()))
-        } else {
-            None
-        };
-        if P::ON && result.is_err() {
+        let raw = st.track.end_key().unwrap_or_else(|| "?".to_owned());
+        // Compact formats name variants by index; map it back to the name.
+        let named = raw
+            .parse::<usize>()
+            .ok()
+            .and_then(|index| self.variants.get(index));
+        let name = named.map_or(raw, |name| (*name).to_owned());
+        if result.is_err() {
             st.track.capture();
         }
         let (value, inner) = result.map_err(GuardError::Inner)?;
@@ -655,35 +610,28 @@ impl<'s, 'de, A: de::EnumAccess<'de>, P: Track> de::EnumAccess<'de> for GEnum<'s
     }
 }
 
-pub(crate) struct GVariant<'s, A, P> {
+pub(crate) struct GVariant<'s, A> {
     inner: A,
-    st: &'s State<P>,
-    name: Option<String>,
+    st: &'s State,
+    name: String,
 }
 
-impl<A, P: Track> GVariant<'_, A, P> {
+impl<A> GVariant<'_, A> {
     /// Runs `f` with the variant's segment on the path.
     #[inline]
-    fn within<T, E>(
-        self,
-        f: impl FnOnce(A, &State<P>) -> Result<T, E>,
-    ) -> Result<T, GuardError<E>> {
+    fn within<T, E>(self, f: impl FnOnce(A, &State) -> Result<T, E>) -> Result<T, GuardError<E>> {
         let st = self.st;
-        if let Some(name) = self.name {
-            st.track.push(Segment::Variant(name));
-        }
+        st.track.push(Segment::Variant(self.name));
         let result = f(self.inner, st);
-        if P::ON {
-            if result.is_err() {
-                st.track.capture();
-            }
-            st.track.pop();
+        if result.is_err() {
+            st.track.capture();
         }
+        st.track.pop();
         result.map_err(GuardError::Inner)
     }
 }
 
-impl<'de, A: de::VariantAccess<'de>, P: Track> de::VariantAccess<'de> for GVariant<'_, A, P> {
+impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for GVariant<'_, A> {
     type Error = GuardError<A::Error>;
 
     fn unit_variant(self) -> Result<(), Self::Error> {
@@ -729,7 +677,7 @@ impl<'de, A: de::VariantAccess<'de>, P: Track> de::VariantAccess<'de> for GVaria
     }
 }
 
-impl State<PathTrack> {
+impl State {
     /// The failure report of a tracked run: path, innermost message, and
     /// whether the depth limit was hit.
     pub(crate) fn into_report(self) -> Report {

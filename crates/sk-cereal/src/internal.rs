@@ -3,9 +3,10 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::bounded::Bounded;
 use crate::error::{BoxError, CerealError, Message};
 use crate::format::Format;
-use crate::guard::{Guard, NoTrack, PathTrack, Report, State};
+use crate::guard::{Guard, Report, State};
 use crate::limits::Limits;
 use crate::path::ValuePath;
 use crate::track_ser::{SerState, Tracked};
@@ -101,9 +102,8 @@ impl Internal {
                 max: limits.max_input_bytes,
             });
         }
-        let state = State::new(limits.max_depth, NoTrack);
         let mut de = postcard::Deserializer::from_bytes(bytes);
-        match T::deserialize(Guard::new(&mut de, &state)) {
+        match T::deserialize(Bounded::new(&mut de, limits.max_depth)) {
             Ok(value) => match de.finalize() {
                 Ok([]) => Ok(value),
                 Ok(rest) => Err(CerealError::TrailingBytes {
@@ -125,7 +125,7 @@ impl Internal {
     #[cold]
     #[inline(never)]
     fn explain_decode_failure<T: DeserializeOwned>(bytes: &[u8], limits: &Limits) -> CerealError {
-        let state = State::new(limits.max_depth, PathTrack::default());
+        let state = State::new(limits.max_depth);
         let mut de = postcard::Deserializer::from_bytes(bytes);
         let source: BoxError = match T::deserialize(Guard::new(&mut de, &state)) {
             Err(err) => Box::new(state.lower(err)),

@@ -110,6 +110,7 @@
 //! Readers reject newer versions ([`CerealError::UnsupportedVersion`]). A
 //! checked-in fixture in the tests pins these bytes.
 
+mod bounded;
 mod error;
 mod external;
 mod format;

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use serde::ser::{self, Serialize, Serializer};
 
-use crate::guard::{GuardError, PathTrack, Track};
+use crate::guard::{GuardError, PathTrack};
 use crate::path::Segment;
 
 /// Failure-path state: the path tracker and the innermost custom message.

@@ -4,9 +4,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::types::{Outer, Tree, outer};
+use crate::bounded::Bounded;
 use crate::external::Envelope;
+use crate::guard::{Guard, State};
 use crate::{CerealError, External, Format, Internal, Limits};
 
 /// Wraps a hand-made CBOR payload in a valid envelope for `T`.
@@ -101,6 +105,33 @@ proptest! {
             let err = External::decode::<Outer>(&bytes[..end]).unwrap_err();
             assert_external_failure(&err);
         }
+    }
+
+    #[test]
+    fn fast_and_tracking_decoders_trip_at_the_same_depth(outer in outer(), len in 0_usize..3) {
+        let value = (outer, Newtype(vec![Pair(1, Some(Unit)); len]));
+        let bytes = Internal::encode(&value).unwrap();
+        let mut accepted = None;
+        for max_depth in 0..10 {
+            let fast = decodes_fast::<(Outer, Newtype)>(&bytes, max_depth);
+            let tracked = decodes_tracked::<(Outer, Newtype)>(&bytes, max_depth);
+            prop_assert_eq!(fast, tracked, "max_depth {}", max_depth);
+            let limits = Limits::default().with_max_depth(max_depth);
+            match Internal::decode_with::<(Outer, Newtype)>(&bytes, &limits) {
+                Ok(back) => {
+                    prop_assert!(fast);
+                    prop_assert_eq!(&back, &value);
+                    accepted.get_or_insert(max_depth);
+                }
+                Err(err) => {
+                    prop_assert!(!fast);
+                    let depth_limit = matches!(err, CerealError::DepthLimit { .. });
+                    prop_assert!(depth_limit, "{:?}", err);
+                    prop_assert!(accepted.is_none(), "a deeper limit refused what a shallower took");
+                }
+            }
+        }
+        prop_assert!(accepted.is_some(), "no limit under 10 accepted the value");
     }
 
     #[test]
@@ -247,4 +278,26 @@ fn nesting_within_the_limit_round_trips() {
         back.dismantle();
         tree.dismantle();
     });
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Unit;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Pair(u8, Option<Unit>);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Newtype(Vec<Pair>);
+
+/// Whether the fast-path decoder accepts `bytes` under `max_depth`.
+fn decodes_fast<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> bool {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    T::deserialize(Bounded::new(&mut de, max_depth)).is_ok()
+}
+
+/// Whether the path-tracking decoder accepts `bytes` under `max_depth`.
+fn decodes_tracked<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> bool {
+    let state = State::new(max_depth);
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    T::deserialize(Guard::new(&mut de, &state)).is_ok()
 }
