@@ -147,7 +147,7 @@ impl From<SkLambda> for AnyFunction {
 impl<F, R> From<F> for AnyFunction
 where
     F: Fn() -> R + Send + Sync + 'static,
-    R: Serialize + Send + 'static,
+    R: Serialize + Send + Sync + 'static,
 {
     fn from(f: F) -> Self {
         AnyFunction(Inner::Lambda(SkLambda::new(type_name::<F>(), f)))

@@ -51,7 +51,7 @@ impl SkLambda {
     /// process boundary; the closure cannot).
     pub fn new<R, F>(name: impl Into<Arc<str>>, f: F) -> Self
     where
-        R: Serialize + Send + 'static,
+        R: Serialize + Send + Sync + 'static,
         F: Fn() -> R + Send + Sync + 'static,
     {
         Self::from_fn(name.into(), move |_| Ok(Value::new(f())))
@@ -61,7 +61,7 @@ impl SkLambda {
     /// [`Value::local`]).
     pub fn local<R, F>(name: impl Into<Arc<str>>, f: F) -> Self
     where
-        R: Send + 'static,
+        R: Send + Sync + 'static,
         F: Fn() -> R + Send + Sync + 'static,
     {
         Self::from_fn(name.into(), move |_| Ok(Value::local(f())))
@@ -70,7 +70,7 @@ impl SkLambda {
     /// A closure that can fail; its error becomes [`FunctionError::Failed`].
     pub fn fallible<R, E, F>(name: impl Into<Arc<str>>, f: F) -> Self
     where
-        R: Serialize + Send + 'static,
+        R: Serialize + Send + Sync + 'static,
         E: Into<BoxError>,
         F: Fn() -> Result<R, E> + Send + Sync + 'static,
     {
@@ -86,7 +86,7 @@ impl SkLambda {
     /// [`SkLambda::execute_with`]).
     pub fn with_args<R, E, F>(name: impl Into<Arc<str>>, f: F) -> Self
     where
-        R: Serialize + Send + 'static,
+        R: Serialize + Send + Sync + 'static,
         E: Into<BoxError>,
         F: Fn(&Args) -> Result<R, E> + Send + Sync + 'static,
     {

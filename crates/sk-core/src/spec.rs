@@ -164,7 +164,7 @@ impl FunctionSpec {
         call: F,
     ) -> Self
     where
-        R: Serialize + Send + 'static,
+        R: Serialize + Send + Sync + 'static,
         E: Into<BoxError>,
         F: Fn(&Args) -> Result<R, E> + Send + Sync + 'static,
     {
@@ -189,7 +189,7 @@ impl FunctionSpec {
     where
         I: IntoIterator + 'static,
         I::IntoIter: Send,
-        I::Item: Serialize + Send + 'static,
+        I::Item: Serialize + Send + Sync + 'static,
         E: Into<BoxError>,
         F: Fn(&Args) -> Result<I, E> + Send + Sync + 'static,
     {
@@ -223,7 +223,7 @@ impl FunctionSpec {
         call: F,
     ) -> Self
     where
-        R: Serialize + Send + 'static,
+        R: Serialize + Send + Sync + 'static,
         E: Into<BoxError>,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
         F: Fn(&Args) -> Result<Fut, FunctionError> + Send + Sync + 'static,

@@ -22,7 +22,7 @@ enum Repr {
     Encoded { type_name: String, bytes: Vec<u8> },
 }
 
-trait Erased: Send {
+trait Erased: Send + Sync {
     fn type_name(&self) -> &'static str;
     fn encode(&self) -> Result<Vec<u8>, CerealError>;
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
@@ -31,7 +31,7 @@ trait Erased: Send {
 
 struct Serializable<T>(T);
 
-impl<T: Serialize + Send + 'static> Erased for Serializable<T> {
+impl<T: Serialize + Send + Sync + 'static> Erased for Serializable<T> {
     fn type_name(&self) -> &'static str {
         type_name::<T>()
     }
@@ -48,7 +48,7 @@ impl<T: Serialize + Send + 'static> Erased for Serializable<T> {
 
 struct LocalOnly<T>(T);
 
-impl<T: Send + 'static> Erased for LocalOnly<T> {
+impl<T: Send + Sync + 'static> Erased for LocalOnly<T> {
     fn type_name(&self) -> &'static str {
         type_name::<T>()
     }
@@ -73,7 +73,7 @@ impl<T: Send + 'static> Erased for LocalOnly<T> {
 
 impl Value {
     /// Wraps a serializable value.
-    pub fn new<T: Serialize + Send + 'static>(value: T) -> Self {
+    pub fn new<T: Serialize + Send + Sync + 'static>(value: T) -> Self {
         Value {
             repr: Repr::Live(Box::new(Serializable(value))),
         }
@@ -81,7 +81,7 @@ impl Value {
 
     /// Wraps a value that never leaves this process; [`Value::encode`]
     /// refuses it with an error naming its type.
-    pub fn local<T: Send + 'static>(value: T) -> Self {
+    pub fn local<T: Send + Sync + 'static>(value: T) -> Self {
         Value {
             repr: Repr::Live(Box::new(LocalOnly(value))),
         }
