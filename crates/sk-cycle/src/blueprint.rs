@@ -1,0 +1,118 @@
+//! [`Blueprint`]: the placed tree a [`CycleBuilder`](crate::CycleBuilder)
+//! produces and the engine compiles. Crate-internal.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use crate::coord::Coord;
+use crate::mode::SyncMode;
+use crate::part::{ConditionFn, CyclePart, PartContext};
+
+/// Index of a node in [`Blueprint::nodes`].
+pub(crate) type NodeIdx = usize;
+
+/// The placed tree of a cycle.
+///
+/// Invariants (kept by the builder):
+/// - `nodes[0]` is the root part at 1-1, when there is any node;
+/// - a part node has at most one child; a fork node has at least one, and
+///   its children are part nodes, in position order;
+/// - every node's coordinate is unique; part names are unique;
+/// - `after` and `pipe` edges join part nodes.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Blueprint {
+    pub(crate) name: String,
+    pub(crate) nodes: Vec<BpNode>,
+    /// The cycle-wide sync mode; overrides every split's.
+    pub(crate) sync: Option<SyncMode>,
+    /// The cycle-wide rate limit; overrides every split's.
+    pub(crate) rate_limit: Option<NonZeroUsize>,
+    /// Ordering edges `(waiter, waits_for)`.
+    pub(crate) after: Vec<(NodeIdx, NodeIdx)>,
+    /// Data edges `(from, to)`: `to` receives `from`'s output as input.
+    pub(crate) pipes: Vec<(NodeIdx, NodeIdx)>,
+}
+
+/// One node of the tree.
+#[derive(Clone, Debug)]
+pub(crate) struct BpNode {
+    pub(crate) coord: Coord,
+    pub(crate) parent: Option<NodeIdx>,
+    pub(crate) children: Vec<NodeIdx>,
+    pub(crate) kind: BpKind,
+}
+
+/// A part, or the fork a split leaves at its coordinate.
+#[derive(Clone, Debug)]
+pub(crate) enum BpKind {
+    /// Boxed: a part is much larger than a fork.
+    Part(Box<CyclePart>),
+    Fork(Split),
+}
+
+impl Blueprint {
+    /// The part at `idx`, if it is a part node.
+    pub(crate) fn part(&self, idx: NodeIdx) -> Option<&CyclePart> {
+        match &self.nodes.get(idx)?.kind {
+            BpKind::Part(p) => Some(&**p),
+            BpKind::Fork(_) => None,
+        }
+    }
+}
+
+/// Options of one split: its sync mode, rate limit and condition.
+///
+/// # Examples
+///
+/// ```
+/// use sk_cycle::{Split, SyncMode};
+/// let opts = Split::new().sync(SyncMode::Level).rate_limit(2);
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Default)]
+pub struct Split {
+    pub(crate) sync: Option<SyncMode>,
+    pub(crate) rate_limit: Option<NonZeroUsize>,
+    pub(crate) condition: Option<Arc<ConditionFn>>,
+}
+
+impl Split {
+    /// Default options: parallel, unlimited, unconditional.
+    pub fn new() -> Self {
+        Split::default()
+    }
+
+    /// The split's sync mode (overridden by a cycle-wide mode).
+    pub fn sync(mut self, mode: SyncMode) -> Self {
+        self.sync = Some(mode);
+        self
+    }
+
+    /// At most `n` parts of the split's subtree run at once; `0` means no
+    /// limit. Overridden by a cycle-wide limit.
+    pub fn rate_limit(mut self, n: usize) -> Self {
+        self.rate_limit = NonZeroUsize::new(n);
+        self
+    }
+
+    /// The split's parts (and everything below them) run only when
+    /// `condition` holds; otherwise they end not-taken.
+    pub fn condition<F>(mut self, condition: F) -> Self
+    where
+        F: Fn(&PartContext<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.condition = Some(Arc::new(condition));
+        self
+    }
+}
+
+impl fmt::Debug for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Split")
+            .field("sync", &self.sync)
+            .field("rate_limit", &self.rate_limit)
+            .field("conditional", &self.condition.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,441 @@
+//! The tree behind a [`CycleBuilder`](super::CycleBuilder): placement
+//! checks, layout of splits and sub-cycles, the ordering graph.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use petgraph::acyclic::Acyclic;
+use petgraph::data::Build;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::blueprint::{Blueprint, BpKind, BpNode, NodeIdx, Split};
+use crate::coord::Coord;
+use crate::error::BuildError;
+use crate::mode::SyncMode;
+use crate::part::CyclePart;
+
+/// The placed tree and its edges; everything a [`Blueprint`] holds plus
+/// the indexes the checks need.
+#[derive(Clone)]
+pub(super) struct Tree {
+    pub(super) name: String,
+    pub(super) nodes: Vec<BpNode>,
+    pub(super) by_coord: BTreeMap<Coord, NodeIdx>,
+    pub(super) by_name: HashMap<String, NodeIdx>,
+    /// Tree, `after` and `pipe` edges, all pointing from the part that runs
+    /// first to the part that runs later. Node `i` is `NodeIndex::new(i)`.
+    pub(super) graph: Acyclic<DiGraph<(), ()>>,
+    pub(super) after: Vec<(NodeIdx, NodeIdx)>,
+    pub(super) pipes: Vec<(NodeIdx, NodeIdx)>,
+    pub(super) sync: Option<SyncMode>,
+    pub(super) rate_limit: Option<NonZeroUsize>,
+    /// The largest column used so far; fresh columns come after it.
+    pub(super) max_col: u32,
+}
+
+/// An item resolved before anything is changed.
+pub(super) enum Resolved {
+    Part(Box<CyclePart>),
+    Cycle(Arc<Blueprint>),
+}
+
+/// Nodes and edges of one placement, laid out but not yet committed.
+pub(super) struct Staged {
+    /// The first node index the staged nodes take.
+    base: NodeIdx,
+    nodes: Vec<BpNode>,
+    after: Vec<(NodeIdx, NodeIdx)>,
+    pipes: Vec<(NodeIdx, NodeIdx)>,
+    max_col: u32,
+}
+
+impl Staged {
+    fn push(&mut self, node: BpNode) -> NodeIdx {
+        self.nodes.push(node);
+        self.base + self.nodes.len() - 1
+    }
+
+    fn node_mut(&mut self, idx: NodeIdx) -> &mut BpNode {
+        // Only called with indices returned by `push`.
+        &mut self.nodes[idx - self.base]
+    }
+
+    fn fresh_col(&mut self) -> u32 {
+        self.max_col += 1;
+        self.max_col
+    }
+}
+
+impl Tree {
+    pub(super) fn new(name: String) -> Self {
+        Tree {
+            name,
+            nodes: Vec::new(),
+            by_coord: BTreeMap::new(),
+            by_name: HashMap::new(),
+            graph: Acyclic::new(),
+            after: Vec::new(),
+            pipes: Vec::new(),
+            sync: None,
+            rate_limit: None,
+            max_col: 0,
+        }
+    }
+
+    pub(super) fn to_blueprint(&self) -> Blueprint {
+        Blueprint {
+            name: self.name.clone(),
+            nodes: self.nodes.clone(),
+            sync: self.sync,
+            rate_limit: self.rate_limit,
+            after: self.after.clone(),
+            pipes: self.pipes.clone(),
+        }
+    }
+
+    pub(super) fn into_blueprint(self) -> Blueprint {
+        Blueprint {
+            name: self.name,
+            nodes: self.nodes,
+            sync: self.sync,
+            rate_limit: self.rate_limit,
+            after: self.after,
+            pipes: self.pipes,
+        }
+    }
+
+    /// The name of the node at `idx` (`""` for a fork).
+    pub(super) fn name_of(&self, idx: NodeIdx) -> &str {
+        match &self.nodes[idx].kind {
+            BpKind::Part(p) => p.name(),
+            BpKind::Fork(_) => "",
+        }
+    }
+
+    fn describe(&self, idx: NodeIdx) -> String {
+        match &self.nodes[idx].kind {
+            BpKind::Part(p) => format!("part \"{}\"", p.name()),
+            BpKind::Fork(_) => "a split".to_owned(),
+        }
+    }
+
+    /// Checks that `at` is open and returns the part it continues (`None`
+    /// for the root).
+    pub(super) fn check_target(
+        &self,
+        at: Coord,
+        action: &'static str,
+    ) -> Result<Option<NodeIdx>, BuildError> {
+        if at.level == 0 || at.position == 0 {
+            return Err(BuildError::InvalidCoord { coord: at });
+        }
+        if self.nodes.is_empty() {
+            if action != "add" || at != Coord::new(1, 1) {
+                return Err(BuildError::MustStartWithAdd { coord: at, action });
+            }
+            return Ok(None);
+        }
+        let Some(above) = at.above() else {
+            return Err(BuildError::SecondRoot { coord: at });
+        };
+        let above_idx = self.by_coord.get(&above).copied();
+        // A fork's first part sits right below it, so `at` is also filled;
+        // saying the fork is not a leaf tells the user where to go instead.
+        if let Some(a) = above_idx
+            && matches!(self.nodes[a].kind, BpKind::Fork(_))
+        {
+            let parts: Vec<String> = self.nodes[a]
+                .children
+                .iter()
+                .map(|&c| self.nodes[c].coord.to_string())
+                .collect();
+            return Err(BuildError::NotALeaf {
+                coord: at,
+                above,
+                reason: format!("it is a split; its parts are at {}", parts.join(", ")),
+            });
+        }
+        if let Some(&idx) = self.by_coord.get(&at) {
+            return Err(BuildError::Occupied {
+                coord: at,
+                by: self.describe(idx),
+            });
+        }
+        match above_idx {
+            None => Err(BuildError::LevelGap {
+                coord: at,
+                missing: above,
+            }),
+            Some(a) if !self.nodes[a].children.is_empty() => Err(BuildError::NotALeaf {
+                coord: at,
+                above,
+                reason: format!(
+                    "{} already continues it",
+                    self.describe(self.nodes[a].children[0])
+                ),
+            }),
+            Some(a) => Ok(Some(a)),
+        }
+    }
+
+    /// Lays out a placement at `at` below `parent`: a single item (no
+    /// fork) or a fork with its items. Returns the staged nodes and the
+    /// index of each item's root part. Checks names; changes nothing.
+    pub(super) fn stage(
+        &self,
+        at: Coord,
+        parent: Option<NodeIdx>,
+        fork: Option<Split>,
+        items: Vec<Resolved>,
+    ) -> Result<(Staged, Vec<NodeIdx>), BuildError> {
+        let mut staged = Staged {
+            base: self.nodes.len(),
+            nodes: Vec::new(),
+            after: Vec::new(),
+            pipes: Vec::new(),
+            max_col: self.max_col.max(at.position),
+        };
+        let mut roots = Vec::with_capacity(items.len());
+        match fork {
+            None => {
+                for item in items {
+                    roots.push(self.stage_item(&mut staged, item, at, parent));
+                }
+            }
+            Some(options) => {
+                let fork_idx = staged.push(BpNode {
+                    coord: at,
+                    parent,
+                    children: Vec::new(),
+                    kind: BpKind::Fork(options),
+                });
+                for (k, item) in items.into_iter().enumerate() {
+                    let col = if k == 0 {
+                        at.position
+                    } else {
+                        staged.fresh_col()
+                    };
+                    let coord = Coord::new(at.level + 1, col);
+                    let root = self.stage_item(&mut staged, item, coord, Some(fork_idx));
+                    staged.node_mut(fork_idx).children.push(root);
+                    roots.push(root);
+                }
+            }
+        }
+        self.check_names(&staged)?;
+        Ok((staged, roots))
+    }
+
+    fn check_names(&self, staged: &Staged) -> Result<(), BuildError> {
+        let mut seen: HashMap<&str, Coord> = HashMap::new();
+        for node in &staged.nodes {
+            let BpKind::Part(part) = &node.kind else {
+                continue;
+            };
+            let first = match self.by_name.get(part.name()) {
+                Some(&idx) => Some(self.nodes[idx].coord),
+                None => seen.get(part.name()).copied(),
+            };
+            if let Some(first) = first {
+                return Err(BuildError::DuplicatePart {
+                    name: part.name().to_owned(),
+                    first,
+                    second: node.coord,
+                });
+            }
+            seen.insert(part.name(), node.coord);
+        }
+        Ok(())
+    }
+
+    /// Appends staged nodes; cannot fail (everything was checked).
+    pub(super) fn commit(&mut self, parent: Option<NodeIdx>, staged: Staged) {
+        let first = staged.base;
+        for node in staged.nodes {
+            let idx = self.nodes.len();
+            let gidx = self.graph.add_node(());
+            debug_assert_eq!(gidx.index(), idx);
+            self.by_coord.insert(node.coord, idx);
+            if let BpKind::Part(part) = &node.kind {
+                self.by_name.insert(part.name().to_owned(), idx);
+            }
+            if let Some(p) = node.parent {
+                // A tree edge into a new node, which has no outgoing edges
+                // yet, cannot close a loop.
+                let added = self.graph.try_add_edge(NodeIndex::new(p), gidx, ());
+                debug_assert!(added.is_ok());
+            }
+            self.nodes.push(node);
+        }
+        if let Some(p) = parent {
+            self.nodes[p].children.push(first);
+        }
+        // Edges among the new nodes copy an acyclic sub-cycle's edges, so
+        // they cannot close a loop either.
+        for &(waiter, waits_for) in &staged.after {
+            let added = self.add_order_edge(waits_for, waiter);
+            debug_assert!(added.is_ok());
+        }
+        for &(from, to) in &staged.pipes {
+            let added = self.add_order_edge(from, to);
+            debug_assert!(added.is_ok());
+        }
+        self.after.extend(staged.after);
+        self.pipes.extend(staged.pipes);
+        self.max_col = staged.max_col;
+    }
+
+    /// Adds `first -> then` to the ordering graph unless it closes a loop.
+    pub(super) fn add_order_edge(
+        &mut self,
+        first: NodeIdx,
+        then: NodeIdx,
+    ) -> Result<(), BuildError> {
+        if first == then {
+            return Err(BuildError::SelfEdge {
+                name: self.name_of(first).to_owned(),
+                coord: self.nodes[first].coord,
+            });
+        }
+        let (a, b) = (NodeIndex::new(first), NodeIndex::new(then));
+        if self.graph.try_add_edge(a, b, ()).is_ok() {
+            return Ok(());
+        }
+        // The edge closes a loop: `then` already reaches `first`.
+        let path = petgraph::algo::astar(self.graph.inner(), b, |n| n == a, |_| 1u32, |_| 0)
+            .map(|(_, path)| path)
+            .unwrap_or_default();
+        let mut names: Vec<String> = path
+            .into_iter()
+            .filter(|n| matches!(self.nodes[n.index()].kind, BpKind::Part(_)))
+            .map(|n| self.name_of(n.index()).to_owned())
+            .collect();
+        names.push(self.name_of(then).to_owned());
+        Err(BuildError::OrderingLoop { path: names })
+    }
+}
+
+impl Tree {
+    /// Stages one item with its root at `coord` below `parent`; returns the
+    /// root's index.
+    fn stage_item(
+        &self,
+        staged: &mut Staged,
+        item: Resolved,
+        coord: Coord,
+        parent: Option<NodeIdx>,
+    ) -> NodeIdx {
+        match item {
+            Resolved::Part(part) => staged.push(BpNode {
+                coord,
+                parent,
+                children: Vec::new(),
+                kind: BpKind::Part(part),
+            }),
+            Resolved::Cycle(sub) => self.stage_sub(staged, &sub, coord, parent),
+        }
+    }
+
+    /// Copies the sub-cycle `sub` in with its root at `at` (see [`SubCycle`]).
+    fn stage_sub(
+        &self,
+        staged: &mut Staged,
+        sub: &Blueprint,
+        at: Coord,
+        parent: Option<NodeIdx>,
+    ) -> NodeIdx {
+        let columns: BTreeSet<u32> = sub.nodes.iter().map(|n| n.coord.position).collect();
+        let mut column_map: HashMap<u32, u32> = HashMap::with_capacity(columns.len());
+        for col in columns {
+            let to = if col == 1 {
+                at.position
+            } else {
+                staged.fresh_col()
+            };
+            column_map.insert(col, to);
+        }
+        let prefix = self.sub_prefix(staged, &sub.name);
+        let base = staged.base + staged.nodes.len();
+        let map_coord = |c: Coord| {
+            // Every sub-cycle column is in the map; level 1 maps to `at.level`.
+            let position = column_map.get(&c.position).copied().unwrap_or(at.position);
+            Coord::new(at.level + c.level - 1, position)
+        };
+        // The topmost fork: the first fork on the chain down from the root.
+        let mut topmost_fork = None;
+        let mut cursor = sub.nodes.first();
+        while let Some(node) = cursor {
+            if matches!(node.kind, BpKind::Fork(_)) {
+                topmost_fork = Some(node.coord);
+                break;
+            }
+            cursor = node.children.first().and_then(|&c| sub.nodes.get(c));
+        }
+        for (i, node) in sub.nodes.iter().enumerate() {
+            let kind = match &node.kind {
+                BpKind::Part(part) => {
+                    let mut part = part.clone();
+                    part.name = Arc::from(format!("{prefix}/{}", part.name));
+                    BpKind::Part(part)
+                }
+                BpKind::Fork(split) => {
+                    let mut split = split.clone();
+                    if sub.sync.is_some() {
+                        split.sync = sub.sync;
+                    }
+                    if sub.rate_limit.is_some() {
+                        split.rate_limit = if Some(node.coord) == topmost_fork {
+                            sub.rate_limit
+                        } else {
+                            None
+                        };
+                    }
+                    BpKind::Fork(split)
+                }
+            };
+            staged.nodes.push(BpNode {
+                coord: map_coord(node.coord),
+                parent: if i == 0 {
+                    parent
+                } else {
+                    node.parent.map(|p| base + p)
+                },
+                children: node.children.iter().map(|&c| base + c).collect(),
+                kind,
+            });
+        }
+        staged
+            .after
+            .extend(sub.after.iter().map(|&(w, f)| (base + w, base + f)));
+        staged
+            .pipes
+            .extend(sub.pipes.iter().map(|&(f, t)| (base + f, base + t)));
+        base
+    }
+
+    /// The prefix for the parts of an inlined sub-cycle: its name, or
+    /// `name#2`, `name#3`, ... when that prefix is already in use, so one
+    /// sub-cycle can be inlined several times.
+    fn sub_prefix(&self, staged: &Staged, name: &str) -> String {
+        let in_use = |prefix: &str| {
+            let prefix = format!("{prefix}/");
+            self.by_name.keys().any(|n| n.starts_with(&prefix))
+                || staged.nodes.iter().any(|n| match &n.kind {
+                    BpKind::Part(p) => p.name().starts_with(&prefix),
+                    BpKind::Fork(_) => false,
+                })
+        };
+        if !in_use(name) {
+            return name.to_owned();
+        }
+        let mut k = 2u64;
+        loop {
+            let candidate = format!("{name}#{k}");
+            if !in_use(&candidate) {
+                return candidate;
+            }
+            k += 1;
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! The engine: runs a [`Plan`]'s lanes, iteration by iteration, on a rayon
+//! pool.
+//!
+//! Each node has a countdown of unfinished predecessors. A finishing node
+//! decrements its successors; one that reaches zero is ready. The thread
+//! that finished a node keeps one ready successor and runs it inline (a
+//! chain runs as a loop, with no scheduling at all), hands the others to
+//! the pool, and splits a wide fan-out with rayon's work-splitting
+//! iterator, so a level of ten thousand parts costs a few joins rather than
+//! ten thousand spawns. Parts bound to a component, and parts with a
+//! timeout, run off the pool and finish through the pool.
+
+mod component;
+mod exec;
+mod gate;
+mod timer;
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use crossbeam::utils::Backoff;
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use sk_core::{SharedStats, StopToken, Value};
+
+use crate::coord::Coord;
+use crate::mode::PartState;
+use crate::part::{ContextEnv, Input, PartError};
+use crate::plan::{DATA, Plan};
+use crate::store::Store;
+use crate::trace::TraceEvent;
+
+pub(crate) use component::Component;
+pub(crate) use exec::Finish;
+use gate::Gate;
+pub(crate) use timer::Watchdog;
+
+/// Above this many successors, a finishing node splits them across the
+/// pool with a parallel iterator instead of spawning each.
+const WIDE_FANOUT: usize = 16;
+
+/// What poisons a data successor, by strength: the strongest wins.
+pub(crate) mod poison {
+    pub(crate) const NONE: u8 = 0;
+    pub(crate) const NOT_TAKEN: u8 = 1;
+    pub(crate) const SKIPPED: u8 = 2;
+    pub(crate) const UPSTREAM_FAILED: u8 = 3;
+}
+
+/// The value reported for parts whose output is `()`.
+static UNIT: LazyLock<Arc<Value>> = LazyLock::new(|| Arc::new(Value::new(())));
+
+/// Per-node state of the current iteration.
+#[derive(Default)]
+struct NodeRt {
+    pending: AtomicU32,
+    poison: AtomicU8,
+    state: AtomicU8,
+    has_output: AtomicBool,
+    has_error: AtomicBool,
+    /// The execution that may complete a timed part (0: none).
+    claim: AtomicU64,
+    output: Mutex<Option<Arc<Value>>>,
+    error: Mutex<Option<Arc<PartError>>>,
+}
+
+/// Per-lane state.
+#[derive(Default)]
+pub(crate) struct LaneRt {
+    pub(crate) iteration: AtomicU64,
+    remaining: AtomicUsize,
+    done: AtomicBool,
+    waiter: Mutex<Option<Thread>>,
+    pub(crate) error_state: AtomicBool,
+}
+
+/// Options the engine reads while running.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EngineOptions {
+    pub(crate) stats: bool,
+    pub(crate) trace: bool,
+}
+
+/// One run of a cycle: the plan plus everything mutable.
+pub(crate) struct Runtime {
+    pub(crate) plan: Arc<Plan>,
+    pub(crate) cycle: Arc<str>,
+    pub(crate) pool: Arc<rayon::ThreadPool>,
+    nodes: Box<[NodeRt]>,
+    pub(crate) lanes: Box<[LaneRt]>,
+    pub(crate) store: Arc<Store>,
+    /// Set on instant fail: parts see it through their stop token.
+    pub(crate) cancel: StopToken,
+    pub(crate) abort: AtomicBool,
+    pub(crate) instant_error: Mutex<Option<Arc<PartError>>>,
+    gates: Box<[Gate]>,
+    pub(crate) components: Vec<Component>,
+    pub(crate) watchdog: Mutex<Option<Watchdog>>,
+    generation: AtomicU64,
+    /// Timed parts still running on their own threads (late ones too).
+    pub(crate) timed_running: AtomicUsize,
+    pub(crate) options: EngineOptions,
+    pub(crate) stats: Box<[SharedStats]>,
+    pub(crate) counts: Box<[[AtomicU64; 8]]>,
+    pub(crate) trace: Mutex<Vec<TraceEvent>>,
+    pub(crate) epoch: Instant,
+    /// Latest output of every part, kept only when there are several lanes.
+    latest: Box<[Mutex<Option<Arc<Value>>>]>,
+}
+
+/// What processing a node led to.
+enum Step {
+    /// It finished here; complete it.
+    Done(Finish),
+    /// It finishes elsewhere (queued at a gate, on a component thread, on a
+    /// timed thread) and completes itself through the pool.
+    Deferred,
+}
+
+impl Runtime {
+    pub(crate) fn new(
+        plan: Arc<Plan>,
+        cycle: Arc<str>,
+        pool: Arc<rayon::ThreadPool>,
+        store: Arc<Store>,
+        options: EngineOptions,
+    ) -> Runtime {
+        let parts = plan.parts.len();
+        let multi_lane = plan.lanes.len() > 1;
+        Runtime {
+            nodes: (0..plan.node_count).map(|_| NodeRt::default()).collect(),
+            lanes: (0..plan.lanes.len()).map(|_| LaneRt::default()).collect(),
+            gates: plan.gates.iter().map(|n| Gate::new(n.get())).collect(),
+            stats: (0..if options.stats { parts } else { 0 })
+                .map(|_| SharedStats::new())
+                .collect(),
+            counts: (0..parts).map(|_| Default::default()).collect(),
+            latest: (0..if multi_lane { parts } else { 0 })
+                .map(|_| Mutex::new(None))
+                .collect(),
+            plan,
+            cycle,
+            pool,
+            store,
+            cancel: StopToken::new(),
+            abort: AtomicBool::new(false),
+            instant_error: Mutex::new(None),
+            components: Vec::new(),
+            watchdog: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            timed_running: AtomicUsize::new(0),
+            options,
+            trace: Mutex::new(Vec::new()),
+            epoch: Instant::now(),
+        }
+    }
+
+    // ----- iterations -------------------------------------------------
+
+    /// Resets lane `lane` for its next iteration and registers the calling
+    /// thread as the one to wake when it ends.
+    fn begin_iteration(&self, lane: usize) -> u64 {
+        let rt = &self.lanes[lane];
+        let nodes = &self.plan.lanes[lane].nodes;
+        for &node in nodes {
+            let n = &self.nodes[node as usize];
+            n.pending
+                .store(self.plan.pred_count[node as usize], Ordering::Relaxed);
+            n.poison.store(poison::NONE, Ordering::Relaxed);
+            n.state.store(0, Ordering::Relaxed);
+            n.claim.store(0, Ordering::Relaxed);
+            if n.has_output.swap(false, Ordering::Relaxed) {
+                n.output.lock().take();
+            }
+            if n.has_error.swap(false, Ordering::Relaxed) {
+                n.error.lock().take();
+            }
+        }
+        rt.error_state.store(false, Ordering::Relaxed);
+        rt.done.store(false, Ordering::Relaxed);
+        *rt.waiter.lock() = Some(thread::current());
+        rt.remaining.store(nodes.len(), Ordering::Release);
+        rt.iteration.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Runs one iteration of `lane` on the calling pool thread, helping
+    /// the pool until it ends. Returns the iteration number.
+    pub(crate) fn run_iteration_in_pool(self: &Arc<Self>, lane: usize) -> u64 {
+        let iteration = self.begin_iteration(lane);
+        let roots = &self.plan.lanes[lane].roots;
+        if let Some((&first, rest)) = roots.split_first() {
+            for &root in rest {
+                self.spawn(root, false);
+            }
+            self.drive(first, false);
+        }
+        let rt = &self.lanes[lane];
+        let backoff = Backoff::new();
+        while !rt.done.load(Ordering::Acquire) {
+            match rayon::yield_now() {
+                Some(rayon::Yield::Executed) => backoff.reset(),
+                _ if backoff.is_completed() => thread::park_timeout(Duration::from_micros(200)),
+                _ => backoff.snooze(),
+            }
+        }
+        iteration
+    }
+
+    /// Runs one iteration of `lane` from a thread outside the pool,
+    /// sleeping until it ends.
+    pub(crate) fn run_iteration_outside(self: &Arc<Self>, lane: usize) -> u64 {
+        let iteration = self.begin_iteration(lane);
+        for &root in &self.plan.lanes[lane].roots {
+            self.spawn(root, false);
+        }
+        let rt = &self.lanes[lane];
+        while !rt.done.load(Ordering::Acquire) {
+            thread::park_timeout(Duration::from_millis(50));
+        }
+        iteration
+    }
+
+    fn lane_finished(&self, lane: usize) {
+        let rt = &self.lanes[lane];
+        rt.done.store(true, Ordering::Release);
+        if let Some(waiter) = rt.waiter.lock().as_ref() {
+            waiter.unpark();
+        }
+    }
+
+    // ----- scheduling -------------------------------------------------
+
+    /// Runs `node` (and whatever becomes ready after it) on the pool.
+    fn spawn(self: &Arc<Self>, node: u32, admitted: bool) {
+        let this = Arc::clone(self);
+        self.pool.spawn(move || this.drive(node, admitted));
+    }
+
+    /// Runs `node`, then keeps going inline with one ready successor at a
+    /// time.
+    fn drive(self: &Arc<Self>, node: u32, admitted: bool) {
+        let mut next = Some((node, admitted));
+        while let Some((node, admitted)) = next.take() {
+            match self.process(node, admitted) {
+                Step::Done(finish) => next = self.complete(node, finish).map(|n| (n, false)),
+                Step::Deferred => return,
+            }
+        }
+    }
+
+    /// Completes `node` from off the pool (component or timed thread).
+    pub(crate) fn complete_from_outside(self: &Arc<Self>, node: u32, finish: Finish) {
+        let this = Arc::clone(self);
+        self.pool.spawn(move || {
+            if let Some(next) = this.complete(node, finish) {
+                this.drive(next, false);
+            }
+        });
+    }
+
+    /// Decides what `node` does now.
+    fn process(self: &Arc<Self>, node: u32, admitted: bool) -> Step {
+        if !self.plan.is_part(node) {
+            return Step::Done(Finish::barrier());
+        }
+        let n = &self.nodes[node as usize];
+        // A node handed a gate permit (`admitted`) must give it back
+        // whatever it ends as.
+        if self.abort.load(Ordering::Acquire) {
+            let finish = Finish::resolved(PartState::Cancelled, poison::NONE);
+            return Step::Done(finish.gated(admitted));
+        }
+        match n.poison.load(Ordering::Acquire) {
+            poison::NONE => {}
+            p => return Step::Done(Finish::poisoned(p).gated(admitted)),
+        }
+        let part = &self.plan.parts[node as usize];
+        let lane = part.lane as usize;
+        let input = self.input_for(node);
+        if !admitted {
+            if !self.conditions_hold(node, &input) {
+                return Step::Done(Finish::resolved(PartState::NotTaken, poison::NOT_TAKEN));
+            }
+            if let Some(gate) = part.gate {
+                if !self.gates[gate as usize].enter(node) {
+                    return Step::Deferred;
+                }
+            }
+        }
+        let gated = part.gate.is_some();
+        if let Some(component) = part.component {
+            self.run_on_component(node, component as usize, input, gated);
+            return Step::Deferred;
+        }
+        if let Some(limit) = part.part.timeout {
+            self.run_timed(node, input, limit, gated);
+            return Step::Deferred;
+        }
+        let iteration = self.lanes[lane].iteration.load(Ordering::Relaxed);
+        Step::Done(
+            self.execute(node, &input, &self.cancel, iteration)
+                .gated(gated),
+        )
+    }
+
+    fn run_on_component(self: &Arc<Self>, node: u32, component: usize, input: Input, gated: bool) {
+        let this = Arc::clone(self);
+        let job = Box::new(move || {
+            let part = &this.plan.parts[node as usize];
+            let iteration = this.lanes[part.lane as usize]
+                .iteration
+                .load(Ordering::Relaxed);
+            match part.part.timeout {
+                Some(limit) => this.run_claimed(node, input, limit, gated, iteration),
+                None => {
+                    let finish = this.execute(node, &input, &this.cancel, iteration);
+                    this.complete_from_outside(node, finish.gated(gated));
+                }
+            }
+        });
+        if let Err(job) = self.components[component].send(job) {
+            // The component thread is gone (only at shutdown): run here.
+            job();
+        }
+    }
+
+    /// Runs a timed part on its own thread, racing the watchdog.
+    fn run_timed(self: &Arc<Self>, node: u32, input: Input, limit: Duration, gated: bool) {
+        let this = Arc::clone(self);
+        let part = &self.plan.parts[node as usize];
+        let iteration = self.lanes[part.lane as usize]
+            .iteration
+            .load(Ordering::Relaxed);
+        let spawned = thread::Builder::new()
+            .name(format!("sk-part:{}", part.part.name))
+            .spawn(move || this.run_claimed(node, input, limit, gated, iteration));
+        if spawned.is_err() {
+            let finish = Finish::spawn_failed(&self.plan.parts[node as usize]);
+            self.complete_from_outside(node, finish.gated(gated));
+        }
+    }
+
+    /// Runs a timed part on the current thread; whichever of it and the
+    /// watchdog claims the completion first completes it.
+    fn run_claimed(
+        self: &Arc<Self>,
+        node: u32,
+        input: Input,
+        limit: Duration,
+        gated: bool,
+        iteration: u64,
+    ) {
+        self.timed_running.fetch_add(1, Ordering::AcqRel);
+        let n = &self.nodes[node as usize];
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        n.claim.store(generation, Ordering::Release);
+        let token = self.cancel.child();
+        let started = Instant::now();
+        {
+            let this = Arc::clone(self);
+            let token = token.clone();
+            let fire = Box::new(move || {
+                let n = &this.nodes[node as usize];
+                if n.claim
+                    .compare_exchange(generation, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    token.stop();
+                    let finish = this.timed_out(node, limit, started);
+                    this.complete_from_outside(node, finish.gated(gated));
+                }
+            });
+            let deadline = started + limit;
+            match self.watchdog.lock().as_ref() {
+                Some(dog) => dog.schedule(deadline, fire),
+                None => fire(),
+            }
+        }
+        let finish = token.enter(|| self.execute(node, &input, &token, iteration));
+        if n.claim
+            .compare_exchange(generation, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.complete_from_outside(node, finish.gated(gated));
+        }
+        self.timed_running.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Records `node`'s end, releases its successors and gate, and returns
+    /// one ready successor for the caller to run inline.
+    fn complete(self: &Arc<Self>, node: u32, finish: Finish) -> Option<u32> {
+        let lane = self.plan.node_lane[node as usize] as usize;
+        let mut next = None;
+        let mut data_poison = poison::NONE;
+        if self.plan.is_part(node) {
+            data_poison = finish.poison;
+            if finish.gated {
+                let part = &self.plan.parts[node as usize];
+                if let Some(queued) = part.gate.and_then(|g| self.gates[g as usize].leave()) {
+                    next = Some(queued);
+                }
+            }
+            self.record(node, lane, finish);
+        }
+        // A queued node handed the gate permit runs first, already admitted.
+        if let Some(queued) = next.take() {
+            self.spawn(queued, true);
+        }
+        let successors = self.plan.successors(node);
+        if successors.len() > WIDE_FANOUT {
+            successors.par_iter().for_each(|&s| {
+                if let Some(ready) = self.release(s, data_poison) {
+                    self.drive(ready, false);
+                }
+            });
+        } else {
+            for &s in successors {
+                if let Some(ready) = self.release(s, data_poison) {
+                    if let Some(previous) = next.replace(ready) {
+                        self.spawn(previous, false);
+                    }
+                }
+            }
+        }
+        if self.lanes[lane].remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.lane_finished(lane);
+        }
+        next
+    }
+
+    /// Counts one predecessor of `edge`'s target as done; the target if
+    /// that made it ready.
+    #[inline]
+    fn release(&self, edge: u32, data_poison: u8) -> Option<u32> {
+        let target = edge & !DATA;
+        let n = &self.nodes[target as usize];
+        if edge & DATA != 0 && data_poison != poison::NONE {
+            n.poison.fetch_max(data_poison, Ordering::Relaxed);
+        }
+        (n.pending.fetch_sub(1, Ordering::AcqRel) == 1).then_some(target)
+    }
+
+    /// Stores a part's end state, output and error.
+    fn record(&self, node: u32, lane: usize, finish: Finish) {
+        let n = &self.nodes[node as usize];
+        if finish.ran.is_some() {
+            let iteration = self.lanes[lane].iteration.load(Ordering::Relaxed);
+            self.observe(node, iteration, &finish);
+        }
+        let state = finish.state;
+        if let Some(output) = finish.output {
+            if !self.latest.is_empty() {
+                *self.latest[node as usize].lock() = Some(Arc::clone(&output));
+            }
+            *n.output.lock() = Some(output);
+            n.has_output.store(true, Ordering::Release);
+        } else if state.is_success() && !self.latest.is_empty() {
+            *self.latest[node as usize].lock() = Some(Arc::clone(&UNIT));
+        }
+        if let Some(error) = finish.error {
+            if finish.instant_fail {
+                let mut first = self.instant_error.lock();
+                if first.is_none() {
+                    *first = Some(Arc::clone(&error));
+                }
+                self.abort.store(true, Ordering::Release);
+                self.cancel.stop();
+            }
+            *n.error.lock() = Some(error);
+            n.has_error.store(true, Ordering::Release);
+        }
+        if finish.error_state {
+            self.lanes[lane].error_state.store(true, Ordering::Relaxed);
+        }
+        self.counts[node as usize][state as usize - 1].fetch_add(1, Ordering::Relaxed);
+        n.state.store(state as u8, Ordering::Release);
+    }
+
+    // ----- data -------------------------------------------------------
+
+    /// The input of part `node`: its input part's output or propagated
+    /// error (the latest one, for an input part in another lane).
+    fn input_for(&self, node: u32) -> Input {
+        let part = &self.plan.parts[node as usize];
+        let Some(from) = part.input_from else {
+            return Input::None;
+        };
+        let source = &self.plan.parts[from as usize];
+        if source.lane != part.lane {
+            return match self.latest[from as usize].lock().as_ref() {
+                Some(v) if !Arc::ptr_eq(v, &UNIT) => Input::Value(Arc::clone(v)),
+                _ => Input::None,
+            };
+        }
+        let n = &self.nodes[from as usize];
+        if n.has_error.load(Ordering::Acquire) {
+            let state = n.state.load(Ordering::Acquire);
+            if state == PartState::Failed as u8 || state == PartState::TimedOut as u8 {
+                if let Some(error) = n.error.lock().as_ref() {
+                    return Input::Error(Arc::clone(error));
+                }
+            }
+        }
+        if n.has_output.load(Ordering::Acquire) {
+            if let Some(v) = n.output.lock().as_ref() {
+                return Input::Value(Arc::clone(v));
+            }
+        }
+        Input::None
+    }
+
+    /// The output of part `id` as seen from `lane`.
+    pub(crate) fn output(&self, id: u32, lane: u32) -> Option<Arc<Value>> {
+        let part = self.plan.parts.get(id as usize)?;
+        if part.lane != lane && !self.latest.is_empty() {
+            return self.latest[id as usize].lock().clone();
+        }
+        let n = &self.nodes[id as usize];
+        let state = PartState::from_u8(n.state.load(Ordering::Acquire))?;
+        if !state.is_success() {
+            return None;
+        }
+        if n.has_output.load(Ordering::Acquire) {
+            n.output.lock().clone()
+        } else {
+            Some(Arc::clone(&UNIT))
+        }
+    }
+
+    /// The end state of part `id` in its lane's current iteration.
+    pub(crate) fn state(&self, id: u32) -> Option<PartState> {
+        PartState::from_u8(self.nodes[id as usize].state.load(Ordering::Acquire))
+    }
+
+    /// The error part `id` ended with, if any.
+    pub(crate) fn error(&self, id: u32) -> Option<Arc<PartError>> {
+        let n = &self.nodes[id as usize];
+        if n.has_error.load(Ordering::Acquire) {
+            n.error.lock().clone()
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn env(&self, lane: u32) -> Env<'_> {
+        Env { rt: self, lane }
+    }
+}
+
+/// The view a part's context has of the run.
+pub(crate) struct Env<'a> {
+    rt: &'a Runtime,
+    lane: u32,
+}
+
+impl ContextEnv for Env<'_> {
+    fn output_of(&self, part: &str) -> Option<Arc<Value>> {
+        let id = *self.rt.plan.by_name.get(part)?;
+        self.rt.output(id, self.lane)
+    }
+
+    fn output_at(&self, coord: Coord) -> Option<Arc<Value>> {
+        let id = *self.rt.plan.by_coord.get(&coord)?;
+        self.rt.output(id, self.lane)
+    }
+
+    fn store(&self) -> &Store {
+        &self.rt.store
+    }
+}

@@ -1,0 +1,163 @@
+//! The errors of sk-cycle: building a cycle and running it.
+
+use sk_reg::RegistryError;
+
+use crate::coord::Coord;
+
+/// Why a part, split or edge could not be placed, or a cycle not built.
+///
+/// Every placement error names the coordinate and why.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The first placement must be an `add` of one part at level 1.
+    #[error("cannot {action} at {coord}: a cycle starts with an add of one part at level 1")]
+    MustStartWithAdd {
+        /// Where the placement was attempted.
+        coord: Coord,
+        /// `add` or `split`.
+        action: &'static str,
+    },
+    /// Level 1 holds exactly one part.
+    #[error("cannot place at {coord}: level 1 holds only the root part")]
+    SecondRoot {
+        /// Where the placement was attempted.
+        coord: Coord,
+    },
+    /// The coordinate is already filled.
+    #[error("cannot place at {coord}: it is already filled by {by}")]
+    Occupied {
+        /// The coordinate.
+        coord: Coord,
+        /// What fills it (`part "x"` or `a split`).
+        by: String,
+    },
+    /// The coordinate above is empty: levels are filled one after another.
+    #[error("cannot place at {coord}: {missing} is empty (fill each branch level by level)")]
+    LevelGap {
+        /// Where the placement was attempted.
+        coord: Coord,
+        /// The empty coordinate above it.
+        missing: Coord,
+    },
+    /// Only the lowest coordinate of a branch can be extended.
+    #[error("cannot place at {coord}: {above} is not the end of its branch ({reason})")]
+    NotALeaf {
+        /// Where the placement was attempted.
+        coord: Coord,
+        /// The coordinate above, which is not a leaf.
+        above: Coord,
+        /// Why, e.g. `it is a split`.
+        reason: String,
+    },
+    /// A split needs at least one part.
+    #[error("cannot split at {coord}: a split needs at least one part")]
+    EmptySplit {
+        /// Where the split was attempted.
+        coord: Coord,
+    },
+    /// Two parts share a name.
+    #[error("part name \"{name}\" is used twice: at {first} and at {second}")]
+    DuplicatePart {
+        /// The name.
+        name: String,
+        /// Where it was placed first.
+        first: Coord,
+        /// Where it was placed again.
+        second: Coord,
+    },
+    /// A name does not refer to a placed or registered part.
+    #[error("unknown part \"{name}\" ({context})")]
+    UnknownPart {
+        /// The name.
+        name: String,
+        /// Where the name was used.
+        context: String,
+    },
+    /// A handle from another builder, or a stale one.
+    #[error("part handle #{index} does not belong to this builder")]
+    ForeignHandle {
+        /// The handle's index.
+        index: usize,
+    },
+    /// Ordering edges would make parts wait for each other in a loop.
+    #[error("ordering loop: {}", path.join(" -> "))]
+    OrderingLoop {
+        /// The parts on the loop, the first repeated at the end.
+        path: Vec<String>,
+    },
+    /// A part would wait for itself.
+    #[error("part \"{name}\" at {coord} cannot wait for itself")]
+    SelfEdge {
+        /// The part.
+        name: String,
+        /// Its coordinate.
+        coord: Coord,
+    },
+    /// A cycle needs at least one part.
+    #[error("cycle \"{name}\" has no parts")]
+    Empty {
+        /// The cycle's name.
+        name: String,
+    },
+    /// A cycle or part name clashed in the cycle registry.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Levels and positions start at 1.
+    #[error("cannot place at {coord}: levels and positions start at 1")]
+    InvalidCoord {
+        /// The coordinate.
+        coord: Coord,
+    },
+    /// A part takes its input from at most one pipe.
+    #[error(
+        "part \"{name}\" at {coord} already receives a pipe from \"{first}\"; it cannot also take one from \"{second}\""
+    )]
+    SecondPipe {
+        /// The receiving part.
+        name: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// The part already piped into it.
+        first: String,
+        /// The part that was to be piped into it.
+        second: String,
+    },
+}
+
+/// Why a run could not start or did not end cleanly.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The thread pool or a component thread could not be started.
+    #[error("cycle \"{cycle}\": cannot start {what}: {source}")]
+    Start {
+        /// The cycle.
+        cycle: String,
+        /// What could not start.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Ctrl-C handler could not be installed.
+    #[error("cannot install the Ctrl-C handler: {0}")]
+    CtrlC(#[source] ctrlc::Error),
+    /// A part failed under instant fail and stopped the run.
+    #[error("cycle \"{cycle}\" stopped in iteration {iteration}: {source}")]
+    InstantFail {
+        /// The cycle.
+        cycle: String,
+        /// The iteration it stopped in.
+        iteration: u64,
+        /// The part's error.
+        #[source]
+        source: std::sync::Arc<crate::part::PartError>,
+    },
+    /// The cycle is already running.
+    #[error("cycle \"{cycle}\" is already running")]
+    AlreadyRunning {
+        /// The cycle.
+        cycle: String,
+    },
+}

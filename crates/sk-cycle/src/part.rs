@@ -1,0 +1,402 @@
+//! [`CyclePart`]: one named unit of work of a cycle — what it does, where
+//! it runs, how it fails — and the [`PartContext`] it runs with.
+
+use std::any::{Any, TypeId};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sk_core::{AnyFunction, BoxError, RetryPolicy, StopToken, Value};
+
+use crate::coord::Coord;
+use crate::mode::{ErrorMode, Placement};
+use crate::store::Store;
+
+pub(crate) type PartFn = dyn Fn(&PartContext<'_>) -> Result<Value, BoxError> + Send + Sync;
+pub(crate) type ValidatorFn = dyn Fn(&Value) -> Result<(), String> + Send + Sync;
+pub(crate) type ConditionFn = dyn Fn(&PartContext<'_>) -> bool + Send + Sync;
+pub(crate) type FallbackFn = dyn Fn() -> Value + Send + Sync;
+
+/// What a part does.
+#[derive(Clone)]
+pub(crate) enum Work {
+    /// A closure over the part's context.
+    Context(Arc<PartFn>),
+    /// A function handle or lambda, run without the context.
+    Function(AnyFunction),
+}
+
+/// One named unit of work of a cycle.
+///
+/// Made with [`CyclePart::new`] (a closure over its [`PartContext`]),
+/// [`CyclePart::fallible`], or [`CyclePart::function`] (any
+/// [`AnyFunction`]), then configured with owned setters.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sk_cycle::{CyclePart, ErrorMode};
+///
+/// let parse = CyclePart::fallible("parse", |ctx| {
+///     let text = ctx.input_as::<String>().ok_or("no input")?;
+///     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(text.len())
+/// })
+/// .error_mode(ErrorMode::FallbackSkip)
+/// .fallback(0usize)
+/// .timeout(Duration::from_secs(1));
+/// assert_eq!(parse.name(), "parse");
+/// ```
+#[derive(Clone)]
+pub struct CyclePart {
+    pub(crate) name: Arc<str>,
+    pub(crate) work: Work,
+    pub(crate) placement: Placement,
+    pub(crate) error_mode: ErrorMode,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) validator: Option<Arc<ValidatorFn>>,
+    pub(crate) input_validator: Option<Arc<ValidatorFn>>,
+    pub(crate) condition: Option<Arc<ConditionFn>>,
+    pub(crate) fallback: Option<Arc<FallbackFn>>,
+    /// Whether the output is known to be `()` (no slot to fill).
+    pub(crate) unit_output: bool,
+}
+
+impl CyclePart {
+    fn with_work(name: impl Into<Arc<str>>, work: Work, unit_output: bool) -> Self {
+        CyclePart {
+            name: name.into(),
+            work,
+            placement: Placement::Pool,
+            error_mode: ErrorMode::default(),
+            timeout: None,
+            retry: None,
+            validator: None,
+            input_validator: None,
+            condition: None,
+            fallback: None,
+            unit_output,
+        }
+    }
+
+    /// A part running `f` over its context; its output is `f`'s return.
+    pub fn new<R, F>(name: impl Into<Arc<str>>, f: F) -> Self
+    where
+        R: Serialize + Send + Sync + 'static,
+        F: Fn(&PartContext<'_>) -> R + Send + Sync + 'static,
+    {
+        let unit = TypeId::of::<R>() == TypeId::of::<()>();
+        let work: Arc<PartFn> = Arc::new(move |ctx| Ok(Value::new(f(ctx))));
+        Self::with_work(name, Work::Context(work), unit)
+    }
+
+    /// A part running `f`, which may fail; the error mode decides what a
+    /// failure does.
+    pub fn fallible<R, E, F>(name: impl Into<Arc<str>>, f: F) -> Self
+    where
+        R: Serialize + Send + Sync + 'static,
+        E: Into<BoxError>,
+        F: Fn(&PartContext<'_>) -> Result<R, E> + Send + Sync + 'static,
+    {
+        let unit = TypeId::of::<R>() == TypeId::of::<()>();
+        let work: Arc<PartFn> = Arc::new(move |ctx| f(ctx).map(Value::new).map_err(Into::into));
+        Self::with_work(name, Work::Context(work), unit)
+    }
+
+    /// A part running a function handle, lambda or closure (see
+    /// [`AnyFunction`]); it does not see the context.
+    pub fn function(name: impl Into<Arc<str>>, f: impl Into<AnyFunction>) -> Self {
+        Self::with_work(name, Work::Function(f.into()), false)
+    }
+
+    /// Runs the part on the named component thread instead of the pool.
+    pub fn component(mut self, component: impl Into<String>) -> Self {
+        self.placement = Placement::Component(component.into());
+        self
+    }
+
+    /// Sets where the part runs.
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Sets what a failure does (default [`ErrorMode::CleanFail`]).
+    pub fn error_mode(mut self, mode: ErrorMode) -> Self {
+        self.error_mode = mode;
+        self
+    }
+
+    /// Bounds each run of the part (all retries included); an overrun sets
+    /// its stop token and it ends [`PartState::TimedOut`](crate::PartState::TimedOut).
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// The retry policy used under [`ErrorMode::Retry`]; setting one also
+    /// selects that mode.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self.error_mode = ErrorMode::Retry;
+        self
+    }
+
+    /// Checks the part's output when it finishes; a rejection fails the
+    /// part with the validator's message.
+    pub fn validate<T, E, F>(mut self, check: F) -> Self
+    where
+        T: 'static,
+        E: fmt::Display,
+        F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.validator = Some(typed_validator(check));
+        self
+    }
+
+    /// Checks the input the part receives (its parent's or pipeline
+    /// predecessor's output) before it runs; a rejection fails the part.
+    pub fn validate_input<T, E, F>(mut self, check: F) -> Self
+    where
+        T: 'static,
+        E: fmt::Display,
+        F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.input_validator = Some(typed_validator(check));
+        self
+    }
+
+    /// Runs the part (and everything below it) only when `condition` holds;
+    /// otherwise they end [`PartState::NotTaken`](crate::PartState::NotTaken).
+    pub fn condition<F>(mut self, condition: F) -> Self
+    where
+        F: Fn(&PartContext<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.condition = Some(Arc::new(condition));
+        self
+    }
+
+    /// The value that stands in for the output under the fallback error
+    /// modes.
+    pub fn fallback<T>(mut self, value: T) -> Self
+    where
+        T: Clone + Serialize + Send + Sync + 'static,
+    {
+        self.fallback = Some(Arc::new(move || Value::new(value.clone())));
+        self
+    }
+
+    /// The part's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the part runs.
+    pub fn placement_of(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// The part's error mode.
+    pub fn error_mode_of(&self) -> ErrorMode {
+        self.error_mode
+    }
+
+    /// The part's timeout.
+    pub fn timeout_of(&self) -> Option<Duration> {
+        self.timeout
+    }
+}
+
+fn typed_validator<T, E, F>(check: F) -> Arc<ValidatorFn>
+where
+    T: 'static,
+    E: fmt::Display,
+    F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
+{
+    Arc::new(move |value: &Value| match value.downcast_ref::<T>() {
+        Some(v) => check(v).map_err(|e| e.to_string()),
+        None => Err(format!(
+            "expected a `{}`, got a `{}`",
+            std::any::type_name::<T>(),
+            value.type_name()
+        )),
+    })
+}
+
+impl fmt::Debug for CyclePart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CyclePart")
+            .field("name", &self.name)
+            .field("placement", &self.placement)
+            .field("error_mode", &self.error_mode)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("validated", &self.validator.is_some())
+            .field("conditional", &self.condition.is_some())
+            .field("fallback", &self.fallback.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a part receives as input.
+#[derive(Clone, Debug, Default)]
+pub enum Input {
+    /// No input: the part is a root, or its parent returned `()`.
+    #[default]
+    None,
+    /// Its parent's (or pipeline predecessor's) output.
+    Value(Arc<Value>),
+    /// The error of a parent in [`ErrorMode::Propagate`].
+    Error(Arc<PartError>),
+}
+
+/// The error a failed part passes downstream under
+/// [`ErrorMode::Propagate`], and reports in its iteration's outcome.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    /// The part's function returned an error.
+    #[error("part \"{part}\" at {coord} failed: {message}")]
+    Failed {
+        /// The part.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// The error's message (with its sources).
+        message: String,
+    },
+    /// The part overran its timeout.
+    #[error("part \"{part}\" at {coord} timed out after {after:?}")]
+    TimedOut {
+        /// The part.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The part panicked.
+    #[error("part \"{part}\" at {coord} panicked: {message}")]
+    Panicked {
+        /// The part.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// The panic message.
+        message: String,
+    },
+    /// A validator rejected the part's input or output.
+    #[error("part \"{part}\" at {coord}: {which} rejected: {reason}")]
+    Invalid {
+        /// The part.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// `input` or `output`.
+        which: &'static str,
+        /// The validator's message.
+        reason: String,
+    },
+}
+
+/// Everything a running part can see: its input, the outputs of completed
+/// parts, the run's shared store, its stop token.
+pub struct PartContext<'a> {
+    pub(crate) part: &'a str,
+    pub(crate) coord: Coord,
+    pub(crate) iteration: u64,
+    pub(crate) attempt: u32,
+    pub(crate) input: &'a Input,
+    pub(crate) env: &'a dyn ContextEnv,
+    pub(crate) stop: &'a StopToken,
+}
+
+/// What the engine lets a part look up.
+pub(crate) trait ContextEnv: Sync {
+    fn output_of(&self, part: &str) -> Option<Arc<Value>>;
+    fn output_at(&self, coord: Coord) -> Option<Arc<Value>>;
+    fn store(&self) -> &Store;
+}
+
+impl<'a> PartContext<'a> {
+    /// The part's name.
+    pub fn name(&self) -> &str {
+        self.part
+    }
+
+    /// The part's coordinate.
+    pub fn coord(&self) -> Coord {
+        self.coord
+    }
+
+    /// The iteration number, from 1 (per lane under independent sync).
+    pub fn iteration(&self) -> u64 {
+        self.iteration
+    }
+
+    /// The attempt number under retry, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The input: parent output, pipeline output, or a propagated error.
+    pub fn input(&self) -> &Input {
+        self.input
+    }
+
+    /// The input value as a `T`, if there is one of that type.
+    pub fn input_as<T: Any>(&self) -> Option<&T> {
+        match self.input {
+            Input::Value(v) => v.downcast_ref::<T>(),
+            _ => None,
+        }
+    }
+
+    /// The error a parent propagated, if any.
+    pub fn input_error(&self) -> Option<&PartError> {
+        match self.input {
+            Input::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The output of the completed part `name` (of this iteration; of its
+    /// latest iteration for a part of another independent lane).
+    pub fn output_of(&self, name: &str) -> Option<Arc<Value>> {
+        self.env.output_of(name)
+    }
+
+    /// The output of the completed part at `coord`.
+    pub fn output_at(&self, coord: impl Into<Coord>) -> Option<Arc<Value>> {
+        self.env.output_at(coord.into())
+    }
+
+    /// The run's shared store.
+    pub fn store(&self) -> &Store {
+        self.env.store()
+    }
+
+    /// The part's stop token: set when the part times out or the cycle
+    /// stops; long-running parts should check it.
+    pub fn stop_token(&self) -> &StopToken {
+        self.stop
+    }
+
+    /// Whether the part has been asked to stop.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_stopped()
+    }
+}
+
+impl fmt::Debug for PartContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartContext")
+            .field("part", &self.part)
+            .field("coord", &self.coord)
+            .field("iteration", &self.iteration)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}

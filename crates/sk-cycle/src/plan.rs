@@ -1,0 +1,423 @@
+//! Compiling a [`Blueprint`] into a [`Plan`]: the flat DAG the engine
+//! runs.
+//!
+//! - Nodes `0..parts.len()` are the parts (forks are elided); the rest are
+//!   level barriers (no work, only ordering).
+//! - Edges are *data* edges (tree parent → child, pipeline chain, `pipe`):
+//!   the child takes the parent's output as input, and a parent's failure
+//!   reaches it; or *order* edges (`after`, sequential chains, barriers):
+//!   ordering only.
+//! - Sync modes become edges and lanes: `Level` adds a barrier between
+//!   consecutive levels of its scope; `Sequential`/`Pipeline` chain a
+//!   split's parts; `Independent` gives each branch its own lane that
+//!   loops at its own pace. A cycle-wide mode applies to every split.
+//! - Rate limits become gates (the innermost split's limit, or the
+//!   cycle-wide one, which overrides).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use crate::blueprint::{Blueprint, BpKind, NodeIdx};
+use crate::coord::Coord;
+use crate::error::BuildError;
+use crate::mode::{Placement, SyncMode};
+use crate::part::{ConditionFn, CyclePart};
+
+/// Marks a data edge in [`Plan::succ`].
+pub(crate) const DATA: u32 = 1 << 31;
+
+/// One part, ready to run.
+pub(crate) struct PlanPart {
+    pub(crate) part: CyclePart,
+    pub(crate) coord: Coord,
+    /// The part whose output is this part's input.
+    pub(crate) input_from: Option<u32>,
+    /// Conditions inherited from the splits above it (its own is in `part`).
+    pub(crate) split_conditions: Vec<Arc<ConditionFn>>,
+    pub(crate) gate: Option<u32>,
+    pub(crate) lane: u32,
+    pub(crate) component: Option<u32>,
+}
+
+/// One lane: a set of nodes that iterate together.
+pub(crate) struct LanePlan {
+    pub(crate) nodes: Vec<u32>,
+    pub(crate) roots: Vec<u32>,
+}
+
+/// The compiled cycle.
+pub(crate) struct Plan {
+    pub(crate) parts: Vec<PlanPart>,
+    /// Total nodes: parts, then barriers.
+    pub(crate) node_count: usize,
+    /// Successors of node `n`: `succ[succ_start[n]..succ_start[n + 1]]`,
+    /// each a node id, with [`DATA`] set on data edges.
+    pub(crate) succ_start: Vec<u32>,
+    pub(crate) succ: Vec<u32>,
+    /// Number of predecessors of each node (within its lane).
+    pub(crate) pred_count: Vec<u32>,
+    pub(crate) lanes: Vec<LanePlan>,
+    /// The lane of each node.
+    pub(crate) node_lane: Vec<u32>,
+    pub(crate) gates: Vec<NonZeroUsize>,
+    pub(crate) components: Vec<String>,
+    pub(crate) by_name: HashMap<Arc<str>, u32>,
+    pub(crate) by_coord: HashMap<Coord, u32>,
+}
+
+impl Plan {
+    /// The successors of `node`.
+    #[inline]
+    pub(crate) fn successors(&self, node: u32) -> &[u32] {
+        let n = node as usize;
+        &self.succ[self.succ_start[n] as usize..self.succ_start[n + 1] as usize]
+    }
+
+    /// Whether `node` is a part (not a barrier).
+    #[inline]
+    pub(crate) fn is_part(&self, node: u32) -> bool {
+        (node as usize) < self.parts.len()
+    }
+}
+
+/// Sync settings in force at a fork.
+fn effective_sync(bp: &Blueprint, fork: Option<SyncMode>) -> SyncMode {
+    bp.sync.or(fork).unwrap_or_default()
+}
+
+pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
+    if bp.nodes.is_empty() {
+        return Err(BuildError::Empty {
+            name: bp.name.clone(),
+        });
+    }
+    // Part ids in coordinate order of the blueprint's part nodes.
+    let mut part_of_node: Vec<Option<u32>> = vec![None; bp.nodes.len()];
+    let mut order: Vec<NodeIdx> = (0..bp.nodes.len())
+        .filter(|&i| bp.part(i).is_some())
+        .collect();
+    order.sort_by_key(|&i| bp.nodes[i].coord);
+    for (pid, &idx) in order.iter().enumerate() {
+        part_of_node[idx] = Some(pid as u32);
+    }
+    let pid = |idx: NodeIdx| part_of_node[idx];
+
+    // Walk the tree from the root: the part above each node (its data
+    // parent), the innermost gate, inherited conditions, and lanes.
+    let cycle_gate = bp.rate_limit;
+    let mut gates: Vec<NonZeroUsize> = Vec::new();
+    if let Some(limit) = cycle_gate {
+        gates.push(limit);
+    }
+    let mut parts: Vec<Option<PlanPart>> = (0..order.len()).map(|_| None).collect();
+    let mut lanes_of_parts: Vec<u32> = vec![0; order.len()];
+    let mut lane_count = 1u32;
+    let mut components: Vec<String> = Vec::new();
+    let mut edges: Vec<(u32, u32, bool)> = Vec::new(); // (from, to, data)
+    // Level-sync scopes: the part ids in each scope.
+    let mut level_scopes: Vec<Vec<u32>> = Vec::new();
+    let cycle_level = bp.sync == Some(SyncMode::Level);
+    if cycle_level {
+        level_scopes.push(Vec::new());
+    }
+
+    struct Frame {
+        node: NodeIdx,
+        data_parent: Option<u32>,
+        gate: Option<u32>,
+        conditions: Vec<Arc<ConditionFn>>,
+        lane: u32,
+        scopes: Vec<usize>,
+    }
+    let root_gate = cycle_gate.map(|_| 0u32);
+    let mut stack = vec![Frame {
+        node: 0,
+        data_parent: None,
+        gate: root_gate,
+        conditions: Vec::new(),
+        lane: 0,
+        scopes: if cycle_level { vec![0] } else { Vec::new() },
+    }];
+    let cycle_independent = bp.sync == Some(SyncMode::Independent);
+    while let Some(frame) = stack.pop() {
+        let node = &bp.nodes[frame.node];
+        match &node.kind {
+            BpKind::Part(part) => {
+                let Some(id) = pid(frame.node) else { continue };
+                // Cycle-wide independence: every part is its own lane.
+                let lane = if cycle_independent && frame.node != 0 {
+                    lane_count += 1;
+                    lane_count - 1
+                } else {
+                    frame.lane
+                };
+                let component = match &part.placement {
+                    Placement::Component(name) => Some(intern(&mut components, name)),
+                    _ => None,
+                };
+                if let Some(parent) = frame.data_parent {
+                    edges.push((parent, id, true));
+                }
+                for &scope in &frame.scopes {
+                    level_scopes[scope].push(id);
+                }
+                lanes_of_parts[id as usize] = lane;
+                parts[id as usize] = Some(PlanPart {
+                    part: CyclePart::clone(part),
+                    coord: node.coord,
+                    input_from: frame.data_parent,
+                    split_conditions: frame.conditions.clone(),
+                    gate: frame.gate,
+                    lane,
+                    component,
+                });
+                for &child in &node.children {
+                    stack.push(Frame {
+                        node: child,
+                        data_parent: Some(id),
+                        gate: frame.gate,
+                        conditions: frame.conditions.clone(),
+                        lane,
+                        scopes: frame.scopes.clone(),
+                    });
+                }
+            }
+            BpKind::Fork(split) => {
+                let mode = effective_sync(bp, split.sync);
+                let gate = if cycle_gate.is_some() {
+                    frame.gate
+                } else if let Some(limit) = split.rate_limit {
+                    gates.push(limit);
+                    Some(gates.len() as u32 - 1)
+                } else {
+                    frame.gate
+                };
+                let mut conditions = frame.conditions.clone();
+                if let Some(cond) = &split.condition {
+                    conditions.push(Arc::clone(cond));
+                }
+                let mut scopes = frame.scopes.clone();
+                if mode == SyncMode::Level && !cycle_level {
+                    level_scopes.push(Vec::new());
+                    scopes.push(level_scopes.len() - 1);
+                }
+                let children: Vec<u32> = node.children.iter().filter_map(|&c| pid(c)).collect();
+                let mut previous: Option<u32> = None;
+                for (&child_idx, &child) in node.children.iter().zip(&children) {
+                    let lane = if mode == SyncMode::Independent && !cycle_independent {
+                        lane_count += 1;
+                        lane_count - 1
+                    } else {
+                        frame.lane
+                    };
+                    let data_parent = match (mode, previous) {
+                        (SyncMode::Pipeline, Some(prev)) => Some(prev),
+                        _ => frame.data_parent,
+                    };
+                    if let (SyncMode::Sequential, Some(prev)) = (mode, previous) {
+                        edges.push((prev, child, false));
+                    }
+                    previous = Some(child);
+                    stack.push(Frame {
+                        node: child_idx,
+                        data_parent,
+                        gate,
+                        conditions: conditions.clone(),
+                        lane,
+                        scopes: scopes.clone(),
+                    });
+                }
+            }
+        }
+    }
+    let parts: Vec<PlanPart> = parts.into_iter().flatten().collect();
+    if parts.len() != order.len() {
+        // Unreachable for a builder-made blueprint: every part hangs off the root.
+        return Err(BuildError::Empty {
+            name: bp.name.clone(),
+        });
+    }
+
+    for &(waiter, waits_for) in &bp.after {
+        if let (Some(w), Some(f)) = (pid(waiter), pid(waits_for)) {
+            edges.push((f, w, false));
+        }
+    }
+    for &(from, to) in &bp.pipes {
+        if let (Some(f), Some(t)) = (pid(from), pid(to)) {
+            edges.push((f, t, true));
+        }
+    }
+
+    // Barriers: one per pair of consecutive part levels in each scope.
+    let mut node_count = parts.len() as u32;
+    let mut node_lane: Vec<u32> = parts.iter().map(|p| p.lane).collect();
+    for scope in &level_scopes {
+        // Barriers only join parts of one lane.
+        let mut by_lane: BTreeMap<u32, BTreeMap<u32, Vec<u32>>> = BTreeMap::new();
+        for &id in scope {
+            let p = &parts[id as usize];
+            by_lane
+                .entry(p.lane)
+                .or_default()
+                .entry(p.coord.level)
+                .or_default()
+                .push(id);
+        }
+        for (lane, levels) in by_lane {
+            let levels: Vec<&Vec<u32>> = levels.values().collect();
+            for pair in levels.windows(2) {
+                let barrier = node_count;
+                node_count += 1;
+                node_lane.push(lane);
+                for &above in pair[0] {
+                    edges.push((above, barrier, false));
+                }
+                for &below in pair[1] {
+                    edges.push((barrier, below, false));
+                }
+            }
+        }
+    }
+
+    // Cross-lane edges do not order anything: the later lane reads the
+    // latest output instead.
+    edges.retain(|&(from, to, _)| node_lane[from as usize] == node_lane[to as usize]);
+    edges.sort_unstable();
+    edges.dedup_by(|b, a| {
+        // Keep one edge per pair, preferring the data edge.
+        if a.0 == b.0 && a.1 == b.1 {
+            a.2 |= b.2;
+            true
+        } else {
+            false
+        }
+    });
+
+    let n = node_count as usize;
+    let mut succ_start = vec![0u32; n + 1];
+    let mut pred_count = vec![0u32; n];
+    for &(from, to, _) in &edges {
+        succ_start[from as usize + 1] += 1;
+        pred_count[to as usize] += 1;
+    }
+    for i in 0..n {
+        succ_start[i + 1] += succ_start[i];
+    }
+    let mut fill = succ_start.clone();
+    let mut succ = vec![0u32; edges.len()];
+    for &(from, to, data) in &edges {
+        let slot = &mut fill[from as usize];
+        succ[*slot as usize] = if data { to | DATA } else { to };
+        *slot += 1;
+    }
+
+    check_acyclic(&parts, n, &succ_start, &succ, &pred_count)?;
+
+    let mut lanes: Vec<LanePlan> = (0..lane_count)
+        .map(|_| LanePlan {
+            nodes: Vec::new(),
+            roots: Vec::new(),
+        })
+        .collect();
+    for node in 0..node_count {
+        let lane = &mut lanes[node_lane[node as usize] as usize];
+        lane.nodes.push(node);
+        if pred_count[node as usize] == 0 {
+            lane.roots.push(node);
+        }
+    }
+
+    let by_name = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (Arc::clone(&p.part.name), i as u32))
+        .collect();
+    let by_coord = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.coord, i as u32))
+        .collect();
+    Ok(Plan {
+        parts,
+        node_count: n,
+        succ_start,
+        succ,
+        pred_count,
+        lanes,
+        node_lane,
+        gates,
+        components,
+        by_name,
+        by_coord,
+    })
+}
+
+fn intern(names: &mut Vec<String>, name: &str) -> u32 {
+    match names.iter().position(|n| n == name) {
+        Some(i) => i as u32,
+        None => {
+            names.push(name.to_owned());
+            names.len() as u32 - 1
+        }
+    }
+}
+
+/// Kahn's algorithm; a leftover node means a loop, reported by part names.
+fn check_acyclic(
+    parts: &[PlanPart],
+    n: usize,
+    succ_start: &[u32],
+    succ: &[u32],
+    pred_count: &[u32],
+) -> Result<(), BuildError> {
+    let mut remaining = pred_count.to_vec();
+    let mut queue: VecDeque<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut seen = 0;
+    while let Some(node) = queue.pop_front() {
+        seen += 1;
+        for &s in &succ[succ_start[node] as usize..succ_start[node + 1] as usize] {
+            let s = (s & !DATA) as usize;
+            remaining[s] -= 1;
+            if remaining[s] == 0 {
+                queue.push_back(s);
+            }
+        }
+    }
+    if seen == n {
+        return Ok(());
+    }
+    let name = |i: usize| {
+        parts
+            .get(i)
+            .map_or_else(|| "<level barrier>".to_owned(), |p| p.part.name.to_string())
+    };
+    // Every node left over has a left-over predecessor: walk backwards
+    // until a node repeats, then report the loop in edge order.
+    let succ_of = |p: usize| &succ[succ_start[p] as usize..succ_start[p + 1] as usize];
+    let pred_left = |node: usize| {
+        (0..n)
+            .find(|&p| remaining[p] > 0 && succ_of(p).iter().any(|&s| (s & !DATA) as usize == node))
+    };
+    let mut path = Vec::new();
+    let mut index_of: HashMap<usize, usize> = HashMap::new();
+    let mut node = (0..n).find(|&i| remaining[i] > 0).unwrap_or(0);
+    loop {
+        if let Some(&start) = index_of.get(&node) {
+            let mut names: Vec<String> = path[start..].iter().rev().map(|&i| name(i)).collect();
+            names.push(name(path[path.len() - 1]));
+            return Err(BuildError::OrderingLoop { path: names });
+        }
+        index_of.insert(node, path.len());
+        path.push(node);
+        match pred_left(node) {
+            Some(p) => node = p,
+            None => {
+                return Err(BuildError::OrderingLoop {
+                    path: vec![name(node)],
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! What a run reports: each iteration's part states and outputs, and the
+//! run's totals and timing stats.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sk_core::{StatsSummary, Value};
+
+use crate::coord::Coord;
+use crate::engine::Runtime;
+use crate::mode::PartState;
+use crate::part::PartError;
+use crate::trace::Trace;
+
+/// The end of one iteration of one lane: every part's state, output and
+/// error.
+#[derive(Clone, Debug)]
+pub struct IterationReport {
+    pub(crate) lane: u32,
+    pub(crate) iteration: u64,
+    pub(crate) duration: Duration,
+    pub(crate) error_state: bool,
+    pub(crate) names: Arc<[Arc<str>]>,
+    pub(crate) coords: Arc<[Coord]>,
+    /// Per part id; `None` for parts of other lanes.
+    pub(crate) states: Vec<Option<PartState>>,
+    pub(crate) outputs: Vec<Option<Arc<Value>>>,
+    pub(crate) errors: Vec<Option<Arc<PartError>>>,
+}
+
+impl IterationReport {
+    pub(crate) fn capture(
+        rt: &Runtime,
+        lane: u32,
+        iteration: u64,
+        duration: Duration,
+        names: &Arc<[Arc<str>]>,
+        coords: &Arc<[Coord]>,
+    ) -> IterationReport {
+        let parts = rt.plan.parts.len();
+        let mut states = vec![None; parts];
+        let mut outputs = vec![None; parts];
+        let mut errors = vec![None; parts];
+        for (id, part) in rt.plan.parts.iter().enumerate() {
+            if part.lane != lane {
+                continue;
+            }
+            let id32 = id as u32;
+            states[id] = rt.state(id32);
+            outputs[id] = rt.output(id32, lane);
+            errors[id] = rt.error(id32);
+        }
+        IterationReport {
+            lane,
+            iteration,
+            duration,
+            error_state: rt.lanes[lane as usize]
+                .error_state
+                .load(std::sync::atomic::Ordering::Relaxed),
+            names: Arc::clone(names),
+            coords: Arc::clone(coords),
+            states,
+            outputs,
+            errors,
+        }
+    }
+
+    fn id_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| &**n == name)
+    }
+
+    fn id_at(&self, coord: Coord) -> Option<usize> {
+        self.coords.iter().position(|c| *c == coord)
+    }
+
+    /// The iteration number (of its lane), from 1.
+    pub fn iteration(&self) -> u64 {
+        self.iteration
+    }
+
+    /// The lane (0 unless independent sync made more).
+    pub fn lane(&self) -> u32 {
+        self.lane
+    }
+
+    /// How long the iteration took.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Whether the iteration ended in error state (a failure under an error
+    /// mode that declares one).
+    pub fn is_error(&self) -> bool {
+        self.error_state
+    }
+
+    /// The end state of part `name` (`None` for an unknown part or one of
+    /// another lane).
+    pub fn state_of(&self, name: &str) -> Option<PartState> {
+        self.states[self.id_of(name)?]
+    }
+
+    /// The end state of the part at `coord`.
+    pub fn state_at(&self, coord: impl Into<Coord>) -> Option<PartState> {
+        self.states[self.id_at(coord.into())?]
+    }
+
+    /// The output of part `name`, if it succeeded (a fallback counts).
+    pub fn output_of(&self, name: &str) -> Option<&Value> {
+        self.outputs[self.id_of(name)?].as_deref()
+    }
+
+    /// The output of part `name` as a `T`.
+    pub fn output_as<T: 'static>(&self, name: &str) -> Option<&T> {
+        self.output_of(name)?.downcast_ref()
+    }
+
+    /// The output of the part at `coord`.
+    pub fn output_at(&self, coord: impl Into<Coord>) -> Option<&Value> {
+        self.outputs[self.id_at(coord.into())?].as_deref()
+    }
+
+    /// The error part `name` ended with, if any.
+    pub fn error_of(&self, name: &str) -> Option<&PartError> {
+        self.errors[self.id_of(name)?].as_deref()
+    }
+
+    /// Every part of the lane with its coordinate and state, in coordinate
+    /// order.
+    pub fn states(&self) -> impl Iterator<Item = (&str, Coord, PartState)> {
+        self.states
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| s.map(|s| (&*self.names[id], self.coords[id], s)))
+    }
+
+    /// The errors of this iteration, by part.
+    pub fn errors(&self) -> impl Iterator<Item = (&str, &PartError)> {
+        self.errors
+            .iter()
+            .enumerate()
+            .filter_map(|(id, e)| e.as_deref().map(|e| (&*self.names[id], e)))
+    }
+}
+
+/// Why a run ended.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// It ran the iterations it was asked to.
+    Completed,
+    /// Its `until` predicate held.
+    Predicate,
+    /// Its stop handle (or Ctrl-C) asked it to stop.
+    Stopped,
+    /// A part failed under instant fail.
+    InstantFail,
+}
+
+/// Stats of one part over a run.
+#[derive(Clone, Debug)]
+pub struct PartStats {
+    /// The part.
+    pub name: String,
+    /// Its coordinate.
+    pub coord: Coord,
+    /// How many iterations ended in each state, in [`PartState::ALL`] order.
+    pub states: [u64; 8],
+    /// Its execution times (empty when stats were off).
+    pub timing: StatsSummary,
+}
+
+impl PartStats {
+    /// How many iterations ended in `state`.
+    pub fn count(&self, state: PartState) -> u64 {
+        self.states[state as usize - 1]
+    }
+}
+
+/// Timing stats of a run: per iteration and per part.
+#[derive(Clone, Debug)]
+pub struct CycleStats {
+    /// Iteration durations of the first lane.
+    pub iterations: StatsSummary,
+    /// Per part, in coordinate order.
+    pub parts: Vec<PartStats>,
+}
+
+impl fmt::Display for CycleStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "iterations: {}", self.iterations)?;
+        let width = self.parts.iter().map(|p| p.name.len()).max().unwrap_or(4);
+        for p in &self.parts {
+            let ended: Vec<String> = PartState::ALL
+                .iter()
+                .filter(|&&s| p.count(s) > 0)
+                .map(|&s| format!("{} {}", p.count(s), s))
+                .collect();
+            writeln!(
+                f,
+                "  {:<width$}  {:>5}  {}  [{}]",
+                p.name,
+                p.coord.to_string(),
+                p.timing,
+                ended.join(", "),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of a run.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub(crate) cycle: String,
+    pub(crate) iterations: Vec<u64>,
+    pub(crate) error_iterations: u64,
+    pub(crate) reason: StopReason,
+    pub(crate) instant_fail: Option<Arc<PartError>>,
+    pub(crate) last: Option<IterationReport>,
+    pub(crate) stats: CycleStats,
+    pub(crate) trace: Option<Trace>,
+    pub(crate) wall: Duration,
+}
+
+impl RunReport {
+    /// The cycle's name.
+    pub fn cycle(&self) -> &str {
+        &self.cycle
+    }
+
+    /// Iterations run by the first lane.
+    pub fn iterations(&self) -> u64 {
+        self.iterations.first().copied().unwrap_or(0)
+    }
+
+    /// Iterations run by each lane.
+    pub fn lane_iterations(&self) -> &[u64] {
+        &self.iterations
+    }
+
+    /// Iterations that ended in error state (all lanes).
+    pub fn error_iterations(&self) -> u64 {
+        self.error_iterations
+    }
+
+    /// Why the run ended.
+    pub fn stop_reason(&self) -> StopReason {
+        self.reason
+    }
+
+    /// Whether the cycle finished in error state: an instant fail, or a last
+    /// iteration in error state.
+    pub fn is_error(&self) -> bool {
+        self.instant_fail.is_some() || self.last.as_ref().is_some_and(|l| l.is_error())
+    }
+
+    /// The error that stopped the run under instant fail.
+    pub fn instant_fail(&self) -> Option<&PartError> {
+        self.instant_fail.as_deref()
+    }
+
+    /// The last iteration of the first lane.
+    pub fn last(&self) -> Option<&IterationReport> {
+        self.last.as_ref()
+    }
+
+    /// Timing stats.
+    pub fn stats(&self) -> &CycleStats {
+        &self.stats
+    }
+
+    /// The trace, when the run was traced.
+    pub fn trace(&self) -> Option<&Trace> {
+        self.trace.as_ref()
+    }
+
+    /// Wall-clock time of the whole run.
+    pub fn wall_time(&self) -> Duration {
+        self.wall
+    }
+}

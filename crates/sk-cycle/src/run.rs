@@ -1,0 +1,602 @@
+//! Running a cycle: once, N times, until a predicate, or continuously; in
+//! the foreground or on a background thread with a stop handle.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sk_core::{StopToken, TimingStats};
+
+use crate::coord::Coord;
+use crate::cycle::Cycle;
+use crate::engine::{Component, EngineOptions, Runtime, Watchdog};
+use crate::error::RunError;
+use crate::report::{CycleStats, IterationReport, PartStats, RunReport, StopReason};
+use crate::store::Store;
+use crate::trace::Trace;
+
+type Predicate = Arc<dyn Fn(&IterationReport) -> bool + Send + Sync>;
+type Observer = Arc<dyn Fn(&IterationReport) + Send + Sync>;
+
+#[derive(Clone)]
+enum Mode {
+    Times(u64),
+    Until(Predicate),
+    Continuous,
+}
+
+/// How to run a cycle: how many iterations, how fast, on what threads,
+/// what to record.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sk_cycle::Run;
+/// let run = Run::times(10).interval(Duration::from_millis(5)).threads(2).trace(true);
+/// # let _ = run;
+/// ```
+#[derive(Clone)]
+#[must_use = "a Run does nothing until passed to Cycle::run"]
+pub struct Run {
+    mode: Mode,
+    interval: Option<Duration>,
+    threads: Option<usize>,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    ctrl_c: bool,
+    stats: bool,
+    trace: bool,
+    stop: Option<StopToken>,
+    observer: Option<Observer>,
+    store: Option<Arc<Store>>,
+}
+
+impl Default for Run {
+    /// A continuous run.
+    fn default() -> Self {
+        Run {
+            mode: Mode::Continuous,
+            interval: None,
+            threads: None,
+            pool: None,
+            ctrl_c: false,
+            stats: true,
+            trace: false,
+            stop: None,
+            observer: None,
+            store: None,
+        }
+    }
+}
+
+impl Run {
+    /// One iteration.
+    pub fn once() -> Self {
+        Run::times(1)
+    }
+
+    /// `n` iterations (per lane, under independent sync).
+    pub fn times(n: u64) -> Self {
+        Run {
+            mode: Mode::Times(n),
+            ..Run::default()
+        }
+    }
+
+    /// Iterations until `done` holds for one (checked after each).
+    pub fn until<F>(done: F) -> Self
+    where
+        F: Fn(&IterationReport) -> bool + Send + Sync + 'static,
+    {
+        Run {
+            mode: Mode::Until(Arc::new(done)),
+            ..Run::default()
+        }
+    }
+
+    /// Iterations until stopped (by a stop token, a [`RunHandle`], or
+    /// Ctrl-C with [`Run::stop_on_ctrl_c`]).
+    pub fn continuous() -> Self {
+        Run::default()
+    }
+
+    /// Starts iterations at least `interval` apart.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = Some(interval);
+        self
+    }
+
+    /// Runs on a new pool of `n` threads (default: one per core).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n.max(1));
+        self
+    }
+
+    /// Runs on an existing rayon pool (so repeated runs share one).
+    pub fn pool(mut self, pool: Arc<rayon::ThreadPool>) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Stops gracefully, at the next iteration boundary, on Ctrl-C (or
+    /// SIGTERM).
+    pub fn stop_on_ctrl_c(mut self) -> Self {
+        self.ctrl_c = true;
+        self
+    }
+
+    /// Records per-part timing stats (default on; off saves two clock
+    /// reads per part).
+    pub fn stats(mut self, on: bool) -> Self {
+        self.stats = on;
+        self
+    }
+
+    /// Records a trace of every part execution (default off).
+    pub fn trace(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
+    }
+
+    /// Stops gracefully, at the next iteration boundary, when `token` is
+    /// stopped.
+    pub fn stop_token(mut self, token: StopToken) -> Self {
+        self.stop = Some(token);
+        self
+    }
+
+    /// Calls `observer` after every iteration (e.g. to show progress).
+    pub fn on_iteration<F>(mut self, observer: F) -> Self
+    where
+        F: Fn(&IterationReport) + Send + Sync + 'static,
+    {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Uses `store` as the run's shared store (to seed it or read it after).
+    pub fn store(mut self, store: Arc<Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+}
+
+impl fmt::Debug for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match &self.mode {
+            Mode::Times(n) => format!("times({n})"),
+            Mode::Until(_) => "until(..)".to_owned(),
+            Mode::Continuous => "continuous".to_owned(),
+        };
+        f.debug_struct("Run")
+            .field("mode", &mode)
+            .field("interval", &self.interval)
+            .field("threads", &self.threads)
+            .field("ctrl_c", &self.ctrl_c)
+            .field("stats", &self.stats)
+            .field("trace", &self.trace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A run on a background thread, made by [`Cycle::spawn`].
+#[derive(Debug)]
+#[must_use = "dropping a RunHandle detaches the run; call stop() and join()"]
+pub struct RunHandle {
+    stop: StopToken,
+    thread: Option<JoinHandle<Result<RunReport, RunError>>>,
+    cycle: String,
+}
+
+impl RunHandle {
+    /// Asks the run to stop at the next iteration boundary.
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
+    /// The token that stops the run.
+    pub fn stop_token(&self) -> &StopToken {
+        &self.stop
+    }
+
+    /// Whether the run has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Waits for the run to end and returns its report.
+    ///
+    /// # Errors
+    ///
+    /// The run's own error, or [`RunError::AlreadyRunning`] if it was
+    /// already joined.
+    pub fn join(mut self) -> Result<RunReport, RunError> {
+        let cycle = self.cycle.clone();
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|_| {
+                Err(RunError::Start {
+                    cycle,
+                    what: "the run thread (it panicked)".to_owned(),
+                    source: std::io::Error::other("run thread panicked"),
+                })
+            }),
+            None => Err(RunError::AlreadyRunning { cycle }),
+        }
+    }
+}
+
+/// Counts a run's own pool threads in and out, so that the run returns
+/// only once they have all exited.
+#[derive(Default)]
+struct PoolExits {
+    live: Mutex<usize>,
+    changed: parking_lot::Condvar,
+}
+
+impl PoolExits {
+    fn started(&self) {
+        *self.live.lock() += 1;
+    }
+
+    fn exited(&self) {
+        let mut live = self.live.lock();
+        *live = live.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    /// Waits (at most `limit`) for every started thread to exit.
+    fn wait(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut live = self.live.lock();
+        while *live > 0 {
+            if self.changed.wait_until(&mut live, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+}
+
+/// What one lane's driver loop ended with.
+struct LaneOutcome {
+    iterations: u64,
+    errors: u64,
+    reason: StopReason,
+    last: Option<IterationReport>,
+    timing: TimingStats,
+}
+
+impl Cycle {
+    /// Runs the cycle in the calling thread until `run` says to stop.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Start`] when a thread cannot be started,
+    /// [`RunError::CtrlC`] when the Ctrl-C handler cannot be installed.
+    /// Part failures do not make this fail: they are in the report.
+    pub fn run(&self, run: Run) -> Result<RunReport, RunError> {
+        let started = Instant::now();
+        let cycle: Arc<str> = Arc::from(self.name());
+        let start_error = |what: &str, source| RunError::Start {
+            cycle: cycle.to_string(),
+            what: what.to_owned(),
+            source,
+        };
+        let mut own_pool_exits = None;
+        let pool = match &run.pool {
+            Some(pool) => Arc::clone(pool),
+            None => {
+                let exits = Arc::new(PoolExits::default());
+                own_pool_exits = Some(Arc::clone(&exits));
+                let mut builder = rayon::ThreadPoolBuilder::new()
+                    .start_handler({
+                        let exits = Arc::clone(&exits);
+                        move |_| exits.started()
+                    })
+                    .exit_handler({
+                        let exits = Arc::clone(&exits);
+                        move |_| exits.exited()
+                    })
+                    .thread_name({
+                        let cycle = Arc::clone(&cycle);
+                        move |i| format!("sk-cycle:{cycle}:{i}")
+                    })
+                    // Deep inline chains and nested splits want room.
+                    .stack_size(16 << 20);
+                if let Some(n) = run.threads {
+                    builder = builder.num_threads(n);
+                }
+                Arc::new(
+                    builder
+                        .build()
+                        .map_err(|e| start_error("the thread pool", std::io::Error::other(e)))?,
+                )
+            }
+        };
+        let store = run.store.clone().unwrap_or_default();
+        let options = EngineOptions {
+            stats: run.stats,
+            trace: run.trace,
+        };
+        let mut rt = Runtime::new(
+            Arc::clone(&self.plan),
+            Arc::clone(&cycle),
+            pool,
+            store,
+            options,
+        );
+        for name in &self.plan.components {
+            let component = Component::start(&cycle, name)
+                .map_err(|e| start_error(&format!("component thread \"{name}\""), e))?;
+            rt.components.push(component);
+        }
+        if self.plan.parts.iter().any(|p| p.part.timeout.is_some()) {
+            let dog = Watchdog::start(&cycle).map_err(|e| start_error("the watchdog thread", e))?;
+            *rt.watchdog.lock() = Some(dog);
+        }
+        let rt = Arc::new(rt);
+        let stop = run.stop.clone().unwrap_or_default();
+        let _ctrl_c = if run.ctrl_c {
+            Some(crate::ctrl_c::watch(stop.clone())?)
+        } else {
+            None
+        };
+        // Lanes stop together: when one's predicate holds, or on instant fail.
+        let halt = stop.child();
+        let names: Arc<[Arc<str>]> = self
+            .plan
+            .parts
+            .iter()
+            .map(|p| Arc::clone(&p.part.name))
+            .collect();
+        let coords: Arc<[Coord]> = self.plan.parts.iter().map(|p| p.coord).collect();
+        let lanes = self.plan.lanes.len();
+        let outcomes: Vec<LaneOutcome> = if lanes == 1 {
+            let rt2 = Arc::clone(&rt);
+            vec![
+                rt.pool
+                    .install(|| drive_lane(&rt2, 0, &run, &halt, true, &names, &coords)),
+            ]
+        } else {
+            let results = Mutex::new(Vec::new());
+            thread::scope(|scope| {
+                for lane in 0..lanes {
+                    let (rt, run, halt, names, coords, results) =
+                        (&rt, &run, &halt, &names, &coords, &results);
+                    let spawned = thread::Builder::new()
+                        .name(format!("sk-lane:{cycle}:{lane}"))
+                        .spawn_scoped(scope, move || {
+                            let outcome = drive_lane(rt, lane, run, halt, false, names, coords);
+                            results.lock().push((lane, outcome));
+                        });
+                    if spawned.is_err() {
+                        halt.stop();
+                    }
+                }
+            });
+            let mut results = results.into_inner();
+            results.sort_by_key(|(lane, _)| *lane);
+            results.into_iter().map(|(_, o)| o).collect()
+        };
+        // Let component and watchdog threads finish their last jobs.
+        if let Some(mut dog) = rt.watchdog.lock().take() {
+            dog.shutdown();
+        }
+        let trace = run.trace.then(|| {
+            let mut events = std::mem::take(&mut *rt.trace.lock());
+            events.sort_by_key(|e| e.start);
+            Trace {
+                cycle: cycle.to_string(),
+                events,
+            }
+        });
+        let report = build_report(&rt, outcomes, trace, started.elapsed());
+        for component in &rt.components {
+            component.shutdown();
+        }
+        // Pool jobs that just finished may still hold the runtime for a
+        // moment; a timed part that ignored its stop token holds it until
+        // it returns, and then its thread ends the pool.
+        let settle = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&rt) > 1
+            && rt.timed_running.load(Ordering::Acquire) == 0
+            && Instant::now() < settle
+        {
+            thread::yield_now();
+        }
+        let lingering = Arc::strong_count(&rt) > 1;
+        drop(rt);
+        if let (Some(exits), false) = (own_pool_exits, lingering) {
+            exits.wait(Duration::from_secs(10));
+        }
+        Ok(report)
+    }
+
+    /// Runs one iteration.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cycle::run`].
+    pub fn run_once(&self) -> Result<RunReport, RunError> {
+        self.run(Run::once())
+    }
+
+    /// Runs the cycle on a background thread; the handle stops and joins
+    /// it.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Start`] when the thread cannot be started.
+    pub fn spawn(&self, run: Run) -> Result<RunHandle, RunError> {
+        let stop = run.stop.clone().unwrap_or_default();
+        let run = run.stop_token(stop.clone());
+        let cycle = self.clone();
+        let thread = thread::Builder::new()
+            .name(format!("sk-run:{}", self.name()))
+            .spawn(move || cycle.run(run))
+            .map_err(|source| RunError::Start {
+                cycle: self.name().to_owned(),
+                what: "the run thread".to_owned(),
+                source,
+            })?;
+        Ok(RunHandle {
+            stop,
+            thread: Some(thread),
+            cycle: self.name().to_owned(),
+        })
+    }
+}
+
+/// The loop of one lane: iterate until told to stop.
+fn drive_lane(
+    rt: &Arc<Runtime>,
+    lane: usize,
+    run: &Run,
+    halt: &StopToken,
+    in_pool: bool,
+    names: &Arc<[Arc<str>]>,
+    coords: &Arc<[Coord]>,
+) -> LaneOutcome {
+    let mut outcome = LaneOutcome {
+        iterations: 0,
+        errors: 0,
+        reason: StopReason::Completed,
+        last: None,
+        timing: TimingStats::new(),
+    };
+    let wants_report = run.observer.is_some() || matches!(run.mode, Mode::Until(_));
+    let mut last_duration = Duration::ZERO;
+    let mut last_iteration = 0;
+    loop {
+        if let Mode::Times(n) = run.mode {
+            if outcome.iterations >= n {
+                outcome.reason = StopReason::Completed;
+                break;
+            }
+        }
+        if halt.is_stopped() {
+            outcome.reason = StopReason::Stopped;
+            break;
+        }
+        if rt.abort.load(Ordering::Acquire) {
+            outcome.reason = StopReason::InstantFail;
+            break;
+        }
+        let began = Instant::now();
+        let iteration = if in_pool {
+            rt.run_iteration_in_pool(lane)
+        } else {
+            rt.run_iteration_outside(lane)
+        };
+        last_duration = began.elapsed();
+        last_iteration = iteration;
+        if run.stats {
+            outcome.timing.record(last_duration);
+        }
+        outcome.iterations += 1;
+        if rt.lanes[lane].error_state.load(Ordering::Relaxed) {
+            outcome.errors += 1;
+        }
+        if wants_report {
+            let report =
+                IterationReport::capture(rt, lane as u32, iteration, last_duration, names, coords);
+            if let Some(observer) = &run.observer {
+                observer(&report);
+            }
+            let done = matches!(&run.mode, Mode::Until(done) if done(&report));
+            outcome.last = Some(report);
+            if done {
+                outcome.reason = StopReason::Predicate;
+                halt.stop();
+                break;
+            }
+        }
+        if rt.abort.load(Ordering::Acquire) {
+            outcome.reason = StopReason::InstantFail;
+            halt.stop();
+            break;
+        }
+        if let Some(interval) = run.interval {
+            let rest = interval.saturating_sub(began.elapsed());
+            if !rest.is_zero() && halt.wait_timeout(rest) {
+                outcome.reason = StopReason::Stopped;
+                break;
+            }
+        }
+    }
+    if outcome.iterations > 0
+        && outcome
+            .last
+            .as_ref()
+            .is_none_or(|l| l.iteration != last_iteration)
+    {
+        outcome.last = Some(IterationReport::capture(
+            rt,
+            lane as u32,
+            last_iteration,
+            last_duration,
+            names,
+            coords,
+        ));
+    }
+    outcome
+}
+
+fn build_report(
+    rt: &Runtime,
+    outcomes: Vec<LaneOutcome>,
+    trace: Option<Trace>,
+    wall: Duration,
+) -> RunReport {
+    let reason = if rt.abort.load(Ordering::Acquire) {
+        StopReason::InstantFail
+    } else if outcomes.iter().any(|o| o.reason == StopReason::Predicate) {
+        StopReason::Predicate
+    } else if outcomes.iter().any(|o| o.reason == StopReason::Stopped) {
+        StopReason::Stopped
+    } else {
+        StopReason::Completed
+    };
+    let parts = rt
+        .plan
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(id, p)| PartStats {
+            name: p.part.name.to_string(),
+            coord: p.coord,
+            states: std::array::from_fn(|s| rt.counts[id][s].load(Ordering::Relaxed)),
+            timing: rt.stats.get(id).map(|s| s.summary()).unwrap_or_default(),
+        })
+        .collect();
+    let iterations = outcomes
+        .first()
+        .map(|o| o.timing.summary())
+        .unwrap_or_default();
+    let mut outcomes = outcomes.into_iter();
+    let first = outcomes.next();
+    let mut lane_iterations = Vec::new();
+    let mut errors = 0;
+    let last = first.map(|o| {
+        lane_iterations.push(o.iterations);
+        errors += o.errors;
+        o.last
+    });
+    for o in outcomes {
+        lane_iterations.push(o.iterations);
+        errors += o.errors;
+    }
+    RunReport {
+        cycle: rt.cycle.to_string(),
+        iterations: lane_iterations,
+        error_iterations: errors,
+        reason,
+        instant_fail: rt.instant_error.lock().clone(),
+        last: last.flatten(),
+        stats: CycleStats { iterations, parts },
+        trace,
+        wall,
+    }
+}

@@ -1,0 +1,364 @@
+//! Each sync mode, tested so that the test fails if the mode is ignored.
+//!
+//! Several tests make one part wait (with a deadline) for something that
+//! only an ignored mode would allow: under the mode, the wait runs out and
+//! the order the mode promises is what the log shows.
+
+// Test helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Log, wait_for};
+use sk_cycle::{CycleBuilder, CyclePart, PartState, Run, Split, SyncMode};
+use sk_testkit::guarded;
+
+const SHORT: Duration = Duration::from_millis(150);
+
+#[test]
+fn data_flows_from_parent_to_child() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("chain");
+        let a = b.root(CyclePart::new("a", |_| 1u32)).unwrap();
+        let bb = b
+            .then(
+                a,
+                CyclePart::new("b", |ctx| ctx.input_as::<u32>().unwrap() + 1),
+            )
+            .unwrap();
+        b.then(
+            bb,
+            CyclePart::new("c", |ctx| ctx.input_as::<u32>().unwrap() * 10),
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once().threads(2)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(last.output_as::<u32>("c"), Some(&20));
+        assert!(last.states().all(|(_, _, s)| s == PartState::Succeeded));
+        assert_eq!(
+            last.output_at((2, 1)).and_then(|v| v.downcast_ref::<u32>()),
+            Some(&2)
+        );
+    })
+}
+
+/// root → split [a, b] → a2 below a. `b` waits for a2 to start.
+fn level_tree(log: &Log, sync: Option<SyncMode>) -> sk_cycle::Cycle {
+    let mut b = CycleBuilder::new("levels");
+    b.add(log.noop("root"), 1).unwrap();
+    let wait_log = log.clone();
+    let split = Split::new();
+    let split = match sync {
+        Some(mode) => split.sync(mode),
+        None => split,
+    };
+    b.split_with(
+        [
+            log.noop("a"),
+            log.part("b", move |_| {
+                wait_for(SHORT, || wait_log.has("a2", "start"));
+            }),
+        ],
+        2,
+        split,
+    )
+    .unwrap();
+    b.add(log.noop("a2"), (4, 1)).unwrap();
+    b.build().unwrap()
+}
+
+#[test]
+fn level_sync_holds_the_next_level_until_the_level_ends() {
+    guarded(|| {
+        let log = Log::default();
+        level_tree(&log, Some(SyncMode::Level))
+            .run(Run::once().threads(4))
+            .unwrap();
+        assert!(
+            log.at("b", "end") < log.at("a2", "start"),
+            "a level-4 part started before a level-3 part ended"
+        );
+    })
+}
+
+#[test]
+fn cycle_wide_level_sync_overrides_the_splits() {
+    guarded(|| {
+        let log = Log::default();
+        let mut b = CycleBuilder::new("levels-wide");
+        b.sync(SyncMode::Level);
+        b.add(log.noop("root"), 1).unwrap();
+        let wait_log = log.clone();
+        b.split_with(
+            [
+                log.noop("a"),
+                log.part("b", move |_| {
+                    wait_for(SHORT, || wait_log.has("a2", "start"));
+                }),
+            ],
+            2,
+            Split::new().sync(SyncMode::Parallel),
+        )
+        .unwrap();
+        b.add(log.noop("a2"), (4, 1)).unwrap();
+        b.build().unwrap().run(Run::once().threads(4)).unwrap();
+        assert!(log.at("b", "end") < log.at("a2", "start"));
+    })
+}
+
+#[test]
+fn parallel_branches_run_free_and_the_iteration_waits_for_all() {
+    guarded(|| {
+        let log = Log::default();
+        let report = level_tree(&log, None).run(Run::once().threads(4)).unwrap();
+        // a2 did not wait for b: b saw it start.
+        assert!(log.at("a2", "start") < log.at("b", "end"));
+        let last = report.last().unwrap();
+        assert_eq!(last.states().count(), 4);
+        assert!(last.states().all(|(_, _, s)| s == PartState::Succeeded));
+    })
+}
+
+#[test]
+fn sequential_split_runs_its_parts_in_order_with_the_parent_input() {
+    guarded(|| {
+        let log = Log::default();
+        let mut b = CycleBuilder::new("seq");
+        b.add(CyclePart::new("root", |_| 7u32), 1).unwrap();
+        let (l1, l2) = (log.clone(), log.clone());
+        b.split_with(
+            [
+                log.part("x", move |ctx| {
+                    wait_for(SHORT, || l1.has("y", "start"));
+                    *ctx.input_as::<u32>().unwrap()
+                }),
+                log.part("y", move |ctx| {
+                    wait_for(SHORT, || l2.has("z", "start"));
+                    *ctx.input_as::<u32>().unwrap()
+                }),
+                log.part("z", |ctx| *ctx.input_as::<u32>().unwrap()),
+            ],
+            2,
+            Split::new().sync(SyncMode::Sequential),
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once().threads(4)).unwrap();
+        assert!(log.at("x", "end") < log.at("y", "start"));
+        assert!(log.at("y", "end") < log.at("z", "start"));
+        let last = report.last().unwrap();
+        for name in ["x", "y", "z"] {
+            assert_eq!(
+                last.output_as::<u32>(name),
+                Some(&7),
+                "{name} got the parent's output"
+            );
+        }
+    })
+}
+
+#[test]
+fn after_edge_makes_a_part_wait_for_another_branch() {
+    guarded(|| {
+        let log = Log::default();
+        let mut b = CycleBuilder::new("after");
+        b.add(log.noop("root"), 1).unwrap();
+        let l = log.clone();
+        b.split(
+            [
+                log.part("slow", move |_| {
+                    wait_for(SHORT, || l.has("waiter", "start"));
+                    5u8
+                }),
+                log.part("waiter", |ctx| {
+                    ctx.output_of("slow")
+                        .and_then(|v| v.downcast_ref::<u8>().copied())
+                }),
+            ],
+            2,
+        )
+        .unwrap();
+        b.after("waiter", "slow").unwrap();
+        let report = b.build().unwrap().run(Run::once().threads(4)).unwrap();
+        assert!(log.at("slow", "end") < log.at("waiter", "start"));
+        // A completed part's output is readable by name from another branch.
+        assert_eq!(
+            report.last().unwrap().output_as::<Option<u8>>("waiter"),
+            Some(&Some(5))
+        );
+    })
+}
+
+#[test]
+fn pipeline_passes_each_output_to_the_next_part() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("pipe");
+        b.add(CyclePart::new("source", |_| 1i64), 1).unwrap();
+        b.split_with(
+            [
+                CyclePart::new("inc", |ctx| ctx.input_as::<i64>().unwrap() + 1),
+                CyclePart::new("times10", |ctx| ctx.input_as::<i64>().unwrap() * 10)
+                    .validate_input(|v: &i64| if v % 2 == 0 { Ok(()) } else { Err("odd input") }),
+                CyclePart::new("minus5", |ctx| ctx.input_as::<i64>().unwrap() - 5),
+            ],
+            2,
+            Split::new().sync(SyncMode::Pipeline),
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once().threads(2)).unwrap();
+        assert_eq!(report.last().unwrap().output_as::<i64>("minus5"), Some(&15));
+    })
+}
+
+#[test]
+fn pipeline_validator_rejection_fails_the_receiving_part() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("pipe-reject");
+        b.add(CyclePart::new("source", |_| 2i64), 1).unwrap();
+        b.split_with(
+            [
+                CyclePart::new("inc", |ctx| ctx.input_as::<i64>().unwrap() + 1),
+                CyclePart::new("even_only", |ctx| *ctx.input_as::<i64>().unwrap())
+                    .validate_input(|v: &i64| if v % 2 == 0 { Ok(()) } else { Err("odd input") }),
+                CyclePart::new("after", |_| ()),
+            ],
+            2,
+            Split::new().sync(SyncMode::Pipeline),
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once().threads(2)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(last.state_of("even_only"), Some(PartState::Failed));
+        assert_eq!(last.state_of("after"), Some(PartState::UpstreamFailed));
+        let err = last.error_of("even_only").unwrap().to_string();
+        assert!(err.contains("input rejected: odd input"), "{err}");
+        assert!(report.is_error());
+    })
+}
+
+#[test]
+fn independent_branches_loop_at_their_own_pace() {
+    guarded(|| {
+        let fast_done = Arc::new(AtomicU64::new(0));
+        let seen_by_slow = Arc::new(AtomicU64::new(0));
+        let mut b = CycleBuilder::new("indep");
+        b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+        let (f, s, seen) = (
+            Arc::clone(&fast_done),
+            Arc::clone(&fast_done),
+            Arc::clone(&seen_by_slow),
+        );
+        b.split_with(
+            [
+                CyclePart::new("fast", move |_| {
+                    f.fetch_add(1, Ordering::SeqCst);
+                }),
+                CyclePart::new("slow", move |ctx| {
+                    if ctx.iteration() == 1 {
+                        // Only an independent lane lets `fast` loop meanwhile.
+                        wait_for(Duration::from_secs(5), || s.load(Ordering::SeqCst) >= 20);
+                        seen.store(s.load(Ordering::SeqCst), Ordering::SeqCst);
+                    }
+                }),
+            ],
+            2,
+            Split::new().sync(SyncMode::Independent),
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::times(20).threads(4)).unwrap();
+        assert!(
+            seen_by_slow.load(Ordering::SeqCst) >= 20,
+            "fast ran {} iterations while slow was in its first",
+            seen_by_slow.load(Ordering::SeqCst)
+        );
+        assert_eq!(report.lane_iterations(), &[20, 20, 20]);
+    })
+}
+
+#[test]
+fn conditional_parts_and_their_subtrees_are_not_taken() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("cond");
+        b.add(CyclePart::new("root", |_| 3u32), 1).unwrap();
+        b.split(
+            [
+                CyclePart::new("big_only", |_| ())
+                    .condition(|ctx| ctx.input_as::<u32>().is_some_and(|&n| n > 10)),
+                CyclePart::new("always", |_| ()),
+            ],
+            2,
+        )
+        .unwrap();
+        b.add(CyclePart::new("below_big", |_| ()), (4, 1)).unwrap();
+        b.split_with(
+            [
+                CyclePart::new("gated_a", |_| ()),
+                CyclePart::new("gated_b", |_| ()),
+            ],
+            (4, 2),
+            Split::new().condition(|_| false),
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once().threads(2)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(last.state_of("big_only"), Some(PartState::NotTaken));
+        assert_eq!(last.state_of("below_big"), Some(PartState::NotTaken));
+        assert_eq!(last.state_of("always"), Some(PartState::Succeeded));
+        assert_eq!(last.state_of("gated_a"), Some(PartState::NotTaken));
+        assert_eq!(last.state_of("gated_b"), Some(PartState::NotTaken));
+        assert!(!report.is_error());
+    })
+}
+
+/// Eight parts that each hold until all eight have started (or a short
+/// deadline passes), recording the highest concurrency seen: without a
+/// gate all eight overlap; with one, at most the limit do.
+fn rate_limited(limit: usize, cycle_limit: Option<usize>) -> usize {
+    let running = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    let mut b = CycleBuilder::new("rate");
+    if let Some(n) = cycle_limit {
+        b.rate_limit(n);
+    }
+    b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+    let parts: Vec<CyclePart> = (0..8)
+        .map(|i| {
+            let (running, started, max) =
+                (Arc::clone(&running), Arc::clone(&started), Arc::clone(&max));
+            CyclePart::new(format!("p{i}"), move |_| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                started.fetch_add(1, Ordering::SeqCst);
+                max.fetch_max(now, Ordering::SeqCst);
+                wait_for(Duration::from_millis(200), || {
+                    started.load(Ordering::SeqCst) == 8
+                });
+                running.fetch_sub(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    b.split_with(parts, 2, Split::new().rate_limit(limit))
+        .unwrap();
+    let report = b.build().unwrap().run(Run::once().threads(8)).unwrap();
+    assert!(
+        report
+            .last()
+            .unwrap()
+            .states()
+            .all(|(_, _, s)| s == PartState::Succeeded)
+    );
+    max.load(Ordering::SeqCst)
+}
+
+#[test]
+fn rate_limit_caps_concurrency_and_reaches_the_cap() {
+    guarded(|| assert_eq!(rate_limited(3, None), 3))
+}
+
+#[test]
+fn cycle_wide_rate_limit_overrides_the_split_limit() {
+    guarded(|| assert_eq!(rate_limited(5, Some(2)), 2))
+}
