@@ -9,6 +9,7 @@
 //! | `sk-cereal` | serialization: [`Internal`] (fast, same build) and [`External`] (versioned, self-describing) formats, [`Snapshot`] |
 //! | `sk-reg` | layered [`Registry`], project root [`SkRoot`], [`GlobalStorage`] |
 //! | `sk-core` | [`SkFunction`] handles, [`SkLambda`], [`AnyFunction`], [`RetryPolicy`], [`StopToken`], [`TimingStats`], [`Circuit`] |
+//! | `sk-cycle` | [`CyclePart`], [`CycleBuilder`], [`Cycle`] and its engine, [`Run`], [`CycleRegistry`] |
 //!
 //! # Examples
 //!
@@ -44,15 +45,28 @@ pub use sk_core::{
     SkFunction, SkFunctionBuilder, SkLambda, StatsSummary, StopToken, SystemClock, TakeError,
     TimingStats, Value, ValueFuture, ValueStream, function, functions, generator, instances,
 };
+pub use sk_cycle::{
+    BuildError, Coord, Cycle, CycleBuilder, CyclePart, CycleRegistry, CycleStats, ErrorMode, Input,
+    IterationReport, PartContext, PartError, PartHandle, PartRef, PartSource, PartState, PartStats,
+    Placement, Run, RunError, RunHandle, RunReport, Split, SplitItem, StopReason, Store, SubCycle,
+    SyncMode, Trace, TraceEvent,
+};
 pub use sk_reg::{GlobalStorage, Layer, Registry, RegistryError, RootError, SkRoot, registry};
 
 #[doc(hidden)]
 pub use sk_core::__private;
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The names most programs need: `use suitkaise::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AnyFunction, Args, External, Format, FunctionError, GlobalStorage, Internal, Layer,
-        Registry, RetryPolicy, SkFunction, SkLambda, SkRoot, StopToken, TimingStats, Value,
+        AnyFunction, Args, Cycle, CycleBuilder, CyclePart, ErrorMode, External, Format,
+        FunctionError, GlobalStorage, Internal, Layer, PartContext, PartState, Registry,
+        RetryPolicy, Run, SkFunction, SkLambda, SkRoot, Split, StopToken, SyncMode, TimingStats,
+        Value,
     };
 }

@@ -123,6 +123,18 @@ pub enum BuildError {
         /// The part that was to be piped into it.
         second: String,
     },
+    /// A fallback error mode without a fallback value.
+    #[error(
+        "part \"{name}\" at {coord} uses {mode} but has no fallback value (set one with .fallback(value))"
+    )]
+    MissingFallback {
+        /// The part.
+        name: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// The error mode.
+        mode: crate::mode::ErrorMode,
+    },
 }
 
 /// Why a run could not start or did not end cleanly.

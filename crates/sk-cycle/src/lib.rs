@@ -1,5 +1,82 @@
-//! Cycles: parts placed by level and position, run by an engine with sync
-//! and error modes. (Documentation grows with the engine.)
+//! Cycles: small named units of work ("parts") placed by level and
+//! position, run once or in a loop by an engine with sync and error modes.
+//!
+//! - [`CyclePart`]: what a part does (a closure over its [`PartContext`],
+//!   or any [`AnyFunction`](sk_core::AnyFunction)), where it runs (the
+//!   pool, or a named component thread), its [`ErrorMode`], timeout, retry
+//!   policy, validators, condition and fallback.
+//! - [`CycleBuilder`]: places parts by coordinate — `add(part, level)`,
+//!   `split(parts, level)`, sub-cycles — or by handle (`root`, `then`,
+//!   `fork`), adds ordering (`after`) and data (`pipe`) edges, and builds a
+//!   [`Cycle`] after checking every rule (errors name the coordinate and
+//!   why).
+//! - [`Cycle::run`] with a [`Run`]: once, N times, until a predicate, or
+//!   continuously (with an interval), stopped by a [`RunHandle`], a stop
+//!   token or Ctrl-C at an iteration boundary. The result is a
+//!   [`RunReport`]: every part's end state ([`PartState`]) and output, the
+//!   stats of every part, and optionally a Chrome [`Trace`].
+//! - [`CycleRegistry`]: parts and cycles registered by name.
+//!
+//! # Placement
+//!
+//! Level 1 is an `add` of one part. `add(part, (L, p))` extends the branch
+//! whose leaf is at `(L-1, p)`; `split(parts, (L, p))` fills `(L, p)` with
+//! a fork and places the parts on level `L+1`, the first at position `p`
+//! and the others at fresh positions. So `add(p, 1)` then
+//! `split([a, b, c], 2)` fills 1-1, 2-1, 3-1, 3-2, 3-3, and the next open
+//! coordinates are 4-1, 4-2, 4-3.
+//!
+//! # Sync modes ([`SyncMode`], per split or cycle-wide, which overrides)
+//!
+//! `Parallel` (the default: branches run free, the iteration ends when all
+//! have), `Level` (a barrier per level), `Sequential` (a split's parts one
+//! after another), `Pipeline` (each gets the previous one's output),
+//! `Independent` (each branch loops at its own pace). Conditions
+//! (`condition` on a part or [`Split`]) and rate limits (at most N parts at
+//! once) combine with all of them.
+//!
+//! # Error modes ([`ErrorMode`]) and end states ([`PartState`])
+//!
+//! | mode | the part | its dependents | iteration in error |
+//! |---|---|---|---|
+//! | `InstantFail` | failed | cancelled; the run stops | yes |
+//! | `CleanFail` (default) | failed | upstream failed | yes |
+//! | `Skip` | failed | skipped | no |
+//! | `Retry` | retried by its policy within its timeout, then clean fail | | yes |
+//! | `FallbackFail` | succeeded with fallback | run on the fallback | yes |
+//! | `FallbackSkip` | succeeded with fallback | run on the fallback | no |
+//! | `Propagate` | failed | run, with the error as input | no |
+//!
+//! A part over its timeout ends timed out (its stop token is set; the
+//! cycle does not wait for it); a part whose condition is false ends not
+//! taken, with everything below it. Only data edges (tree, pipeline,
+//! `pipe`) carry a failure to dependents; ordering edges (`after`, level
+//! barriers, sequential order) only order.
+//!
+//! # Examples
+//!
+//! ```
+//! use sk_cycle::{CycleBuilder, CyclePart, PartState, Run, Split, SyncMode};
+//!
+//! let mut b = CycleBuilder::new("doc");
+//! b.add(CyclePart::new("read", |_| vec![3u32, 1, 2]), 1)?;
+//! b.split_with(
+//!     [
+//!         CyclePart::new("sum", |ctx| ctx.input_as::<Vec<u32>>().map_or(0, |v| v.iter().sum::<u32>())),
+//!         CyclePart::new("max", |ctx| ctx.input_as::<Vec<u32>>().and_then(|v| v.iter().max().copied())),
+//!     ],
+//!     2,
+//!     Split::new().sync(SyncMode::Level),
+//! )?;
+//! let report = b.build()?.run(Run::times(3))?;
+//!
+//! let last = report.last().expect("it ran");
+//! assert_eq!(last.output_as::<u32>("sum"), Some(&6));
+//! assert_eq!(last.output_as::<Option<u32>>("max"), Some(&Some(3)));
+//! assert_eq!(last.state_of("read"), Some(PartState::Succeeded));
+//! assert_eq!(report.iterations(), 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![warn(missing_docs)]
 

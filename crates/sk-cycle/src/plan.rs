@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::blueprint::{Blueprint, BpKind, NodeIdx};
 use crate::coord::Coord;
 use crate::error::BuildError;
-use crate::mode::{Placement, SyncMode};
+use crate::mode::{ErrorMode, Placement, SyncMode};
 use crate::part::{ConditionFn, CyclePart};
 
 /// Marks a data edge in [`Plan::succ`].
@@ -232,6 +232,18 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         }
     }
     let parts: Vec<PlanPart> = parts.into_iter().flatten().collect();
+    if let Some(p) = parts.iter().find(|p| {
+        matches!(
+            p.part.error_mode,
+            ErrorMode::FallbackFail | ErrorMode::FallbackSkip
+        ) && p.part.fallback.is_none()
+    }) {
+        return Err(BuildError::MissingFallback {
+            name: p.part.name.to_string(),
+            coord: p.coord,
+            mode: p.part.error_mode,
+        });
+    }
     if parts.len() != order.len() {
         // Unreachable for a builder-made blueprint: every part hangs off the root.
         return Err(BuildError::Empty {

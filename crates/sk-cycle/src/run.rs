@@ -228,36 +228,9 @@ impl RunHandle {
     }
 }
 
-/// Counts a run's own pool threads in and out, so that the run returns
-/// only once they have all exited.
-#[derive(Default)]
-struct PoolExits {
-    live: Mutex<usize>,
-    changed: parking_lot::Condvar,
-}
-
-impl PoolExits {
-    fn started(&self) {
-        *self.live.lock() += 1;
-    }
-
-    fn exited(&self) {
-        let mut live = self.live.lock();
-        *live = live.saturating_sub(1);
-        self.changed.notify_all();
-    }
-
-    /// Waits (at most `limit`) for every started thread to exit.
-    fn wait(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let mut live = self.live.lock();
-        while *live > 0 {
-            if self.changed.wait_until(&mut live, deadline).timed_out() {
-                return;
-            }
-        }
-    }
-}
+/// The threads of a run's own pool, spawned by us so that the run can
+/// join them: a run returns only once they have exited.
+type PoolThreads = Arc<Mutex<Vec<JoinHandle<()>>>>;
 
 /// What one lane's driver loop ended with.
 struct LaneOutcome {
@@ -284,27 +257,22 @@ impl Cycle {
             what: what.to_owned(),
             source,
         };
-        let mut own_pool_exits = None;
+        let mut own_threads: Option<PoolThreads> = None;
         let pool = match &run.pool {
             Some(pool) => Arc::clone(pool),
             None => {
-                let exits = Arc::new(PoolExits::default());
-                own_pool_exits = Some(Arc::clone(&exits));
-                let mut builder = rayon::ThreadPoolBuilder::new()
-                    .start_handler({
-                        let exits = Arc::clone(&exits);
-                        move |_| exits.started()
-                    })
-                    .exit_handler({
-                        let exits = Arc::clone(&exits);
-                        move |_| exits.exited()
-                    })
-                    .thread_name({
-                        let cycle = Arc::clone(&cycle);
-                        move |i| format!("sk-cycle:{cycle}:{i}")
-                    })
-                    // Deep inline chains and nested splits want room.
-                    .stack_size(16 << 20);
+                let threads: PoolThreads = Arc::default();
+                own_threads = Some(Arc::clone(&threads));
+                let name = Arc::clone(&cycle);
+                let mut builder = rayon::ThreadPoolBuilder::new().spawn_handler(move |worker| {
+                    let handle = thread::Builder::new()
+                        .name(format!("sk-cycle:{name}:{}", worker.index()))
+                        // Deep inline chains and nested splits want room.
+                        .stack_size(16 << 20)
+                        .spawn(move || worker.run())?;
+                    threads.lock().push(handle);
+                    Ok(())
+                });
                 if let Some(n) = run.threads {
                     builder = builder.num_threads(n);
                 }
@@ -408,8 +376,11 @@ impl Cycle {
         }
         let lingering = Arc::strong_count(&rt) > 1;
         drop(rt);
-        if let (Some(exits), false) = (own_pool_exits, lingering) {
-            exits.wait(Duration::from_secs(10));
+        if let (Some(threads), false) = (own_threads, lingering) {
+            // The pool is gone with the runtime; its threads are ending.
+            for handle in std::mem::take(&mut *threads.lock()) {
+                let _ = handle.join();
+            }
         }
         Ok(report)
     }

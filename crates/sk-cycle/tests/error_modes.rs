@@ -306,3 +306,14 @@ fn every_part_ends_every_iteration_in_exactly_one_state() {
         }
     })
 }
+
+#[test]
+fn a_fallback_mode_without_a_fallback_value_is_a_build_error() {
+    let mut b = CycleBuilder::new("no-fallback");
+    b.add(failing("bad", ErrorMode::FallbackSkip), 1).unwrap();
+    let err = b.build().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "part \"bad\" at 1-1 uses fallback skip but has no fallback value (set one with .fallback(value))"
+    );
+}

@@ -1,0 +1,296 @@
+//! Runs: iterations, stopping, component threads, the shared store, stats
+//! and traces.
+
+// Test helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::wait_for;
+use parking_lot::Mutex;
+use sk_cycle::{CycleBuilder, CyclePart, PartState, Run, StopReason, Store};
+use sk_testkit::guarded;
+
+/// Names of this process's threads whose name contains `marker`.
+fn threads_named(marker: &str) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.contains(marker))
+        .collect()
+}
+
+#[test]
+fn parts_bound_to_a_component_always_run_on_its_one_thread() {
+    guarded(|| {
+        let seen: Arc<Mutex<Vec<(String, std::thread::ThreadId, String)>>> = Arc::default();
+        let record = |name: &str| {
+            let seen = Arc::clone(&seen);
+            CyclePart::new(name, move |ctx| {
+                let t = std::thread::current();
+                seen.lock().push((
+                    ctx.name().to_owned(),
+                    t.id(),
+                    t.name().unwrap_or_default().to_owned(),
+                ));
+            })
+        };
+        let mut b = CycleBuilder::new("affinity");
+        b.add(record("root"), 1).unwrap();
+        b.split(
+            [
+                record("gpu_a").component("gpu"),
+                record("free"),
+                record("gpu_b").component("gpu"),
+            ],
+            2,
+        )
+        .unwrap();
+        b.add(record("gpu_c").component("gpu"), (4, 2)).unwrap();
+        let report = b.build().unwrap().run(Run::times(50).threads(4)).unwrap();
+        assert_eq!(report.iterations(), 50);
+        let seen = seen.lock();
+        let gpu: HashSet<_> = seen
+            .iter()
+            .filter(|(n, _, _)| n.starts_with("gpu"))
+            .map(|(_, id, _)| *id)
+            .collect();
+        assert_eq!(
+            seen.iter().filter(|(n, _, _)| n.starts_with("gpu")).count(),
+            150
+        );
+        assert_eq!(gpu.len(), 1, "component parts ran on {} threads", gpu.len());
+        let name = &seen.iter().find(|(n, _, _)| n == "gpu_a").unwrap().2;
+        assert!(name.starts_with("sk-component:affinity:gpu"), "{name}");
+        // Pool parts do not run there.
+        assert!(
+            seen.iter()
+                .filter(|(n, _, _)| n == "free")
+                .all(|(_, id, _)| !gpu.contains(id))
+        );
+    })
+}
+
+#[test]
+fn a_continuous_run_stops_at_an_iteration_boundary_and_leaves_no_thread() {
+    guarded(|| {
+        let count = Arc::new(AtomicU64::new(0));
+        let c = Arc::clone(&count);
+        let mut b = CycleBuilder::new("q7");
+        b.add(
+            CyclePart::new("tick", move |_| {
+                c.fetch_add(1, Ordering::SeqCst);
+            }),
+            1,
+        )
+        .unwrap();
+        b.split(
+            [
+                CyclePart::new("on_gpu", |_| ()).component("gpu"),
+                CyclePart::new("timed", |_| ()).timeout(Duration::from_secs(5)),
+            ],
+            2,
+        )
+        .unwrap();
+        let cycle = b.build().unwrap();
+        let handle = cycle.spawn(Run::continuous().threads(2)).unwrap();
+        assert!(wait_for(Duration::from_secs(10), || count
+            .load(Ordering::SeqCst)
+            >= 5));
+        assert!(
+            !threads_named(":q7").is_empty(),
+            "the run's threads are named"
+        );
+        handle.stop();
+        let report = handle.join().unwrap();
+        assert_eq!(report.stop_reason(), StopReason::Stopped);
+        assert!(report.iterations() >= 5);
+        // Stopped at a boundary: every part ended every iteration.
+        let last = report.last().unwrap();
+        assert!(last.states().all(|(_, _, s)| s == PartState::Succeeded));
+        for part in &report.stats().parts {
+            assert_eq!(
+                part.states.iter().sum::<u64>(),
+                report.iterations(),
+                "{}",
+                part.name
+            );
+        }
+        let left = threads_named(":q7");
+        assert!(left.is_empty(), "threads left running: {left:?}");
+    })
+}
+
+#[test]
+fn a_stop_token_stops_a_foreground_run() {
+    guarded(|| {
+        let token = sk_core::StopToken::new();
+        let stopper = token.clone();
+        let mut b = CycleBuilder::new("fg-stop");
+        b.add(
+            CyclePart::new("work", move |ctx| {
+                if ctx.iteration() == 3 {
+                    stopper.stop();
+                }
+            }),
+            1,
+        )
+        .unwrap();
+        let report = b
+            .build()
+            .unwrap()
+            .run(Run::continuous().stop_token(token).threads(2))
+            .unwrap();
+        assert_eq!(report.iterations(), 3);
+        assert_eq!(report.stop_reason(), StopReason::Stopped);
+    })
+}
+
+#[test]
+fn until_stops_when_the_predicate_holds() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("until");
+        b.add(CyclePart::new("n", |ctx| ctx.iteration()), 1)
+            .unwrap();
+        let report = b
+            .build()
+            .unwrap()
+            .run(Run::until(|r| r.output_as::<u64>("n") == Some(&4)).threads(2))
+            .unwrap();
+        assert_eq!(report.iterations(), 4);
+        assert_eq!(report.stop_reason(), StopReason::Predicate);
+        assert_eq!(report.last().unwrap().output_as::<u64>("n"), Some(&4));
+    })
+}
+
+#[test]
+fn the_store_is_shared_by_parts_and_kept_across_iterations() {
+    guarded(|| {
+        let store = Arc::new(Store::new());
+        store.set("seed", 100u64);
+        let mut b = CycleBuilder::new("store");
+        b.add(
+            CyclePart::new("count", |ctx| {
+                let seed = ctx.store().get::<u64>("seed").unwrap();
+                ctx.store()
+                    .update("seen", |n: Option<&u64>| n.copied().unwrap_or(seed) + 1)
+            }),
+            1,
+        )
+        .unwrap();
+        b.add(
+            CyclePart::new("read", |ctx| ctx.store().get::<u64>("seen")),
+            2,
+        )
+        .unwrap();
+        let report = b
+            .build()
+            .unwrap()
+            .run(Run::times(7).store(Arc::clone(&store)).threads(2))
+            .unwrap();
+        assert_eq!(store.get::<u64>("seen"), Some(107));
+        assert_eq!(
+            report.last().unwrap().output_as::<Option<u64>>("read"),
+            Some(&Some(107))
+        );
+    })
+}
+
+#[test]
+fn iterations_are_spaced_by_the_interval() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("interval");
+        b.add(CyclePart::new("tick", |_| ()), 1).unwrap();
+        let report = b
+            .build()
+            .unwrap()
+            .run(
+                Run::times(3)
+                    .interval(Duration::from_millis(30))
+                    .trace(true)
+                    .threads(2),
+            )
+            .unwrap();
+        let starts: Vec<Duration> = report
+            .trace()
+            .unwrap()
+            .events()
+            .iter()
+            .map(|e| e.start)
+            .collect();
+        assert_eq!(starts.len(), 3);
+        for pair in starts.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(30), "{starts:?}");
+        }
+    })
+}
+
+#[test]
+fn stats_count_every_iteration_of_every_part() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("stats");
+        let root = b.root(CyclePart::new("a", |_| ())).unwrap();
+        b.then(root, CyclePart::new("b", |_| ())).unwrap();
+        let report = b.build().unwrap().run(Run::times(10).threads(2)).unwrap();
+        let stats = report.stats();
+        assert_eq!(stats.iterations.count, 10);
+        for part in &stats.parts {
+            assert_eq!(part.timing.count, 10, "{}", part.name);
+            assert_eq!(part.count(PartState::Succeeded), 10);
+        }
+        let text = stats.to_string();
+        assert!(text.contains("iterations: n=10"), "{text}");
+        assert!(text.contains("10 succeeded"), "{text}");
+    })
+}
+
+#[test]
+fn the_trace_is_chrome_json_with_one_complete_event_per_part_execution() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("traced");
+        b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+        b.split(
+            [
+                CyclePart::new("left", |_| ()),
+                CyclePart::new("right", |_| ()),
+            ],
+            2,
+        )
+        .unwrap();
+        b.add(
+            CyclePart::fallible("fails", |_| Err::<(), _>("no"))
+                .error_mode(sk_cycle::ErrorMode::Skip),
+            (4, 1),
+        )
+        .unwrap();
+        b.add(CyclePart::new("skipped", |_| ()), (5, 1)).unwrap();
+        let report = b
+            .build()
+            .unwrap()
+            .run(Run::times(3).trace(true).threads(2))
+            .unwrap();
+        let json = report.trace().unwrap().to_chrome_json();
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        let events = parsed["traceEvents"].as_array().unwrap();
+        // Four parts run each iteration; "skipped" never runs.
+        assert_eq!(events.len(), 12);
+        for e in events {
+            assert_eq!(e["ph"], "X");
+            assert!(e["ts"].as_f64().unwrap() >= 0.0);
+            assert!(e["dur"].as_f64().unwrap() >= 0.0);
+            assert!(e["tid"].as_u64().is_some());
+        }
+        let fails: Vec<_> = events.iter().filter(|e| e["name"] == "fails").collect();
+        assert_eq!(fails.len(), 3);
+        assert_eq!(fails[0]["args"]["state"], "failed");
+        assert_eq!(fails[0]["args"]["coord"], "4-1");
+    })
+}
