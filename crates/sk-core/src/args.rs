@@ -2,6 +2,7 @@
 //! handle carrying them can cross a process boundary.
 
 use std::any::type_name;
+use std::borrow::Cow;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use crate::error::FunctionError;
 /// bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArgValue {
-    type_name: String,
+    type_name: Cow<'static, str>,
     bytes: Vec<u8>,
 }
 
@@ -30,7 +31,7 @@ impl ArgValue {
                 .with_context(Segment::context("function", function))
         })?;
         Ok(ArgValue {
-            type_name: type_name::<T>().to_owned(),
+            type_name: Cow::Borrowed(type_name::<T>()),
             bytes,
         })
     }
@@ -52,7 +53,7 @@ impl ArgValue {
 /// [`Args::decode`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Args {
-    entries: Vec<(String, ArgValue)>,
+    entries: Vec<(Cow<'static, str>, ArgValue)>,
 }
 
 impl Args {
@@ -72,15 +73,12 @@ impl Args {
     /// path of the failing value.
     pub fn with<T: Serialize>(mut self, param: &str, value: &T) -> Result<Self, FunctionError> {
         let arg = ArgValue::encode("<unbound>", param, value)?;
-        self.insert(param.to_owned(), arg);
+        self.insert(Cow::Owned(param.to_owned()), arg);
         Ok(self)
     }
 
-    pub(crate) fn insert(&mut self, param: String, value: ArgValue) -> Option<ArgValue> {
-        match self
-            .entries
-            .binary_search_by(|(k, _)| k.as_str().cmp(&param))
-        {
+    pub(crate) fn insert(&mut self, param: Cow<'static, str>, value: ArgValue) -> Option<ArgValue> {
+        match self.entries.binary_search_by(|(k, _)| (**k).cmp(&*param)) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
                 self.entries.insert(i, (param, value));
@@ -92,7 +90,7 @@ impl Args {
     /// The argument bound to `param`.
     pub fn get(&self, param: &str) -> Option<&ArgValue> {
         self.entries
-            .binary_search_by(|(k, _)| k.as_str().cmp(param))
+            .binary_search_by(|(k, _)| (**k).cmp(param))
             .ok()
             .map(|i| &self.entries[i].1)
     }
@@ -114,7 +112,7 @@ impl Args {
 
     /// The bound parameter names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(k, _)| k.as_str())
+        self.entries.iter().map(|(k, _)| &**k)
     }
 
     /// Decodes the argument for `param` of `function` as a `T`.
@@ -135,12 +133,12 @@ impl Args {
                 function: function.to_owned(),
                 param: param.to_owned(),
             })?;
-        if arg.type_name != type_name::<T>() {
+        if *arg.type_name != *type_name::<T>() {
             return Err(FunctionError::ArgumentType {
                 function: function.to_owned(),
                 param: param.to_owned(),
                 expected: type_name::<T>().to_owned(),
-                found: arg.type_name.clone(),
+                found: arg.type_name.to_string(),
             });
         }
         Internal::decode(&arg.bytes).map_err(|e| {

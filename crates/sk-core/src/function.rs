@@ -45,6 +45,7 @@ use crate::value::Value;
 /// # Ok::<(), FunctionError>(())
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "SkFunctionWire")]
 pub struct SkFunction {
     name: String,
     #[serde(default)]
@@ -54,7 +55,7 @@ pub struct SkFunction {
     /// The resolved spec, cached on first use; a receiving process resolves
     /// in its own registry.
     #[serde(skip)]
-    resolved: Arc<OnceLock<Arc<FunctionSpec>>>,
+    resolved: OnceLock<Arc<FunctionSpec>>,
     #[serde(skip)]
     limiter: LimiterCell,
 }
@@ -144,7 +145,7 @@ impl SkFunction {
     /// clones (each attempt counts).
     pub fn rate_limit(mut self, per_sec: f64) -> Self {
         self.modifiers.rate_limit = Some(per_sec);
-        self.limiter = LimiterCell::default();
+        self.limiter = LimiterCell::for_rate(Some(per_sec));
         self
     }
 
@@ -264,6 +265,29 @@ impl SkFunction {
             function: self.name.clone(),
             kind: kind.as_str(),
             action,
+        }
+    }
+}
+
+/// The serialized fields of a handle; decoding rebuilds the runtime parts.
+#[derive(Deserialize)]
+struct SkFunctionWire {
+    name: String,
+    #[serde(default)]
+    args: Args,
+    #[serde(default)]
+    modifiers: Modifiers,
+}
+
+impl From<SkFunctionWire> for SkFunction {
+    fn from(wire: SkFunctionWire) -> Self {
+        let limiter = LimiterCell::for_rate(wire.modifiers.rate_limit);
+        SkFunction {
+            name: wire.name,
+            args: wire.args,
+            modifiers: wire.modifiers,
+            resolved: OnceLock::new(),
+            limiter,
         }
     }
 }
@@ -391,7 +415,7 @@ impl SkFunctionBuilder {
             });
         }
         let encoded = ArgValue::encode(&self.name, param, value)?;
-        self.args.insert(param.to_owned(), encoded);
+        self.args.insert(declared.name_cow(), encoded);
         Ok(())
     }
 
@@ -429,12 +453,13 @@ impl SkFunctionBuilder {
         }
         let resolved = OnceLock::new();
         let _ = resolved.set(spec);
+        let limiter = LimiterCell::for_rate(self.modifiers.rate_limit);
         Ok(SkFunction {
             name: self.name,
             args: self.args,
             modifiers: self.modifiers,
-            resolved: Arc::new(resolved),
-            limiter: LimiterCell::default(),
+            resolved,
+            limiter,
         })
     }
 

@@ -138,7 +138,7 @@ impl SkLambda {
     /// [`SkFunction::rate_limit`](crate::SkFunction::rate_limit)).
     pub fn rate_limit(mut self, per_sec: f64) -> Self {
         self.modifiers.rate_limit = Some(per_sec);
-        self.limiter = LimiterCell::default();
+        self.limiter = LimiterCell::for_rate(Some(per_sec));
         self
     }
 

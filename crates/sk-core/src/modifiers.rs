@@ -45,15 +45,22 @@ pub(crate) trait Invocation: Clone + Send + 'static {
 }
 
 /// The rate limiter of a handle, shared by its clones and built on first
-/// use (a handle decoded in another process gets its own).
+/// use (a handle decoded in another process gets its own). Nothing is
+/// allocated for a handle without a rate limit.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct LimiterCell(Arc<OnceLock<Result<RateLimiter, String>>>);
+pub(crate) struct LimiterCell(Option<Arc<OnceLock<Result<RateLimiter, String>>>>);
 
 impl LimiterCell {
+    pub(crate) fn for_rate(per_sec: Option<f64>) -> Self {
+        LimiterCell(per_sec.map(|_| Arc::default()))
+    }
+
     fn acquire(&self, function: &str, per_sec: f64) -> Result<(), FunctionError> {
-        let limiter = self
-            .0
-            .get_or_init(|| RateLimiter::new(per_sec).map_err(|e| e.to_string()));
+        let Some(cell) = &self.0 else {
+            // Unreachable: a cell is made whenever a rate is set.
+            return Ok(());
+        };
+        let limiter = cell.get_or_init(|| RateLimiter::new(per_sec).map_err(|e| e.to_string()));
         match limiter {
             Ok(limiter) => {
                 limiter.acquire();

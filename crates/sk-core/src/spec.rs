@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -77,6 +78,10 @@ impl ParamSpec {
     /// The parameter's Rust type name.
     pub fn type_name(&self) -> &'static str {
         self.type_name
+    }
+
+    pub(crate) fn name_cow(&self) -> Cow<'static, str> {
+        self.name.clone()
     }
 
     pub(crate) fn accepts(&self, id: TypeId) -> bool {
@@ -363,6 +368,8 @@ inventory::collect!(StaticFunction);
 /// Duplicate static registrations, found when the registry was filled;
 /// reported when the contested name is looked up.
 static DUPLICATES: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+/// Whether [`DUPLICATES`] has anything (so lookups skip its lock).
+static HAS_DUPLICATES: AtomicBool = AtomicBool::new(false);
 
 /// This process's function registry, filled from the static registrations
 /// on first use.
@@ -377,6 +384,7 @@ pub fn functions() -> &'static Registry<FunctionSpec> {
             if let Some(existing) = registry.get_in(layer, &name) {
                 let there = existing.location.unwrap_or("an unknown place").to_owned();
                 DUPLICATES.lock().push((name, there, here));
+                HAS_DUPLICATES.store(true, Ordering::Release);
             } else {
                 // Cannot fail: the name was just checked absent in this layer,
                 // and nothing else sees the registry before this returns.
@@ -390,12 +398,14 @@ pub fn functions() -> &'static Registry<FunctionSpec> {
 /// Looks `name` up in the function registry.
 pub(crate) fn lookup(name: &str) -> Result<Arc<FunctionSpec>, FunctionError> {
     let registry = functions();
-    if let Some((_, first, second)) = DUPLICATES.lock().iter().find(|(n, _, _)| n == name) {
-        return Err(FunctionError::DuplicateStatic {
-            name: name.to_owned(),
-            first: first.clone(),
-            second: second.clone(),
-        });
+    if HAS_DUPLICATES.load(Ordering::Acquire) {
+        if let Some((_, first, second)) = DUPLICATES.lock().iter().find(|(n, _, _)| n == name) {
+            return Err(FunctionError::DuplicateStatic {
+                name: name.to_owned(),
+                first: first.clone(),
+                second: second.clone(),
+            });
+        }
     }
     registry
         .get(name)
