@@ -169,9 +169,22 @@ impl SkFunction {
     ///
     /// As [`SkFunction::execute`].
     pub fn execute_with<R: 'static>(&self, extra: &Args) -> Result<R, FunctionError> {
+        downcast_output(&self.name, self.execute_value_with(extra)?)
+    }
+
+    /// Executes the function with `extra` arguments layered over the bound
+    /// ones and returns the type-erased output.
+    ///
+    /// # Errors
+    ///
+    /// As [`SkFunction::execute_value`].
+    pub fn execute_value_with(&self, extra: &Args) -> Result<Value, FunctionError> {
+        if extra.is_empty() {
+            return self.execute_value();
+        }
         let mut call = self.clone();
         call.args = self.args.overlay(extra);
-        downcast_output(&self.name, call.execute_value()?)
+        call.execute_value()
     }
 
     /// Executes the function, applying its modifiers, and returns the

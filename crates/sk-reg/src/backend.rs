@@ -70,7 +70,7 @@ impl StoredValue {
 }
 
 /// Result of [`StorageBackend::compare_and_swap`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CasOutcome {
     /// The current value equalled the expected one and was replaced.
     Swapped,

@@ -1,0 +1,81 @@
+//! The messages parent and worker exchange, one per frame.
+
+use serde::{Deserialize, Serialize};
+use sk_core::{Args, SkFunction};
+use sk_reg::{CasOutcome, StoredValue};
+
+/// Parent → worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ToWorker {
+    /// Run `function` with `extra` arguments layered over its own.
+    Call {
+        id: u64,
+        function: SkFunction,
+        extra: Args,
+    },
+    /// The answer to a storage request.
+    Storage { id: u64, reply: StorageReply },
+    /// Finish the current call, then exit cleanly.
+    Stop,
+}
+
+/// Worker → parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum FromWorker {
+    /// The worker is up and serving.
+    Ready { pid: u32 },
+    /// A call ended.
+    Done {
+        id: u64,
+        outcome: Result<Encoded, RemoteFailure>,
+    },
+    /// Still alive (sent on a timer, even while a call runs).
+    Heartbeat,
+    /// A global-storage operation, hosted by the parent.
+    Storage { id: u64, op: StorageOp },
+}
+
+/// A value in internal format with its Rust type name.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Encoded {
+    pub(crate) type_name: String,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// A call that failed in the worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RemoteFailure {
+    pub(crate) message: String,
+    pub(crate) retryable: bool,
+}
+
+/// One [`StorageBackend`](sk_reg::StorageBackend) operation.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum StorageOp {
+    Load {
+        key: String,
+    },
+    Store {
+        key: String,
+        value: StoredValue,
+    },
+    Remove {
+        key: String,
+    },
+    CompareAndSwap {
+        key: String,
+        expected: Option<StoredValue>,
+        new: Option<StoredValue>,
+    },
+    Keys,
+}
+
+/// The result of a [`StorageOp`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum StorageReply {
+    Value(Option<StoredValue>),
+    Done,
+    Cas(CasOutcome),
+    Keys(Vec<String>),
+    Failed(String),
+}

@@ -1,0 +1,362 @@
+//! Workers as users meet them, on the backend `SK_SPAWN_BACKEND` selects
+//! (process by default): calls, failures, timeouts, deaths, bad input,
+//! shared storage, and no orphans.
+
+// Test helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sk_cereal::Format;
+use sk_core::{Args, SkFunction};
+use sk_process::{Backend, Exit, Worker, WorkerError};
+use sk_reg::GlobalStorage;
+use sk_testkit::{guarded, hang_guard};
+
+sk_process::worker_test!();
+
+#[sk_core::function(crate = ::sk_core)]
+fn whoami() -> u32 {
+    std::process::id()
+}
+
+#[sk_core::function(crate = ::sk_core)]
+fn total(values: Vec<u64>) -> u64 {
+    println!("summing {} values", values.len());
+    values.iter().sum()
+}
+
+#[sk_core::function(crate = ::sk_core)]
+fn refuse(reason: String) -> Result<u32, String> {
+    Err(reason)
+}
+
+/// Sleeps `ms` in small steps, leaving early if its stop token is set.
+#[sk_core::function(crate = ::sk_core)]
+fn nap(ms: u64) -> u64 {
+    let end = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < end {
+        if sk_core::StopToken::current().is_some_and(|t| t.is_stopped()) {
+            return 0;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    ms
+}
+
+#[sk_core::function(crate = ::sk_core)]
+fn bump(key: String, times: u64) -> u64 {
+    let storage = GlobalStorage::global();
+    let mut last = 0;
+    for _ in 0..times {
+        last = storage
+            .update(&key, |n: Option<u64>| n.unwrap_or(0) + 1)
+            .expect("storage works");
+    }
+    last
+}
+
+/// Writes bad bytes onto the worker's own channel to the parent.
+#[sk_core::function(crate = ::sk_core)]
+fn corrupt(kind: String) -> u32 {
+    let bytes: Vec<u8> = match kind.as_str() {
+        "huge" => u32::MAX.to_le_bytes().to_vec(),
+        "garbage" => {
+            let mut b = 16u32.to_le_bytes().to_vec();
+            b.extend([0xFF; 16]);
+            b
+        }
+        _ => vec![0x10, 0x00],
+    };
+    sk_process::__private::__write_raw_to_parent(&bytes).expect("a process worker");
+    if kind == "truncated" {
+        // End the stream inside the frame.
+        sk_process::__private::__close_channel_to_parent().expect("a process worker");
+    }
+    // Stay alive: the parent must notice the bad input, not an exit.
+    thread::sleep(Duration::from_secs(5));
+    0
+}
+
+fn backend() -> Backend {
+    Backend::from_env()
+}
+
+fn call<T: serde::de::DeserializeOwned + 'static>(
+    worker: &Worker,
+    name: &str,
+    args: Args,
+    timeout: Option<Duration>,
+) -> Result<T, WorkerError> {
+    let f = SkFunction::builder(name).build().unwrap();
+    worker
+        .call(&f, &args, timeout)
+        .map(|v| v.take::<T>().unwrap())
+}
+
+#[test]
+fn a_call_runs_in_the_worker_and_returns_its_output_intact() {
+    guarded(|| {
+        let worker = Worker::spawn("w-basic", backend()).unwrap();
+        let pid: u32 = call(&worker, "whoami", Args::new(), None).unwrap();
+        match backend() {
+            Backend::Process => {
+                assert_ne!(pid, std::process::id(), "ran in another process");
+                assert_eq!(pid, worker.pid());
+            }
+            _ => assert_eq!(pid, std::process::id()),
+        }
+        let values: Vec<u64> = (1..=1000).collect();
+        let sum: u64 = call(
+            &worker,
+            "total",
+            Args::new().with("values", &values).unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(sum, 500_500);
+        worker.stop(Duration::from_secs(5));
+        assert_eq!(worker.exit(), Some(Exit::Normal));
+    })
+}
+
+#[test]
+fn a_failing_function_is_a_remote_error_and_the_worker_goes_on() {
+    guarded(|| {
+        let worker = Worker::spawn("w-fail", backend()).unwrap();
+        let err = call::<u32>(
+            &worker,
+            "refuse",
+            Args::new().with("reason", &"no thanks".to_owned()).unwrap(),
+            None,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("function \"refuse\" failed: no thanks"),
+            "{msg}"
+        );
+        assert!(matches!(err, WorkerError::Remote { .. }));
+        let pid: u32 = call(&worker, "whoami", Args::new(), None).unwrap();
+        assert!(pid > 0);
+    })
+}
+
+#[test]
+fn an_unregistered_function_is_a_clear_remote_error() {
+    guarded(|| {
+        let worker = Worker::spawn("w-unknown", backend()).unwrap();
+        // A handle for a name only the parent... and nobody... knows.
+        let wire = sk_cereal::Internal::encode(&(
+            "no_such_fn",
+            Args::new(),
+            sk_core::Modifiers::default(),
+        ))
+        .unwrap();
+        let f: SkFunction = sk_cereal::Internal::decode(&wire).unwrap();
+        let err = worker.call(&f, &Args::new(), None).unwrap_err();
+        assert!(
+            err.to_string().contains("\"no_such_fn\" is not registered"),
+            "{err}"
+        );
+    })
+}
+
+#[test]
+fn a_call_over_its_timeout_ends_the_worker_and_is_reported_timed_out() {
+    guarded(|| {
+        let worker = Worker::spawn("w-timeout", backend()).unwrap();
+        let err = call::<u64>(
+            &worker,
+            "nap",
+            Args::new().with("ms", &10_000u64).unwrap(),
+            Some(Duration::from_millis(100)),
+        )
+        .unwrap_err();
+        assert!(matches!(err, WorkerError::TimedOut { .. }), "{err:?}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while worker.is_alive() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!worker.is_alive());
+        if backend() == Backend::Process {
+            assert_eq!(worker.exit(), Some(Exit::Signal(libc::SIGKILL)));
+        }
+    })
+}
+
+#[test]
+fn a_worker_killed_mid_call_fails_the_call_instead_of_hanging() {
+    guarded(|| {
+        let worker = Worker::spawn("w-sigkill", backend()).unwrap();
+        let f = SkFunction::builder("nap").build().unwrap();
+        let pending = worker
+            .submit(&f, &Args::new().with("ms", &20_000u64).unwrap())
+            .unwrap();
+        thread::sleep(Duration::from_millis(50));
+        match backend() {
+            // SAFETY-free: an external SIGKILL, as an operator would send.
+            Backend::Process => {
+                let status = Command::new("kill")
+                    .args(["-KILL", &worker.pid().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            _ => worker.kill(),
+        }
+        let err = pending.wait(Some(Duration::from_secs(20))).unwrap_err();
+        assert!(matches!(err, WorkerError::Died { .. }), "{err:?}");
+        assert!(err.is_retryable());
+    })
+}
+
+#[test]
+fn bad_bytes_from_a_worker_are_a_protocol_error_and_end_it() {
+    if backend() != Backend::Process {
+        return; // Thread workers have no byte channel.
+    }
+    for kind in ["huge", "garbage", "truncated"] {
+        hang_guard(Duration::from_secs(60), move || {
+            let worker = Worker::spawn(format!("w-bad-{kind}"), Backend::Process).unwrap();
+            let err = call::<u32>(
+                &worker,
+                "corrupt",
+                Args::new().with("kind", &kind.to_owned()).unwrap(),
+                Some(Duration::from_secs(30)),
+            )
+            .unwrap_err();
+            assert!(matches!(err, WorkerError::Died { .. }), "{kind}: {err:?}");
+            let exit = worker.exit().expect("ended");
+            let Exit::Failed(why) = exit else {
+                panic!("{kind}: expected a protocol failure, got {exit:?}")
+            };
+            assert!(why.starts_with("protocol error"), "{kind}: {why}");
+            if kind == "huge" {
+                assert!(why.contains("exceeds the limit"), "{why}");
+            }
+        });
+    }
+}
+
+#[test]
+fn bad_bytes_to_a_worker_make_it_exit_with_an_error() {
+    if backend() != Backend::Process {
+        return;
+    }
+    guarded(|| {
+        let worker = Worker::spawn("w-bad-in", Backend::Process).unwrap();
+        worker.__send_raw(&u32::MAX.to_le_bytes()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while worker.is_alive() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(worker.exit(), Some(Exit::Code(3)));
+    })
+}
+
+#[test]
+fn four_workers_increment_one_shared_counter_atomically() {
+    guarded(|| {
+        let key = format!("counter-{}", backend());
+        let workers: Vec<Worker> = (0..4)
+            .map(|i| Worker::spawn(format!("w-storage-{i}"), backend()).unwrap())
+            .collect();
+        let f = SkFunction::builder("bump").build().unwrap();
+        let args = Args::new()
+            .with("key", &key)
+            .unwrap()
+            .with("times", &1000u64)
+            .unwrap();
+        let pending: Vec<_> = workers
+            .iter()
+            .map(|w| w.submit(&f, &args).unwrap())
+            .collect();
+        for p in pending {
+            p.wait(Some(Duration::from_secs(60))).unwrap();
+        }
+        let total: Option<u64> = GlobalStorage::global().get(&key).unwrap();
+        assert_eq!(total, Some(4000));
+    })
+}
+
+#[test]
+#[ignore = "run as a child process by parent_sigkill_leaves_no_orphans"]
+fn parent_with_workers() {
+    let workers: Vec<Worker> = (0..3)
+        .map(|i| Worker::spawn(format!("orphan-{i}"), Backend::Process).unwrap())
+        .collect();
+    let pids: Vec<String> = workers.iter().map(|w| w.pid().to_string()).collect();
+    println!("SK-PIDS {}", pids.join(","));
+    // Keep one busy mid-call when the parent dies.
+    let f = SkFunction::builder("nap").build().unwrap();
+    let _busy = workers[0].submit(&f, &Args::new().with("ms", &60_000u64).unwrap());
+    thread::sleep(Duration::from_secs(60));
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited; only a running (or sleeping) process counts.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn parent_sigkill_leaves_no_orphans() {
+    if backend() != Backend::Process {
+        return; // Thread workers die with their process by construction.
+    }
+    hang_guard(Duration::from_secs(300), || {
+        for trial in 0..20 {
+            let mut parent = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "parent_with_workers",
+                    "--include-ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let stdout = parent.stdout.take().unwrap();
+            let mut pids = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let line = line.unwrap();
+                if let Some((_, list)) = line.split_once("SK-PIDS ") {
+                    pids = list
+                        .split(',')
+                        .map(|p| p.trim().parse::<u32>().unwrap())
+                        .collect();
+                    break;
+                }
+            }
+            assert_eq!(
+                pids.len(),
+                3,
+                "trial {trial}: the parent reported its workers"
+            );
+            assert!(pids.iter().all(|&p| alive(p)), "trial {trial}: workers run");
+            parent.kill().unwrap(); // SIGKILL
+            parent.wait().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+            assert!(
+                left.is_empty(),
+                "trial {trial}: workers {left:?} outlived their parent by 2 s"
+            );
+        }
+    })
+}
