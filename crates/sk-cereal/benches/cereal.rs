@@ -12,7 +12,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sk_cereal::{Format, Internal};
+use sk_cereal::Internal;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Small {

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sk_cereal::{Format, Internal};
+use sk_cereal::Internal;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Small {

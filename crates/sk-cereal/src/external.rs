@@ -81,6 +81,28 @@ impl Format for External {
 }
 
 impl External {
+    /// Encodes `value` (the same as [`Format::encode`], without importing
+    /// the trait).
+    ///
+    /// # Errors
+    ///
+    /// As [`Format::encode`].
+    #[inline]
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CerealError> {
+        <Self as Format>::encode(value)
+    }
+
+    /// Decodes a `T` (the same as [`Format::decode`], without importing
+    /// the trait).
+    ///
+    /// # Errors
+    ///
+    /// As [`Format::decode`].
+    #[inline]
+    pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CerealError> {
+        <Self as Format>::decode(bytes)
+    }
+
     /// The magic bytes every external encoding starts with.
     pub const MAGIC: [u8; 4] = *MAGIC;
     /// The format version this build writes and reads.

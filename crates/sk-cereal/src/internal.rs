@@ -43,6 +43,28 @@ impl Format for Internal {
 }
 
 impl Internal {
+    /// Encodes `value` (the same as [`Format::encode`], without importing
+    /// the trait).
+    ///
+    /// # Errors
+    ///
+    /// As [`Format::encode`].
+    #[inline]
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CerealError> {
+        <Self as Format>::encode(value)
+    }
+
+    /// Decodes a `T` (the same as [`Format::decode`], without importing
+    /// the trait).
+    ///
+    /// # Errors
+    ///
+    /// As [`Format::decode`].
+    #[inline]
+    pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CerealError> {
+        <Self as Format>::decode(bytes)
+    }
+
     /// Appends the encoding of `value` to `out`, reusing its capacity.
     ///
     /// On error `out` is left as it was.

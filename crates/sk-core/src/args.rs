@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sk_cereal::{Format, Internal, Segment};
+use sk_cereal::{Internal, Segment};
 
 use crate::error::FunctionError;
 
@@ -75,6 +75,22 @@ impl Args {
         let arg = ArgValue::encode("<unbound>", param, value)?;
         self.insert(Cow::Owned(param.to_owned()), arg);
         Ok(self)
+    }
+
+    /// Binds an already encoded value (e.g. a part's input that arrived
+    /// from another process) to `param`, as the type `type_name`.
+    pub fn with_encoded(
+        mut self,
+        param: impl Into<Cow<'static, str>>,
+        type_name: impl Into<String>,
+        bytes: Vec<u8>,
+    ) -> Self {
+        let value = ArgValue {
+            type_name: Cow::Owned(type_name.into()),
+            bytes,
+        };
+        self.insert(param.into(), value);
+        self
     }
 
     pub(crate) fn insert(&mut self, param: Cow<'static, str>, value: ArgValue) -> Option<ArgValue> {

@@ -3,6 +3,7 @@
 
 use std::any::{Any, type_name};
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -19,7 +20,12 @@ pub struct Value {
 
 enum Repr {
     Live(Box<dyn Erased>),
-    Encoded { type_name: String, bytes: Vec<u8> },
+    Encoded {
+        type_name: String,
+        bytes: Vec<u8>,
+        /// The value decoded by [`Value::get`], kept for later reads.
+        decoded: OnceLock<Box<dyn Any + Send + Sync>>,
+    },
 }
 
 trait Erased: Send + Sync {
@@ -94,6 +100,7 @@ impl Value {
             repr: Repr::Encoded {
                 type_name: type_name.into(),
                 bytes,
+                decoded: OnceLock::new(),
             },
         }
     }
@@ -116,7 +123,32 @@ impl Value {
         }
     }
 
-    /// Borrows the value as a `T`, if it is a live `T`.
+    /// Borrows the value as a `T`, decoding it (once) if it arrived encoded
+    /// from another process.
+    ///
+    /// `None` when it is not a `T` or its bytes do not decode.
+    pub fn get<T: DeserializeOwned + Send + Sync + 'static>(&self) -> Option<&T> {
+        match &self.repr {
+            Repr::Live(v) => v.as_any().downcast_ref(),
+            Repr::Encoded {
+                type_name: name,
+                bytes,
+                decoded,
+            } => {
+                if name != type_name::<T>() {
+                    return None;
+                }
+                if decoded.get().is_none() {
+                    let value: T = Internal::decode(bytes).ok()?;
+                    let _ = decoded.set(Box::new(value));
+                }
+                decoded.get()?.downcast_ref()
+            }
+        }
+    }
+
+    /// Borrows the value as a `T`, if it is a live `T` (see [`Value::get`]
+    /// for values that arrived from another process).
     pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
         match &self.repr {
             Repr::Live(v) => v.as_any().downcast_ref(),
@@ -151,6 +183,7 @@ impl Value {
             Repr::Encoded {
                 type_name: name,
                 bytes,
+                ..
             } => {
                 if name != type_name::<T>() {
                     return Err(TakeError::Type {
@@ -189,7 +222,9 @@ impl Value {
     pub fn into_encoded(self) -> Result<(String, Vec<u8>), CerealError> {
         match self.repr {
             Repr::Live(v) => Ok((v.type_name().to_owned(), v.encode()?)),
-            Repr::Encoded { type_name, bytes } => Ok((type_name, bytes)),
+            Repr::Encoded {
+                type_name, bytes, ..
+            } => Ok((type_name, bytes)),
         }
     }
 }
@@ -198,7 +233,9 @@ impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
             Repr::Live(v) => f.debug_tuple("Value").field(&v.type_name()).finish(),
-            Repr::Encoded { type_name, bytes } => f
+            Repr::Encoded {
+                type_name, bytes, ..
+            } => f
                 .debug_struct("Value")
                 .field("type_name", type_name)
                 .field("encoded_len", &bytes.len())
@@ -249,6 +286,16 @@ mod tests {
         let v = Value::from_encoded(name, bytes);
         assert!(v.is::<String>());
         assert_eq!(v.take::<String>().unwrap(), "hi");
+    }
+
+    #[test]
+    fn get_decodes_an_encoded_value_once_and_borrows_it() {
+        let (name, bytes) = Value::new(vec![1u16, 2]).into_encoded().unwrap();
+        let v = Value::from_encoded(name, bytes);
+        assert_eq!(v.downcast_ref::<Vec<u16>>(), None);
+        assert_eq!(v.get::<Vec<u16>>(), Some(&vec![1, 2]));
+        assert_eq!(v.get::<Vec<u32>>(), None);
+        assert_eq!(Value::new(7u8).get::<u8>(), Some(&7));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sk_cereal::{Format, Internal};
+use sk_cereal::Internal;
 
 use crate::error::ProtocolError;
 

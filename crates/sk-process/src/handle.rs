@@ -101,6 +101,7 @@ struct Inner {
     exit: Mutex<Option<Exit>>,
     last_heartbeat: Mutex<Instant>,
     watchers: Mutex<Vec<Sender<WorkerEvent>>>,
+    messages: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
 }
 
 /// A worker: a process (this binary re-executed) or a thread, serving
@@ -287,6 +288,39 @@ impl Worker {
         }
     }
 
+    /// Sends `message` to the code the worker is running (read there with
+    /// [`listen_parent`](crate::listen_parent)).
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::Encode`] when it does not serialize,
+    /// [`WorkerError::Closed`] when the worker has ended.
+    pub fn tell<T: serde::Serialize>(&self, message: &T) -> Result<(), WorkerError> {
+        let bytes = sk_cereal::Internal::encode(message).map_err(|source| WorkerError::Encode {
+            worker: self.inner.name.clone(),
+            source,
+        })?;
+        self.send(ToWorker::Message { bytes })
+    }
+
+    /// Waits at most `timeout` for a message from the code the worker is
+    /// running (sent there with [`tell_parent`](crate::tell_parent)).
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::Protocol`] when the message is not a `T`.
+    pub fn listen<T: serde::de::DeserializeOwned>(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<T>, WorkerError> {
+        match self.inner.messages.1.recv_timeout(timeout) {
+            Ok(bytes) => sk_cereal::Internal::decode(&bytes)
+                .map(Some)
+                .map_err(|e| self.protocol(ProtocolError::Malformed(e))),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Writes raw bytes to a process worker's channel. Only for tests of
     /// the worker's handling of bad input.
     #[doc(hidden)]
@@ -450,6 +484,9 @@ fn dispatch(inner: &Inner, message: FromWorker, storage: &GlobalStorage, reply: 
                 reply: crate::worker::host_storage(storage, op),
             });
         }
+        FromWorker::Message { bytes } => {
+            let _ = inner.messages.0.send(bytes);
+        }
     }
 }
 
@@ -477,6 +514,7 @@ fn spawn_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerE
         exit: Mutex::new(None),
         last_heartbeat: Mutex::new(Instant::now()),
         watchers: Mutex::new(Vec::new()),
+        messages: channel::unbounded(),
     });
     if let Some(out) = stdout {
         forward(format!("sk-out:{name}"), out, name.clone(), false);
@@ -706,6 +744,7 @@ fn spawn_thread(name: String) -> Result<Worker, WorkerError> {
         exit: Mutex::new(None),
         last_heartbeat: Mutex::new(Instant::now()),
         watchers: Mutex::new(Vec::new()),
+        messages: channel::unbounded(),
     });
     let outbox: Arc<dyn Outbox> = Arc::new(ThreadOutbox {
         inner: Arc::downgrade(&inner),

@@ -18,7 +18,7 @@ pub use error::{ProtocolError, ThreadError, WorkerError};
 pub use frame::{DEFAULT_MAX_FRAME, FrameReader, encode_frame, write_frame};
 pub use handle::{Exit, PendingCall, Worker, WorkerEvent};
 pub use threader::{ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader};
-pub use worker::{init, is_worker};
+pub use worker::{init, is_worker, listen_parent, tell_parent};
 
 /// Items the macros expand to. Not a public API.
 #[doc(hidden)]

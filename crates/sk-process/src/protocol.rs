@@ -15,6 +15,8 @@ pub(crate) enum ToWorker {
     },
     /// The answer to a storage request.
     Storage { id: u64, reply: StorageReply },
+    /// A message for the running code (`listen` in the worker).
+    Message { bytes: Vec<u8> },
     /// Finish the current call, then exit cleanly.
     Stop,
 }
@@ -33,6 +35,8 @@ pub(crate) enum FromWorker {
     Heartbeat,
     /// A global-storage operation, hosted by the parent.
     Storage { id: u64, op: StorageOp },
+    /// A message from the running code (`tell` in the worker).
+    Message { bytes: Vec<u8> },
 }
 
 /// A value in internal format with its Rust type name.

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
 
-use crossbeam::channel::{self, Sender};
+use crossbeam::channel::{self, Receiver, Sender};
 use parking_lot::Mutex;
 use sk_core::{Args, FunctionError, SkFunction, StopToken};
 use sk_reg::{CasOutcome, GlobalStorage, StorageBackend, StorageError, StoredValue};
@@ -215,6 +215,83 @@ fn run_process_worker() -> i32 {
     }
 }
 
+/// The running code's line to its parent: set on a worker's executor
+/// thread while it serves.
+struct Line {
+    outbox: Arc<dyn Outbox>,
+    inbox: Receiver<Vec<u8>>,
+}
+
+thread_local! {
+    static LINE: std::cell::RefCell<Option<Line>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sends `message` to the parent of this worker (read there with
+/// [`Worker::listen`](crate::Worker::listen)).
+///
+/// # Errors
+///
+/// [`WorkerError::Closed`](crate::WorkerError::Closed) when not called from
+/// code a worker is running, [`WorkerError::Encode`](crate::WorkerError::Encode)
+/// when the message does not serialize, a protocol error when the channel
+/// fails.
+pub fn tell_parent<T: serde::Serialize>(message: &T) -> Result<(), crate::WorkerError> {
+    let bytes =
+        sk_cereal::Internal::encode(message).map_err(|source| crate::WorkerError::Encode {
+            worker: current_name(),
+            source,
+        })?;
+    LINE.with(|line| match line.borrow().as_ref() {
+        Some(line) => line
+            .outbox
+            .send(FromWorker::Message { bytes })
+            .map_err(|source| crate::WorkerError::Protocol {
+                worker: current_name(),
+                source,
+            }),
+        None => Err(crate::WorkerError::Closed {
+            worker: current_name(),
+        }),
+    })
+}
+
+/// Waits at most `timeout` for a message from the parent (sent with
+/// [`Worker::tell`](crate::Worker::tell)); `Ok(None)` when none came.
+///
+/// # Errors
+///
+/// [`WorkerError::Closed`](crate::WorkerError::Closed) when not called from
+/// code a worker is running, a protocol error when the message is not a `T`.
+pub fn listen_parent<T: serde::de::DeserializeOwned>(
+    timeout: Duration,
+) -> Result<Option<T>, crate::WorkerError> {
+    LINE.with(|line| {
+        let line = line.borrow();
+        let Some(line) = line.as_ref() else {
+            return Err(crate::WorkerError::Closed {
+                worker: current_name(),
+            });
+        };
+        match line.inbox.recv_timeout(timeout) {
+            Ok(bytes) => sk_cereal::Internal::decode(&bytes).map(Some).map_err(|e| {
+                crate::WorkerError::Protocol {
+                    worker: current_name(),
+                    source: ProtocolError::Malformed(e),
+                }
+            }),
+            Err(_) => Ok(None),
+        }
+    })
+}
+
+fn current_name() -> String {
+    thread::current()
+        .name()
+        .and_then(|n| n.strip_prefix("sk-exec:"))
+        .unwrap_or("worker")
+        .to_owned()
+}
+
 /// Why [`serve`] returned.
 #[derive(Debug)]
 pub(crate) enum ServeEnd {
@@ -234,10 +311,17 @@ pub(crate) fn serve(
     stop: Option<StopToken>,
 ) -> ServeEnd {
     let (calls, inbox) = channel::unbounded::<(u64, SkFunction, Args)>();
+    let (messages, message_inbox) = channel::unbounded::<Vec<u8>>();
     let results = Arc::clone(&outbox);
     let executor = thread::Builder::new()
         .name(format!("sk-exec:{name}"))
         .spawn(move || {
+            LINE.with(|line| {
+                *line.borrow_mut() = Some(Line {
+                    outbox: Arc::clone(&results),
+                    inbox: message_inbox,
+                });
+            });
             for (id, function, extra) in inbox {
                 // A thread worker's calls see its stop token (set when the
                 // worker is killed); a process worker is killed for real.
@@ -269,6 +353,9 @@ pub(crate) fn serve(
                 if let Some(storage) = &storage {
                     storage.complete(id, reply);
                 }
+            }
+            Ok(Some(ToWorker::Message { bytes })) => {
+                let _ = messages.send(bytes);
             }
             Ok(Some(ToWorker::Stop)) => break ServeEnd::Stopped,
             Ok(None) => break ServeEnd::ParentGone,

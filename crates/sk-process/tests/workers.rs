@@ -10,7 +10,6 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sk_cereal::Format;
 use sk_core::{Args, SkFunction};
 use sk_process::{Backend, Exit, Worker, WorkerError};
 use sk_reg::GlobalStorage;
@@ -358,5 +357,45 @@ fn parent_sigkill_leaves_no_orphans() {
                 "trial {trial}: workers {left:?} outlived their parent by 2 s"
             );
         }
+    })
+}
+
+/// Doubles `count` numbers the parent tells it, telling each back.
+#[sk_core::function(crate = ::sk_core)]
+fn doubler(count: u32) -> u32 {
+    let mut seen = 0;
+    while seen < count {
+        match sk_process::listen_parent::<u64>(Duration::from_secs(20)) {
+            Ok(Some(n)) => {
+                sk_process::tell_parent(&(n * 2)).expect("parent listens");
+                seen += 1;
+            }
+            _ => break,
+        }
+    }
+    seen
+}
+
+#[test]
+fn tell_and_listen_carry_messages_both_ways_while_a_call_runs() {
+    guarded(|| {
+        let worker = Worker::spawn("w-messages", backend()).unwrap();
+        let f = SkFunction::builder("doubler").build().unwrap();
+        let pending = worker
+            .submit(&f, &Args::new().with("count", &3u32).unwrap())
+            .unwrap();
+        for n in [1u64, 20, 300] {
+            worker.tell(&n).unwrap();
+            let back: Option<u64> = worker.listen(Duration::from_secs(20)).unwrap();
+            assert_eq!(back, Some(n * 2));
+        }
+        let seen: u32 = pending
+            .wait(Some(Duration::from_secs(20)))
+            .unwrap()
+            .take()
+            .unwrap();
+        assert_eq!(seen, 3);
+        // Outside a running call there is nobody to talk to.
+        assert!(sk_process::tell_parent(&1u8).is_err());
     })
 }

@@ -5,7 +5,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sk_cereal::{Format, Internal};
+use sk_cereal::Internal;
 
 use crate::StorageError;
 

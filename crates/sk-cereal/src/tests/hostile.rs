@@ -11,7 +11,7 @@ use super::types::{Outer, Tree, outer};
 use crate::bounded::Bounded;
 use crate::external::Envelope;
 use crate::guard::{Guard, State};
-use crate::{CerealError, External, Format, Internal, Limits};
+use crate::{CerealError, External, Internal, Limits};
 
 /// Wraps a hand-made CBOR payload in a valid envelope for `T`.
 pub(super) fn external_bytes<T>(payload: Vec<u8>) -> Vec<u8> {
