@@ -9,6 +9,7 @@
 //! | `sk-cereal` | serialization: [`Internal`] (fast, same build) and [`External`] (versioned, self-describing) formats, [`Snapshot`] |
 //! | `sk-reg` | layered [`Registry`], project root [`SkRoot`], [`GlobalStorage`] |
 //! | `sk-core` | [`SkFunction`] handles, [`SkLambda`], [`AnyFunction`], [`RetryPolicy`], [`StopToken`], [`TimingStats`], [`Circuit`] |
+//! | `sk-process` | [`Worker`] processes (or threads), [`Threader`], supervision, the commander; [`init`] |
 //! | `sk-cycle` | [`CyclePart`], [`CycleBuilder`], [`Cycle`] and its engine, [`Run`], [`CycleRegistry`] |
 //!
 //! # Examples
@@ -50,6 +51,11 @@ pub use sk_cycle::{
     IterationReport, PartContext, PartError, PartHandle, PartRef, PartSource, PartState, PartStats,
     Placement, Run, RunError, RunHandle, RunReport, Split, SplitItem, StopReason, Store, SubCycle,
     SyncMode, Trace, TraceEvent,
+};
+pub use sk_process::{
+    BACKEND_ENV, Backend, Exit, PendingCall, ProtocolError, ThreadError, ThreadHandle, ThreadInfo,
+    ThreadState, ThreadStatus, Threader, Worker, WorkerError, WorkerEvent, init, is_worker,
+    listen_parent, process_init, tell_parent, worker_test,
 };
 pub use sk_reg::{GlobalStorage, Layer, Registry, RegistryError, RootError, SkRoot, registry};
 

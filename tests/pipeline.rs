@@ -8,6 +8,35 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sk-pipeline");
 
+/// The pids of live (not zombie) processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the ")" closing the name: state, then the parent pid.
+            let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+            let state = fields.next().unwrap_or("Z");
+            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+            state != "Z" && ppid == Some(parent)
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
 #[test]
 fn a_bounded_run_prints_progress_and_stats_and_exits_zero() {
     sk_testkit::guarded(|| {
@@ -87,12 +116,24 @@ fn sigint_stops_a_continuous_run_cleanly() {
                 }
             }
         }
+        // The "score" part runs in a worker process of the pipeline's own.
+        let workers = children_of(child.id());
+        assert!(!workers.is_empty(), "the pipeline has worker processes");
         let killed = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(killed.success());
         let status = child.wait().expect("the pipeline exits");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while workers.iter().any(|&p| alive(p)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let orphans: Vec<u32> = workers.iter().copied().filter(|&p| alive(p)).collect();
+        assert!(
+            orphans.is_empty(),
+            "workers {orphans:?} outlived the pipeline"
+        );
         let rest: Vec<String> = rx.iter().collect();
         let text = rest.join("\n");
         assert_eq!(

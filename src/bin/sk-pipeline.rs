@@ -2,14 +2,18 @@
 //!
 //! ```text
 //! 1-1 sources ─ 2-1 split ─┬ 3-1 normalize ─ 4-1 aggregate ─ 5-1 publish (component "io") ─ 6-1 report
-//!                          ├ 3-2 energy ──── 4-2 enrich (retry)          ▲ after enrich, anomalies
+//!                          ├ 3-2 energy ──── 4-2 enrich (retry) ─ 5-2 score (worker process)
 //!                          └ 3-3 anomalies
+//! aggregate waits for enrich and anomalies; publish waits for score.
 //! ```
 //!
 //! Each iteration four synthetic sensors produce a batch; three transforms
 //! run in parallel; `aggregate` waits for the branches it reads (by name);
-//! `publish` runs on its own long-lived component thread with a timeout
-//! and a fallback; `report` keeps running totals in the run's store.
+//! `score` runs in a worker process (this binary started again; see
+//! `suitkaise::init()` in `main`); `publish` runs on its own long-lived
+//! component thread with a timeout and a fallback; `report` keeps running
+//! totals in the run's store. Ctrl-C stops the run at an iteration
+//! boundary, then the workers, then the program, which exits 0.
 //!
 //! Runs until Ctrl-C (or SIGTERM), or `--iterations N`; prints progress,
 //! then the stats of every part.
@@ -26,8 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use suitkaise::Store;
 use suitkaise::prelude::*;
-use suitkaise::{BuildError, Store};
 
 const SENSORS: usize = 4;
 const SAMPLES: usize = 512;
@@ -127,7 +131,7 @@ fn sources(ctx: &PartContext<'_>) -> Batch {
     Batch { iteration, series }
 }
 
-fn build() -> Result<Cycle, BuildError> {
+fn build() -> Result<Cycle, Box<dyn std::error::Error>> {
     let mut b = CycleBuilder::new("sensors");
     b.add(CyclePart::new("sources", sources), 1)?;
     b.split(
@@ -173,6 +177,14 @@ fn build() -> Result<Cycle, BuildError> {
         (4, 2),
     )?;
     b.add(
+        CyclePart::function("score", SkFunction::get("score")?)
+            .in_process()
+            .timeout(Duration::from_secs(5))
+            .error_mode(ErrorMode::FallbackSkip)
+            .fallback(0.0_f64),
+        (5, 2),
+    )?;
+    b.add(
         CyclePart::fallible("aggregate", |ctx| {
             let means = ctx.input_as::<Vec<f64>>().ok_or("no means")?;
             let read = |name: &str| ctx.output_of(name).ok_or("missing branch output");
@@ -199,6 +211,11 @@ fn build() -> Result<Cycle, BuildError> {
     b.add(
         CyclePart::fallible("publish", |ctx| {
             let summary = ctx.input_as::<Summary>().ok_or("no summary")?;
+            let score = ctx
+                .output_of("score")
+                .and_then(|v| v.get::<f64>().copied())
+                .unwrap_or_default();
+            ctx.store().set("last_score", score);
             ctx.store()
                 .update("published", |n: Option<&u64>| n.copied().unwrap_or(0) + 1);
             Ok::<_, &str>(summary.anomalies > 0)
@@ -209,6 +226,7 @@ fn build() -> Result<Cycle, BuildError> {
         .fallback(false),
         5,
     )?;
+    b.after("publish", "score")?;
     b.add(
         CyclePart::new("report", |ctx| {
             let alerted = ctx.input_as::<bool>().copied().unwrap_or(false);
@@ -219,10 +237,20 @@ fn build() -> Result<Cycle, BuildError> {
         }),
         6,
     )?;
-    b.build()
+    Ok(b.build()?)
+}
+
+/// Scores a calibrated energy reading. Runs in a worker process: the
+/// scoring model is the kind of thing one keeps out of the main process.
+#[suitkaise::function]
+fn score(input: f64) -> f64 {
+    (input - 1.0).abs() * 1_000.0
 }
 
 fn main() -> ExitCode {
+    // Worker processes are this binary started again: this line makes a
+    // worker launch serve parts instead of running the program.
+    suitkaise::init();
     let options = match parse_args() {
         Ok(options) => options,
         Err(message) => {

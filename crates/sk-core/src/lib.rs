@@ -80,6 +80,7 @@ mod spec;
 mod stats;
 mod stop;
 mod value;
+mod window;
 
 pub use any::AnyFunction;
 pub use args::{ArgValue, Args};
@@ -98,6 +99,7 @@ pub use spec::{
 pub use stats::{SharedStats, StatsSummary, TimingStats};
 pub use stop::StopToken;
 pub use value::{TakeError, Value};
+pub use window::{WINDOW, WindowStats};
 
 /// Items the macros expand to. Not a public API.
 #[doc(hidden)]

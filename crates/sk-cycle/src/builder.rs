@@ -308,11 +308,11 @@ impl CycleBuilder {
     ) -> Result<&mut Self, BuildError> {
         let waiter = self.resolve_ref(waiter.into(), "after edge")?;
         let waits_for = self.resolve_ref(waits_for.into(), "after edge")?;
-        if self.tree.after.contains(&(waiter, waits_for)) {
+        if self.tree.has_after((waiter, waits_for)) {
             return Ok(self);
         }
         self.tree.add_order_edge(waits_for, waiter)?;
-        self.tree.after.push((waiter, waits_for));
+        self.tree.push_after((waiter, waits_for));
         Ok(self)
     }
 
@@ -331,10 +331,10 @@ impl CycleBuilder {
     ) -> Result<&mut Self, BuildError> {
         let from = self.resolve_ref(from.into(), "pipe edge")?;
         let to = self.resolve_ref(to.into(), "pipe edge")?;
-        if self.tree.pipes.contains(&(from, to)) {
+        if self.tree.pipe_into(to) == Some(from) {
             return Ok(self);
         }
-        if let Some(&(first, _)) = self.tree.pipes.iter().find(|&&(_, t)| t == to) {
+        if let Some(first) = self.tree.pipe_into(to) {
             return Err(BuildError::SecondPipe {
                 name: self.tree.name_of(to).to_owned(),
                 coord: self.tree.nodes[to].coord,
@@ -343,7 +343,7 @@ impl CycleBuilder {
             });
         }
         self.tree.add_order_edge(from, to)?;
-        self.tree.pipes.push((from, to));
+        self.tree.push_pipe((from, to));
         Ok(self)
     }
 

@@ -135,6 +135,18 @@ pub enum BuildError {
         /// The error mode.
         mode: crate::mode::ErrorMode,
     },
+    /// A part placed in a process cannot leave this one.
+    #[error(
+        "part \"{name}\" at {coord} is placed in a process but is {what}, which cannot leave this process; use a registered function (#[suitkaise::function]) with CyclePart::function"
+    )]
+    LocalOnlyInProcess {
+        /// The part.
+        name: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// What it is: a local closure (SkLambda) or a context closure.
+        what: String,
+    },
 }
 
 /// Why a run could not start or did not end cleanly.

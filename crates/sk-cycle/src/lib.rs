@@ -91,6 +91,7 @@ mod error;
 mod mode;
 mod part;
 mod plan;
+mod process;
 mod registry;
 mod render;
 mod report;

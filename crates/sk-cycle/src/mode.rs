@@ -187,6 +187,19 @@ pub enum Placement {
     /// On the named long-lived component thread; every part bound to one
     /// component runs on the same OS thread.
     Component(String),
+    /// In a worker process from the run's pool of workers (or a worker
+    /// thread under `SK_SPAWN_BACKEND=thread`).
+    Process,
+    /// In the named long-lived worker process; every part bound to it runs
+    /// there, one at a time.
+    NamedProcess(String),
+}
+
+impl Placement {
+    /// Whether the part runs outside this process.
+    pub fn is_process(&self) -> bool {
+        matches!(self, Placement::Process | Placement::NamedProcess(_))
+    }
 }
 
 impl fmt::Display for Placement {
@@ -194,6 +207,8 @@ impl fmt::Display for Placement {
         match self {
             Placement::Pool => f.write_str("pool"),
             Placement::Component(name) => write!(f, "component \"{name}\""),
+            Placement::Process => f.write_str("process"),
+            Placement::NamedProcess(name) => write!(f, "process \"{name}\""),
         }
     }
 }

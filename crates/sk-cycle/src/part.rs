@@ -117,6 +117,23 @@ impl CyclePart {
         self
     }
 
+    /// Runs the part in a worker process of the run's pool. Only a
+    /// registered function ([`CyclePart::function`] with an
+    /// [`SkFunction`](sk_core::SkFunction)) can; anything else is a build
+    /// error naming the part. The function gets the part's input as its
+    /// argument `input` when it has a parameter of that name.
+    pub fn in_process(mut self) -> Self {
+        self.placement = Placement::Process;
+        self
+    }
+
+    /// Runs the part in the named long-lived worker process (see
+    /// [`CyclePart::in_process`]).
+    pub fn in_named_process(mut self, process: impl Into<String>) -> Self {
+        self.placement = Placement::NamedProcess(process.into());
+        self
+    }
+
     /// Sets where the part runs.
     pub fn placement(mut self, placement: Placement) -> Self {
         self.placement = placement;
@@ -148,7 +165,7 @@ impl CyclePart {
     /// part with the validator's message.
     pub fn validate<T, E, F>(mut self, check: F) -> Self
     where
-        T: 'static,
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
         E: fmt::Display,
         F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
     {
@@ -160,7 +177,7 @@ impl CyclePart {
     /// predecessor's output) before it runs; a rejection fails the part.
     pub fn validate_input<T, E, F>(mut self, check: F) -> Self
     where
-        T: 'static,
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
         E: fmt::Display,
         F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
     {
@@ -211,11 +228,11 @@ impl CyclePart {
 
 fn typed_validator<T, E, F>(check: F) -> Arc<ValidatorFn>
 where
-    T: 'static,
+    T: serde::de::DeserializeOwned + Send + Sync + 'static,
     E: fmt::Display,
     F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
 {
-    Arc::new(move |value: &Value| match value.downcast_ref::<T>() {
+    Arc::new(move |value: &Value| match value.get::<T>() {
         Some(v) => check(v).map_err(|e| e.to_string()),
         None => Err(format!(
             "expected a `{}`, got a `{}`",
@@ -346,10 +363,21 @@ impl<'a> PartContext<'a> {
         self.input
     }
 
-    /// The input value as a `T`, if there is one of that type.
+    /// The input value as a `T`, if there is one of that type and it was
+    /// made in this process. For input that may come from a part placed in
+    /// a process, use [`PartContext::input_get`].
     pub fn input_as<T: Any>(&self) -> Option<&T> {
         match self.input {
             Input::Value(v) => v.downcast_ref::<T>(),
+            _ => None,
+        }
+    }
+
+    /// The input value as a `T`, made here or decoded (once) from another
+    /// process.
+    pub fn input_get<T: serde::de::DeserializeOwned + Send + Sync + 'static>(&self) -> Option<&T> {
+        match self.input {
+            Input::Value(v) => v.get::<T>(),
             _ => None,
         }
     }

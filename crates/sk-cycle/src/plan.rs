@@ -44,6 +44,9 @@ pub(crate) struct PlanPart {
 pub(crate) struct LanePlan {
     pub(crate) nodes: Vec<u32>,
     pub(crate) roots: Vec<u32>,
+    /// How many of its nodes have no successor: the lane's iteration ends
+    /// when they have all ended (every other node is an ancestor of one).
+    pub(crate) sinks: usize,
 }
 
 /// The compiled cycle.
@@ -331,6 +334,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         .map(|_| LanePlan {
             nodes: Vec::new(),
             roots: Vec::new(),
+            sinks: 0,
         })
         .collect();
     for node in 0..node_count {
@@ -338,6 +342,9 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         lane.nodes.push(node);
         if pred_count[node as usize] == 0 {
             lane.roots.push(node);
+        }
+        if succ_start[node as usize] == succ_start[node as usize + 1] {
+            lane.sinks += 1;
         }
     }
 

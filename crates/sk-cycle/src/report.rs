@@ -116,6 +116,15 @@ impl IterationReport {
         self.output_of(name)?.downcast_ref()
     }
 
+    /// The output of part `name` as a `T`, decoded (once) when it came
+    /// from a part placed in a process.
+    pub fn output_get<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        name: &str,
+    ) -> Option<&T> {
+        self.output_of(name)?.get()
+    }
+
     /// The output of the part at `coord`.
     pub fn output_at(&self, coord: impl Into<Coord>) -> Option<&Value> {
         self.outputs[self.id_at(coord.into())?].as_deref()

@@ -52,6 +52,8 @@ pub struct Run {
     stop: Option<StopToken>,
     observer: Option<Observer>,
     store: Option<Arc<Store>>,
+    backend: Option<sk_process::Backend>,
+    process_workers: usize,
 }
 
 impl Default for Run {
@@ -68,6 +70,8 @@ impl Default for Run {
             stop: None,
             observer: None,
             store: None,
+            backend: None,
+            process_workers: 2,
         }
     }
 }
@@ -154,6 +158,20 @@ impl Run {
         F: Fn(&IterationReport) + Send + Sync + 'static,
     {
         self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Runs process parts on `backend` (default: `SK_SPAWN_BACKEND`, else
+    /// worker processes).
+    pub fn backend(mut self, backend: sk_process::Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// How many pooled worker processes serve parts placed with
+    /// [`CyclePart::in_process`](crate::CyclePart::in_process) (default 2).
+    pub fn process_workers(mut self, n: usize) -> Self {
+        self.process_workers = n.max(1);
         self
     }
 
@@ -300,6 +318,19 @@ impl Cycle {
                 .map_err(|e| start_error(&format!("component thread \"{name}\""), e))?;
             rt.components.push(component);
         }
+        if self
+            .plan
+            .parts
+            .iter()
+            .any(|p| p.part.placement.is_process())
+        {
+            let backend = run.backend.unwrap_or_else(sk_process::Backend::from_env);
+            rt.processes = Some(Arc::new(crate::process::ProcessRunner::new(
+                Arc::clone(&cycle),
+                backend,
+                run.process_workers,
+            )));
+        }
         if self.plan.parts.iter().any(|p| p.part.timeout.is_some()) {
             let dog = Watchdog::start(&cycle).map_err(|e| start_error("the watchdog thread", e))?;
             *rt.watchdog.lock() = Some(dog);
@@ -363,6 +394,9 @@ impl Cycle {
         let report = build_report(&rt, outcomes, trace, started.elapsed());
         for component in &rt.components {
             component.shutdown();
+        }
+        if let Some(processes) = &rt.processes {
+            processes.shutdown(Duration::from_secs(2));
         }
         // Pool jobs that just finished may still hold the runtime for a
         // moment; a timed part that ignored its stop token holds it until
@@ -539,7 +573,11 @@ fn build_report(
             name: p.part.name.to_string(),
             coord: p.coord,
             states: std::array::from_fn(|s| rt.counts[id][s].load(Ordering::Relaxed)),
-            timing: rt.stats.get(id).map(|s| s.summary()).unwrap_or_default(),
+            timing: rt
+                .stats
+                .get(id)
+                .map(|s| s.lock().summary())
+                .unwrap_or_default(),
         })
         .collect();
     let iterations = outcomes

@@ -26,6 +26,7 @@ pub mod __private {
     pub use crate::worker::{
         __close_channel_to_parent, __write_raw_to_parent, ProcessInit, WorkerEntry,
     };
+    pub use crate::protocol::__call_frame_sizes;
     pub use inventory;
 }
 

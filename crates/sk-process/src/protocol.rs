@@ -83,3 +83,28 @@ pub(crate) enum StorageReply {
     Keys(Vec<String>),
     Failed(String),
 }
+
+/// The sizes in bytes of the frames of one call of `function` with no
+/// extra arguments returning `()`: `(call frame, reply frame)`. For
+/// benchmarks that compare against a raw exchange of the same bytes.
+#[doc(hidden)]
+pub fn __call_frame_sizes(function: &SkFunction) -> (usize, usize) {
+    use crate::frame::{DEFAULT_MAX_FRAME, encode_frame};
+    let call = ToWorker::Call {
+        id: 1,
+        function: function.clone(),
+        extra: Args::new(),
+    };
+    let done = FromWorker::Done {
+        id: 1,
+        outcome: Ok(Encoded {
+            type_name: std::any::type_name::<()>().to_owned(),
+            bytes: Vec::new(),
+        }),
+    };
+    let size = |frame: Result<Vec<u8>, _>| frame.map_or(0, |f: Vec<u8>| f.len());
+    (
+        size(encode_frame(&call, DEFAULT_MAX_FRAME)),
+        size(encode_frame(&done, DEFAULT_MAX_FRAME)),
+    )
+}

@@ -65,8 +65,8 @@ pub(crate) fn spawn_worker(name: &str) -> io::Result<Spawned> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: the closure runs in the child between fork and exec and only
-    // makes async-signal-safe calls (dup2, fcntl, prctl, getppid, _exit);
-    // it allocates nothing and touches no lock.
+    // makes async-signal-safe calls (dup2, fcntl, prctl, signal, getppid,
+    // _exit); it allocates nothing and touches no lock.
     unsafe {
         command.pre_exec(move || {
             if raw == WORKER_FD {
@@ -79,6 +79,11 @@ pub(crate) fn spawn_worker(name: &str) -> io::Result<Spawned> {
                 return Err(io::Error::last_os_error());
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Ctrl-C in a terminal reaches the whole process group; the
+            // parent stops its workers in order, so they ignore it.
+            if libc::signal(libc::SIGINT, libc::SIG_IGN) == libc::SIG_ERR {
                 return Err(io::Error::last_os_error());
             }
             // The parent died before the signal was set: leave now.

@@ -1,7 +1,7 @@
 //! The tree behind a [`CycleBuilder`](super::CycleBuilder): placement
 //! checks, layout of splits and sub-cycles, the ordering graph.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -28,6 +28,10 @@ pub(super) struct Tree {
     pub(super) graph: Acyclic<DiGraph<(), ()>>,
     pub(super) after: Vec<(NodeIdx, NodeIdx)>,
     pub(super) pipes: Vec<(NodeIdx, NodeIdx)>,
+    /// `after`, as a set: edges are checked for repeats in O(1).
+    after_set: HashSet<(NodeIdx, NodeIdx)>,
+    /// The source of the pipe into each piped part.
+    pipe_into: HashMap<NodeIdx, NodeIdx>,
     pub(super) sync: Option<SyncMode>,
     pub(super) rate_limit: Option<NonZeroUsize>,
     /// The largest column used so far; fresh columns come after it.
@@ -77,9 +81,35 @@ impl Tree {
             graph: Acyclic::new(),
             after: Vec::new(),
             pipes: Vec::new(),
+            after_set: HashSet::new(),
+            pipe_into: HashMap::new(),
             sync: None,
             rate_limit: None,
             max_col: 0,
+        }
+    }
+
+    /// Whether the `after` edge `(waiter, waits_for)` exists.
+    pub(super) fn has_after(&self, edge: (NodeIdx, NodeIdx)) -> bool {
+        self.after_set.contains(&edge)
+    }
+
+    /// Records an `after` edge (already checked).
+    pub(super) fn push_after(&mut self, edge: (NodeIdx, NodeIdx)) {
+        if self.after_set.insert(edge) {
+            self.after.push(edge);
+        }
+    }
+
+    /// The source of the pipe into `to`, if any.
+    pub(super) fn pipe_into(&self, to: NodeIdx) -> Option<NodeIdx> {
+        self.pipe_into.get(&to).copied()
+    }
+
+    /// Records a pipe `(from, to)` (already checked).
+    pub(super) fn push_pipe(&mut self, (from, to): (NodeIdx, NodeIdx)) {
+        if self.pipe_into.insert(to, from).is_none() {
+            self.pipes.push((from, to));
         }
     }
 
@@ -281,8 +311,12 @@ impl Tree {
             let added = self.add_order_edge(from, to);
             debug_assert!(added.is_ok());
         }
-        self.after.extend(staged.after);
-        self.pipes.extend(staged.pipes);
+        for edge in staged.after {
+            self.push_after(edge);
+        }
+        for edge in staged.pipes {
+            self.push_pipe(edge);
+        }
         self.max_col = staged.max_col;
     }
 

@@ -192,7 +192,12 @@ impl Runtime {
             let ctx = self.context(pp, input, &env, stop, iteration, number);
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| match &part.work {
                 Work::Context(f) => f(&ctx),
-                Work::Function(f) => f.execute_value().map_err(BoxError::from),
+                Work::Function(f) => match f.as_handle() {
+                    Some(handle) => handle
+                        .execute_value_with(&crate::process::input_args(handle, input))
+                        .map_err(BoxError::from),
+                    None => f.execute_value().map_err(BoxError::from),
+                },
             }));
             let value = match outcome {
                 Ok(Ok(value)) => value,
@@ -249,6 +254,100 @@ impl Runtime {
                 }
             }
             Err(error) => self.failure(pp, error, false),
+        };
+        finish.ran = started;
+        finish
+    }
+
+    /// Runs process part `node` in a worker, with retries under
+    /// [`ErrorMode::Retry`] (each attempt on a live worker).
+    pub(super) fn execute_in_process(&self, node: u32, input: &Input) -> Finish {
+        let pp = &self.plan.parts[node as usize];
+        let part = &pp.part;
+        let started =
+            (self.options.stats || self.options.trace).then(|| (Instant::now(), thread_number()));
+        let failed = |message: String| PartError::Failed {
+            part: part.name.to_string(),
+            coord: pp.coord,
+            message,
+        };
+        let handle = match (&part.work, &self.processes) {
+            (Work::Function(f), Some(runner)) => match f.as_handle() {
+                Some(handle) => Some((handle, runner)),
+                None => None,
+            },
+            _ => None,
+        };
+        // Rejected when the cycle was built; kept total for safety.
+        let Some((handle, runner)) = handle else {
+            let mut finish = self.failure(pp, failed("not a function handle".to_owned()), false);
+            finish.ran = started;
+            return finish;
+        };
+        // (error, retryable, timed out)
+        let attempt = |_: u32| -> Result<Value, (PartError, bool, bool)> {
+            if let (Some(check), Input::Value(value)) = (&part.input_validator, input) {
+                check(value).map_err(|reason| {
+                    let e = PartError::Invalid {
+                        part: part.name.to_string(),
+                        coord: pp.coord,
+                        which: "input",
+                        reason,
+                    };
+                    (e, true, false)
+                })?;
+            }
+            let value = runner
+                .call(&part.placement, handle, input, part.timeout)
+                .map_err(|e| match e {
+                    sk_process::WorkerError::TimedOut { after, .. } => (
+                        PartError::TimedOut {
+                            part: part.name.to_string(),
+                            coord: pp.coord,
+                            after,
+                        },
+                        true,
+                        true,
+                    ),
+                    other => (failed(message_chain(&other)), other.is_retryable(), false),
+                })?;
+            if let Some(check) = &part.validator {
+                check(&value).map_err(|reason| {
+                    let e = PartError::Invalid {
+                        part: part.name.to_string(),
+                        coord: pp.coord,
+                        which: "output",
+                        reason,
+                    };
+                    (e, true, false)
+                })?;
+            }
+            Ok(value)
+        };
+        let result = if part.error_mode == ErrorMode::Retry {
+            let policy = part.retry.clone().unwrap_or_default();
+            let mut rng = fastrand::Rng::new();
+            let classify = |(_, retryable, _): &(PartError, bool, bool)| Retry::from(*retryable);
+            policy
+                .run(&SystemClock, &mut rng, classify, |a| attempt(a.number))
+                .map_err(|e| {
+                    e.into_last_error().unwrap_or_else(|| {
+                        (
+                            failed("the retry policy allowed no attempt".to_owned()),
+                            false,
+                            false,
+                        )
+                    })
+                })
+        } else {
+            attempt(1)
+        };
+        let mut finish = match result {
+            Ok(value) => Finish {
+                output: (!value.is::<()>()).then(|| Arc::new(value)),
+                ..Finish::new(PartState::Succeeded)
+            },
+            Err((error, _, timed_out)) => self.failure(pp, error, timed_out),
         };
         finish.ran = started;
         finish
@@ -321,7 +420,7 @@ impl Runtime {
         };
         let elapsed = started.elapsed();
         if self.options.stats {
-            self.stats[node as usize].record(elapsed);
+            self.stats[node as usize].lock().record(elapsed);
         }
         if self.options.trace {
             let pp = &self.plan.parts[node as usize];

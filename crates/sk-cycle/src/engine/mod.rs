@@ -4,11 +4,18 @@
 //! Each node has a countdown of unfinished predecessors. A finishing node
 //! decrements its successors; one that reaches zero is ready. The thread
 //! that finished a node keeps one ready successor and runs it inline (a
-//! chain runs as a loop, with no scheduling at all), hands the others to
-//! the pool, and splits a wide fan-out with rayon's work-splitting
+//! chain runs as a loop, with no scheduling at all), runs exactly two as a
+//! `rayon::join` (no allocation; the other is stolen only by an idle
+//! thread; nesting is bounded, past it they are spawned), spawns any
+//! further ones, and splits a wide fan-out with rayon's work-splitting
 //! iterator, so a level of ten thousand parts costs a few joins rather than
 //! ten thousand spawns. Parts bound to a component, and parts with a
 //! timeout, run off the pool and finish through the pool.
+//!
+//! An iteration ends when every *sink* (node without successors) of its
+//! lane has ended: every other node is an ancestor of a sink. Ended sinks
+//! are counted per pool job and subtracted from the lane's counter once, so
+//! parallel branches do not contend on it.
 
 mod component;
 mod exec;
@@ -23,7 +30,7 @@ use std::time::{Duration, Instant};
 use crossbeam::utils::Backoff;
 use parking_lot::Mutex;
 use rayon::prelude::*;
-use sk_core::{SharedStats, StopToken, Value};
+use sk_core::{StopToken, Value, WindowStats};
 
 use crate::coord::Coord;
 use crate::mode::PartState;
@@ -40,6 +47,10 @@ pub(crate) use timer::Watchdog;
 /// Above this many successors, a finishing node splits them across the
 /// pool with a parallel iterator instead of spawning each.
 const WIDE_FANOUT: usize = 16;
+
+/// How deep `rayon::join`s over ready successors may nest on one thread
+/// before further ones are spawned instead (bounding stack use).
+const MAX_JOIN_DEPTH: u32 = 48;
 
 /// What poisons a data successor, by strength: the strongest wins.
 pub(crate) mod poison {
@@ -98,16 +109,26 @@ pub(crate) struct Runtime {
     gates: Box<[Gate]>,
     pub(crate) components: Vec<Component>,
     pub(crate) watchdog: Mutex<Option<Watchdog>>,
+    /// Worker processes for parts placed in processes.
+    pub(crate) processes: Option<Arc<crate::process::ProcessRunner>>,
     generation: AtomicU64,
     /// Timed parts still running on their own threads (late ones too).
     pub(crate) timed_running: AtomicUsize,
     pub(crate) options: EngineOptions,
-    pub(crate) stats: Box<[SharedStats]>,
+    /// Per-part timing: a few hundred bytes each, however large the cycle.
+    pub(crate) stats: Box<[Mutex<WindowStats>]>,
     pub(crate) counts: Box<[[AtomicU64; 8]]>,
     pub(crate) trace: Mutex<Vec<TraceEvent>>,
     pub(crate) epoch: Instant,
     /// Latest output of every part, kept only when there are several lanes.
     latest: Box<[Mutex<Option<Arc<Value>>>]>,
+}
+
+/// Successors a completed node made ready, for its thread to run.
+enum Ready {
+    None,
+    One(u32),
+    Two(u32, u32),
 }
 
 /// What processing a node led to.
@@ -134,7 +155,7 @@ impl Runtime {
             lanes: (0..plan.lanes.len()).map(|_| LaneRt::default()).collect(),
             gates: plan.gates.iter().map(|n| Gate::new(n.get())).collect(),
             stats: (0..if options.stats { parts } else { 0 })
-                .map(|_| SharedStats::new())
+                .map(|_| Mutex::new(WindowStats::new()))
                 .collect(),
             counts: (0..parts).map(|_| Default::default()).collect(),
             latest: (0..if multi_lane { parts } else { 0 })
@@ -149,6 +170,7 @@ impl Runtime {
             instant_error: Mutex::new(None),
             components: Vec::new(),
             watchdog: Mutex::new(None),
+            processes: None,
             generation: AtomicU64::new(0),
             timed_running: AtomicUsize::new(0),
             options,
@@ -181,7 +203,8 @@ impl Runtime {
         rt.error_state.store(false, Ordering::Relaxed);
         rt.done.store(false, Ordering::Relaxed);
         *rt.waiter.lock() = Some(thread::current());
-        rt.remaining.store(nodes.len(), Ordering::Release);
+        rt.remaining
+            .store(self.plan.lanes[lane].sinks, Ordering::Release);
         rt.iteration.fetch_add(1, Ordering::AcqRel) + 1
     }
 
@@ -194,7 +217,8 @@ impl Runtime {
             for &root in rest {
                 self.spawn(root, false);
             }
-            self.drive(first, false);
+            let sinks = self.drive(first, false, 0);
+            self.sinks_ended(first, sinks);
         }
         let rt = &self.lanes[lane];
         let backoff = Backoff::new();
@@ -222,6 +246,23 @@ impl Runtime {
         iteration
     }
 
+    /// Counts `sinks` more ended sinks of `node`'s lane; the last one ends
+    /// the iteration. Callers batch them: one count per pool job, not one
+    /// per node, so that parallel branches do not fight over the counter.
+    fn sinks_ended(&self, node: u32, sinks: usize) {
+        if sinks == 0 {
+            return;
+        }
+        let lane = self.plan.node_lane[node as usize] as usize;
+        if self.lanes[lane]
+            .remaining
+            .fetch_sub(sinks, Ordering::AcqRel)
+            == sinks
+        {
+            self.lane_finished(lane);
+        }
+    }
+
     fn lane_finished(&self, lane: usize) {
         let rt = &self.lanes[lane];
         rt.done.store(true, Ordering::Release);
@@ -235,17 +276,47 @@ impl Runtime {
     /// Runs `node` (and whatever becomes ready after it) on the pool.
     fn spawn(self: &Arc<Self>, node: u32, admitted: bool) {
         let this = Arc::clone(self);
-        self.pool.spawn(move || this.drive(node, admitted));
+        self.pool.spawn(move || {
+            let sinks = this.drive(node, admitted, 0);
+            this.sinks_ended(node, sinks);
+        });
     }
 
     /// Runs `node`, then keeps going inline with one ready successor at a
-    /// time.
-    fn drive(self: &Arc<Self>, node: u32, admitted: bool) {
-        let mut next = Some((node, admitted));
-        while let Some((node, admitted)) = next.take() {
-            match self.process(node, admitted) {
-                Step::Done(finish) => next = self.complete(node, finish).map(|n| (n, false)),
-                Step::Deferred => return,
+    /// time. Returns how many sinks it ended (not yet counted).
+    fn drive(self: &Arc<Self>, node: u32, admitted: bool, depth: u32) -> usize {
+        match self.process(node, admitted) {
+            Step::Done(finish) => self.finish_and_follow(node, finish, depth),
+            Step::Deferred => 0,
+        }
+    }
+
+    /// Completes `node` and runs what it made ready: one successor inline
+    /// (a chain is a loop), two as a `rayon::join` (no allocation, and the
+    /// second is stolen only if a thread is idle). Returns how many sinks
+    /// it ended (not yet counted).
+    fn finish_and_follow(self: &Arc<Self>, node: u32, finish: Finish, depth: u32) -> usize {
+        let (mut node, mut finish) = (node, finish);
+        let mut sinks = 0;
+        loop {
+            let (ready, ended) = self.complete(node, finish, depth);
+            sinks += ended;
+            let next = match ready {
+                Ready::None => return sinks,
+                Ready::One(next) => next,
+                Ready::Two(a, b) => {
+                    // The later successor runs here, the earlier one is
+                    // offered to idle threads (as with spawning).
+                    let (x, y) = rayon::join(
+                        || self.drive(b, false, depth + 1),
+                        || self.drive(a, false, depth + 1),
+                    );
+                    return sinks + x + y;
+                }
+            };
+            match self.process(next, false) {
+                Step::Done(f) => (node, finish) = (next, f),
+                Step::Deferred => return sinks,
             }
         }
     }
@@ -254,9 +325,8 @@ impl Runtime {
     pub(crate) fn complete_from_outside(self: &Arc<Self>, node: u32, finish: Finish) {
         let this = Arc::clone(self);
         self.pool.spawn(move || {
-            if let Some(next) = this.complete(node, finish) {
-                this.drive(next, false);
-            }
+            let sinks = this.finish_and_follow(node, finish, 0);
+            this.sinks_ended(node, sinks);
         });
     }
 
@@ -290,6 +360,10 @@ impl Runtime {
             }
         }
         let gated = part.gate.is_some();
+        if part.part.placement.is_process() {
+            self.run_in_process(node, input, gated);
+            return Step::Deferred;
+        }
         if let Some(component) = part.component {
             self.run_on_component(node, component as usize, input, gated);
             return Step::Deferred;
@@ -323,6 +397,24 @@ impl Runtime {
         if let Err(job) = self.components[component].send(job) {
             // The component thread is gone (only at shutdown): run here.
             job();
+        }
+    }
+
+    /// Runs a process part: its call blocks a thread of its own (not the
+    /// pool) until the worker answers, fails, dies or is killed at the
+    /// part's timeout.
+    fn run_in_process(self: &Arc<Self>, node: u32, input: Input, gated: bool) {
+        let this = Arc::clone(self);
+        let part = &self.plan.parts[node as usize];
+        let spawned = thread::Builder::new()
+            .name(format!("sk-call:{}", part.part.name))
+            .spawn(move || {
+                let finish = this.execute_in_process(node, &input);
+                this.complete_from_outside(node, finish.gated(gated));
+            });
+        if spawned.is_err() {
+            let finish = Finish::spawn_failed(&self.plan.parts[node as usize]);
+            self.complete_from_outside(node, finish.gated(gated));
         }
     }
 
@@ -389,45 +481,57 @@ impl Runtime {
     }
 
     /// Records `node`'s end, releases its successors and gate, and returns
-    /// one ready successor for the caller to run inline.
-    fn complete(self: &Arc<Self>, node: u32, finish: Finish) -> Option<u32> {
+    /// up to two ready successors for the caller to run (spawning any
+    /// others) and how many sinks ended here (not yet counted).
+    fn complete(self: &Arc<Self>, node: u32, finish: Finish, depth: u32) -> (Ready, usize) {
         let lane = self.plan.node_lane[node as usize] as usize;
-        let mut next = None;
         let mut data_poison = poison::NONE;
         if self.plan.is_part(node) {
             data_poison = finish.poison;
+            let mut queued = None;
             if finish.gated {
                 let part = &self.plan.parts[node as usize];
-                if let Some(queued) = part.gate.and_then(|g| self.gates[g as usize].leave()) {
-                    next = Some(queued);
-                }
+                queued = part.gate.and_then(|g| self.gates[g as usize].leave());
             }
             self.record(node, lane, finish);
-        }
-        // A queued node handed the gate permit runs first, already admitted.
-        if let Some(queued) = next.take() {
-            self.spawn(queued, true);
-        }
-        let successors = self.plan.successors(node);
-        if successors.len() > WIDE_FANOUT {
-            successors.par_iter().for_each(|&s| {
-                if let Some(ready) = self.release(s, data_poison) {
-                    self.drive(ready, false);
-                }
-            });
-        } else {
-            for &s in successors {
-                if let Some(ready) = self.release(s, data_poison) {
-                    if let Some(previous) = next.replace(ready) {
-                        self.spawn(previous, false);
-                    }
-                }
+            // A queued node handed the gate permit runs first, already
+            // admitted.
+            if let Some(queued) = queued {
+                self.spawn(queued, true);
             }
         }
-        if self.lanes[lane].remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.lane_finished(lane);
+        let successors = self.plan.successors(node);
+        if successors.is_empty() {
+            return (Ready::None, 1);
         }
-        next
+        if successors.len() > WIDE_FANOUT {
+            let sinks = successors
+                .par_iter()
+                .map(|&s| match self.release(s, data_poison) {
+                    Some(ready) => self.drive(ready, false, depth + 1),
+                    None => 0,
+                })
+                .sum();
+            return (Ready::None, sinks);
+        }
+        let mut ready = Ready::None;
+        for &s in successors {
+            if let Some(r) = self.release(s, data_poison) {
+                ready = match ready {
+                    Ready::None => Ready::One(r),
+                    Ready::One(a) if depth < MAX_JOIN_DEPTH => Ready::Two(a, r),
+                    Ready::One(a) => {
+                        self.spawn(r, false);
+                        Ready::One(a)
+                    }
+                    Ready::Two(a, b) => {
+                        self.spawn(r, false);
+                        Ready::Two(a, b)
+                    }
+                };
+            }
+        }
+        (ready, 0)
     }
 
     /// Counts one predecessor of `edge`'s target as done; the target if

@@ -1,0 +1,163 @@
+//! [`WindowStats`]: timing stats in a few hundred bytes, for when there are
+//! very many of them (one per part of a large cycle).
+
+use std::time::Duration;
+
+use crate::stats::StatsSummary;
+
+/// How many recent samples [`WindowStats`] keeps for percentiles.
+pub const WINDOW: usize = 64;
+
+/// Timing stats with bounded memory: count, total, mean, standard
+/// deviation, minimum and maximum are exact over every sample; the median
+/// and percentiles are exact over the most recent [`WINDOW`] samples.
+///
+/// Use [`TimingStats`](crate::TimingStats) where percentiles over every
+/// sample matter and there are few stats to keep.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sk_core::WindowStats;
+///
+/// let mut stats = WindowStats::new();
+/// for ms in 1..=100 {
+///     stats.record(Duration::from_millis(ms));
+/// }
+/// let s = stats.summary();
+/// assert_eq!(s.count, 100);
+/// assert_eq!(s.mean, Duration::from_micros(50_500));
+/// assert_eq!(s.min, Duration::from_millis(1));
+/// // Percentiles cover the last 64 samples: 37..=100 ms.
+/// assert_eq!(s.median, Duration::from_millis(68));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct WindowStats {
+    count: u64,
+    total_ns: u128,
+    min_ns: u64,
+    max_ns: u64,
+    mean_ns: f64,
+    m2: f64,
+    recent: Vec<u64>,
+    next: usize,
+}
+
+impl WindowStats {
+    /// Empty stats (nothing allocated until the first sample).
+    pub const fn new() -> Self {
+        WindowStats {
+            count: 0,
+            total_ns: 0,
+            min_ns: 0,
+            max_ns: 0,
+            mean_ns: 0.0,
+            m2: 0.0,
+            recent: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// Adds one sample.
+    pub fn record(&mut self, sample: Duration) {
+        let ns = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+        self.count += 1;
+        self.total_ns += u128::from(ns);
+        if self.count == 1 {
+            self.min_ns = ns;
+            self.max_ns = ns;
+        } else {
+            self.min_ns = self.min_ns.min(ns);
+            self.max_ns = self.max_ns.max(ns);
+        }
+        // Welford's online mean and variance.
+        let x = ns as f64;
+        let delta = x - self.mean_ns;
+        self.mean_ns += delta / self.count as f64;
+        self.m2 += delta * (x - self.mean_ns);
+        if self.recent.len() < WINDOW {
+            self.recent.push(ns);
+        } else {
+            self.recent[self.next] = ns;
+            self.next = (self.next + 1) % WINDOW;
+        }
+    }
+
+    /// How many samples were recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The summary; percentiles over the recent window.
+    pub fn summary(&self) -> StatsSummary {
+        if self.count == 0 {
+            return StatsSummary::default();
+        }
+        let mut window = self.recent.clone();
+        window.sort_unstable();
+        let pick = |p: f64| {
+            // Nearest rank.
+            let rank = ((p / 100.0) * window.len() as f64).ceil() as usize;
+            Duration::from_nanos(window[rank.clamp(1, window.len()) - 1])
+        };
+        let stdev = if self.count > 1 {
+            (self.m2 / (self.count - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        let total = Duration::from_nanos(u64::try_from(self.total_ns).unwrap_or(u64::MAX));
+        StatsSummary {
+            count: self.count,
+            total,
+            mean: Duration::from_nanos((self.total_ns / u128::from(self.count)) as u64),
+            median: pick(50.0),
+            stdev: Duration::from_nanos(stdev.round() as u64),
+            min: Duration::from_nanos(self.min_ns),
+            max: Duration::from_nanos(self.max_ns),
+            p90: pick(90.0),
+            p95: pick(95.0),
+            p99: pick(99.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_stats_summarise_to_zero() {
+        assert_eq!(WindowStats::new().summary(), StatsSummary::default());
+    }
+
+    #[test]
+    fn exact_moments_over_all_samples_and_percentiles_over_the_window() {
+        let mut s = WindowStats::new();
+        for ms in 1..=10 {
+            s.record(Duration::from_millis(ms));
+        }
+        let sum = s.summary();
+        assert_eq!(sum.count, 10);
+        assert_eq!(sum.total, Duration::from_millis(55));
+        assert_eq!(sum.mean, Duration::from_micros(5_500));
+        assert_eq!(sum.min, Duration::from_millis(1));
+        assert_eq!(sum.max, Duration::from_millis(10));
+        assert_eq!(sum.median, Duration::from_millis(5));
+        assert_eq!(sum.p90, Duration::from_millis(9));
+        assert_eq!(sum.p99, Duration::from_millis(10));
+        // Sample stdev of 1..=10 ms is 3.0277 ms.
+        assert_eq!(sum.stdev.as_micros(), 3_027);
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let mut s = WindowStats::new();
+        for i in 0..10_000u64 {
+            s.record(Duration::from_nanos(i));
+        }
+        assert_eq!(s.recent.len(), WINDOW);
+        assert_eq!(s.summary().max, Duration::from_nanos(9_999));
+        assert_eq!(s.summary().min, Duration::ZERO);
+    }
+}

@@ -1,0 +1,395 @@
+//! The engine against hand-written rayon baselines, side by side in one
+//! process: per-part overhead of no-op parts in four graph shapes.
+//!
+//! Run with `cargo bench -p sk-cycle --bench compare`. Each measurement is
+//! repeated and the fastest repetition is kept (the machine may be shared);
+//! ours and the baseline alternate so that both see the same noise. Set
+//! `SK_BENCH_QUICK=1` for a single short repetition (profiling), and
+//! `SK_BENCH_CASES=a,c` to run only some cases.
+//!
+//! Columns: ours with stats on (the default) and off, per part of a whole
+//! `Cycle::run` of k iterations (runtime setup and report included);
+//! `marginal`, stats off, per part of one more iteration (the engine alone);
+//! the baseline; and the ratios ours / baseline. Case (b) and (d) print one
+//! row per baseline: (b) against a plain loop over `Box<dyn Fn>` and against
+//! a chain of rayon scope spawns; (d) against anti-diagonal `par_iter` (the
+//! stronger for no-op nodes) and against per-node atomic counters.
+
+// A benchmark whose setup fails should stop loudly.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use sk_cycle::{Cycle, CycleBuilder, CyclePart, Run};
+
+/// One row of the table.
+struct Row {
+    case: String,
+    parts: u64,
+    ours_on: f64,
+    ours_off: f64,
+    /// Stats off, per part of an extra iteration: without the per-run
+    /// costs (runtime setup, report).
+    marginal: f64,
+    baseline: f64,
+    baseline_name: &'static str,
+}
+
+struct Bench {
+    pool: Arc<rayon::ThreadPool>,
+    reps: usize,
+    quick: bool,
+    rows: Vec<Row>,
+}
+
+/// Nanoseconds per part of the fastest of `reps` runs of `f`, which runs
+/// `work` parts.
+fn best(reps: usize, work: u64, mut f: impl FnMut()) -> f64 {
+    let mut best = Duration::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed());
+    }
+    best.as_nanos() as f64 / work as f64
+}
+
+fn noop(name: String) -> CyclePart {
+    CyclePart::new(name, |_| ())
+}
+
+impl Bench {
+    /// Measures `cycle` (`k` iterations of `parts` parts each) with stats off
+    /// and on, and `baseline` (one call = one iteration), interleaved.
+    fn compare(
+        &mut self,
+        case: &str,
+        cycle: &Cycle,
+        parts: u64,
+        k: u64,
+        baseline_name: &'static str,
+        baseline: &(dyn Fn() + Sync),
+    ) {
+        let k = if self.quick { k.div_ceil(4) } else { k };
+        let work = parts * k;
+        let run_k = |k: u64, stats: bool| {
+            let report = cycle
+                .run(Run::times(k).pool(Arc::clone(&self.pool)).stats(stats))
+                .expect("the run starts");
+            assert_eq!(report.iterations(), k);
+        };
+        let run = |stats: bool| run_k(k, stats);
+        let base = || {
+            self.pool.install(|| {
+                for _ in 0..k {
+                    baseline();
+                }
+            })
+        };
+        // Warm up the pool and the caches.
+        run(false);
+        base();
+        let (mut off, mut on, mut b) = (f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..self.reps {
+            off = off.min(best(1, work, || run(false)));
+            b = b.min(best(1, work, base));
+            on = on.min(best(1, work, || run(true)));
+        }
+        // Twice the iterations, so the difference is k iterations without
+        // the per-run costs.
+        let double = best(self.reps.div_ceil(2), work, || run_k(2 * k, false));
+        let marginal = double - off;
+        self.rows.push(Row {
+            case: case.to_owned(),
+            parts,
+            ours_on: on,
+            ours_off: off,
+            marginal,
+            baseline: b,
+            baseline_name,
+        });
+    }
+
+    /// Adds a row comparing an already measured case with another baseline.
+    fn also(
+        &mut self,
+        case: &str,
+        baseline_name: &'static str,
+        k: u64,
+        baseline: &(dyn Fn() + Sync),
+    ) {
+        let k = if self.quick { k.div_ceil(4) } else { k };
+        let Some(last) = self.rows.last() else { return };
+        let parts = last.parts;
+        let base = || {
+            self.pool.install(|| {
+                for _ in 0..k {
+                    baseline();
+                }
+            })
+        };
+        base();
+        let b = best(self.reps, parts * k, base);
+        let (on, off, marginal) = (last.ours_on, last.ours_off, last.marginal);
+        self.rows.push(Row {
+            case: case.to_owned(),
+            parts,
+            ours_on: on,
+            ours_off: off,
+            marginal,
+            baseline: b,
+            baseline_name,
+        });
+    }
+}
+
+/// Times `f`, printing what it built.
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let value = f();
+    println!("  {what:<44} {:>9.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    value
+}
+
+// ----- (a) one level of 10k no-op parts --------------------------------
+
+fn wide(n: usize) -> Cycle {
+    let mut b = CycleBuilder::new("wide");
+    b.add(noop("root".into()), 1).expect("root");
+    b.split((0..n).map(|i| noop(format!("p{i}"))), 2)
+        .expect("split");
+    b.build().expect("build")
+}
+
+// ----- (b) a chain of 100k parts ---------------------------------------
+
+fn chain(n: usize) -> Cycle {
+    let mut b = CycleBuilder::new("chain");
+    let mut last = b.root(noop("c0".into())).expect("root");
+    for i in 1..n {
+        last = b.then(last, noop(format!("c{i}"))).expect("then");
+    }
+    b.build().expect("build")
+}
+
+/// Runs `fns[i]` then spawns `fns[i + 1]` in `scope`: a chain scheduled by
+/// rayon, one task per link.
+fn rayon_chain<'s>(scope: &rayon::Scope<'s>, fns: &'s [Box<dyn Fn() + Send + Sync>], i: usize) {
+    fns[i]();
+    if i + 1 < fns.len() {
+        scope.spawn(move |s| rayon_chain(s, fns, i + 1));
+    }
+}
+
+// ----- (c) a diamond ----------------------------------------------------
+
+fn diamond() -> Cycle {
+    let mut b = CycleBuilder::new("diamond");
+    let a = b.root(noop("a".into())).expect("root");
+    let [bb, _c] = b
+        .fork(a, [noop("b".into()), noop("c".into())])
+        .expect("fork");
+    b.then(bb, noop("d".into())).expect("d");
+    b.after("d", "c").expect("after");
+    b.build().expect("build")
+}
+
+// ----- (d) a wavefront ---------------------------------------------------
+
+/// A root, a split at 2-1 into `n` columns, each a chain of `n` parts; part
+/// (i, j) (row i, column j) runs after (i - 1, j) by the chain and after
+/// (i, j - 1) by an `after` edge.
+fn wavefront(n: usize) -> Cycle {
+    let name = |i: usize, j: usize| format!("w{i}_{j}");
+    let mut b = CycleBuilder::new("wavefront");
+    b.add(noop("root".into()), 1).expect("root");
+    let mut cols = timed("wavefront: split", || {
+        b.split((0..n).map(|j| noop(name(0, j))), 2).expect("split")
+    });
+    timed("wavefront: chains", || {
+        for i in 1..n {
+            for col in cols.iter_mut() {
+                let j = col.coord().position as usize - 1;
+                *col = b.then(*col, noop(name(i, j))).expect("then");
+            }
+        }
+    });
+    timed("wavefront: after edges", || {
+        for i in 0..n {
+            for j in 1..n {
+                b.after(name(i, j), name(i, j - 1)).expect("after");
+            }
+        }
+    });
+    timed("wavefront: build", || b.build().expect("build"))
+}
+
+/// Per-node dependency counters; a finishing node runs one ready successor
+/// inline and spawns the other.
+fn wavefront_counters(n: usize, pending: &[AtomicU32]) {
+    for (idx, p) in pending.iter().enumerate() {
+        let (i, j) = (idx / n, idx % n);
+        p.store(u32::from(i > 0) + u32::from(j > 0), Ordering::Relaxed);
+    }
+    fn run<'s>(s: &rayon::Scope<'s>, n: usize, pending: &'s [AtomicU32], mut idx: usize) {
+        loop {
+            black_box(());
+            let (i, j) = (idx / n, idx % n);
+            let ready = |t: usize| pending[t].fetch_sub(1, Ordering::AcqRel) == 1;
+            let down = (i + 1 < n && ready(idx + n)).then_some(idx + n);
+            let right = (j + 1 < n && ready(idx + 1)).then_some(idx + 1);
+            match (down, right) {
+                (Some(d), Some(r)) => {
+                    s.spawn(move |s| run(s, n, pending, r));
+                    idx = d;
+                }
+                (Some(t), None) | (None, Some(t)) => idx = t,
+                (None, None) => return,
+            }
+        }
+    }
+    rayon::scope(|s| run(s, n, pending, 0));
+}
+
+/// Anti-diagonals in order, each a parallel iterator.
+fn wavefront_diagonals(n: usize) {
+    for d in 0..2 * n - 1 {
+        let lo = d.saturating_sub(n - 1);
+        let hi = d.min(n - 1);
+        (lo..=hi).into_par_iter().for_each(|i| {
+            black_box((i, d - i));
+        });
+    }
+}
+
+fn main() {
+    let quick = std::env::var_os("SK_BENCH_QUICK").is_some();
+    let cases = std::env::var("SK_BENCH_CASES").unwrap_or_else(|_| "a,b,c,d".into());
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .stack_size(64 << 20)
+            .build()
+            .expect("pool"),
+    );
+    let mut bench = Bench {
+        pool: Arc::clone(&pool),
+        reps: if quick { 1 } else { 7 },
+        quick,
+        rows: Vec::new(),
+    };
+    println!("build times:");
+
+    if cases.contains('a') {
+        const N: usize = 10_000;
+        let cycle = timed("(a) wide 10k: builder + build", || wide(N));
+        bench.compare(
+            "(a) one level of 10k",
+            &cycle,
+            N as u64 + 1,
+            200,
+            "scope+spawn",
+            &|| {
+                rayon::scope(|s| {
+                    for _ in 0..N {
+                        s.spawn(|_| black_box(()));
+                    }
+                })
+            },
+        );
+    }
+
+    if cases.contains('b') {
+        const N: usize = 100_000;
+        let cycle = timed("(b) chain 100k: builder + build", || chain(N));
+        let fns: Vec<Box<dyn Fn() + Send + Sync>> = (0..N)
+            .map(|_| Box::new(|| black_box(())) as Box<_>)
+            .collect();
+        bench.compare(
+            "(b) chain of 100k",
+            &cycle,
+            N as u64,
+            40,
+            "Box<dyn Fn> loop",
+            &|| {
+                for f in &fns {
+                    f();
+                }
+            },
+        );
+        bench.also("(b) chain of 100k", "scope spawn chain", 40, &|| {
+            rayon::scope(|s| rayon_chain(s, &fns, 0))
+        });
+    }
+
+    if cases.contains('c') {
+        let cycle = timed("(c) diamond: builder + build", diamond);
+        let f = || black_box(());
+        bench.compare(
+            "(c) diamond x100k",
+            &cycle,
+            4,
+            100_000,
+            "f; join(f, f); f",
+            &|| {
+                f();
+                rayon::join(f, f);
+                f();
+            },
+        );
+    }
+
+    if cases.contains('d') {
+        const N: usize = 512;
+        let cycle = timed("(d) wavefront 512x512: builder + build", || wavefront(N));
+        let pending: Vec<AtomicU32> = (0..N * N).map(|_| AtomicU32::new(0)).collect();
+        // The cycle has one more part (the root); count only the grid.
+        bench.compare(
+            "(d) wavefront 512x512",
+            &cycle,
+            (N * N) as u64,
+            10,
+            "anti-diagonal par_iter",
+            &|| wavefront_diagonals(N),
+        );
+        bench.also(
+            "(d) wavefront 512x512",
+            "atomic counters+spawn",
+            10,
+            &|| wavefront_counters(N, &pending),
+        );
+    }
+
+    println!();
+    println!(
+        "{:<24} {:>7} {:>13} {:>13} {:>13} {:>13} {:>9} {:>9} {:>9}  baseline",
+        "case",
+        "parts",
+        "ours (stats)",
+        "ours (no st)",
+        "marginal",
+        "baseline",
+        "ratio st",
+        "ratio no",
+        "ratio mg"
+    );
+    for r in &bench.rows {
+        println!(
+            "{:<24} {:>7} {:>10.1} ns {:>10.1} ns {:>10.1} ns {:>10.1} ns {:>9.2} {:>9.2} {:>9.2}  {}",
+            r.case,
+            r.parts,
+            r.ours_on,
+            r.ours_off,
+            r.marginal,
+            r.baseline,
+            r.ours_on / r.baseline,
+            r.ours_off / r.baseline,
+            r.marginal / r.baseline,
+            r.baseline_name
+        );
+    }
+}

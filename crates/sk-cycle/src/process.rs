@@ -1,0 +1,192 @@
+//! Running parts in worker processes: a run's pool of workers for parts
+//! placed with [`CyclePart::in_process`](crate::CyclePart::in_process), and
+//! one long-lived worker per name for
+//! [`CyclePart::in_named_process`](crate::CyclePart::in_named_process).
+//!
+//! A part's call blocks a dedicated thread, not the engine's pool. A part
+//! over its timeout has its worker killed (true preemption) and ends timed
+//! out; a worker that dies mid-part fails the part (its error mode then
+//! decides: retry runs it again on a fresh worker). A dead worker is never
+//! reused: the next part gets a new one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use sk_core::{Args, SkFunction, Value};
+use sk_process::{Backend, Worker, WorkerError};
+
+use crate::mode::Placement;
+use crate::part::Input;
+
+/// The workers of one run.
+pub(crate) struct ProcessRunner {
+    cycle: Arc<str>,
+    backend: Backend,
+    pool_size: usize,
+    pooled: Mutex<PoolState>,
+    idle_changed: Condvar,
+    named: Mutex<HashMap<String, Arc<Mutex<Option<Worker>>>>>,
+    spawned: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<Worker>,
+    live: usize,
+    closed: bool,
+}
+
+impl ProcessRunner {
+    pub(crate) fn new(cycle: Arc<str>, backend: Backend, pool_size: usize) -> Self {
+        ProcessRunner {
+            cycle,
+            backend,
+            pool_size: pool_size.max(1),
+            pooled: Mutex::new(PoolState::default()),
+            idle_changed: Condvar::new(),
+            named: Mutex::new(HashMap::new()),
+            spawned: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn spawn(&self, label: &str) -> Result<Worker, WorkerError> {
+        let n = self
+            .spawned
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Worker::spawn(format!("{}:{label}:{n}", self.cycle), self.backend)
+    }
+
+    /// Runs `function` for a part placed at `placement`, with the part's
+    /// input bound as `input` when the function takes it.
+    pub(crate) fn call(
+        &self,
+        placement: &Placement,
+        function: &SkFunction,
+        input: &Input,
+        timeout: Option<Duration>,
+    ) -> Result<Value, WorkerError> {
+        let args = input_args(function, input);
+        match placement {
+            Placement::NamedProcess(name) => self.call_named(name, function, &args, timeout),
+            _ => self.call_pooled(function, &args, timeout),
+        }
+    }
+
+    fn call_pooled(
+        &self,
+        function: &SkFunction,
+        args: &Args,
+        timeout: Option<Duration>,
+    ) -> Result<Value, WorkerError> {
+        let worker = {
+            let mut state = self.pooled.lock();
+            loop {
+                if state.closed {
+                    return Err(WorkerError::Closed {
+                        worker: format!("{}:pool", self.cycle),
+                    });
+                }
+                if let Some(worker) = state.idle.pop() {
+                    break Some(worker);
+                }
+                if state.live < self.pool_size {
+                    state.live += 1;
+                    break None;
+                }
+                self.idle_changed.wait(&mut state);
+            }
+        };
+        let worker = match worker {
+            Some(worker) => worker,
+            None => match self.spawn("pool") {
+                Ok(worker) => worker,
+                Err(e) => {
+                    self.pooled.lock().live -= 1;
+                    self.idle_changed.notify_one();
+                    return Err(e);
+                }
+            },
+        };
+        let result = worker.call(function, args, timeout);
+        let mut state = self.pooled.lock();
+        if worker.is_alive() && !state.closed {
+            state.idle.push(worker);
+        } else {
+            state.live -= 1;
+            drop(state);
+            worker.kill();
+        }
+        self.idle_changed.notify_one();
+        result
+    }
+
+    fn call_named(
+        &self,
+        name: &str,
+        function: &SkFunction,
+        args: &Args,
+        timeout: Option<Duration>,
+    ) -> Result<Value, WorkerError> {
+        let slot = Arc::clone(self.named.lock().entry(name.to_owned()).or_default());
+        // Parts bound to one named process run there one at a time.
+        let mut slot = slot.lock();
+        let worker = match slot.as_ref() {
+            Some(worker) if worker.is_alive() => worker.clone(),
+            _ => {
+                let worker = self.spawn(name)?;
+                *slot = Some(worker.clone());
+                worker
+            }
+        };
+        let result = worker.call(function, args, timeout);
+        if !worker.is_alive() {
+            *slot = None;
+        }
+        result
+    }
+
+    /// Stops every worker: finish, then kill after `grace`.
+    pub(crate) fn shutdown(&self, grace: Duration) {
+        let idle = {
+            let mut state = self.pooled.lock();
+            state.closed = true;
+            std::mem::take(&mut state.idle)
+        };
+        self.idle_changed.notify_all();
+        let named: Vec<_> = self.named.lock().drain().map(|(_, w)| w).collect();
+        let mut workers = idle;
+        for slot in named {
+            if let Some(worker) = slot.lock().take() {
+                workers.push(worker);
+            }
+        }
+        for worker in &workers {
+            worker.stop(grace);
+        }
+    }
+}
+
+impl Drop for ProcessRunner {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_secs(2));
+    }
+}
+
+/// The call's extra arguments: the part's input as `input`, when the
+/// function has a parameter of that name and there is an input to give.
+pub(crate) fn input_args(function: &SkFunction, input: &Input) -> Args {
+    let takes_input = function
+        .spec()
+        .is_ok_and(|spec| spec.param("input").is_some());
+    match input {
+        Input::Value(value) if takes_input => match value.encode() {
+            Ok(bytes) => Args::new().with_encoded("input", value.type_name().to_owned(), bytes),
+            // A local-only value cannot be sent; the call then fails naming
+            // the missing argument.
+            Err(_) => Args::new(),
+        },
+        _ => Args::new(),
+    }
+}

@@ -1,0 +1,220 @@
+//! Parts placed in worker processes (or worker threads under
+//! `SK_SPAWN_BACKEND=thread`): isolation, data in and out, timeouts that
+//! kill, deaths mid-part, and what cannot cross.
+
+// Test helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use sk_core::{SkFunction, SkLambda};
+use sk_cycle::{BuildError, CycleBuilder, CyclePart, ErrorMode, PartState, Run};
+use sk_process::Backend;
+use sk_reg::GlobalStorage;
+use sk_testkit::guarded;
+
+sk_process::worker_test!();
+
+#[sk_core::function(crate = ::sk_core)]
+fn part_pid() -> u32 {
+    std::process::id()
+}
+
+#[sk_core::function(crate = ::sk_core)]
+fn square(input: u64) -> u64 {
+    input * input
+}
+
+/// Sleeps up to `ms`, leaving early when its stop token is set.
+#[sk_core::function(crate = ::sk_core)]
+fn slow_part(ms: u64) -> u64 {
+    let end = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < end {
+        if sk_core::StopToken::current().is_some_and(|t| t.is_stopped()) {
+            return 0;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    ms
+}
+
+/// Dies on its first call (per key): the process exits, or, for a thread
+/// worker, the call fails as a dead worker's would.
+#[sk_core::function(crate = ::sk_core)]
+fn dies_once(key: String) -> Result<u32, String> {
+    let calls = GlobalStorage::global()
+        .update(&key, |n: Option<u32>| n.unwrap_or(0) + 1)
+        .map_err(|e| e.to_string())?;
+    if calls == 1 {
+        if sk_process::is_worker() {
+            std::process::exit(9);
+        }
+        return Err("worker lost".to_owned());
+    }
+    Ok(calls)
+}
+
+fn backend() -> Backend {
+    Backend::from_env()
+}
+
+fn handle(name: &str) -> SkFunction {
+    SkFunction::builder(name).build().unwrap()
+}
+
+#[test]
+fn a_process_part_runs_in_another_process_and_its_output_flows_on() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("proc-data");
+        b.add(CyclePart::new("seed", |_| 7u64), 1).unwrap();
+        b.split(
+            [
+                CyclePart::function("square", handle("square")).in_process(),
+                CyclePart::function("pid", handle("part_pid")).in_process(),
+            ],
+            2,
+        )
+        .unwrap();
+        b.add(
+            CyclePart::new("check", |ctx| ctx.input_get::<u64>().copied()),
+            (4, 1),
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::times(3).threads(2)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(last.state_of("square"), Some(PartState::Succeeded));
+        assert_eq!(last.output_get::<u64>("square"), Some(&49));
+        assert_eq!(last.output_as::<Option<u64>>("check"), Some(&Some(49)));
+        let pid = *last.output_get::<u32>("pid").unwrap();
+        match backend() {
+            Backend::Process => assert_ne!(pid, std::process::id()),
+            _ => assert_eq!(pid, std::process::id()),
+        }
+    })
+}
+
+#[test]
+fn a_process_part_over_its_timeout_is_killed_and_reported_timed_out() {
+    guarded(|| {
+        let slow = SkFunction::builder("slow_part")
+            .arg("ms", 20_000u64)
+            .build()
+            .unwrap();
+        let mut b = CycleBuilder::new("proc-timeout");
+        b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+        b.split(
+            [
+                CyclePart::function("slow", slow)
+                    .in_process()
+                    .timeout(Duration::from_millis(200))
+                    .error_mode(ErrorMode::Skip),
+                CyclePart::new("other", |_| 1u8),
+            ],
+            2,
+        )
+        .unwrap();
+        b.add(CyclePart::new("after_slow", |_| ()), (4, 1)).unwrap();
+        let started = Instant::now();
+        let report = b.build().unwrap().run(Run::times(2).threads(2)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(last.state_of("slow"), Some(PartState::TimedOut));
+        assert_eq!(last.state_of("after_slow"), Some(PartState::Skipped));
+        assert_eq!(last.state_of("other"), Some(PartState::Succeeded));
+        assert_eq!(report.iterations(), 2);
+        // Both iterations ended by the kill, not by the 20 s sleep.
+        assert!(started.elapsed() < Duration::from_secs(15));
+    })
+}
+
+#[test]
+fn a_worker_dying_mid_part_fails_the_part_or_retries_it() {
+    guarded(|| {
+        let key = format!("dies-once-clean-{}", backend());
+        let dies = SkFunction::builder("dies_once")
+            .arg("key", key)
+            .build()
+            .unwrap();
+        let mut b = CycleBuilder::new("proc-death");
+        b.add(CyclePart::function("fragile", dies).in_process(), 1)
+            .unwrap();
+        b.add(CyclePart::new("child", |_| ()), 2).unwrap();
+        let report = b.build().unwrap().run(Run::once().threads(2)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(last.state_of("fragile"), Some(PartState::Failed));
+        assert_eq!(last.state_of("child"), Some(PartState::UpstreamFailed));
+        let err = last.error_of("fragile").unwrap().to_string();
+        assert!(
+            err.contains("died") || err.contains("worker lost"),
+            "the error says what happened: {err}"
+        );
+
+        let key = format!("dies-once-retry-{}", backend());
+        let dies = SkFunction::builder("dies_once")
+            .arg("key", key)
+            .build()
+            .unwrap();
+        let mut b = CycleBuilder::new("proc-death-retry");
+        b.add(
+            CyclePart::function("fragile", dies)
+                .in_process()
+                .retry(sk_core::RetryPolicy::fixed(Duration::from_millis(1)).max_attempts(3)),
+            1,
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once().threads(2)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(last.state_of("fragile"), Some(PartState::Succeeded));
+        assert_eq!(
+            last.output_get::<u32>("fragile"),
+            Some(&2),
+            "the second attempt ran"
+        );
+    })
+}
+
+#[test]
+fn parts_bound_to_one_named_process_share_it() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("proc-named");
+        b.add(
+            CyclePart::function("a", handle("part_pid")).in_named_process("gpu"),
+            1,
+        )
+        .unwrap();
+        b.add(
+            CyclePart::function("b", handle("part_pid")).in_named_process("gpu"),
+            2,
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::times(3).threads(2)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(last.output_get::<u32>("a"), last.output_get::<u32>("b"));
+    })
+}
+
+#[test]
+fn closures_placed_in_a_process_are_build_errors_naming_the_part() {
+    let mut b = CycleBuilder::new("proc-lambda");
+    b.add(
+        CyclePart::function("local", SkLambda::new("counter", || 1u8)).in_process(),
+        1,
+    )
+    .unwrap();
+    let err = b.build().unwrap_err();
+    assert!(
+        matches!(err, BuildError::LocalOnlyInProcess { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("part \"local\" at 1-1"), "{msg}");
+    assert!(msg.contains("SkLambda) \"counter\""), "{msg}");
+
+    let mut b = CycleBuilder::new("proc-closure");
+    b.add(CyclePart::new("ctx", |_| ()).in_named_process("p"), 1)
+        .unwrap();
+    let err = b.build().unwrap_err();
+    assert!(
+        err.to_string().contains("a closure over its context"),
+        "{err}"
+    );
+}
