@@ -38,8 +38,9 @@ fn slow_part(ms: u64) -> u64 {
     ms
 }
 
-/// Dies on its first call (per key): the process exits, or, for a thread
-/// worker, the call fails as a dead worker's would.
+/// Dies on its first call (per key): the worker process is killed with
+/// SIGKILL mid-part, or, for a thread worker, the call fails as a dead
+/// worker's would.
 #[sk_core::function(crate = ::sk_core)]
 fn dies_once(key: String) -> Result<u32, String> {
     let calls = GlobalStorage::global()
@@ -47,7 +48,10 @@ fn dies_once(key: String) -> Result<u32, String> {
         .map_err(|e| e.to_string())?;
     if calls == 1 {
         if sk_process::is_worker() {
-            std::process::exit(9);
+            let me = std::process::id().to_string();
+            let _ = std::process::Command::new("kill").args(["-KILL", &me]).status();
+            // Not reached: SIGKILL cannot be caught.
+            std::thread::sleep(Duration::from_secs(30));
         }
         return Err("worker lost".to_owned());
     }
