@@ -23,10 +23,10 @@ pub use worker::{init, is_worker, listen_parent, tell_parent};
 /// Items the macros expand to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::protocol::__call_frame_sizes;
     pub use crate::worker::{
         __close_channel_to_parent, __write_raw_to_parent, ProcessInit, WorkerEntry,
     };
-    pub use crate::protocol::__call_frame_sizes;
     pub use inventory;
 }
 
