@@ -53,9 +53,13 @@ pub use sk_cycle::{
     SyncMode, Trace, TraceEvent,
 };
 pub use sk_process::{
-    BACKEND_ENV, Backend, Exit, PendingCall, ProtocolError, ThreadError, ThreadHandle, ThreadInfo,
-    ThreadState, ThreadStatus, Threader, Worker, WorkerError, WorkerEvent, init, is_worker,
-    listen_parent, process_init, tell_parent, worker_test,
+    BACKEND_ENV, Backend, Budget, BudgetError, ChildId, ChildInfo, ChildSpec, ChildState, Exit,
+    Hook, HookTimings, ItemError, ManagerError, ManagerEvent, PendingCall, Pool, PoolBuilder,
+    PoolError, ProcessCommander, ProcessConfig, ProcessContext, ProcessManager, ProtocolError,
+    Restart, RestartStrategy, Side, SkProcess, SkProcessError, SkProcessHandle, ThreadError,
+    ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader, Worker, WorkerError,
+    WorkerEvent, init, is_worker, listen_parent, process_init, register_process, tell_parent,
+    worker_test,
 };
 pub use sk_reg::{GlobalStorage, Layer, Registry, RegistryError, RootError, SkRoot, registry};
 

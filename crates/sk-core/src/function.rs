@@ -127,7 +127,7 @@ impl SkFunction {
     }
 
     /// Retries failed calls by `policy` (see [the modifier
-    /// order](crate::modifiers_order)).
+    /// order](crate#modifier-order)).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.modifiers.retry = Some(policy);
         self
@@ -216,7 +216,7 @@ impl SkFunction {
     /// Runs the function on a new thread and returns a handle to join.
     ///
     /// The background call applies every other modifier (the outermost of
-    /// [the modifier order](crate::modifiers_order)).
+    /// [the modifier order](crate#modifier-order)).
     ///
     /// # Errors
     ///

@@ -111,7 +111,7 @@ impl ProcessRunner {
         };
         let result = worker.call(function, args, timeout);
         let mut state = self.pooled.lock();
-        if worker.is_alive() && !state.closed {
+        if worker.is_alive() && reusable(&result) && !state.closed {
             state.idle.push(worker);
         } else {
             state.live -= 1;
@@ -141,7 +141,8 @@ impl ProcessRunner {
             }
         };
         let result = worker.call(function, args, timeout);
-        if !worker.is_alive() {
+        if !worker.is_alive() || !reusable(&result) {
+            worker.kill();
             *slot = None;
         }
         result
@@ -172,6 +173,18 @@ impl Drop for ProcessRunner {
     fn drop(&mut self) {
         self.shutdown(Duration::from_secs(2));
     }
+}
+
+/// Whether a worker may serve another part after this result: not after a
+/// timeout, a death or a protocol error, even if it still looks alive.
+fn reusable(result: &Result<Value, WorkerError>) -> bool {
+    !matches!(
+        result,
+        Err(WorkerError::TimedOut { .. }
+            | WorkerError::Died { .. }
+            | WorkerError::Protocol { .. }
+            | WorkerError::Closed { .. })
+    )
 }
 
 /// The call's extra arguments: the part's input as `input`, when the

@@ -49,7 +49,9 @@ fn dies_once(key: String) -> Result<u32, String> {
     if calls == 1 {
         if sk_process::is_worker() {
             let me = std::process::id().to_string();
-            let _ = std::process::Command::new("kill").args(["-KILL", &me]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &me])
+                .status();
             // Not reached: SIGKILL cannot be caught.
             std::thread::sleep(Duration::from_secs(30));
         }
@@ -121,7 +123,12 @@ fn a_process_part_over_its_timeout_is_killed_and_reported_timed_out() {
         let started = Instant::now();
         let report = b.build().unwrap().run(Run::times(2).threads(2)).unwrap();
         let last = report.last().unwrap();
-        assert_eq!(last.state_of("slow"), Some(PartState::TimedOut));
+        assert_eq!(
+            last.state_of("slow"),
+            Some(PartState::TimedOut),
+            "{:?}",
+            last.error_of("slow")
+        );
         assert_eq!(last.state_of("after_slow"), Some(PartState::Skipped));
         assert_eq!(last.state_of("other"), Some(PartState::Succeeded));
         assert_eq!(report.iterations(), 2);

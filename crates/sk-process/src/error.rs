@@ -210,3 +210,363 @@ impl fmt::Display for Names<'_> {
         Ok(())
     }
 }
+
+/// Why one item of a [`Pool`](crate::Pool) call has no result.
+///
+/// `attempts` counts every run of the item, including the failing one.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ItemError {
+    /// The function returned an error.
+    #[error("failed after {attempts} attempt(s): {message}")]
+    Failed {
+        /// The error and its sources, joined with ": ".
+        message: String,
+        /// How many times the item ran.
+        attempts: u32,
+    },
+    /// The function panicked; the panic was caught in the worker.
+    #[error("panicked after {attempts} attempt(s): {message}")]
+    Panicked {
+        /// The panic message (with the function's name).
+        message: String,
+        /// How many times the item ran.
+        attempts: u32,
+    },
+    /// The item overran the pool's item timeout; a process worker running
+    /// it was killed and replaced.
+    #[error("timed out after {after:?} ({attempts} attempt(s))")]
+    TimedOut {
+        /// The item timeout.
+        after: Duration,
+        /// How many times the item ran.
+        attempts: u32,
+    },
+    /// Workers kept dying while running the item.
+    #[error("worker \"{worker}\" died while running it ({status}), {attempts} attempt(s)")]
+    WorkerDied {
+        /// The last worker that died.
+        worker: String,
+        /// How it ended.
+        status: String,
+        /// How many times the item ran.
+        attempts: u32,
+    },
+    /// The item could not be handed to a worker (no worker could be
+    /// started, or the batch call itself failed).
+    #[error("cannot run the item: {message}")]
+    Unrunnable {
+        /// What went wrong.
+        message: String,
+    },
+    /// The item's argument does not serialize.
+    #[error("the item's argument does not serialize")]
+    Encode(#[source] sk_core::FunctionError),
+    /// The function's output is not of the requested type.
+    #[error("the output is not of the requested type")]
+    Output(#[source] sk_core::TakeError),
+}
+
+impl ItemError {
+    /// How many times the item ran (0 when it never reached a worker).
+    pub fn attempts(&self) -> u32 {
+        match self {
+            ItemError::Failed { attempts, .. }
+            | ItemError::Panicked { attempts, .. }
+            | ItemError::TimedOut { attempts, .. }
+            | ItemError::WorkerDied { attempts, .. } => *attempts,
+            _ => 0,
+        }
+    }
+}
+
+/// Why a [`Pool`](crate::Pool) could not be built or a call failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// A pool was asked for zero workers.
+    #[error("a pool needs at least one worker")]
+    NoWorkers,
+    /// A chunk size of zero was set.
+    #[error("a pool's chunk size must be at least 1")]
+    ZeroChunkSize,
+    /// An item timeout of zero was set.
+    #[error("a pool's item timeout must be longer than zero")]
+    ZeroItemTimeout,
+    /// The retry policy is invalid.
+    #[error("invalid retry policy")]
+    Policy(#[source] sk_core::PolicyError),
+    /// A worker could not be started.
+    #[error("cannot start a pool worker")]
+    Spawn(#[source] WorkerError),
+    /// A thread of the pool could not be started.
+    #[error("cannot start pool thread \"{name}\"")]
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// An item failed; the call stopped there.
+    #[error("item {index} failed")]
+    Item {
+        /// The item's position in the input (0-based).
+        index: usize,
+        /// Why it failed.
+        #[source]
+        source: ItemError,
+    },
+}
+
+/// Why a [`ProcessCommander`](crate::ProcessCommander) budget could not be
+/// split or drawn from.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    /// Every slot of the side is taken (and, when waiting, none came free
+    /// in time).
+    #[error("the {side} budget is exhausted: all {limit} {resource} slots are in use")]
+    Exhausted {
+        /// The side drawn from.
+        side: crate::commander::Side,
+        /// What the slot was for.
+        resource: crate::commander::Resource,
+        /// The side's limit for that resource.
+        limit: usize,
+    },
+    /// An internal share outside `0.0..=1.0`.
+    #[error("internal share {share} is not between 0 and 1")]
+    InvalidShare {
+        /// The share asked for.
+        share: f64,
+    },
+    /// The internal side asks for more than the whole budget.
+    #[error("the internal side asks for {asked} {resource} slots but the budget has {total}")]
+    Oversplit {
+        /// The resource.
+        resource: crate::commander::Resource,
+        /// The slots asked for.
+        asked: usize,
+        /// The whole budget of that resource.
+        total: usize,
+    },
+}
+
+/// Why a [`ProcessManager`](crate::ProcessManager) operation failed.
+///
+/// Every variant names the manager (and the child, where there is one).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// The manager gave up after too many restarts; it stopped every child
+    /// and takes no more work.
+    #[error(
+        "manager \"{manager}\" escalated: more than {restarts} restarts within {within:?}; it takes no more work"
+    )]
+    Escalated {
+        /// The manager.
+        manager: String,
+        /// Its restart limit.
+        restarts: u32,
+        /// The window of the limit.
+        within: Duration,
+    },
+    /// The manager is shut down.
+    #[error("manager \"{manager}\" is shut down")]
+    ShutDown {
+        /// The manager.
+        manager: String,
+    },
+    /// The manager has no such child (it was never spawned, or it was
+    /// removed).
+    #[error("manager \"{manager}\" has no child {child}")]
+    UnknownChild {
+        /// The manager.
+        manager: String,
+        /// The child asked for.
+        child: crate::supervisor::ChildId,
+    },
+    /// No budget slot for a new child.
+    #[error("manager \"{manager}\": no budget for child \"{child}\"")]
+    Budget {
+        /// The manager.
+        manager: String,
+        /// The child's name.
+        child: String,
+        /// Why.
+        #[source]
+        source: BudgetError,
+    },
+    /// A child's worker could not be started, or a call to it failed.
+    #[error("manager \"{manager}\": child \"{child}\" failed")]
+    Worker {
+        /// The manager.
+        manager: String,
+        /// The child's name.
+        child: String,
+        /// Why (boxed: worker errors are large).
+        #[source]
+        source: Box<WorkerError>,
+    },
+    /// The manager's supervision thread could not be started.
+    #[error("manager \"{manager}\": cannot start its supervision thread")]
+    Thread {
+        /// The manager.
+        manager: String,
+        /// The error of the OS.
+        #[source]
+        source: io::Error,
+    },
+    /// Children still alive after shutdown killed them.
+    #[error("manager \"{manager}\": children {children:?} are still alive after shutdown")]
+    Stragglers {
+        /// The manager.
+        manager: String,
+        /// The children's names, in start order.
+        children: Vec<String>,
+    },
+}
+
+/// Why an [`SkProcess`](crate::SkProcess) could not start, or how it ended
+/// without an output.
+///
+/// Every variant names the process (its type's name).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum SkProcessError {
+    /// The process's configuration cannot run.
+    #[error("process \"{process}\": invalid configuration: {reason}")]
+    InvalidConfig {
+        /// The process.
+        process: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The type was not registered with `sk_process::register_process!`.
+    #[error(
+        "process \"{process}\": {type_name} is not registered; add `sk_process::register_process!({process});`"
+    )]
+    NotRegistered {
+        /// The process.
+        process: String,
+        /// The full type name.
+        type_name: &'static str,
+    },
+    /// The process's runner could not be called.
+    #[error("process \"{process}\": cannot call its runner")]
+    Function {
+        /// The process.
+        process: String,
+        /// Why.
+        #[source]
+        source: sk_core::FunctionError,
+    },
+    /// The initial state does not serialize.
+    #[error("process \"{process}\": cannot encode its state")]
+    State {
+        /// The process.
+        process: String,
+        /// Why.
+        #[source]
+        source: CerealError,
+    },
+    /// The output sent back does not decode.
+    #[error("process \"{process}\": cannot decode its output")]
+    Output {
+        /// The process.
+        process: String,
+        /// Why.
+        #[source]
+        source: CerealError,
+    },
+    /// A message to or from the process does not encode or decode.
+    #[error("process \"{process}\": bad message")]
+    Message {
+        /// The process.
+        process: String,
+        /// Why.
+        #[source]
+        source: CerealError,
+    },
+    /// A hook returned an error.
+    #[error("process \"{process}\": {hook} failed in run {run}: {message}")]
+    HookFailed {
+        /// The process.
+        process: String,
+        /// The hook.
+        hook: crate::Hook,
+        /// The run it failed in (the last run for `onfinish` and `result`).
+        run: u64,
+        /// The hook's error and its sources (it crossed a process boundary).
+        message: String,
+    },
+    /// A hook panicked and no lives were left.
+    #[error("process \"{process}\": {hook} panicked in run {run}: {message}")]
+    HookPanicked {
+        /// The process.
+        process: String,
+        /// The hook.
+        hook: crate::Hook,
+        /// The run it panicked in.
+        run: u64,
+        /// The panic message.
+        message: String,
+    },
+    /// A hook overran its timeout; the worker was killed.
+    #[error("process \"{process}\": {hook} timed out after {after:?}")]
+    HookTimedOut {
+        /// The process.
+        process: String,
+        /// The hook.
+        hook: crate::Hook,
+        /// Its timeout.
+        after: Duration,
+    },
+    /// The process crashed on every one of its lives.
+    #[error("process \"{process}\" crashed on all {lives} of its lives; the last: {last}")]
+    LivesExhausted {
+        /// The process.
+        process: String,
+        /// Its lives.
+        lives: u32,
+        /// How the last life ended.
+        last: String,
+    },
+    /// The process was killed.
+    #[error("process \"{process}\" was killed")]
+    Killed {
+        /// The process.
+        process: String,
+    },
+    /// The process's worker failed.
+    #[error("process \"{process}\": its worker failed")]
+    Worker {
+        /// The process.
+        process: String,
+        /// Why.
+        #[source]
+        source: WorkerError,
+    },
+    /// The process has finished (or is between lives) and takes no
+    /// messages.
+    #[error("process \"{process}\" is not running")]
+    Closed {
+        /// The process.
+        process: String,
+    },
+    /// The process did not finish within the join timeout; it goes on.
+    #[error("process \"{process}\" did not finish within {after:?}")]
+    JoinTimeout {
+        /// The process.
+        process: String,
+        /// The join timeout.
+        after: Duration,
+    },
+    /// The process's output was already taken by an earlier join.
+    #[error("process \"{process}\" was already joined")]
+    Joined {
+        /// The process.
+        process: String,
+    },
+}

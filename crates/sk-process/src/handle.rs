@@ -361,13 +361,17 @@ impl Worker {
     pub fn kill(&self) {
         match &self.inner.link {
             Link::Process { child, .. } => {
+                // Dead from now on for every caller; the exit watcher reaps
+                // the process and reports how it ended.
+                self.inner.alive.store(false, Ordering::Release);
                 let _ = child.lock().kill();
-                // The exit watcher reaps the process and reports the exit.
             }
             Link::Thread { tx, stop } => {
+                // Record the kill first: closing the channel wakes the
+                // thread, which would otherwise report a normal exit.
+                finish(&self.inner, Exit::Signal(libc::SIGKILL));
                 stop.stop();
                 tx.lock().take();
-                finish(&self.inner, Exit::Signal(libc::SIGKILL));
             }
         }
     }
@@ -630,7 +634,7 @@ fn read_loop(weak: Weak<Inner>, mut frames: FrameReader<UnixStream>, storage: Gl
                     {
                         format!("no heartbeat for {SILENCE_LIMIT:?}")
                     }
-                    _ => format!("protocol error: {e}"),
+                    _ => format!("protocol error: {}", crate::worker::chain(&e)),
                 };
                 finish(&inner, Exit::Failed(why));
                 if let Link::Process { child, .. } = &inner.link {

@@ -1,22 +1,99 @@
 //! Threads and processes for Suitkaise.
 //!
-//! (Work in progress; see the crate's README section.)
+//! - [`Worker`]: one worker — this binary re-executed as a process (spawn,
+//!   never fork-and-continue), or a thread — serving calls of registered
+//!   functions over a private channel of length-prefixed sk-cereal frames.
+//!   Every call ends in its result or a typed [`WorkerError`]: the function
+//!   failed, the call timed out (a process is killed: true preemption), the
+//!   worker died with the call in hand, or its channel carried bad data.
+//!   [`Worker::tell`] / [`Worker::listen`] exchange messages with the
+//!   running code ([`tell_parent`] / [`listen_parent`] there). Worker
+//!   stdout and stderr are forwarded, prefixed with the worker's name.
+//! - [`init`] at the top of `main` turns a worker launch into the worker
+//!   loop ([`worker_test!`] does it for a test binary, which has no `main`
+//!   of ours); [`process_init!`] registers set-up that runs in every new
+//!   worker process.
+//! - No orphans: workers get a parent-death signal (set from a long-lived
+//!   spawner thread) and leave on end of channel, so a parent killed even
+//!   by SIGKILL leaves none behind; they ignore SIGINT, and the parent
+//!   stops them in order.
+//! - [`ProcessManager`]: supervision in the OTP style ([`RestartStrategy`]
+//!   one-for-one / one-for-all / rest-for-one; [`Restart`] permanent /
+//!   transient / temporary; at most R restarts in T, then escalate) and
+//!   graceful shutdown; [`ProcessCommander`] owns the budget of processes
+//!   and threads and splits it between an internal and an external side.
+//! - [`Pool`]: `map`, `imap`, unordered and star variants over worker
+//!   processes or threads, chunked, with per-item timeout and retry.
+//! - [`SkProcess`]: long-lived workers with lifecycle hooks, runs, a
+//!   wall-clock limit, per-hook timeouts, lives, stop vs kill, messages and
+//!   per-hook timing.
+//! - [`Threader`]: named threads with init functions, panic capture and
+//!   stop/join with timeouts.
+//! - Global storage of worker processes is hosted by the parent
+//!   ([`sk_reg::GlobalStorage`] works the same in every process).
+//!
+//! `SK_SPAWN_BACKEND=thread|process` ([`Backend::from_env`]) picks the
+//! backend for a whole program or test suite; the same tests pass on both.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use sk_core::{Args, SkFunction};
+//! use sk_process::{Backend, Worker};
+//!
+//! #[sk_core::function(crate = ::sk_core)]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     sk_process::init(); // a worker launch never returns from here
+//!     let worker = Worker::spawn("squarer", Backend::Process)?;
+//!     let f = SkFunction::builder("square").arg("x", 12u64).build()?;
+//!     let out: u64 = worker.call(&f, &Args::new(), Some(Duration::from_secs(5)))?.take()?;
+//!     assert_eq!(out, 144);
+//!     assert_ne!(worker.pid(), std::process::id());
+//!     worker.stop(Duration::from_secs(2));
+//!     Ok(())
+//! }
+//! ```
 
 #![warn(missing_docs)]
 
 mod backend;
+mod commander;
 mod error;
 mod frame;
 mod handle;
+mod manager;
+mod pool;
 mod protocol;
+mod skprocess;
 mod spawn;
+mod supervisor;
 mod threader;
 mod worker;
 
 pub use backend::{BACKEND_ENV, Backend};
+pub use commander::{Budget, BudgetSide, BudgetSlot, ProcessCommander, Resource, Side};
+pub use error::SkProcessError;
+pub use error::{BudgetError, ManagerError};
+pub use error::{ItemError, PoolError};
 pub use error::{ProtocolError, ThreadError, WorkerError};
 pub use frame::{DEFAULT_MAX_FRAME, FrameReader, encode_frame, write_frame};
 pub use handle::{Exit, PendingCall, Worker, WorkerEvent};
+pub use manager::{
+    ChildInfo, ChildSpec, ChildState, DEFAULT_STOP_GRACE, ManagerEvent, ProcessManager,
+    ProcessManagerBuilder,
+};
+pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder};
+pub use skprocess::{
+    Hook, HookTimings, ProcessConfig, ProcessContext, SkProcess, SkProcessHandle, start,
+};
+pub use supervisor::{
+    ChildId, DEFAULT_MAX_RESTARTS, DEFAULT_WITHIN, Decision, Restart, RestartStrategy, Supervisor,
+};
 pub use threader::{ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader};
 pub use worker::{init, is_worker, listen_parent, tell_parent};
 
@@ -24,10 +101,12 @@ pub use worker::{init, is_worker, listen_parent, tell_parent};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::protocol::__call_frame_sizes;
+    pub use crate::skprocess::process_spec;
     pub use crate::worker::{
         __close_channel_to_parent, __write_raw_to_parent, ProcessInit, WorkerEntry,
     };
     pub use inventory;
+    pub use sk_core::__private::StaticFunction;
 }
 
 /// Makes an integration-test binary able to start worker processes.

@@ -272,10 +272,7 @@ impl Runtime {
             message,
         };
         let handle = match (&part.work, &self.processes) {
-            (Work::Function(f), Some(runner)) => match f.as_handle() {
-                Some(handle) => Some((handle, runner)),
-                None => None,
-            },
+            (Work::Function(f), Some(runner)) => f.as_handle().map(|handle| (handle, runner)),
             _ => None,
         };
         // Rejected when the cycle was built; kept total for safety.

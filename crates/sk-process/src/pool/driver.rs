@@ -1,0 +1,441 @@
+//! The parent side of a pool: one driver thread per worker slot.
+//!
+//! A driver takes chunks from the pool's shared queue, runs each as one
+//! batch call on its worker, and settles every item exactly once: its
+//! result or error goes to the job, or the item goes back on the queue
+//! (a retry, or the unfinished rest of a chunk whose worker died or was
+//! killed for a timeout). A dead worker is replaced before the next chunk,
+//! so a re-queued item always reaches a live worker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{self, Receiver, Sender};
+use parking_lot::Mutex;
+use sk_core::{Args, RetryPolicy, SkFunction, Value};
+
+use crate::backend::Backend;
+use crate::error::{ItemError, WorkerError};
+use crate::handle::Worker;
+use crate::pool::batch::{FailureKind, Outcome, Report};
+
+/// An item run by workers that died under it this many times fails with
+/// [`ItemError::WorkerDied`], whatever the retry policy says.
+pub(crate) const DEATH_LIMIT: u32 = 3;
+
+/// How often a streaming driver checks its worker while no report comes.
+const POLL: Duration = Duration::from_millis(2);
+
+/// How long a driver drains late reports of a worker that died.
+const DRAIN: Duration = Duration::from_millis(20);
+
+/// One item's final answer.
+pub(crate) type Delivery = (usize, Result<Value, ItemError>);
+
+/// What the pool's drivers share.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) backend: Backend,
+    pub(crate) batch: SkFunction,
+    pub(crate) queue: Sender<Msg>,
+    pub(crate) inbox: Receiver<Msg>,
+    /// The current worker of each slot.
+    pub(crate) workers: Mutex<Vec<Worker>>,
+    pub(crate) replaced: AtomicUsize,
+    pub(crate) next_chunk: AtomicU64,
+    pub(crate) closing: AtomicBool,
+}
+
+/// One `map`-like call.
+pub(crate) struct Job {
+    pub(crate) function: SkFunction,
+    pub(crate) results: Sender<Delivery>,
+    pub(crate) cancelled: AtomicBool,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) item_timeout: Option<Duration>,
+}
+
+impl Job {
+    fn deliver(&self, index: usize, result: Result<Value, ItemError>) {
+        // The receiver is gone when the caller stopped listening.
+        let _ = self.results.send((index, result));
+    }
+}
+
+/// One item in flight.
+pub(crate) struct Item {
+    pub(crate) index: usize,
+    pub(crate) args: Args,
+    pub(crate) attempts: u32,
+    pub(crate) deaths: u32,
+}
+
+/// A chunk of one job's items.
+pub(crate) struct Task {
+    pub(crate) job: Arc<Job>,
+    pub(crate) items: Vec<Item>,
+    /// Report outcomes item by item (see `batch.rs`).
+    pub(crate) stream: bool,
+}
+
+pub(crate) enum Msg {
+    Task(Task),
+    Stop,
+}
+
+/// How an attempt of an item ended, when it did not succeed.
+enum Miss {
+    Failed(crate::pool::batch::Failure),
+    TimedOut(Duration),
+    Died { worker: String, status: String },
+}
+
+impl Shared {
+    fn requeue(&self, task: Task) {
+        if task.items.is_empty() || self.closing.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = self.queue.send(Msg::Task(task));
+    }
+
+    /// Re-queues `items` after the policy's wait for their attempt count.
+    fn retry_later(self: &Arc<Self>, job: &Arc<Job>, items: Vec<Item>) {
+        if items.is_empty() {
+            return;
+        }
+        let wait = items
+            .iter()
+            .map(|item| {
+                let retry = item.attempts.max(1);
+                job.policy
+                    .delays(item.index as u64 ^ u64::from(retry))
+                    .nth(retry as usize - 1)
+                    .unwrap_or_default()
+            })
+            .max()
+            .unwrap_or_default();
+        let task = Task {
+            job: Arc::clone(job),
+            items,
+            stream: job.item_timeout.is_some(),
+        };
+        if wait.is_zero() {
+            self.requeue(task);
+            return;
+        }
+        // The task rides in a slot the caller can take back if no timer
+        // thread starts, so no item is ever lost.
+        let slot = Arc::new(Mutex::new(Some(task)));
+        let shared = Arc::clone(self);
+        let timer_slot = Arc::clone(&slot);
+        let spawned = thread::Builder::new()
+            .name(format!("sk-pool-retry:{}", self.name))
+            .spawn(move || {
+                thread::sleep(wait);
+                if let Some(task) = timer_slot.lock().take() {
+                    shared.requeue(task);
+                }
+            });
+        if spawned.is_err() {
+            if let Some(task) = slot.lock().take() {
+                self.requeue(task);
+            }
+        }
+    }
+}
+
+/// Settles the attempt of `item` that ended with `miss`: re-queues it when
+/// the policy (or the death budget) allows, else delivers its error.
+fn settle_miss(job: &Job, mut item: Item, miss: Miss, retry: &mut Vec<Item>, free: &mut Vec<Item>) {
+    item.attempts += 1;
+    let policy_allows = item.attempts < job.policy.attempts();
+    match miss {
+        Miss::Died { worker, status } => {
+            item.deaths += 1;
+            if item.deaths < DEATH_LIMIT {
+                free.push(item);
+            } else {
+                job.deliver(
+                    item.index,
+                    Err(ItemError::WorkerDied {
+                        worker,
+                        status,
+                        attempts: item.attempts,
+                    }),
+                );
+            }
+        }
+        Miss::TimedOut(after) => {
+            if policy_allows && job.policy.retries_timeouts() {
+                retry.push(item);
+            } else {
+                job.deliver(
+                    item.index,
+                    Err(ItemError::TimedOut {
+                        after,
+                        attempts: item.attempts,
+                    }),
+                );
+            }
+        }
+        Miss::Failed(failure) => {
+            if policy_allows && failure.retryable {
+                retry.push(item);
+            } else {
+                let attempts = item.attempts;
+                let message = failure.message;
+                let error = match failure.kind {
+                    FailureKind::Panicked => ItemError::Panicked { message, attempts },
+                    FailureKind::Failed => ItemError::Failed { message, attempts },
+                };
+                job.deliver(item.index, Err(error));
+            }
+        }
+    }
+}
+
+/// Settles `item` with the outcome the worker reported.
+fn settle(job: &Job, item: Item, outcome: Outcome, retry: &mut Vec<Item>, free: &mut Vec<Item>) {
+    match outcome {
+        Outcome::Done { type_name, bytes } => {
+            job.deliver(item.index, Ok(Value::from_encoded(type_name, bytes)));
+        }
+        Outcome::Failed(failure) => settle_miss(job, item, Miss::Failed(failure), retry, free),
+    }
+}
+
+/// Fails every item with `message` (the chunk could not run at all).
+fn unrunnable(job: &Job, items: Vec<Item>, message: &str) {
+    for item in items {
+        job.deliver(
+            item.index,
+            Err(ItemError::Unrunnable {
+                message: message.to_owned(),
+            }),
+        );
+    }
+}
+
+/// The loop of the driver of slot `slot`.
+pub(crate) fn drive(shared: Arc<Shared>, slot: usize, mut worker: Worker) {
+    let mut generation = 0u32;
+    while let Ok(Msg::Task(task)) = shared.inbox.recv() {
+        if task.job.cancelled.load(Ordering::Acquire) || shared.closing.load(Ordering::Acquire) {
+            continue;
+        }
+        if !worker.is_alive() {
+            match replace(&shared, slot, &mut generation) {
+                Ok(w) => worker = w,
+                Err(e) => {
+                    unrunnable(&task.job, task.items, &crate::worker::chain(&e));
+                    continue;
+                }
+            }
+        }
+        let killed = run_task(&shared, &worker, task);
+        // Replace a worker that died (or was killed for a timeout) now, so
+        // the pool is whole again before the next chunk arrives. A killed
+        // process may not be reaped yet, hence `killed`.
+        if (killed || !worker.is_alive()) && !shared.closing.load(Ordering::Acquire) {
+            if let Ok(w) = replace(&shared, slot, &mut generation) {
+                worker = w;
+            }
+        }
+    }
+    worker.stop(Duration::from_secs(2));
+}
+
+fn replace(shared: &Shared, slot: usize, generation: &mut u32) -> Result<Worker, WorkerError> {
+    *generation += 1;
+    let name = format!("{}-{slot}.{generation}", shared.name);
+    let worker = Worker::spawn(name, shared.backend)?;
+    if let Some(current) = shared.workers.lock().get_mut(slot) {
+        *current = worker.clone();
+    }
+    shared.replaced.fetch_add(1, Ordering::Relaxed);
+    Ok(worker)
+}
+
+/// Runs one chunk on `worker` and settles all of its items; `true` when
+/// the worker was killed for a timeout.
+fn run_task(shared: &Arc<Shared>, worker: &Worker, task: Task) -> bool {
+    let Task { job, items, stream } = task;
+    let chunk = shared.next_chunk.fetch_add(1, Ordering::Relaxed);
+    // Bound as the batch's declared `Vec<Args>` (a `Vec<&Args>` would carry
+    // another type name).
+    let payload: Vec<Args> = items.iter().map(|i| i.args.clone()).collect();
+    let call = Args::new()
+        .with("function", &job.function)
+        .and_then(|a| a.with("chunk", &chunk))
+        .and_then(|a| a.with("items", &payload))
+        .and_then(|a| a.with("stream", &stream));
+    let call = match call {
+        Ok(call) => call,
+        Err(e) => {
+            unrunnable(&job, items, &crate::worker::chain(&e));
+            return false;
+        }
+    };
+    let pending = match worker.submit(&shared.batch, &call) {
+        Ok(p) => p,
+        // The worker ended before the call went out: nothing ran.
+        Err(WorkerError::Closed { .. }) => {
+            shared.requeue(Task {
+                job,
+                items,
+                stream: true,
+            });
+            return false;
+        }
+        Err(e) => {
+            unrunnable(&job, items, &crate::worker::chain(&e));
+            return false;
+        }
+    };
+    let mut retry = Vec::new();
+    let mut free = Vec::new();
+    let mut killed = false;
+    if stream {
+        killed = run_streaming(
+            shared, worker, &job, chunk, items, pending, &mut retry, &mut free,
+        );
+    } else {
+        match pending.wait(None) {
+            Ok(value) => match value.take::<Vec<Outcome>>() {
+                Ok(outcomes) => {
+                    let mut outcomes = outcomes.into_iter();
+                    for item in items {
+                        match outcomes.next() {
+                            Some(outcome) => settle(&job, item, outcome, &mut retry, &mut free),
+                            // The batch stopped early: not run, re-run free.
+                            None => free.push(item),
+                        }
+                    }
+                }
+                Err(e) => unrunnable(&job, items, &crate::worker::chain(&e)),
+            },
+            // Which item killed it is unknown: re-run the chunk item by
+            // item, where a death is pinned on the item that was running.
+            Err(e) if e.is_retryable() => free.extend(items),
+            Err(e) => unrunnable(&job, items, &crate::worker::chain(&e)),
+        }
+    }
+    shared.requeue(Task {
+        job: Arc::clone(&job),
+        items: free,
+        stream: true,
+    });
+    shared.retry_later(&job, retry);
+    killed
+}
+
+/// Runs a streaming chunk: outcomes arrive one item at a time; the item
+/// after the last reported one is the running one, timed from that report.
+/// `true` when the worker was killed for a timeout.
+#[allow(clippy::too_many_arguments)]
+fn run_streaming(
+    shared: &Arc<Shared>,
+    worker: &Worker,
+    job: &Arc<Job>,
+    chunk: u64,
+    items: Vec<Item>,
+    pending: crate::handle::PendingCall,
+    retry: &mut Vec<Item>,
+    free: &mut Vec<Item>,
+) -> bool {
+    let (done_tx, done_rx) = channel::bounded(1);
+    let waiter = thread::Builder::new()
+        .name(format!("sk-pool-wait:{}", worker.name()))
+        .spawn(move || {
+            let _ = done_tx.send(pending.wait(None));
+        });
+    if waiter.is_err() {
+        // Cannot watch the call: end the worker so nothing hangs, and re-run.
+        worker.kill();
+        free.extend(items);
+        return true;
+    }
+    let mut items = items.into_iter().peekable();
+    let mut next_offset = 0u32;
+    let mut started = Instant::now();
+    let take_report = |report: Report,
+                       items: &mut std::iter::Peekable<std::vec::IntoIter<Item>>,
+                       next_offset: &mut u32,
+                       retry: &mut Vec<Item>,
+                       free: &mut Vec<Item>| {
+        if report.chunk != chunk || report.offset != *next_offset {
+            return false;
+        }
+        let Some(item) = items.next() else {
+            return false;
+        };
+        *next_offset += 1;
+        settle(job, item, report.outcome, retry, free);
+        true
+    };
+    let ended = loop {
+        let wait = match job.item_timeout {
+            Some(limit) => limit.saturating_sub(started.elapsed()).min(POLL),
+            None => POLL,
+        };
+        // A message that is not a report (the user's own) is not ours.
+        if let Ok(Some(report)) = worker.listen::<Report>(wait) {
+            if take_report(report, &mut items, &mut next_offset, retry, free) {
+                started = Instant::now();
+            }
+            continue;
+        }
+        if let Ok(done) = done_rx.try_recv() {
+            break Some(done);
+        }
+        if items.peek().is_none() {
+            // Every item reported; the call's answer follows at once.
+            break done_rx.recv_timeout(Duration::from_secs(10)).ok();
+        }
+        if let Some(limit) = job.item_timeout {
+            if started.elapsed() >= limit {
+                worker.kill();
+                if let Some(item) = items.next() {
+                    settle_miss(job, item, Miss::TimedOut(limit), retry, free);
+                }
+                free.extend(items.by_ref());
+                return true;
+            }
+        }
+        if shared.closing.load(Ordering::Acquire) && !worker.is_alive() {
+            break None;
+        }
+    };
+    // Reports sent before the call ended may still be queued.
+    let drain = match &ended {
+        Some(Ok(_)) => Duration::ZERO,
+        _ => DRAIN,
+    };
+    while let Ok(Some(report)) = worker.listen::<Report>(drain) {
+        take_report(report, &mut items, &mut next_offset, retry, free);
+    }
+    match ended {
+        // Items the batch did not report (it stopped early): re-run.
+        Some(Ok(_)) | None => free.extend(items),
+        Some(Err(e)) if e.is_retryable() => {
+            // The item after the last report was running when the worker
+            // died: that attempt counts; the rest never started.
+            let status = match &e {
+                WorkerError::Died { status, .. } => status.clone(),
+                other => crate::worker::chain(other),
+            };
+            if let Some(item) = items.next() {
+                let miss = Miss::Died {
+                    worker: worker.name().to_owned(),
+                    status,
+                };
+                settle_miss(job, item, miss, retry, free);
+            }
+            free.extend(items);
+        }
+        Some(Err(e)) => unrunnable(job, items.collect(), &crate::worker::chain(&e)),
+    }
+    false
+}
