@@ -136,7 +136,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     })
     .retry(RetryPolicy::fixed(Duration::from_millis(1)).max_attempts(5));
     if let Err(e) = refuse.execute::<u8>() {
-        println!("validate: {} (not retried)", chain(&e));
+        println!("validate: {} (not retried)", suitkaise::error_chain(&e));
     }
 
     let slow = SkLambda::new("slow_scan", || {
@@ -153,7 +153,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     .timeout(Duration::from_millis(50));
     match slow.execute::<&str>() {
         Ok(outcome) => println!("slow scan: {outcome}"),
-        Err(e) => println!("slow scan: {}", chain(&e)),
+        Err(e) => println!("slow scan: {}", suitkaise::error_chain(&e)),
     }
 
     let large = SkFunction::get("thumb_large")?;
@@ -183,16 +183,4 @@ fn main() -> Result<(), Box<dyn Error>> {
     let made: Option<u64> = storage.get("thumbnails_made")?;
     println!("global storage: thumbnails_made = {}", made.unwrap_or(0));
     Ok(())
-}
-
-/// An error and its sources, joined with ": ".
-fn chain(err: &dyn Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

@@ -44,7 +44,8 @@ pub use sk_core::{
     Clock, FunctionError, FunctionKind, FunctionSpec, Jitter, ManualClock, Modifiers, ParamSpec,
     Permanent, RateLimitError, RateLimiter, Retry, RetryError, RetryPolicy, SharedStats,
     SkFunction, SkFunctionBuilder, SkLambda, StatsSummary, StopToken, SystemClock, TakeError,
-    TimingStats, Value, ValueFuture, ValueStream, function, functions, generator, instances,
+    TimingStats, Value, ValueFuture, ValueStream, error_chain, function, functions, generator,
+    instances, panic_message,
 };
 pub use sk_cycle::{
     BuildError, Coord, Cycle, CycleBuilder, CyclePart, CycleRegistry, CycleStats, ErrorMode, Input,

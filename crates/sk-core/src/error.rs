@@ -223,13 +223,41 @@ impl StdError for Permanent {
     }
 }
 
-/// Turns a caught panic payload into a message.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// The message of a caught panic: its payload when that is a string.
+///
+/// # Examples
+///
+/// ```
+/// let payload = std::panic::catch_unwind(|| panic!("kaboom")).unwrap_err();
+/// assert_eq!(sk_core::panic_message(&*payload), "kaboom");
+/// ```
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
-        "non-string panic payload".to_owned()
+        "<non-string panic payload>".to_owned()
     }
+}
+
+/// An error and its sources, joined with ": " — the whole story in one
+/// line, e.g. for an error that must cross a process boundary as text.
+///
+/// # Examples
+///
+/// ```
+/// use sk_core::{FunctionError, error_chain};
+/// let err = FunctionError::failed("parse", "bad header");
+/// assert_eq!(error_chain(&err), "function \"parse\" failed: bad header");
+/// ```
+pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }

@@ -86,7 +86,7 @@ pub use any::AnyFunction;
 pub use args::{ArgValue, Args};
 pub use circuit::{Circuit, CircuitBuilder, CircuitError};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{BoxError, FunctionError, Permanent};
+pub use error::{BoxError, FunctionError, Permanent, error_chain, panic_message};
 pub use function::{SkFunction, SkFunctionBuilder, instances};
 pub use lambda::SkLambda;
 pub use modifiers::{Background, Modifiers};

@@ -104,6 +104,24 @@ struct Inner {
     messages: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
 }
 
+impl Inner {
+    fn new(name: String, backend: Backend, pid: u32, link: Link) -> Self {
+        Inner {
+            name,
+            backend,
+            pid,
+            link,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            alive: AtomicBool::new(true),
+            exit: Mutex::new(None),
+            last_heartbeat: Mutex::new(Instant::now()),
+            watchers: Mutex::new(Vec::new()),
+            messages: channel::unbounded(),
+        }
+    }
+}
+
 /// A worker: a process (this binary re-executed) or a thread, serving
 /// calls of registered functions one at a time.
 ///
@@ -504,22 +522,15 @@ fn spawn_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerE
     let stdout = spawned.child.stdout.take();
     let stderr = spawned.child.stderr.take();
     let reader = spawned.channel.try_clone().map_err(spawn_error)?;
-    let inner = Arc::new(Inner {
-        name: name.clone(),
-        backend: Backend::Process,
+    let inner = Arc::new(Inner::new(
+        name.clone(),
+        Backend::Process,
         pid,
-        link: Link::Process {
+        Link::Process {
             writer: Mutex::new(spawned.channel),
             child: Mutex::new(spawned.child),
         },
-        next_id: AtomicU64::new(1),
-        pending: Mutex::new(HashMap::new()),
-        alive: AtomicBool::new(true),
-        exit: Mutex::new(None),
-        last_heartbeat: Mutex::new(Instant::now()),
-        watchers: Mutex::new(Vec::new()),
-        messages: channel::unbounded(),
-    });
+    ));
     if let Some(out) = stdout {
         forward(format!("sk-out:{name}"), out, name.clone(), false);
     }
@@ -634,7 +645,7 @@ fn read_loop(weak: Weak<Inner>, mut frames: FrameReader<UnixStream>, storage: Gl
                     {
                         format!("no heartbeat for {SILENCE_LIMIT:?}")
                     }
-                    _ => format!("protocol error: {}", crate::worker::chain(&e)),
+                    _ => format!("protocol error: {}", sk_core::error_chain(&e)),
                 };
                 finish(&inner, Exit::Failed(why));
                 if let Link::Process { child, .. } = &inner.link {
@@ -734,22 +745,15 @@ impl Outbox for ThreadOutbox {
 fn spawn_thread(name: String) -> Result<Worker, WorkerError> {
     let (tx, rx) = channel::unbounded::<ToWorker>();
     let stop = StopToken::new();
-    let inner = Arc::new(Inner {
-        name: name.clone(),
-        backend: Backend::Thread,
-        pid: std::process::id(),
-        link: Link::Thread {
+    let inner = Arc::new(Inner::new(
+        name.clone(),
+        Backend::Thread,
+        std::process::id(),
+        Link::Thread {
             tx: Mutex::new(Some(tx)),
             stop: stop.clone(),
         },
-        next_id: AtomicU64::new(1),
-        pending: Mutex::new(HashMap::new()),
-        alive: AtomicBool::new(true),
-        exit: Mutex::new(None),
-        last_heartbeat: Mutex::new(Instant::now()),
-        watchers: Mutex::new(Vec::new()),
-        messages: channel::unbounded(),
-    });
+    ));
     let outbox: Arc<dyn Outbox> = Arc::new(ThreadOutbox {
         inner: Arc::downgrade(&inner),
     });

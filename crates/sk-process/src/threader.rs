@@ -11,7 +11,6 @@
 //! [`Threader::join_all`] or [`Threader::forget_finished`]; the result of
 //! such a thread is dropped on the thread.
 
-use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -170,16 +169,6 @@ fn join_ended(orphans: Vec<JoinHandle<()>>) {
     }
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_owned()
-    }
-}
-
 fn check_name(name: &str) -> Result<(), ThreadError> {
     let reason = if name.is_empty() {
         "it is empty"
@@ -285,7 +274,7 @@ impl Threader {
                         f(&token)
                     }))
                 });
-                let outcome = outcome.map_err(|payload| panic_message(&*payload));
+                let outcome = outcome.map_err(|payload| sk_core::panic_message(&*payload));
                 // Marked before sending, so a received result always finds
                 // the thread `Finished`/`Panicked`.
                 record.finish(outcome.is_err());

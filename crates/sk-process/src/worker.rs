@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crossbeam::channel::{self, Receiver, Sender};
 use parking_lot::Mutex;
-use sk_core::{Args, FunctionError, SkFunction, StopToken};
+use sk_core::{Args, FunctionError, SkFunction, StopToken, error_chain};
 use sk_reg::{CasOutcome, GlobalStorage, StorageBackend, StorageError, StoredValue};
 
 use crate::error::ProtocolError;
@@ -373,7 +373,7 @@ pub(crate) fn serve(
 /// Runs one call and encodes its outcome.
 fn run_call(function: &SkFunction, extra: &Args) -> Result<Encoded, RemoteFailure> {
     let failure = |e: &FunctionError| RemoteFailure {
-        message: chain(e),
+        message: error_chain(e),
         retryable: e.is_retryable(),
     };
     let value = function
@@ -383,18 +383,6 @@ fn run_call(function: &SkFunction, extra: &Args) -> Result<Encoded, RemoteFailur
         .into_encoded()
         .map_err(|e| failure(&FunctionError::Cereal(e)))?;
     Ok(Encoded { type_name, bytes })
-}
-
-/// An error and its sources, joined with ": ".
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 /// The global storage of a worker process: every operation is sent to the
@@ -521,5 +509,5 @@ pub(crate) fn host_storage(storage: &GlobalStorage, op: StorageOp) -> StorageRep
             .map(StorageReply::Cas),
         StorageOp::Keys => backend.keys().map(StorageReply::Keys),
     };
-    result.unwrap_or_else(|e| StorageReply::Failed(chain(&e)))
+    result.unwrap_or_else(|e| StorageReply::Failed(error_chain(&e)))
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sk_core::{BoxError, Permanent, Retry, StopToken, SystemClock, Value};
+use sk_core::{
+    BoxError, Permanent, Retry, StopToken, SystemClock, Value, error_chain, panic_message,
+};
 
 use super::{Runtime, poison};
 use crate::mode::{ErrorMode, PartState};
@@ -102,28 +104,6 @@ fn thread_number() -> u64 {
     })
 }
 
-/// An error and its sources, joined with ": ".
-fn message_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
-
 impl Runtime {
     fn context<'a>(
         &'a self,
@@ -206,7 +186,7 @@ impl Runtime {
                     let failed = PartError::Failed {
                         part: part.name.to_string(),
                         coord: pp.coord,
-                        message: message_chain(&*error),
+                        message: error_chain(&*error),
                     };
                     return Err((failed, retryable));
                 }
@@ -214,7 +194,7 @@ impl Runtime {
                     let panicked = PartError::Panicked {
                         part: part.name.to_string(),
                         coord: pp.coord,
-                        message: panic_text(&*payload),
+                        message: panic_message(&*payload),
                     };
                     return Err((panicked, true));
                 }
@@ -306,7 +286,7 @@ impl Runtime {
                         true,
                         true,
                     ),
-                    other => (failed(message_chain(&other)), other.is_retryable(), false),
+                    other => (failed(error_chain(&other)), other.is_retryable(), false),
                 })?;
             if let Some(check) = &part.validator {
                 check(&value).map_err(|reason| {

@@ -15,8 +15,6 @@ use std::panic::{self, AssertUnwindSafe};
 use serde::{Deserialize, Serialize};
 use sk_core::{Args, FunctionError, SkFunction, StopToken};
 
-use crate::worker::chain;
-
 /// The registered name of the batch function.
 pub(crate) const BATCH: &str = "__sk_pool_batch";
 
@@ -102,11 +100,7 @@ fn run_item(function: &SkFunction, item: &Args) -> Outcome {
             .and_then(|v| v.into_encoded().map_err(FunctionError::Cereal))
     };
     let result = panic::catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        let message = sk_core::panic_message(&*payload);
         Err(FunctionError::Panicked {
             function: function.name().to_owned(),
             message,
@@ -120,7 +114,7 @@ fn run_item(function: &SkFunction, item: &Args) -> Outcome {
             } else {
                 FailureKind::Failed
             },
-            message: chain(&e),
+            message: sk_core::error_chain(&e),
             retryable: e.is_retryable(),
         }),
     }

@@ -229,7 +229,7 @@ pub(crate) fn drive(shared: Arc<Shared>, slot: usize, mut worker: Worker) {
             match replace(&shared, slot, &mut generation) {
                 Ok(w) => worker = w,
                 Err(e) => {
-                    unrunnable(&task.job, task.items, &crate::worker::chain(&e));
+                    unrunnable(&task.job, task.items, &sk_core::error_chain(&e));
                     continue;
                 }
             }
@@ -274,7 +274,7 @@ fn run_task(shared: &Arc<Shared>, worker: &Worker, task: Task) -> bool {
     let call = match call {
         Ok(call) => call,
         Err(e) => {
-            unrunnable(&job, items, &crate::worker::chain(&e));
+            unrunnable(&job, items, &sk_core::error_chain(&e));
             return false;
         }
     };
@@ -290,7 +290,7 @@ fn run_task(shared: &Arc<Shared>, worker: &Worker, task: Task) -> bool {
             return false;
         }
         Err(e) => {
-            unrunnable(&job, items, &crate::worker::chain(&e));
+            unrunnable(&job, items, &sk_core::error_chain(&e));
             return false;
         }
     };
@@ -314,12 +314,12 @@ fn run_task(shared: &Arc<Shared>, worker: &Worker, task: Task) -> bool {
                         }
                     }
                 }
-                Err(e) => unrunnable(&job, items, &crate::worker::chain(&e)),
+                Err(e) => unrunnable(&job, items, &sk_core::error_chain(&e)),
             },
             // Which item killed it is unknown: re-run the chunk item by
             // item, where a death is pinned on the item that was running.
             Err(e) if e.is_retryable() => free.extend(items),
-            Err(e) => unrunnable(&job, items, &crate::worker::chain(&e)),
+            Err(e) => unrunnable(&job, items, &sk_core::error_chain(&e)),
         }
     }
     shared.requeue(Task {
@@ -424,7 +424,7 @@ fn run_streaming(
             // died: that attempt counts; the rest never started.
             let status = match &e {
                 WorkerError::Died { status, .. } => status.clone(),
-                other => crate::worker::chain(other),
+                other => sk_core::error_chain(other),
             };
             if let Some(item) = items.next() {
                 let miss = Miss::Died {
@@ -435,7 +435,7 @@ fn run_streaming(
             }
             free.extend(items);
         }
-        Some(Err(e)) => unrunnable(job, items.collect(), &crate::worker::chain(&e)),
+        Some(Err(e)) => unrunnable(job, items.collect(), &sk_core::error_chain(&e)),
     }
     false
 }

@@ -283,7 +283,7 @@ impl Driver {
                 Err(e) => Outcome::Failed(Failure::Hook {
                     hook: Hook::Result,
                     run: ctx.run,
-                    message: format!("cannot encode the output: {}", chain(&e)),
+                    message: format!("cannot encode the output: {}", sk_core::error_chain(&e)),
                 }),
             },
             Err(Failure::Abandoned) => Outcome::Abandoned,
@@ -367,36 +367,13 @@ impl Driver {
             Ok(Err(e)) => Err(Failure::Hook {
                 hook,
                 run: ctx.run,
-                message: chain(&*e),
+                message: sk_core::error_chain(&*e),
             }),
             Err(payload) => Err(Failure::Panic {
                 hook,
                 run: ctx.run,
-                message: panic_message(payload.as_ref()),
+                message: sk_core::panic_message(payload.as_ref()),
             }),
         }
-    }
-}
-
-/// An error and its sources, joined with ": " (the error crosses a process
-/// boundary, so only its text can).
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_owned()
     }
 }
