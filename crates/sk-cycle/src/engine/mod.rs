@@ -193,19 +193,31 @@ impl Runtime {
             n.poison.store(poison::NONE, Ordering::Relaxed);
             n.state.store(0, Ordering::Relaxed);
             n.claim.store(0, Ordering::Relaxed);
-            if n.has_output.swap(false, Ordering::Relaxed) {
+            // Between iterations nothing else touches the node: plain loads
+            // and stores, no read-modify-write.
+            if n.has_output.load(Ordering::Relaxed) {
+                n.has_output.store(false, Ordering::Relaxed);
                 n.output.lock().take();
             }
-            if n.has_error.swap(false, Ordering::Relaxed) {
+            if n.has_error.load(Ordering::Relaxed) {
+                n.has_error.store(false, Ordering::Relaxed);
                 n.error.lock().take();
             }
         }
         rt.error_state.store(false, Ordering::Relaxed);
         rt.done.store(false, Ordering::Relaxed);
-        *rt.waiter.lock() = Some(thread::current());
         rt.remaining
             .store(self.plan.lanes[lane].sinks, Ordering::Release);
-        rt.iteration.fetch_add(1, Ordering::AcqRel) + 1
+        // Only the lane's driver writes the iteration number.
+        let iteration = rt.iteration.load(Ordering::Relaxed) + 1;
+        rt.iteration.store(iteration, Ordering::Release);
+        iteration
+    }
+
+    /// Makes the calling thread the one woken when an iteration of `lane`
+    /// ends. A lane is driven by one thread for the whole run.
+    pub(crate) fn register_driver(&self, lane: usize) {
+        *self.lanes[lane].waiter.lock() = Some(thread::current());
     }
 
     /// Runs one iteration of `lane` on the calling pool thread, helping
@@ -578,7 +590,10 @@ impl Runtime {
         if finish.error_state {
             self.lanes[lane].error_state.store(true, Ordering::Relaxed);
         }
-        self.counts[node as usize][state as usize - 1].fetch_add(1, Ordering::Relaxed);
+        // One thread completes a node per iteration, and iterations of a
+        // lane are ordered: a plain increment, not a read-modify-write.
+        let count = &self.counts[node as usize][state as usize - 1];
+        count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         n.state.store(state as u8, Ordering::Release);
     }
 
