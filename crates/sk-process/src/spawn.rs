@@ -1,17 +1,19 @@
 //! Starting a worker process: spawn (never fork-and-continue) the current
-//! binary with the channel on fd 3 and a parent-death signal.
+//! binary with the channel as its standard input.
 //!
-//! Linux sends the parent-death signal when the *thread* that forked the
-//! child ends, so every worker is started from one long-lived spawner
-//! thread. A worker whose parent is already gone by the time it sets the
-//! signal exits at once; a worker whose channel reaches end-of-file exits
-//! too. Together: workers never outlive their parent, even one killed by
-//! SIGKILL.
+//! Nothing runs between fork and exec (no `pre_exec`), so the standard
+//! library starts workers with `posix_spawn`, as cheap as any spawn. The
+//! worker then, first thing, asks for a parent-death signal, ignores SIGINT
+//! (the parent stops its workers in order), and exits at once if its parent
+//! is already gone. Linux sends the parent-death signal when the *thread*
+//! that started the child ends, so every worker is started from one
+//! long-lived spawner thread. A worker whose channel reaches end-of-file
+//! exits too. Together: workers never outlive their parent, even one killed
+//! by SIGKILL.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
@@ -53,7 +55,6 @@ pub(crate) struct Spawned {
 pub(crate) fn spawn_worker(name: &str) -> io::Result<Spawned> {
     let (parent_end, child_end) = UnixStream::pair()?;
     let child_fd: OwnedFd = child_end.into();
-    let raw = child_fd.as_raw_fd();
     let parent_pid = std::process::id();
     let mut command = Command::new(std::env::current_exe()?);
     command
@@ -61,38 +62,10 @@ pub(crate) fn spawn_worker(name: &str) -> io::Result<Spawned> {
         .env(ENV_FD, WORKER_FD.to_string())
         .env(ENV_NAME, name)
         .env(ENV_PARENT, parent_pid.to_string())
-        .stdin(Stdio::null())
+        // The channel: the worker's standard input is its socket.
+        .stdin(Stdio::from(child_fd))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // makes async-signal-safe calls (dup2, fcntl, prctl, signal, getppid,
-    // _exit); it allocates nothing and touches no lock.
-    unsafe {
-        command.pre_exec(move || {
-            if raw == WORKER_FD {
-                // Already in place: just let it survive exec.
-                let flags = libc::fcntl(raw, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(raw, WORKER_FD) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Ctrl-C in a terminal reaches the whole process group; the
-            // parent stops its workers in order, so they ignore it.
-            if libc::signal(libc::SIGINT, libc::SIG_IGN) == libc::SIG_ERR {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent died before the signal was set: leave now.
-            if libc::getppid() as u32 != parent_pid {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
     let (tx, rx) = channel::bounded(1);
     spawner()?
         .send((command, tx))
@@ -100,9 +73,8 @@ pub(crate) fn spawn_worker(name: &str) -> io::Result<Spawned> {
     let child = rx
         .recv()
         .map_err(|_| io::Error::other("the spawner thread is gone"))??;
-    // The child has its copy; the parent's copy of its end must close so
-    // that the parent sees end-of-file when the child dies.
-    drop(child_fd);
+    // The parent's copy of the child's end was moved into the command and
+    // closed with it, so the parent sees end-of-file when the child dies.
     Ok(Spawned {
         child,
         channel: parent_end,

@@ -1,7 +1,8 @@
 //! The worker side: what runs inside a worker process (or thread).
 //!
-//! A worker process is this same binary started again with the channel on
-//! file descriptor 3 and `SK_WORKER_FD=3` in its environment.
+//! A worker process is this same binary started again with the channel as
+//! its standard input and `SK_WORKER_FD=0` in its environment (so code a
+//! worker runs must not read stdin).
 //! [`init`] at the top of `main` (or the test entry made by
 //! [`worker_test!`](crate::worker_test)) sees that, runs the registered
 //! process init functions, and serves calls until the parent says stop or
@@ -25,8 +26,8 @@ use crate::error::ProtocolError;
 use crate::frame::{DEFAULT_MAX_FRAME, FrameReader, encode_frame, write_frame};
 use crate::protocol::{Encoded, FromWorker, RemoteFailure, StorageOp, StorageReply, ToWorker};
 
-/// The channel's file descriptor in a worker process.
-pub(crate) const WORKER_FD: i32 = 3;
+/// The channel's file descriptor in a worker process: its standard input.
+pub(crate) const WORKER_FD: i32 = 0;
 pub(crate) const ENV_FD: &str = "SK_WORKER_FD";
 pub(crate) const ENV_NAME: &str = "SK_WORKER_NAME";
 pub(crate) const ENV_PARENT: &str = "SK_PARENT_PID";
@@ -158,7 +159,28 @@ pub fn __close_channel_to_parent() -> io::Result<()> {
     outbox.stream.lock().shutdown(std::net::Shutdown::Write)
 }
 
+/// Ties this worker's life to its parent's: a parent-death signal, SIGINT
+/// ignored (the parent stops its workers), and an exit if the parent is
+/// already gone. Whether to go on.
+fn bind_to_parent() -> bool {
+    // SAFETY: plain system calls on this process's own attributes.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let parent = std::env::var(ENV_PARENT)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok());
+    // SAFETY: getppid has no preconditions.
+    let current = unsafe { libc::getppid() } as u32;
+    // The parent died before the signal was set: the worker was reparented.
+    parent.is_none_or(|p| p == current)
+}
+
 fn run_process_worker() -> i32 {
+    if !bind_to_parent() {
+        return 1;
+    }
     let name = std::env::var(ENV_NAME).unwrap_or_else(|_| "worker".to_owned());
     // SAFETY: the parent started this process with the channel's socket on
     // WORKER_FD (see spawn.rs) and nothing else in the process owns it.

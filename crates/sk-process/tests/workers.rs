@@ -399,3 +399,112 @@ fn tell_and_listen_carry_messages_both_ways_while_a_call_runs() {
         assert!(sk_process::tell_parent(&1u8).is_err());
     })
 }
+
+/// Set by the process init below, in every new worker process.
+static INIT_RAN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn mark_init() {
+    INIT_RAN.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+sk_process::process_init!(mark_init);
+
+#[sk_core::function(crate = ::sk_core)]
+fn init_ran() -> bool {
+    INIT_RAN.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[test]
+fn registered_process_inits_run_in_every_new_worker_process() {
+    if backend() != Backend::Process {
+        return; // Thread workers share this process; nothing to initialise.
+    }
+    guarded(|| {
+        // This process never ran it: only worker processes do.
+        assert!(!INIT_RAN.load(std::sync::atomic::Ordering::SeqCst));
+        for i in 0..2 {
+            let worker = Worker::spawn(format!("w-init-{i}"), Backend::Process).unwrap();
+            let ran: bool = call(&worker, "init_ran", Args::new(), None).unwrap();
+            assert!(ran, "worker {i} ran the process init");
+        }
+    })
+}
+
+#[test]
+#[ignore = "run as a child process by worker_output_is_forwarded_with_its_name"]
+fn parent_of_a_printing_worker() {
+    let worker = Worker::spawn("w-print", Backend::Process).unwrap();
+    let values: Vec<u64> = vec![1, 2, 3];
+    let _: u64 = call(
+        &worker,
+        "total",
+        Args::new().with("values", &values).unwrap(),
+        None,
+    )
+    .unwrap();
+    // Give the forwarder a moment to print before this process exits.
+    worker.stop(Duration::from_secs(5));
+    thread::sleep(Duration::from_millis(100));
+}
+
+#[test]
+fn worker_output_is_forwarded_with_its_name() {
+    if backend() != Backend::Process {
+        return; // A thread worker prints straight to this process's stdout.
+    }
+    hang_guard(Duration::from_secs(60), || {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "parent_of_a_printing_worker",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.contains("[w-print] summing 3 values"), "{stdout}");
+    })
+}
+
+#[test]
+fn a_worker_sending_bad_bytes_is_replaced_by_its_manager() {
+    if backend() != Backend::Process {
+        return; // Thread workers have no byte channel.
+    }
+    guarded(|| {
+        use sk_process::{ChildSpec, ManagerEvent, ProcessManager};
+        let manager = ProcessManager::builder("bad-bytes")
+            .backend(Backend::Process)
+            .build()
+            .unwrap();
+        let events = manager.events();
+        let id = manager.spawn(ChildSpec::new("corrupted")).unwrap();
+        let before = manager.worker(id).unwrap().pid();
+        let f = SkFunction::builder("corrupt")
+            .arg("kind", "garbage".to_owned())
+            .build()
+            .unwrap();
+        let err = manager
+            .call(id, &f, &Args::new(), Some(Duration::from_secs(30)))
+            .unwrap_err();
+        let chain = sk_core::error_chain(&err);
+        assert!(chain.contains("died: failed: protocol error"), "{chain}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let restarted = loop {
+            match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(ManagerEvent::Restarted { id: child, .. }) if child == id => break true,
+                Ok(_) => {}
+                Err(_) => break false,
+            }
+        };
+        assert!(restarted, "the manager replaced the worker");
+        let after = manager.worker(id).unwrap();
+        assert_ne!(after.pid(), before);
+        let pid: u32 = call(&after, "whoami", Args::new(), None).unwrap();
+        assert_eq!(pid, after.pid(), "the replacement serves calls");
+        manager.shutdown(Duration::from_secs(5)).unwrap();
+    })
+}
