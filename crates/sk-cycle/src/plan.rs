@@ -22,14 +22,20 @@ use crate::blueprint::{Blueprint, BpKind, NodeIdx};
 use crate::coord::Coord;
 use crate::error::BuildError;
 use crate::mode::{ErrorMode, Placement, SyncMode};
-use crate::part::{ConditionFn, CyclePart};
+use crate::part::{ConditionFn, CyclePart, PartFn, Work};
 
 /// Marks a data edge in [`Plan::succ`].
 pub(crate) const DATA: u32 = 1 << 31;
 
 /// One part, ready to run.
 pub(crate) struct PlanPart {
-    pub(crate) part: CyclePart,
+    /// Behind an `Arc`: the record stays small, so large cycles stay in
+    /// cache (a part's full settings are only read off the fast path).
+    pub(crate) part: Arc<CyclePart>,
+    /// The closure of a plain part — a context closure with no validator,
+    /// retry, condition, gate, component, timeout or process — which the
+    /// engine runs on its fast path.
+    pub(crate) plain: Option<Arc<PartFn>>,
     pub(crate) coord: Coord,
     /// The part whose output is this part's input.
     pub(crate) input_from: Option<u32>,
@@ -166,8 +172,24 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                     level_scopes[scope].push(id);
                 }
                 lanes_of_parts[id as usize] = lane;
+                let plain = match &part.work {
+                    Work::Context(f)
+                        if part.validator.is_none()
+                            && part.input_validator.is_none()
+                            && part.condition.is_none()
+                            && part.error_mode != ErrorMode::Retry
+                            && part.timeout.is_none()
+                            && part.placement == Placement::Pool
+                            && frame.conditions.is_empty()
+                            && frame.gate.is_none() =>
+                    {
+                        Some(Arc::clone(f))
+                    }
+                    _ => None,
+                };
                 parts[id as usize] = Some(PlanPart {
-                    part: CyclePart::clone(part),
+                    part: Arc::new(CyclePart::clone(part)),
+                    plain,
                     coord: node.coord,
                     input_from: frame.data_parent,
                     split_conditions: frame.conditions.clone(),

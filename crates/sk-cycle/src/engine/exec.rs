@@ -13,7 +13,7 @@ use sk_core::{
 
 use super::{Runtime, poison};
 use crate::mode::{ErrorMode, PartState};
-use crate::part::{Input, PartContext, PartError, Work};
+use crate::part::{Input, PartContext, PartError, PartFn, Work};
 use crate::plan::PlanPart;
 use crate::trace::TraceEvent;
 
@@ -144,6 +144,44 @@ impl Runtime {
         };
         // A panicking condition counts as false: the subtree is not taken.
         panic::catch_unwind(AssertUnwindSafe(check)).unwrap_or(false)
+    }
+
+    /// Runs a plain part (see [`PlanPart::plain`]): no validator, retry,
+    /// condition, gate, component, timeout or process to consider.
+    #[inline]
+    pub(super) fn execute_plain(&self, node: u32, pp: &PlanPart, work: &PartFn) -> Finish {
+        let input = self.input_for(node);
+        let started =
+            (self.options.stats || self.options.trace).then(|| (Instant::now(), thread_number()));
+        let iteration = self.lanes[pp.lane as usize]
+            .iteration
+            .load(Ordering::Relaxed);
+        let env = self.env(pp.lane);
+        let ctx = self.context(pp, &input, &env, &self.cancel, iteration, 1);
+        let mut finish = match panic::catch_unwind(AssertUnwindSafe(|| work(&ctx))) {
+            Ok(Ok(value)) => Finish {
+                output: (!pp.part.unit_output && !value.is::<()>()).then(|| Arc::new(value)),
+                ..Finish::new(PartState::Succeeded)
+            },
+            Ok(Err(error)) => {
+                let failed = PartError::Failed {
+                    part: pp.part.name.to_string(),
+                    coord: pp.coord,
+                    message: error_chain(&*error),
+                };
+                self.failure(pp, failed, false)
+            }
+            Err(payload) => {
+                let panicked = PartError::Panicked {
+                    part: pp.part.name.to_string(),
+                    coord: pp.coord,
+                    message: panic_message(&*payload),
+                };
+                self.failure(pp, panicked, false)
+            }
+        };
+        finish.ran = started;
+        finish
     }
 
     /// Runs part `node` to its end on the calling thread.

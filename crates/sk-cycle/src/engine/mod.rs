@@ -359,6 +359,9 @@ impl Runtime {
             p => return Step::Done(Finish::poisoned(p).gated(admitted)),
         }
         let part = &self.plan.parts[node as usize];
+        if let Some(work) = &part.plain {
+            return Step::Done(self.execute_plain(node, part, &**work));
+        }
         let lane = part.lane as usize;
         let input = self.input_for(node);
         if !admitted {
