@@ -13,7 +13,7 @@ use sk_core::{
 
 use super::{Runtime, poison};
 use crate::mode::{ErrorMode, PartState};
-use crate::part::{Input, PartContext, PartError, PartFn, Work};
+use crate::part::{Input, PartContext, PartError, PartFn, ValidatorFn, Work};
 use crate::plan::PlanPart;
 use crate::trace::TraceEvent;
 
@@ -104,6 +104,118 @@ fn thread_number() -> u64 {
     })
 }
 
+/// A failed attempt: the error, whether a retry could help, and whether
+/// it was a timeout.
+struct Failure {
+    error: PartError,
+    retryable: bool,
+    timed_out: bool,
+}
+
+impl Failure {
+    fn new(error: PartError, retryable: bool) -> Self {
+        Failure {
+            error,
+            retryable,
+            timed_out: false,
+        }
+    }
+}
+
+fn failed(pp: &PlanPart, message: String) -> PartError {
+    PartError::Failed {
+        part: pp.part.name.to_string(),
+        coord: pp.coord,
+        message,
+    }
+}
+
+/// What a part's work returned, or its panic, as an attempt's outcome: a
+/// [`Permanent`] error is not worth retrying.
+fn caught(
+    pp: &PlanPart,
+    outcome: std::thread::Result<Result<Value, BoxError>>,
+) -> Result<Value, Failure> {
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => {
+            let retryable = !error.is::<Permanent>();
+            Err(Failure::new(failed(pp, error_chain(&*error)), retryable))
+        }
+        Err(payload) => {
+            let panicked = PartError::Panicked {
+                part: pp.part.name.to_string(),
+                coord: pp.coord,
+                message: panic_message(&*payload),
+            };
+            Err(Failure::new(panicked, true))
+        }
+    }
+}
+
+/// Runs `validator` on `value`; a rejection fails the attempt.
+fn check_value(
+    pp: &PlanPart,
+    validator: &Option<Arc<ValidatorFn>>,
+    value: &Value,
+    which: &'static str,
+) -> Result<(), Failure> {
+    match validator {
+        Some(check) => check(value).map_err(|reason| {
+            let invalid = PartError::Invalid {
+                part: pp.part.name.to_string(),
+                coord: pp.coord,
+                which,
+                reason,
+            };
+            Failure::new(invalid, true)
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Runs the input validator on the part's input value, if any.
+fn check_input(pp: &PlanPart, input: &Input) -> Result<(), Failure> {
+    match input {
+        Input::Value(value) => check_value(pp, &pp.part.input_validator, value, "input"),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the output validator.
+fn check_output(pp: &PlanPart, value: &Value) -> Result<(), Failure> {
+    check_value(pp, &pp.part.validator, value, "output")
+}
+
+/// Runs `attempt` once, or under [`ErrorMode::Retry`] by the part's retry
+/// policy, its overall deadline shortened to `deadline` when given.
+fn with_retries(
+    pp: &PlanPart,
+    deadline: Option<Duration>,
+    mut attempt: impl FnMut(u32) -> Result<Value, Failure>,
+) -> Result<Value, Failure> {
+    if pp.part.error_mode != ErrorMode::Retry {
+        return attempt(1);
+    }
+    let mut policy = pp.part.retry.clone().unwrap_or_default();
+    if let Some(limit) = deadline {
+        let limit = policy.deadline_value().map_or(limit, |d| d.min(limit));
+        policy = policy.deadline(limit);
+    }
+    let mut rng = fastrand::Rng::new();
+    let classify = |f: &Failure| Retry::from(f.retryable);
+    policy
+        .run(&SystemClock, &mut rng, classify, |a| attempt(a.number))
+        .map_err(|e| {
+            e.into_last_error().unwrap_or_else(|| {
+                Failure::new(
+                    failed(pp, "the retry policy allowed no attempt".to_owned()),
+                    false,
+                )
+            })
+        })
+}
+
 impl Runtime {
     fn context<'a>(
         &'a self,
@@ -151,37 +263,14 @@ impl Runtime {
     #[inline]
     pub(super) fn execute_plain(&self, node: u32, pp: &PlanPart, work: &PartFn) -> Finish {
         let input = self.input_for(node);
-        let started =
-            (self.options.stats || self.options.trace).then(|| (Instant::now(), thread_number()));
+        let started = self.start_clock();
         let iteration = self.lanes[pp.lane as usize]
             .iteration
             .load(Ordering::Relaxed);
         let env = self.env(pp.lane);
         let ctx = self.context(pp, &input, &env, &self.cancel, iteration, 1);
-        let mut finish = match panic::catch_unwind(AssertUnwindSafe(|| work(&ctx))) {
-            Ok(Ok(value)) => Finish {
-                output: (!pp.part.unit_output && !value.is::<()>()).then(|| Arc::new(value)),
-                ..Finish::new(PartState::Succeeded)
-            },
-            Ok(Err(error)) => {
-                let failed = PartError::Failed {
-                    part: pp.part.name.to_string(),
-                    coord: pp.coord,
-                    message: error_chain(&*error),
-                };
-                self.failure(pp, failed, false)
-            }
-            Err(payload) => {
-                let panicked = PartError::Panicked {
-                    part: pp.part.name.to_string(),
-                    coord: pp.coord,
-                    message: panic_message(&*payload),
-                };
-                self.failure(pp, panicked, false)
-            }
-        };
-        finish.ran = started;
-        finish
+        let result = caught(pp, panic::catch_unwind(AssertUnwindSafe(|| work(&ctx))));
+        self.finish_with(pp, result, started)
     }
 
     /// Runs part `node` to its end on the calling thread.
@@ -194,175 +283,85 @@ impl Runtime {
     ) -> Finish {
         let pp = &self.plan.parts[node as usize];
         let part = &pp.part;
-        let started =
-            (self.options.stats || self.options.trace).then(|| (Instant::now(), thread_number()));
+        let started = self.start_clock();
         let env = self.env(pp.lane);
-        let attempt = |number: u32| -> Result<Value, (PartError, bool)> {
-            let invalid = |which, reason| PartError::Invalid {
-                part: part.name.to_string(),
-                coord: pp.coord,
-                which,
-                reason,
-            };
-            if let (Some(check), Input::Value(value)) = (&part.input_validator, input) {
-                check(value).map_err(|reason| (invalid("input", reason), true))?;
-            }
+        let result = with_retries(pp, part.timeout, |number| {
+            check_input(pp, input)?;
             let ctx = self.context(pp, input, &env, stop, iteration, number);
-            let outcome = panic::catch_unwind(AssertUnwindSafe(|| match &part.work {
-                Work::Context(f) => f(&ctx),
-                Work::Function(f) => match f.as_handle() {
-                    Some(handle) => handle
-                        .execute_value_with(&crate::process::input_args(handle, input))
-                        .map_err(BoxError::from),
-                    None => f.execute_value().map_err(BoxError::from),
-                },
-            }));
-            let value = match outcome {
-                Ok(Ok(value)) => value,
-                Ok(Err(error)) => {
-                    let retryable = !error.is::<Permanent>();
-                    let failed = PartError::Failed {
-                        part: part.name.to_string(),
-                        coord: pp.coord,
-                        message: error_chain(&*error),
-                    };
-                    return Err((failed, retryable));
-                }
-                Err(payload) => {
-                    let panicked = PartError::Panicked {
-                        part: part.name.to_string(),
-                        coord: pp.coord,
-                        message: panic_message(&*payload),
-                    };
-                    return Err((panicked, true));
-                }
-            };
-            if let Some(check) = &part.validator {
-                check(&value).map_err(|reason| (invalid("output", reason), true))?;
-            }
-            Ok(value)
-        };
-        let result = if part.error_mode == ErrorMode::Retry {
-            let mut policy = part.retry.clone().unwrap_or_default();
-            if let Some(limit) = part.timeout {
-                let deadline = policy.deadline_value().map_or(limit, |d| d.min(limit));
-                policy = policy.deadline(deadline);
-            }
-            let mut rng = fastrand::Rng::new();
-            let classify = |(_, retryable): &(PartError, bool)| Retry::from(*retryable);
-            policy
-                .run(&SystemClock, &mut rng, classify, |a| attempt(a.number))
-                .map_err(|e| match e.into_last_error() {
-                    Some((error, _)) => error,
-                    None => PartError::Failed {
-                        part: part.name.to_string(),
-                        coord: pp.coord,
-                        message: "the retry policy allowed no attempt".to_owned(),
+            let value = caught(
+                pp,
+                panic::catch_unwind(AssertUnwindSafe(|| match &part.work {
+                    Work::Context(f) => f(&ctx),
+                    Work::Function(f) => match f.as_handle() {
+                        Some(handle) => handle
+                            .execute_value_with(&crate::process::input_args(handle, input))
+                            .map_err(BoxError::from),
+                        None => f.execute_value().map_err(BoxError::from),
                     },
-                })
-        } else {
-            attempt(1).map_err(|(error, _)| error)
-        };
-        let mut finish = match result {
-            Ok(value) => {
-                let output = (!part.unit_output && !value.is::<()>()).then(|| Arc::new(value));
-                Finish {
-                    output,
-                    ..Finish::new(PartState::Succeeded)
-                }
-            }
-            Err(error) => self.failure(pp, error, false),
-        };
-        finish.ran = started;
-        finish
+                })),
+            )?;
+            check_output(pp, &value)?;
+            Ok(value)
+        });
+        self.finish_with(pp, result, started)
     }
 
     /// Runs process part `node` in a worker, with retries under
-    /// [`ErrorMode::Retry`] (each attempt on a live worker).
+    /// [`ErrorMode::Retry`] (each attempt on a live worker; the part's
+    /// timeout bounds each attempt, where the worker is killed).
     pub(super) fn execute_in_process(&self, node: u32, input: &Input) -> Finish {
         let pp = &self.plan.parts[node as usize];
         let part = &pp.part;
-        let started =
-            (self.options.stats || self.options.trace).then(|| (Instant::now(), thread_number()));
-        let failed = |message: String| PartError::Failed {
-            part: part.name.to_string(),
-            coord: pp.coord,
-            message,
-        };
+        let started = self.start_clock();
         let handle = match (&part.work, &self.processes) {
             (Work::Function(f), Some(runner)) => f.as_handle().map(|handle| (handle, runner)),
             _ => None,
         };
         // Rejected when the cycle was built; kept total for safety.
         let Some((handle, runner)) = handle else {
-            let mut finish = self.failure(pp, failed("not a function handle".to_owned()), false);
-            finish.ran = started;
-            return finish;
+            let error = failed(pp, "not a function handle".to_owned());
+            return self.finish_with(pp, Err(Failure::new(error, false)), started);
         };
-        // (error, retryable, timed out)
-        let attempt = |_: u32| -> Result<Value, (PartError, bool, bool)> {
-            if let (Some(check), Input::Value(value)) = (&part.input_validator, input) {
-                check(value).map_err(|reason| {
-                    let e = PartError::Invalid {
-                        part: part.name.to_string(),
-                        coord: pp.coord,
-                        which: "input",
-                        reason,
-                    };
-                    (e, true, false)
-                })?;
-            }
+        let result = with_retries(pp, None, |_| {
+            check_input(pp, input)?;
             let value = runner
                 .call(&part.placement, handle, input, part.timeout)
                 .map_err(|e| match e {
-                    sk_process::WorkerError::TimedOut { after, .. } => (
-                        PartError::TimedOut {
+                    sk_process::WorkerError::TimedOut { after, .. } => Failure {
+                        error: PartError::TimedOut {
                             part: part.name.to_string(),
                             coord: pp.coord,
                             after,
                         },
-                        true,
-                        true,
-                    ),
-                    other => (failed(error_chain(&other)), other.is_retryable(), false),
+                        retryable: true,
+                        timed_out: true,
+                    },
+                    other => Failure::new(failed(pp, error_chain(&other)), other.is_retryable()),
                 })?;
-            if let Some(check) = &part.validator {
-                check(&value).map_err(|reason| {
-                    let e = PartError::Invalid {
-                        part: part.name.to_string(),
-                        coord: pp.coord,
-                        which: "output",
-                        reason,
-                    };
-                    (e, true, false)
-                })?;
-            }
+            check_output(pp, &value)?;
             Ok(value)
-        };
-        let result = if part.error_mode == ErrorMode::Retry {
-            let policy = part.retry.clone().unwrap_or_default();
-            let mut rng = fastrand::Rng::new();
-            let classify = |(_, retryable, _): &(PartError, bool, bool)| Retry::from(*retryable);
-            policy
-                .run(&SystemClock, &mut rng, classify, |a| attempt(a.number))
-                .map_err(|e| {
-                    e.into_last_error().unwrap_or_else(|| {
-                        (
-                            failed("the retry policy allowed no attempt".to_owned()),
-                            false,
-                            false,
-                        )
-                    })
-                })
-        } else {
-            attempt(1)
-        };
+        });
+        self.finish_with(pp, result, started)
+    }
+
+    /// When a part starts, if stats or the trace want it.
+    fn start_clock(&self) -> Option<(Instant, u64)> {
+        (self.options.stats || self.options.trace).then(|| (Instant::now(), thread_number()))
+    }
+
+    /// The end of a part whose attempts gave `result`.
+    fn finish_with(
+        &self,
+        pp: &PlanPart,
+        result: Result<Value, Failure>,
+        started: Option<(Instant, u64)>,
+    ) -> Finish {
         let mut finish = match result {
             Ok(value) => Finish {
-                output: (!value.is::<()>()).then(|| Arc::new(value)),
+                output: (!pp.part.unit_output && !value.is::<()>()).then(|| Arc::new(value)),
                 ..Finish::new(PartState::Succeeded)
             },
-            Err((error, _, timed_out)) => self.failure(pp, error, timed_out),
+            Err(f) => self.failure(pp, f.error, f.timed_out),
         };
         finish.ran = started;
         finish
