@@ -557,7 +557,7 @@ fn spawn_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerE
             },
         });
     }
-    let _ = frames_socket(&mut frames).set_read_timeout(Some(SILENCE_LIMIT));
+    let _ = frames.get_ref().set_read_timeout(Some(SILENCE_LIMIT));
     let weak = Arc::downgrade(&inner);
     let spawned_reader = thread::Builder::new()
         .name(format!("sk-read:{name}"))
@@ -585,10 +585,9 @@ enum ReadyError {
 
 /// Reads the first frame with a deadline (the socket's read timeout).
 fn wait_ready(frames: &mut FrameReader<UnixStream>, limit: Duration) -> Result<(), ReadyError> {
-    let socket = frames_socket(frames);
-    let _ = socket.set_read_timeout(Some(limit));
+    let _ = frames.get_ref().set_read_timeout(Some(limit));
     let first = frames.read::<FromWorker>();
-    let _ = frames_socket(frames).set_read_timeout(None);
+    let _ = frames.get_ref().set_read_timeout(None);
     match first {
         Ok(Some(FromWorker::Ready { .. })) => Ok(()),
         Ok(Some(_)) => Err(ReadyError::Protocol(ProtocolError::Unexpected(
@@ -610,10 +609,6 @@ fn wait_ready(frames: &mut FrameReader<UnixStream>, limit: Duration) -> Result<(
         }
         Err(e) => Err(ReadyError::Protocol(e)),
     }
-}
-
-fn frames_socket(frames: &mut FrameReader<UnixStream>) -> &UnixStream {
-    frames.get_ref()
 }
 
 /// Reads the worker's frames until the channel ends or breaks.

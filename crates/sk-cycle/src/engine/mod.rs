@@ -419,32 +419,39 @@ impl Runtime {
     /// pool) until the worker answers, fails, dies or is killed at the
     /// part's timeout.
     fn run_in_process(self: &Arc<Self>, node: u32, input: Input, gated: bool) {
-        let this = Arc::clone(self);
-        let part = &self.plan.parts[node as usize];
-        let spawned = thread::Builder::new()
-            .name(format!("sk-call:{}", part.part.name))
-            .spawn(move || {
-                let finish = this.execute_in_process(node, &input);
-                this.complete_from_outside(node, finish.gated(gated));
-            });
-        if spawned.is_err() {
-            let finish = Finish::spawn_failed(&self.plan.parts[node as usize]);
-            self.complete_from_outside(node, finish.gated(gated));
-        }
+        self.on_own_thread(node, gated, "sk-call", move |this| {
+            let finish = this.execute_in_process(node, &input);
+            this.complete_from_outside(node, finish.gated(gated));
+        });
     }
 
     /// Runs a timed part on its own thread, racing the watchdog.
     fn run_timed(self: &Arc<Self>, node: u32, input: Input, limit: Duration, gated: bool) {
-        let this = Arc::clone(self);
         let part = &self.plan.parts[node as usize];
         let iteration = self.lanes[part.lane as usize]
             .iteration
             .load(Ordering::Relaxed);
+        self.on_own_thread(node, gated, "sk-part", move |this| {
+            this.run_claimed(node, input, limit, gated, iteration);
+        });
+    }
+
+    /// Runs `body` for part `node` on a new thread named `prefix:<part>`; if
+    /// the thread cannot start, the part fails (and still completes).
+    fn on_own_thread(
+        self: &Arc<Self>,
+        node: u32,
+        gated: bool,
+        prefix: &str,
+        body: impl FnOnce(Arc<Self>) + Send + 'static,
+    ) {
+        let part = &self.plan.parts[node as usize];
+        let this = Arc::clone(self);
         let spawned = thread::Builder::new()
-            .name(format!("sk-part:{}", part.part.name))
-            .spawn(move || this.run_claimed(node, input, limit, gated, iteration));
+            .name(format!("{prefix}:{}", part.part.name))
+            .spawn(move || body(this));
         if spawned.is_err() {
-            let finish = Finish::spawn_failed(&self.plan.parts[node as usize]);
+            let finish = Finish::spawn_failed(part);
             self.complete_from_outside(node, finish.gated(gated));
         }
     }
