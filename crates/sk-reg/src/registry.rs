@@ -75,12 +75,21 @@ impl<T: ?Sized> Clone for Entry<T> {
     }
 }
 
+/// Shards per layer map. A fixed number: dashmap's default asks the OS how
+/// many CPUs there are (reading cgroup files), which costs a new worker
+/// process ~0.1 ms on its first lookup.
+pub(crate) const SHARDS: usize = 16;
+
 impl<T: ?Sized + Send + Sync + 'static> Registry<T> {
     /// An empty registry called `name` (the name appears in errors).
     pub fn new(name: impl Into<String>) -> Self {
         Registry {
             name: name.into(),
-            layers: [DashMap::new(), DashMap::new(), DashMap::new()],
+            layers: [
+                DashMap::with_shard_amount(SHARDS),
+                DashMap::with_shard_amount(SHARDS),
+                DashMap::with_shard_amount(SHARDS),
+            ],
         }
     }
 

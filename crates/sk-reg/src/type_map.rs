@@ -22,7 +22,7 @@ where
     K: Eq + std::hash::Hash,
     T: ?Sized + Send + Sync + 'static,
 {
-    let map = map.get_or_init(DashMap::new);
+    let map = map.get_or_init(|| DashMap::with_shard_amount(crate::registry::SHARDS));
     // The entry API makes creation atomic: racing first callers all get
     // the same registry. The guard is dropped before downcasting.
     let leaked: Leaked = *map.entry(key).or_insert_with(|| {
