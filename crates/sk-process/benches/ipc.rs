@@ -8,7 +8,10 @@
 //!     binary that exits at once.
 //!
 //! Run: `cargo bench -p sk-process --bench ipc`. Prints a table with the
-//! ratio ours / baseline.
+//! ratio ours / baseline. Ours and the baseline alternate (batch by batch,
+//! trial by trial) so that drift in the machine's speed hits both alike.
+//! (a) is measured with both processes pinned to one core, pinned to two,
+//! and unpinned; `SK_BENCH_VERBOSE=1` prints every batch.
 
 // A benchmark whose setup fails should stop loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
@@ -54,25 +57,135 @@ fn main() {
     }
     sk_process::init();
     // `cargo bench` passes --bench; ignore arguments.
-    let rounds = 20_000u32;
     let f = SkFunction::builder("noop")
         .build()
         .expect("noop is registered");
     let (call_len, reply_len) = sk_process::__private::__call_frame_sizes(&f);
 
-    // (a) ours: a trivial call in a worker process.
-    let worker = Worker::spawn("bench", Backend::Process).expect("worker");
-    for _ in 0..1000 {
-        worker.call(&f, &Args::new(), None).expect("call");
+    // (a) Where the two processes run decides a round trip's cost more
+    // than anything either does (the same core: a switch; two cores: a
+    // wake-up of an idle CPU, slow on a VM), and left alone the scheduler
+    // flips between the two from one batch to the next. So each placement
+    // is measured pinned, plus once unpinned. Both sides run in
+    // alternating batches, so drift hits both alike; the ratio is the
+    // median of the per-pair ratios.
+    let cpus = online_cpus();
+    let mut placements = vec![("same core", Some((0, 0)))];
+    if cpus > 1 {
+        placements.push(("two cores", Some((0, 1))));
     }
-    let start = Instant::now();
-    for _ in 0..rounds {
-        worker.call(&f, &Args::new(), None).expect("call");
+    placements.push(("unpinned", None));
+    let mut rows = Vec::new();
+    for (label, pins) in placements {
+        let (ours, raw) = round_trips(&f, call_len, reply_len, pins, cpus);
+        rows.push((label, ours, raw));
     }
-    let ours = start.elapsed() / rounds;
-    worker.stop(Duration::from_secs(5));
+    pin(0, &(0..cpus).collect::<Vec<_>>());
 
-    // (a) baseline: the same bytes over a socketpair with a child process.
+    // (b) Spawn to first result, alternating with a bare spawn of the same
+    // binary that exits at once: `spawn` waits until the worker is ready,
+    // then calls; `start` sends the call at once.
+    let trials = 30;
+    let mut spawned = Vec::new();
+    let mut started = Vec::new();
+    let mut until_ready = Vec::new();
+    let mut bare = Vec::new();
+    for i in 0..trials {
+        let start = Instant::now();
+        let w = Worker::spawn(format!("spawn-{i}"), Backend::Process).expect("worker");
+        until_ready.push(start.elapsed());
+        w.call(&f, &Args::new(), None).expect("first call");
+        spawned.push(start.elapsed());
+        w.stop(Duration::from_secs(5));
+
+        let start = Instant::now();
+        let w = Worker::start(format!("start-{i}"), Backend::Process).expect("worker");
+        w.call(&f, &Args::new(), None).expect("first call");
+        started.push(start.elapsed());
+        w.stop(Duration::from_secs(5));
+
+        let start = Instant::now();
+        let status = Command::new(std::env::current_exe().expect("exe"))
+            .env(EXIT_ENV, "1")
+            .stdout(Stdio::null())
+            .status()
+            .expect("bare spawn");
+        assert!(status.success());
+        bare.push(start.elapsed());
+    }
+
+    let ratios = |a: &[Duration], b: &[Duration]| {
+        median(
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| Duration::from_secs_f64(x.as_secs_f64() / y.as_secs_f64()))
+                .collect(),
+        )
+        .as_secs_f64()
+    };
+    let (spawn_ratio, start_ratio) = (ratios(&spawned, &bare), ratios(&started, &bare));
+    println!("case (medians; ratio = median of paired ratios)  ours        baseline    ratio");
+    println!("(a) call round trip ({call_len}/{reply_len} B frames)");
+    for (label, ours, raw) in rows {
+        let ratio = ratios(&ours, &raw);
+        println!(
+            "    {label:<43}{:>10.2?}  {:>10.2?}  {ratio:>5.2}x",
+            median(ours),
+            median(raw),
+        );
+    }
+    println!(
+        "(b) start + first call                         {:>10.2?}  {:>10.2?}  {start_ratio:>5.2}x",
+        median(started),
+        median(bare.clone()),
+    );
+    println!(
+        "    spawn (until ready) + first call           {:>10.2?}  {:>10.2?}  {spawn_ratio:>5.2}x",
+        median(spawned),
+        median(bare),
+    );
+    println!(
+        "    of which until ready                       {:>10.2?}",
+        median(until_ready)
+    );
+}
+
+/// The mean time of one of `n` runs of `f`.
+fn time_per(n: u32, f: &mut impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    start.elapsed() / n
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Round trips of a trivial call and of the raw exchange, in alternating
+/// batches; `pins`: the CPUs of (this thread, the other process).
+fn round_trips(
+    f: &SkFunction,
+    call_len: usize,
+    reply_len: usize,
+    pins: Option<(usize, usize)>,
+    cpus: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let all: Vec<usize> = (0..cpus).collect();
+    let place = |pid: u32, theirs: usize| match pins {
+        Some(_) => pin(pid, &[theirs]),
+        None => pin(pid, &all),
+    };
+    let (mine, theirs) = pins.unwrap_or((0, 0));
+    if pins.is_some() {
+        pin(0, &[mine]);
+    } else {
+        pin(0, &all);
+    }
+    let worker = Worker::spawn("bench", Backend::Process).expect("worker");
+    place(worker.pid(), theirs);
     let (mut parent, child) = UnixStream::pair().expect("socketpair");
     let child_in: OwnedFd = child.try_clone().expect("dup").into();
     let child_out: OwnedFd = child.into();
@@ -82,68 +195,57 @@ fn main() {
         .stdout(Stdio::from(child_out))
         .spawn()
         .expect("echo child");
+    place(echo.id(), theirs);
     let request = vec![1u8; call_len];
     let mut reply = vec![0u8; reply_len];
-    let mut exchange = || {
+    let mut ours_call = || {
+        worker.call(f, &Args::new(), None).expect("call");
+    };
+    let mut raw_exchange = || {
         parent.write_all(&request).expect("write");
         parent.read_exact(&mut reply).expect("read");
     };
-    for _ in 0..1000 {
-        exchange();
+    let batch = 1000u32;
+    let pairs = 15;
+    for _ in 0..batch {
+        ours_call();
+        raw_exchange();
     }
-    let start = Instant::now();
-    for _ in 0..rounds {
-        exchange();
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    for _ in 0..pairs {
+        ours.push(time_per(batch, &mut ours_call));
+        raw.push(time_per(batch, &mut raw_exchange));
+        if std::env::var_os("SK_BENCH_VERBOSE").is_some() {
+            eprintln!(
+                "batch: ours {:?} raw {:?}",
+                ours[ours.len() - 1],
+                raw[raw.len() - 1]
+            );
+        }
     }
-    let raw = start.elapsed() / rounds;
+    worker.stop(Duration::from_secs(5));
     drop(parent);
     let _ = echo.wait();
+    (ours, raw)
+}
 
-    // (b) ours: spawn a worker and get its first result.
-    let trials = 30u32;
-    let mut spawn_ours = Duration::ZERO;
-    let mut until_ready = Duration::ZERO;
-    for i in 0..trials {
-        let start = Instant::now();
-        let w = Worker::spawn(format!("spawn-{i}"), Backend::Process).expect("worker");
-        until_ready += start.elapsed();
-        w.call(&f, &Args::new(), None).expect("first call");
-        spawn_ours += start.elapsed();
-        w.stop(Duration::from_secs(5));
-    }
-    let spawn_ours = spawn_ours / trials;
-    let until_ready = until_ready / trials;
-    // (b) baseline: spawn the same binary and wait for it to exit.
-    let mut spawn_raw = Duration::ZERO;
-    for _ in 0..trials {
-        let start = Instant::now();
-        let status = Command::new(std::env::current_exe().expect("exe"))
-            .env(EXIT_ENV, "1")
-            .stdout(Stdio::null())
-            .status()
-            .expect("bare spawn");
-        assert!(status.success());
-        spawn_raw += start.elapsed();
-    }
-    let spawn_raw = spawn_raw / trials;
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
 
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    println!("case                                   ours          baseline      ratio");
-    println!(
-        "(a) call round trip ({call_len}/{reply_len} B frames) {:>10.2?}  {:>10.2?}  {:>6.2}x",
-        ours,
-        raw,
-        ratio(ours, raw)
-    );
-    println!(
-        "(b) spawn to first result             {:>10.2?}  {:>10.2?}  {:>6.2}x",
-        spawn_ours,
-        spawn_raw,
-        ratio(spawn_ours, spawn_raw)
-    );
-    println!(
-        "    of which: spawn until ready {:.2?}, first call {:.2?}",
-        until_ready,
-        spawn_ours.saturating_sub(until_ready)
-    );
+/// Pins process (or thread) `pid` (0: the calling thread) to `cpus`.
+fn pin(pid: u32, cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is valid; the set is passed with its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(
+            pid as libc::pid_t,
+            std::mem::size_of_val(&set),
+            &raw const set,
+        );
+    }
 }

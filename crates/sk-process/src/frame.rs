@@ -6,6 +6,9 @@
 //! ends inside a frame is a typed error, not a hang or a panic.
 
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,11 +20,21 @@ use crate::error::ProtocolError;
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 
 /// Reads frames from a byte stream.
+///
+/// Reading resumes where it stopped: on a non-blocking stream a
+/// [`WouldBlock`](io::ErrorKind::WouldBlock) error keeps the part of the
+/// frame already read, and the next call goes on from there.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
     max: usize,
+    header: [u8; 4],
+    /// Header bytes read so far.
+    have: usize,
+    /// The payload being read (its length is the declared length).
     buf: Vec<u8>,
+    /// Payload bytes read so far; `None` while reading the header.
+    filled: Option<usize>,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -30,13 +43,27 @@ impl<R: Read> FrameReader<R> {
         FrameReader {
             inner,
             max,
+            header: [0; 4],
+            have: 0,
             buf: Vec::new(),
+            filled: None,
         }
     }
 
     /// The underlying stream.
     pub fn get_ref(&self) -> &R {
         &self.inner
+    }
+
+    /// The underlying stream, mutably (reading from it directly would
+    /// break the framing).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// Whether no frame is partly read.
+    pub fn is_between_frames(&self) -> bool {
+        self.have == 0 && self.filled.is_none()
     }
 
     /// The next frame's payload; `Ok(None)` when the stream ends cleanly
@@ -46,33 +73,54 @@ impl<R: Read> FrameReader<R> {
     ///
     /// [`ProtocolError::TooLarge`] for a declared length above the limit,
     /// [`ProtocolError::Truncated`] when the stream ends inside a frame,
-    /// [`ProtocolError::Io`] when reading fails.
+    /// [`ProtocolError::Io`] when reading fails (a `WouldBlock` error can
+    /// be resumed by calling again).
     pub fn read_frame(&mut self) -> Result<Option<&[u8]>, ProtocolError> {
-        let mut header = [0u8; 4];
-        let got = read_full(&mut self.inner, &mut header)?;
-        if got == 0 {
-            return Ok(None);
+        if self.filled.is_none() {
+            while self.have < self.header.len() {
+                match self.inner.read(&mut self.header[self.have..]) {
+                    Ok(0) if self.have == 0 => return Ok(None),
+                    Ok(0) => {
+                        return Err(ProtocolError::Truncated {
+                            expected: self.header.len(),
+                            got: self.have,
+                        });
+                    }
+                    Ok(n) => self.have += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let len = u32::from_le_bytes(self.header);
+            if len as usize > self.max {
+                return Err(ProtocolError::TooLarge {
+                    len: u64::from(len),
+                    max: self.max,
+                });
+            }
+            self.buf.clear();
+            self.buf.resize(len as usize, 0);
+            self.filled = Some(0);
         }
-        if got < header.len() {
-            return Err(ProtocolError::Truncated {
-                expected: header.len(),
-                got,
-            });
+        let mut filled = self.filled.unwrap_or(0);
+        while filled < self.buf.len() {
+            match self.inner.read(&mut self.buf[filled..]) {
+                Ok(0) => {
+                    return Err(ProtocolError::Truncated {
+                        expected: self.buf.len(),
+                        got: filled,
+                    });
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.filled = Some(filled);
+                    return Err(e.into());
+                }
+            }
         }
-        let len = u32::from_le_bytes(header);
-        if len as usize > self.max {
-            return Err(ProtocolError::TooLarge {
-                len: u64::from(len),
-                max: self.max,
-            });
-        }
-        let len = len as usize;
-        self.buf.clear();
-        self.buf.resize(len, 0);
-        let got = read_full(&mut self.inner, &mut self.buf)?;
-        if got < len {
-            return Err(ProtocolError::Truncated { expected: len, got });
-        }
+        self.have = 0;
+        self.filled = None;
         Ok(Some(&self.buf))
     }
 
@@ -90,20 +138,6 @@ impl<R: Read> FrameReader<R> {
             None => Ok(None),
         }
     }
-}
-
-/// Reads until `buf` is full or the stream ends; how many bytes arrived.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Encodes `message` as one frame (header and payload in one buffer, so a
@@ -136,6 +170,113 @@ pub fn write_frame(w: &mut impl Write, frame: &[u8]) -> Result<(), ProtocolError
     w.write_all(frame)?;
     w.flush()?;
     Ok(())
+}
+
+/// Whether `fd` became ready for `events` within `timeout` (`None`: no
+/// limit). An interrupted wait counts as not ready.
+pub(crate) fn poll_fd(fd: RawFd, events: i16, timeout: Option<Duration>) -> io::Result<bool> {
+    let mut entry = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // Round up, so a wait shorter than a millisecond does not spin.
+    let ms = timeout.map_or(-1, |t| {
+        i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+    });
+    // SAFETY: one valid pollfd, and its count.
+    let ready = unsafe { libc::poll(&raw mut entry, 1, ms) };
+    if ready < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(ready > 0)
+}
+
+/// How long a write may wait for a peer that does not read.
+const WRITE_STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// Writes one encoded frame to a socket without ever blocking in the
+/// write itself: when the socket is full it waits for room (at most
+/// [`WRITE_STALL_LIMIT`] at a time).
+pub(crate) fn send_frame(stream: &UnixStream, frame: &[u8]) -> Result<(), ProtocolError> {
+    let fd = stream.as_raw_fd();
+    let mut rest = frame;
+    while !rest.is_empty() {
+        // SAFETY: a valid socket and buffer of that length.
+        let sent = unsafe {
+            libc::send(
+                fd,
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent >= 0 {
+            rest = &rest[sent.unsigned_abs()..];
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                if !poll_fd(fd, libc::POLLOUT, Some(WRITE_STALL_LIMIT))? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the peer read nothing for {WRITE_STALL_LIMIT:?}"),
+                    )
+                    .into());
+                }
+            }
+            _ => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// A socket's receiving side that blocks or not, per read.
+#[derive(Debug)]
+pub(crate) struct Recv {
+    stream: UnixStream,
+    /// Whether a read may wait for data.
+    pub(crate) wait: bool,
+}
+
+impl Recv {
+    pub(crate) fn new(stream: UnixStream) -> Self {
+        Recv {
+            stream,
+            wait: false,
+        }
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+impl Read for Recv {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let flags = if self.wait { 0 } else { libc::MSG_DONTWAIT };
+        // SAFETY: a valid socket and buffer of that length.
+        let got = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                flags,
+            )
+        };
+        if got < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(got.unsigned_abs())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +342,69 @@ mod tests {
             matches!(err, ProtocolError::TooLarge { max: 10, .. }),
             "{err:?}"
         );
+    }
+
+    /// Hands out its bytes in pieces, with a `WouldBlock` between them,
+    /// as a non-blocking socket does while a frame is still arriving.
+    struct Trickle {
+        pieces: Vec<Vec<u8>>,
+        blocked: bool,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if !self.blocked {
+                self.blocked = true;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.blocked = false;
+            let Some(piece) = self.pieces.first_mut() else {
+                return Ok(0);
+            };
+            let n = piece.len().min(buf.len());
+            buf[..n].copy_from_slice(&piece[..n]);
+            piece.drain(..n);
+            if piece.is_empty() {
+                self.pieces.remove(0);
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_frame_arriving_in_pieces_is_read_whole_across_would_block() {
+        let mut wire = encode_frame(&"first".to_owned(), DEFAULT_MAX_FRAME).unwrap();
+        wire.extend(encode_frame(&"second".to_owned(), DEFAULT_MAX_FRAME).unwrap());
+        // Cut inside the header and inside each payload.
+        let pieces = vec![
+            wire[..2].to_vec(),
+            wire[2..7].to_vec(),
+            wire[7..12].to_vec(),
+            wire[12..].to_vec(),
+        ];
+        let mut r = FrameReader::new(
+            Trickle {
+                pieces,
+                blocked: false,
+            },
+            DEFAULT_MAX_FRAME,
+        );
+        let mut got = Vec::new();
+        let mut would_block = 0;
+        loop {
+            match r.read::<String>() {
+                Ok(Some(s)) => got.push(s),
+                Ok(None) => break,
+                Err(ProtocolError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    would_block += 1;
+                    assert!(would_block < 100, "no progress");
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(got, ["first", "second"]);
+        assert!(would_block >= 4, "the reader was interrupted mid-frame");
+        assert!(r.is_between_frames());
     }
 
     proptest! {

@@ -5,9 +5,14 @@
 //! the call, it timed out (the process is killed), it died with the call in
 //! hand, or its channel carried bad data (the worker is killed and
 //! reported, so a supervisor can replace it).
+//!
+//! A process worker costs the parent no thread of its own: the thread that
+//! waits for a reply reads the channel itself (see `relay.rs`), and the
+//! I/O hub (`hub.rs`) forwards output, reads between calls, learns of the
+//! exit and checks heartbeats.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,10 +27,12 @@ use sk_reg::GlobalStorage;
 
 use crate::backend::Backend;
 use crate::error::{ProtocolError, WorkerError};
-use crate::frame::{DEFAULT_MAX_FRAME, FrameReader, encode_frame, write_frame};
+use crate::frame::{DEFAULT_MAX_FRAME, encode_frame, send_frame};
+use crate::hub::{Arm, Watched, hub};
 use crate::protocol::{FromWorker, ToWorker};
+use crate::relay::{Relay, Router, Waited};
 use crate::spawn::spawn_worker;
-use crate::worker::{Outbox, ServeEnd, serve};
+use crate::worker::{Outbox, ServeEnd, serve_thread};
 
 /// How long a new worker process has to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -33,6 +40,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// A worker process sends a heartbeat every 250 ms; a channel silent this
 /// long (or stuck inside a frame this long) means the worker is lost.
 const SILENCE_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long a caller whose worker's channel has ended waits for the exit
+/// to be reported (it comes as soon as the process is reaped).
+const EXIT_REPORT_LIMIT: Duration = Duration::from_secs(10);
 
 /// How a worker ended.
 #[non_exhaustive]
@@ -52,6 +63,16 @@ impl Exit {
     /// Whether the worker ended cleanly.
     pub fn is_normal(&self) -> bool {
         matches!(self, Exit::Normal)
+    }
+
+    fn of(status: std::process::ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(0), _) => Exit::Normal,
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(sig)) => Exit::Signal(sig),
+            (None, None) => Exit::Failed(status.to_string()),
+        }
     }
 }
 
@@ -79,13 +100,23 @@ pub struct WorkerEvent {
 
 type Reply = Result<Value, WorkerError>;
 
+struct ProcessLink {
+    writer: Mutex<UnixStream>,
+    child: Mutex<Child>,
+    relay: Relay<FromWorker>,
+    storage: GlobalStorage,
+    ready: AtomicBool,
+    /// Whether a heartbeat has come (the silence limit applies from then).
+    beating: AtomicBool,
+    /// The hub's entries for this worker (its channel and its exit).
+    tokens: Mutex<Vec<u64>>,
+}
+
 enum Link {
-    Process {
-        writer: Mutex<UnixStream>,
-        child: Mutex<Child>,
-    },
+    Process(Box<ProcessLink>),
     Thread {
         tx: Mutex<Option<Sender<ToWorker>>>,
+        messages: Sender<Vec<u8>>,
         stop: StopToken,
     },
 }
@@ -96,8 +127,12 @@ struct Inner {
     pid: u32,
     link: Link,
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, (String, Sender<Reply>)>>,
+    pending: Mutex<HashMap<u64, Sender<Reply>>>,
     alive: AtomicBool,
+    /// Why it ended, first come; known before every trace of it is in.
+    cause: Mutex<Option<Exit>>,
+    /// How it ended, once its channel and output are drained and its
+    /// pending calls failed.
     exit: Mutex<Option<Exit>>,
     last_heartbeat: Mutex<Instant>,
     watchers: Mutex<Vec<Sender<WorkerEvent>>>,
@@ -114,10 +149,132 @@ impl Inner {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
+            cause: Mutex::new(None),
             exit: Mutex::new(None),
             last_heartbeat: Mutex::new(Instant::now()),
             watchers: Mutex::new(Vec::new()),
             messages: channel::unbounded(),
+        }
+    }
+
+    /// Records why the worker ends (the first reason wins).
+    fn record(&self, exit: Exit) {
+        self.alive.store(false, Ordering::Release);
+        let mut cause = self.cause.lock();
+        if cause.is_none() {
+            *cause = Some(exit);
+        }
+    }
+
+    /// Gives up on the worker: records `why` and kills its process.
+    fn fail(&self, why: String) {
+        self.record(Exit::Failed(why));
+        if let Link::Process(p) = &self.link {
+            let _ = p.child.lock().kill();
+        }
+    }
+
+    /// Once the worker has ended and its channel is drained: fails every
+    /// pending call and tells the watchers.
+    fn settle(&self) {
+        let Some(exit) = self.cause.lock().clone() else {
+            return;
+        };
+        if let Link::Process(p) = &self.link {
+            if p.relay.ended().is_none() {
+                return;
+            }
+        }
+        {
+            let mut slot = self.exit.lock();
+            if slot.is_some() {
+                return;
+            }
+            *slot = Some(exit.clone());
+        }
+        self.alive.store(false, Ordering::Release);
+        let pending: Vec<_> = self.pending.lock().drain().collect();
+        for (_, tx) in pending {
+            let _ = tx.send(Err(died(self)));
+        }
+        let event = WorkerEvent {
+            worker: self.name.clone(),
+            pid: self.pid,
+            exit,
+        };
+        for watcher in self.watchers.lock().drain(..) {
+            let _ = watcher.send(event.clone());
+        }
+        if let Link::Process(p) = &self.link {
+            p.relay.wake_all();
+        }
+    }
+
+    fn write(&self, message: &impl serde::Serialize) -> Result<(), ProtocolError> {
+        match &self.link {
+            Link::Process(p) => {
+                let frame = encode_frame(message, DEFAULT_MAX_FRAME)?;
+                send_frame(&p.writer.lock(), &frame)
+            }
+            Link::Thread { .. } => Ok(()),
+        }
+    }
+}
+
+impl Router<FromWorker> for Inner {
+    fn route(&self, message: FromWorker) {
+        dispatch(self, message);
+    }
+
+    fn closed(&self, broken: Option<&ProtocolError>) {
+        if let Some(e) = broken {
+            self.fail(format!("protocol error: {}", sk_core::error_chain(e)));
+        }
+        self.settle();
+    }
+}
+
+impl Watched for Inner {
+    fn readable(&self) {
+        if let Link::Process(p) = &self.link {
+            p.relay.drain(self, true);
+        }
+    }
+
+    fn exited(&self) {
+        let Link::Process(p) = &self.link else { return };
+        let status = p.child.lock().try_wait();
+        match status {
+            Ok(Some(status)) => self.record(Exit::of(status)),
+            Ok(None) => return,
+            Err(e) => self.record(Exit::Failed(format!("cannot wait for the process: {e}"))),
+        }
+        // Whatever it wrote before it died is read, then end of file — even
+        // if a descendant still holds its end of the channel.
+        // SAFETY: shutdown on the socket this handle owns.
+        unsafe { libc::shutdown(p.relay.fd(), libc::SHUT_RD) };
+        p.relay.drain(self, true);
+        self.settle();
+    }
+
+    fn sweep(&self, now: Instant) {
+        let Link::Process(p) = &self.link else { return };
+        if !self.alive.load(Ordering::Acquire) {
+            return;
+        }
+        let limit = if !p.ready.load(Ordering::Acquire) {
+            READY_TIMEOUT
+        } else if p.beating.load(Ordering::Acquire) {
+            SILENCE_LIMIT
+        } else {
+            // Ready, running its first call before its heartbeat starts
+            // (see `worker::serve_process`): its call's timeout and its
+            // exit still apply.
+            return;
+        };
+        let last = *self.last_heartbeat.lock();
+        if now.saturating_duration_since(last) > limit {
+            self.fail(format!("no heartbeat for {limit:?}"));
         }
     }
 }
@@ -153,13 +310,15 @@ pub struct PendingCall {
 }
 
 impl Worker {
-    /// Starts a worker named `name` on `backend`; worker processes host
-    /// their global storage in `storage` (this process's, by default).
+    /// Starts a worker named `name` on `backend` and waits until it is
+    /// ready; worker processes host their global storage in this
+    /// process's.
     ///
     /// # Errors
     ///
     /// [`WorkerError::Spawn`] when it cannot be started,
-    /// [`WorkerError::NotReady`] when a process does not report ready.
+    /// [`WorkerError::NotReady`] when a process does not report ready in
+    /// time (it is killed), [`WorkerError::Died`] when it dies first.
     pub fn spawn(name: impl Into<String>, backend: Backend) -> Result<Worker, WorkerError> {
         Worker::spawn_with_storage(name, backend, GlobalStorage::global().clone())
     }
@@ -175,10 +334,80 @@ impl Worker {
         backend: Backend,
         storage: GlobalStorage,
     ) -> Result<Worker, WorkerError> {
+        let worker = Worker::start_with_storage(name, backend, storage)?;
+        if let Err(e) = worker.ready(READY_TIMEOUT) {
+            worker.kill();
+            return Err(e);
+        }
+        Ok(worker)
+    }
+
+    /// Starts a worker without waiting until it is ready: calls submitted
+    /// at once wait in its channel and run as soon as it serves (several
+    /// workers started this way get ready side by side). A worker that
+    /// dies before it is ready fails those calls with
+    /// [`WorkerError::Died`], naming how it ended.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::Spawn`] when it cannot be started.
+    pub fn start(name: impl Into<String>, backend: Backend) -> Result<Worker, WorkerError> {
+        Worker::start_with_storage(name, backend, GlobalStorage::global().clone())
+    }
+
+    /// As [`Worker::start`], hosting the worker's global storage in
+    /// `storage`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Worker::start`].
+    pub fn start_with_storage(
+        name: impl Into<String>,
+        backend: Backend,
+        storage: GlobalStorage,
+    ) -> Result<Worker, WorkerError> {
         let name = name.into();
         match backend {
-            Backend::Process => spawn_process(name, storage),
-            Backend::Thread => spawn_thread(name),
+            Backend::Process => start_process(name, storage),
+            Backend::Thread => start_thread(name),
+        }
+    }
+
+    /// Waits at most `timeout` until the worker serves calls (a thread
+    /// worker does at once).
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::NotReady`] when it is not ready in time (it is left
+    /// running), [`WorkerError::Died`] when it ended first.
+    pub fn ready(&self, timeout: Duration) -> Result<(), WorkerError> {
+        let inner = &*self.inner;
+        let Link::Process(p) = &inner.link else {
+            return if self.is_alive() {
+                Ok(())
+            } else {
+                Err(died(inner))
+            };
+        };
+        let deadline = Instant::now() + timeout;
+        let waited = p.relay.wait(inner, Some(deadline), || {
+            if p.ready.load(Ordering::Acquire) {
+                Some(true)
+            } else {
+                inner.exit.lock().is_some().then_some(false)
+            }
+        });
+        match waited {
+            Waited::Got(true) => Ok(()),
+            Waited::Got(false) => Err(died(inner)),
+            Waited::TimedOut => Err(WorkerError::NotReady {
+                worker: inner.name.clone(),
+                after: timeout,
+            }),
+            Waited::Closed => {
+                self.wait_exit(EXIT_REPORT_LIMIT);
+                Err(died(inner))
+            }
         }
     }
 
@@ -202,7 +431,8 @@ impl Worker {
         self.inner.alive.load(Ordering::Acquire)
     }
 
-    /// How the worker ended, once it has.
+    /// How the worker ended, once it has and everything it sent (output
+    /// included) is in.
     pub fn exit(&self) -> Option<Exit> {
         self.inner.exit.lock().clone()
     }
@@ -214,12 +444,20 @@ impl Worker {
 
     /// Receives a [`WorkerEvent`] when the worker ends.
     pub fn watch(&self, events: Sender<WorkerEvent>) {
+        let mut watchers = self.inner.watchers.lock();
         match self.exit() {
             Some(exit) => {
                 let _ = events.send(self.event(exit));
             }
-            None => self.inner.watchers.lock().push(events),
+            None => watchers.push(events),
         }
+    }
+
+    /// Waits at most `limit` for the worker's end to be reported.
+    fn wait_exit(&self, limit: Duration) -> bool {
+        let (tx, rx) = channel::bounded(1);
+        self.watch(tx);
+        rx.recv_timeout(limit).is_ok()
     }
 
     fn event(&self, exit: Exit) -> WorkerEvent {
@@ -242,10 +480,7 @@ impl Worker {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel::bounded(1);
-        self.inner
-            .pending
-            .lock()
-            .insert(id, (function.name().to_owned(), tx));
+        self.inner.pending.lock().insert(id, tx);
         let message = ToWorker::Call {
             id,
             function: function.clone(),
@@ -253,6 +488,21 @@ impl Worker {
         };
         if let Err(e) = self.send(message) {
             self.inner.pending.lock().remove(&id);
+            // A channel closed under the write: the worker has died; say
+            // how, once its end is reported.
+            if let WorkerError::Protocol {
+                source: ProtocolError::Io(io),
+                ..
+            } = &e
+            {
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) && self.wait_exit(EXIT_REPORT_LIMIT)
+                {
+                    return Err(died(&self.inner));
+                }
+            }
             return Err(e);
         }
         // The worker may have died between the check and the insert; its
@@ -284,24 +534,40 @@ impl Worker {
         extra: &Args,
         timeout: Option<Duration>,
     ) -> Result<Value, WorkerError> {
-        self.submit(function, extra)?.wait(timeout)
+        let Link::Process(p) = &self.inner.link else {
+            return self.submit(function, extra)?.wait(timeout);
+        };
+        // Be the channel's reader before the call goes out (see
+        // `Relay::try_lead`).
+        let leading = p.relay.try_lead();
+        let pending = match self.submit(function, extra) {
+            Ok(pending) => pending,
+            Err(e) => {
+                if leading {
+                    p.relay
+                        .wait_leading(&*self.inner, Some(Instant::now()), || None::<()>);
+                }
+                return Err(e);
+            }
+        };
+        pending.wait_as(timeout, leading)
     }
 
     fn send(&self, message: ToWorker) -> Result<(), WorkerError> {
         match &self.inner.link {
-            Link::Process { writer, .. } => {
-                let frame = encode_frame(&message, DEFAULT_MAX_FRAME).map_err(|e| match e {
-                    ProtocolError::Malformed(source) => WorkerError::Encode {
-                        worker: self.inner.name.clone(),
-                        source,
-                    },
-                    other => self.protocol(other),
-                })?;
-                write_frame(&mut *writer.lock(), &frame).map_err(|e| self.protocol(e))
-            }
-            Link::Thread { tx, .. } => match tx.lock().as_ref() {
-                Some(tx) => tx.send(message).map_err(|_| self.closed()),
-                None => Err(self.closed()),
+            Link::Process(_) => self.inner.write(&message).map_err(|e| match e {
+                ProtocolError::Malformed(source) => WorkerError::Encode {
+                    worker: self.inner.name.clone(),
+                    source,
+                },
+                other => self.protocol(other),
+            }),
+            Link::Thread { tx, messages, .. } => match message {
+                ToWorker::Message { bytes } => messages.send(bytes).map_err(|_| self.closed()),
+                other => match tx.lock().as_ref() {
+                    Some(tx) => tx.send(other).map_err(|_| self.closed()),
+                    None => Err(self.closed()),
+                },
             },
         }
     }
@@ -331,12 +597,25 @@ impl Worker {
         &self,
         timeout: Duration,
     ) -> Result<Option<T>, WorkerError> {
-        match self.inner.messages.1.recv_timeout(timeout) {
-            Ok(bytes) => sk_cereal::Internal::decode(&bytes)
-                .map(Some)
-                .map_err(|e| self.protocol(ProtocolError::Malformed(e))),
-            Err(_) => Ok(None),
-        }
+        let inbox = &self.inner.messages.1;
+        let got = match &self.inner.link {
+            Link::Process(p) => {
+                match p
+                    .relay
+                    .wait(&*self.inner, Some(Instant::now() + timeout), || {
+                        inbox.try_recv().ok()
+                    }) {
+                    Waited::Got(bytes) => Some(bytes),
+                    Waited::TimedOut | Waited::Closed => None,
+                }
+            }
+            Link::Thread { .. } => inbox.recv_timeout(timeout).ok(),
+        };
+        got.map(|bytes| {
+            sk_cereal::Internal::decode(&bytes)
+                .map_err(|e| self.protocol(ProtocolError::Malformed(e)))
+        })
+        .transpose()
     }
 
     /// Writes raw bytes to a process worker's channel. Only for tests of
@@ -344,32 +623,24 @@ impl Worker {
     #[doc(hidden)]
     pub fn __send_raw(&self, bytes: &[u8]) -> Result<(), WorkerError> {
         match &self.inner.link {
-            Link::Process { writer, .. } => {
-                let mut w = writer.lock();
-                w.write_all(bytes)
-                    .and_then(|()| w.flush())
-                    .map_err(|e| self.protocol(ProtocolError::Io(e)))
-            }
+            Link::Process(p) => send_frame(&p.writer.lock(), bytes).map_err(|e| self.protocol(e)),
             Link::Thread { .. } => Err(self.closed()),
         }
     }
 
-    /// Asks the worker to finish its current call and exit; kills a process
-    /// that has not exited after `grace`.
+    /// Asks the worker to finish its current call and exit; kills it if it
+    /// has not ended after `grace`. Returns once its end is reported.
     pub fn stop(&self, grace: Duration) {
-        if !self.is_alive() {
+        if self.exit().is_some() {
             return;
         }
         let _ = self.send(ToWorker::Stop);
         if let Link::Thread { tx, .. } = &self.inner.link {
             tx.lock().take();
         }
-        let deadline = Instant::now() + grace;
-        while self.is_alive() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(2));
-        }
-        if self.is_alive() {
+        if !self.wait_exit(grace) {
             self.kill();
+            self.wait_exit(EXIT_REPORT_LIMIT);
         }
     }
 
@@ -378,16 +649,17 @@ impl Worker {
     /// [`WorkerError::Died`].
     pub fn kill(&self) {
         match &self.inner.link {
-            Link::Process { child, .. } => {
-                // Dead from now on for every caller; the exit watcher reaps
-                // the process and reports how it ended.
+            Link::Process(p) => {
+                // Dead from now on for every caller; the hub reaps the
+                // process and reports how it ended.
                 self.inner.alive.store(false, Ordering::Release);
-                let _ = child.lock().kill();
+                let _ = p.child.lock().kill();
             }
-            Link::Thread { tx, stop } => {
+            Link::Thread { tx, stop, .. } => {
                 // Record the kill first: closing the channel wakes the
                 // thread, which would otherwise report a normal exit.
-                finish(&self.inner, Exit::Signal(libc::SIGKILL));
+                self.inner.record(Exit::Signal(libc::SIGKILL));
+                self.inner.settle();
                 stop.stop();
                 tx.lock().take();
             }
@@ -408,7 +680,7 @@ impl Worker {
     }
 
     fn fail_pending_one(&self, id: u64) {
-        if let Some((_, tx)) = self.inner.pending.lock().remove(&id) {
+        if let Some(tx) = self.inner.pending.lock().remove(&id) {
             let _ = tx.send(Err(died(&self.inner)));
         }
     }
@@ -421,22 +693,45 @@ impl PendingCall {
     ///
     /// As [`Worker::call`].
     pub fn wait(self, timeout: Option<Duration>) -> Result<Value, WorkerError> {
-        let received = match timeout {
-            Some(limit) => self.rx.recv_timeout(limit),
-            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        self.wait_as(timeout, false)
+    }
+
+    /// Waits, `leading` the channel's reading already or not.
+    fn wait_as(self, timeout: Option<Duration>, leading: bool) -> Result<Value, WorkerError> {
+        let inner = &*self.worker.inner;
+        let received = match &inner.link {
+            Link::Process(p) => {
+                let deadline = timeout.map(|t| Instant::now() + t);
+                let ready = || self.rx.try_recv().ok();
+                let waited = if leading {
+                    p.relay.wait_leading(inner, deadline, ready)
+                } else {
+                    p.relay.wait(inner, deadline, ready)
+                };
+                match waited {
+                    Waited::Got(reply) => Ok(reply),
+                    Waited::TimedOut => Err(RecvTimeoutError::Timeout),
+                    // The channel ended: the report of the exit settles it.
+                    Waited::Closed => self.rx.recv_timeout(EXIT_REPORT_LIMIT),
+                }
+            }
+            Link::Thread { .. } => match timeout {
+                Some(limit) => self.rx.recv_timeout(limit),
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            },
         };
         match received {
             Ok(reply) => reply,
-            Err(RecvTimeoutError::Timeout) => {
-                self.worker.inner.pending.lock().remove(&self.id);
+            Err(RecvTimeoutError::Timeout) if timeout.is_some() => {
+                inner.pending.lock().remove(&self.id);
                 self.worker.kill();
                 Err(WorkerError::TimedOut {
-                    worker: self.worker.inner.name.clone(),
+                    worker: inner.name.clone(),
                     function: self.function,
                     after: timeout.unwrap_or_default(),
                 })
             }
-            Err(RecvTimeoutError::Disconnected) => Err(died(&self.worker.inner)),
+            Err(_) => Err(died(inner)),
         }
     }
 
@@ -451,42 +746,18 @@ fn died(inner: &Inner) -> WorkerError {
         worker: inner.name.clone(),
         pid: inner.pid,
         status: inner
-            .exit
+            .cause
             .lock()
             .as_ref()
             .map_or_else(|| "its channel closed".to_owned(), ToString::to_string),
     }
 }
 
-/// Marks the worker ended: fails every pending call, tells the watchers.
-fn finish(inner: &Inner, exit: Exit) {
-    {
-        let mut slot = inner.exit.lock();
-        if slot.is_some() {
-            return;
-        }
-        *slot = Some(exit.clone());
-    }
-    inner.alive.store(false, Ordering::Release);
-    let pending: Vec<_> = inner.pending.lock().drain().collect();
-    for (_, (_, tx)) in pending {
-        let _ = tx.send(Err(died(inner)));
-    }
-    let event = WorkerEvent {
-        worker: inner.name.clone(),
-        pid: inner.pid,
-        exit,
-    };
-    for watcher in inner.watchers.lock().drain(..) {
-        let _ = watcher.send(event.clone());
-    }
-}
-
 /// Routes a worker's message to whoever waits for it.
-fn dispatch(inner: &Inner, message: FromWorker, storage: &GlobalStorage, reply: impl Fn(ToWorker)) {
+fn dispatch(inner: &Inner, message: FromWorker) {
     match message {
         FromWorker::Done { id, outcome } => {
-            if let Some((_, tx)) = inner.pending.lock().remove(&id) {
+            if let Some(tx) = inner.pending.lock().remove(&id) {
                 let result = outcome
                     .map(|e| Value::from_encoded(e.type_name, e.bytes))
                     .map_err(|f| WorkerError::Remote {
@@ -497,14 +768,28 @@ fn dispatch(inner: &Inner, message: FromWorker, storage: &GlobalStorage, reply: 
                 let _ = tx.send(result);
             }
         }
-        FromWorker::Heartbeat | FromWorker::Ready { .. } => {
+        FromWorker::Heartbeat => {
             *inner.last_heartbeat.lock() = Instant::now();
+            if let Link::Process(p) = &inner.link {
+                p.beating.store(true, Ordering::Release);
+            }
+        }
+        FromWorker::Ready { .. } => {
+            *inner.last_heartbeat.lock() = Instant::now();
+            if let Link::Process(p) = &inner.link {
+                p.ready.store(true, Ordering::Release);
+            }
         }
         FromWorker::Storage { id, op } => {
-            reply(ToWorker::Storage {
-                id,
-                reply: crate::worker::host_storage(storage, op),
-            });
+            // Thread workers share this process's storage; only processes
+            // send storage operations.
+            if let Link::Process(p) = &inner.link {
+                let reply = ToWorker::Storage {
+                    id,
+                    reply: crate::worker::host_storage(&p.storage, op),
+                };
+                let _ = inner.write(&reply);
+            }
         }
         FromWorker::Message { bytes } => {
             let _ = inner.messages.0.send(bytes);
@@ -512,211 +797,108 @@ fn dispatch(inner: &Inner, message: FromWorker, storage: &GlobalStorage, reply: 
     }
 }
 
-fn spawn_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerError> {
+fn start_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerError> {
     let spawn_error = |source| WorkerError::Spawn {
         worker: name.clone(),
         source,
     };
+    let hub = hub().map_err(spawn_error)?;
     let mut spawned = spawn_worker(&name).map_err(spawn_error)?;
     let pid = spawned.child.id();
     let stdout = spawned.child.stdout.take();
     let stderr = spawned.child.stderr.take();
-    let reader = spawned.channel.try_clone().map_err(spawn_error)?;
+    let channel_token = hub.token();
+    let relay = spawned.channel.try_clone().map(|reader| {
+        Relay::new(
+            reader,
+            Some(Box::new(Arm {
+                hub,
+                token: channel_token,
+            })),
+        )
+    });
+    let relay = match relay {
+        Ok(relay) => relay,
+        Err(e) => {
+            let _ = spawned.child.kill();
+            let _ = spawned.child.wait();
+            return Err(spawn_error(e));
+        }
+    };
+    let channel_fd = relay.fd();
     let inner = Arc::new(Inner::new(
         name.clone(),
         Backend::Process,
         pid,
-        Link::Process {
+        Link::Process(Box::new(ProcessLink {
             writer: Mutex::new(spawned.channel),
             child: Mutex::new(spawned.child),
-        },
+            relay,
+            storage,
+            ready: AtomicBool::new(false),
+            beating: AtomicBool::new(false),
+            tokens: Mutex::new(Vec::new()),
+        })),
     ));
-    if let Some(out) = stdout {
-        forward(format!("sk-out:{name}"), out, name.clone(), false);
-    }
-    if let Some(err) = stderr {
-        forward(format!("sk-err:{name}"), err, name.clone(), true);
-    }
-    // Wait for Ready on this thread, then hand the channel to a reader.
-    let mut frames = FrameReader::new(reader, DEFAULT_MAX_FRAME);
-    let ready = wait_ready(&mut frames, READY_TIMEOUT);
-    let worker = Worker {
-        inner: Arc::clone(&inner),
-    };
-    if let Err(e) = ready {
-        worker.kill();
-        reap(&inner);
-        return Err(match e {
-            ReadyError::Timeout => WorkerError::NotReady {
-                worker: name,
-                after: READY_TIMEOUT,
-            },
-            ReadyError::Protocol(source) => WorkerError::Protocol {
+    let watched: Weak<dyn Watched> = Arc::downgrade(&inner) as Weak<dyn Watched>;
+    let registered = (|| -> std::io::Result<Vec<u64>> {
+        let mut tokens = Vec::new();
+        hub.watch_channel(channel_token, channel_fd, watched.clone())?;
+        tokens.push(channel_token);
+        let mut outputs = Vec::new();
+        for (stream, err) in [
+            (stdout.map(OwnedFd::from), false),
+            (stderr.map(OwnedFd::from), true),
+        ] {
+            if let Some(stream) = stream {
+                outputs.push(hub.forward(&name, stream, err)?);
+            }
+        }
+        match hub.watch_exit(pid, watched.clone(), outputs) {
+            Ok(token) => tokens.push(token),
+            // No pidfd on this kernel: a thread waits for the exit instead.
+            Err(_) => {
+                let weak = Arc::downgrade(&inner);
+                thread::Builder::new()
+                    .name(format!("sk-wait:{name}"))
+                    .spawn(move || wait_loop(&weak))?;
+            }
+        }
+        Ok(tokens)
+    })();
+    let worker = Worker { inner };
+    match registered {
+        Ok(tokens) => {
+            if let Link::Process(p) = &worker.inner.link {
+                *p.tokens.lock() = tokens;
+            }
+            Ok(worker)
+        }
+        Err(source) => {
+            worker.kill();
+            Err(WorkerError::Spawn {
                 worker: name,
                 source,
-            },
-        });
-    }
-    let _ = frames.get_ref().set_read_timeout(Some(SILENCE_LIMIT));
-    let weak = Arc::downgrade(&inner);
-    let spawned_reader = thread::Builder::new()
-        .name(format!("sk-read:{name}"))
-        .spawn(move || read_loop(weak, frames, storage));
-    let spawned_waiter = {
-        let weak = Arc::downgrade(&inner);
-        thread::Builder::new()
-            .name(format!("sk-wait:{name}"))
-            .spawn(move || wait_loop(weak))
-    };
-    if let Err(e) = spawned_reader.and(spawned_waiter) {
-        worker.kill();
-        return Err(WorkerError::Spawn {
-            worker: name,
-            source: e,
-        });
-    }
-    Ok(worker)
-}
-
-enum ReadyError {
-    Timeout,
-    Protocol(ProtocolError),
-}
-
-/// Reads the first frame with a deadline (the socket's read timeout).
-fn wait_ready(frames: &mut FrameReader<UnixStream>, limit: Duration) -> Result<(), ReadyError> {
-    let _ = frames.get_ref().set_read_timeout(Some(limit));
-    let first = frames.read::<FromWorker>();
-    let _ = frames.get_ref().set_read_timeout(None);
-    match first {
-        Ok(Some(FromWorker::Ready { .. })) => Ok(()),
-        Ok(Some(_)) => Err(ReadyError::Protocol(ProtocolError::Unexpected(
-            "a message before Ready",
-        ))),
-        Ok(None) => Err(ReadyError::Protocol(ProtocolError::Io(
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the worker exited before it was ready",
-            ),
-        ))),
-        Err(ProtocolError::Io(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            Err(ReadyError::Timeout)
-        }
-        Err(e) => Err(ReadyError::Protocol(e)),
-    }
-}
-
-/// Reads the worker's frames until the channel ends or breaks.
-fn read_loop(weak: Weak<Inner>, mut frames: FrameReader<UnixStream>, storage: GlobalStorage) {
-    loop {
-        let next = frames.read::<FromWorker>();
-        let Some(inner) = weak.upgrade() else { return };
-        match next {
-            Ok(Some(message)) => {
-                let writer_inner = Arc::clone(&inner);
-                dispatch(&inner, message, &storage, move |reply| {
-                    if let Link::Process { writer, .. } = &writer_inner.link {
-                        if let Ok(frame) = encode_frame(&reply, DEFAULT_MAX_FRAME) {
-                            let _ = write_frame(&mut *writer.lock(), &frame);
-                        }
-                    }
-                });
-            }
-            // End of file: the process is exiting; the waiter reports how.
-            Ok(None) => return,
-            Err(e) => {
-                // Bad data, or silence: the worker cannot be trusted any more.
-                let why = match &e {
-                    ProtocolError::Io(io)
-                        if matches!(
-                            io.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        format!("no heartbeat for {SILENCE_LIMIT:?}")
-                    }
-                    _ => format!("protocol error: {}", sk_core::error_chain(&e)),
-                };
-                finish(&inner, Exit::Failed(why));
-                if let Link::Process { child, .. } = &inner.link {
-                    let _ = child.lock().kill();
-                }
-                reap(&inner);
-                return;
-            }
+            })
         }
     }
 }
 
-/// Waits for the process to exit and reports how.
-fn wait_loop(weak: Weak<Inner>) {
+/// Waits for the process to exit and reports it (where there is no pidfd).
+fn wait_loop(weak: &Weak<Inner>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        let status = match &inner.link {
-            Link::Process { child, .. } => child.lock().try_wait(),
-            Link::Thread { .. } => return,
+        let Link::Process(p) = &inner.link else {
+            return;
         };
-        match status {
-            Ok(Some(status)) => {
-                use std::os::unix::process::ExitStatusExt;
-                let exit = match (status.code(), status.signal()) {
-                    (Some(0), _) => Exit::Normal,
-                    (Some(code), _) => Exit::Code(code),
-                    (None, Some(sig)) => Exit::Signal(sig),
-                    (None, None) => Exit::Failed(status.to_string()),
-                };
-                finish(&inner, exit);
-                return;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                finish(
-                    &inner,
-                    Exit::Failed(format!("cannot wait for the process: {e}")),
-                );
-                return;
-            }
+        let exited = !matches!(p.child.lock().try_wait(), Ok(None));
+        if exited {
+            inner.exited();
+            return;
         }
         drop(inner);
         thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// Reaps an ended process so it does not linger as a zombie.
-fn reap(inner: &Inner) {
-    if let Link::Process { child, .. } = &inner.link {
-        let _ = child.lock().wait();
-    }
-}
-
-/// Forwards a worker's output line by line, prefixed with its name.
-fn forward(thread_name: String, stream: impl Read + Send + 'static, worker: String, err: bool) {
-    let _ = thread::Builder::new().name(thread_name).spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if is_harness_noise(&line) {
-                continue;
-            }
-            if err {
-                eprintln!("[{worker}] {line}");
-            } else {
-                println!("[{worker}] {line}");
-            }
-        }
-    });
-}
-
-/// Lines the test harness prints when a test binary runs as a worker.
-fn is_harness_noise(line: &str) -> bool {
-    line.is_empty()
-        || line.starts_with("running 1 test")
-        || line.starts_with("test result:")
-        || line.trim_start_matches('.').is_empty()
 }
 
 struct ThreadOutbox {
@@ -730,15 +912,14 @@ impl Outbox for ThreadOutbox {
                 "parent handle dropped",
             )));
         };
-        // Thread workers share this process's storage; they send no
-        // storage operations.
-        dispatch(&inner, message, GlobalStorage::global(), |_| {});
+        dispatch(&inner, message);
         Ok(())
     }
 }
 
-fn spawn_thread(name: String) -> Result<Worker, WorkerError> {
+fn start_thread(name: String) -> Result<Worker, WorkerError> {
     let (tx, rx) = channel::unbounded::<ToWorker>();
+    let (messages, inbox) = channel::unbounded::<Vec<u8>>();
     let stop = StopToken::new();
     let inner = Arc::new(Inner::new(
         name.clone(),
@@ -746,6 +927,7 @@ fn spawn_thread(name: String) -> Result<Worker, WorkerError> {
         std::process::id(),
         Link::Thread {
             tx: Mutex::new(Some(tx)),
+            messages,
             stop: stop.clone(),
         },
     ));
@@ -758,21 +940,15 @@ fn spawn_thread(name: String) -> Result<Worker, WorkerError> {
         .name(format!("sk-worker:{name}"))
         .spawn(move || {
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve(
-                    &thread_name,
-                    || Ok(rx.recv().ok()),
-                    outbox,
-                    None,
-                    Some(stop),
-                )
+                serve_thread(&thread_name, &rx, inbox, outbox, &stop)
             }));
             if let Some(inner) = weak.upgrade() {
-                let exit = match served {
+                inner.record(match served {
                     Ok(ServeEnd::Stopped | ServeEnd::ParentGone) => Exit::Normal,
                     Ok(ServeEnd::Protocol(e)) => Exit::Failed(format!("protocol error: {e}")),
                     Err(_) => Exit::Failed("the worker thread panicked".to_owned()),
-                };
-                finish(&inner, exit);
+                });
+                inner.settle();
             }
         })
         .map_err(|source| WorkerError::Spawn {
@@ -785,11 +961,12 @@ fn spawn_thread(name: String) -> Result<Worker, WorkerError> {
 impl Drop for Inner {
     fn drop(&mut self) {
         match &self.link {
-            Link::Process { writer, child } => {
-                if let Ok(frame) = encode_frame(&ToWorker::Stop, DEFAULT_MAX_FRAME) {
-                    let _ = write_frame(&mut *writer.lock(), &frame);
+            Link::Process(p) => {
+                if let Ok(hub) = hub() {
+                    hub.forget(&p.tokens.lock(), p.relay.fd());
                 }
-                let mut child = child.lock();
+                let _ = self.write(&ToWorker::Stop);
+                let mut child = p.child.lock();
                 let deadline = Instant::now() + Duration::from_millis(500);
                 loop {
                     match child.try_wait() {

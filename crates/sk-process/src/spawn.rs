@@ -7,7 +7,8 @@
 //! (the parent stops its workers in order), and exits at once if its parent
 //! is already gone. Linux sends the parent-death signal when the *thread*
 //! that started the child ends, so every worker is started from one
-//! long-lived spawner thread. A worker whose channel reaches end-of-file
+//! long-lived spawner thread (or from the main thread, which lives as long
+//! as the process). A worker whose channel reaches end-of-file
 //! exits too. Together: workers never outlive their parent, even one killed
 //! by SIGKILL.
 
@@ -66,6 +67,16 @@ pub(crate) fn spawn_worker(name: &str) -> io::Result<Spawned> {
         .stdin(Stdio::from(child_fd))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The main thread lives as long as the process: it may start workers
+    // itself, saving the spawner thread's round trip.
+    // SAFETY: gettid and getpid have no preconditions.
+    let main_thread = unsafe { libc::gettid() == libc::getpid() };
+    if main_thread {
+        return Ok(Spawned {
+            child: command.spawn()?,
+            channel: parent_end,
+        });
+    }
     let (tx, rx) = channel::bounded(1);
     spawner()?
         .send((command, tx))

@@ -1,21 +1,28 @@
 //! The worker side: what runs inside a worker process (or thread).
 //!
 //! A worker process is this same binary started again with the channel as
-//! its standard input and `SK_WORKER_FD=0` in its environment (so code a
-//! worker runs must not read stdin).
+//! its standard input and `SK_WORKER_FD=0` in its environment. The worker
+//! moves the channel off standard input at once (to a descriptor closed on
+//! exec) and puts `/dev/null` there, so code it runs may read stdin
+//! harmlessly and programs it starts do not inherit the channel.
 //! [`init`] at the top of `main` (or the test entry made by
 //! [`worker_test!`](crate::worker_test)) sees that, runs the registered
 //! process init functions, and serves calls until the parent says stop or
 //! goes away; it never returns in a worker.
+//!
+//! A process worker runs each call on the thread that read it; whoever
+//! needs the channel while a call runs (a storage operation waiting for
+//! its answer, `listen_parent`) reads it for itself (see `relay.rs`), and
+//! the heartbeat thread drains it every beat.
 
-use std::collections::HashMap;
-use std::io::{self, Write};
-use std::os::fd::FromRawFd;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, Sender};
 use parking_lot::Mutex;
@@ -23,10 +30,12 @@ use sk_core::{Args, FunctionError, SkFunction, StopToken, error_chain};
 use sk_reg::{CasOutcome, GlobalStorage, StorageBackend, StorageError, StoredValue};
 
 use crate::error::ProtocolError;
-use crate::frame::{DEFAULT_MAX_FRAME, FrameReader, encode_frame, write_frame};
+use crate::frame::{DEFAULT_MAX_FRAME, encode_frame, send_frame};
 use crate::protocol::{Encoded, FromWorker, RemoteFailure, StorageOp, StorageReply, ToWorker};
+use crate::relay::{Ended, Relay, Router, Waited};
 
-/// The channel's file descriptor in a worker process: its standard input.
+/// The channel's file descriptor in a worker process, as started: its
+/// standard input.
 pub(crate) const WORKER_FD: i32 = 0;
 pub(crate) const ENV_FD: &str = "SK_WORKER_FD";
 pub(crate) const ENV_NAME: &str = "SK_WORKER_NAME";
@@ -40,15 +49,9 @@ pub(crate) trait Outbox: Send + Sync {
     fn send(&self, message: FromWorker) -> Result<(), ProtocolError>;
 }
 
-/// A process worker's outbox: frames on the socket.
-struct StreamOutbox {
-    stream: Mutex<UnixStream>,
-}
-
-impl Outbox for StreamOutbox {
-    fn send(&self, message: FromWorker) -> Result<(), ProtocolError> {
-        let frame = encode_frame(&message, DEFAULT_MAX_FRAME)?;
-        write_frame(&mut *self.stream.lock(), &frame)
+impl std::fmt::Debug for dyn Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbox")
     }
 }
 
@@ -126,8 +129,9 @@ pub fn init() {
     }
 }
 
-/// The outbox of this worker process, for tests that write raw bytes.
-static RAW: OnceLock<Arc<StreamOutbox>> = OnceLock::new();
+/// This worker process's link to its parent, for tests that write raw
+/// bytes.
+static LINK: OnceLock<Arc<WorkerLink>> = OnceLock::new();
 
 /// Writes raw bytes to the parent, bypassing the framing. Only for tests of
 /// the parent's handling of bad input.
@@ -137,12 +141,10 @@ static RAW: OnceLock<Arc<StreamOutbox>> = OnceLock::new();
 /// When this is not a worker process or the channel fails.
 #[doc(hidden)]
 pub fn __write_raw_to_parent(bytes: &[u8]) -> io::Result<()> {
-    let outbox = RAW
+    let link = LINK
         .get()
         .ok_or_else(|| io::Error::other("not a worker process"))?;
-    let mut stream = outbox.stream.lock();
-    stream.write_all(bytes)?;
-    stream.flush()
+    send_frame(&link.out.lock(), bytes).map_err(io::Error::other)
 }
 
 /// Closes the worker's sending side of the channel (the parent sees end of
@@ -153,10 +155,10 @@ pub fn __write_raw_to_parent(bytes: &[u8]) -> io::Result<()> {
 /// When this is not a worker process or the channel fails.
 #[doc(hidden)]
 pub fn __close_channel_to_parent() -> io::Result<()> {
-    let outbox = RAW
+    let link = LINK
         .get()
         .ok_or_else(|| io::Error::other("not a worker process"))?;
-    outbox.stream.lock().shutdown(std::net::Shutdown::Write)
+    link.out.lock().shutdown(std::net::Shutdown::Write)
 }
 
 /// Ties this worker's life to its parent's: a parent-death signal, SIGINT
@@ -177,34 +179,47 @@ fn bind_to_parent() -> bool {
     parent.is_none_or(|p| p == current)
 }
 
+/// Moves the channel off standard input to a descriptor closed on exec,
+/// and puts `/dev/null` on standard input.
+fn take_channel() -> io::Result<UnixStream> {
+    // SAFETY: fcntl/open/dup2 on descriptors of this process; every
+    // result is checked, and the new descriptor is owned by the stream.
+    unsafe {
+        let fd: RawFd = libc::fcntl(WORKER_FD, libc::F_DUPFD_CLOEXEC, 3);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = UnixStream::from_raw_fd(fd);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if null >= 0 {
+            libc::dup2(null, WORKER_FD);
+            libc::close(null);
+        }
+        Ok(stream)
+    }
+}
+
 fn run_process_worker() -> i32 {
     if !bind_to_parent() {
         return 1;
     }
     let name = std::env::var(ENV_NAME).unwrap_or_else(|_| "worker".to_owned());
-    // SAFETY: the parent started this process with the channel's socket on
-    // WORKER_FD (see spawn.rs) and nothing else in the process owns it.
-    let stream = unsafe { UnixStream::from_raw_fd(WORKER_FD) };
-    let writer = match stream.try_clone() {
-        Ok(w) => w,
+    let link = match take_channel().and_then(WorkerLink::new) {
+        Ok(link) => Arc::new(link),
         Err(e) => {
             eprintln!("worker \"{name}\": cannot use its channel: {e}");
             return 3;
         }
     };
-    let outbox = Arc::new(StreamOutbox {
-        stream: Mutex::new(writer),
-    });
-    let _ = RAW.set(Arc::clone(&outbox));
+    let _ = LINK.set(Arc::clone(&link));
     for init in inventory::iter::<ProcessInit> {
         if std::panic::catch_unwind(init.run).is_err() {
             eprintln!("worker \"{name}\": process init \"{}\" panicked", init.name);
             return 4;
         }
     }
-    let storage = Arc::new(RemoteStorage::new(Arc::clone(&outbox) as Arc<dyn Outbox>));
-    let _ = GlobalStorage::install_global_backend(Arc::clone(&storage) as Arc<dyn StorageBackend>);
-    if outbox
+    let _ = GlobalStorage::install_global_backend(Arc::clone(&link) as Arc<dyn StorageBackend>);
+    if link
         .send(FromWorker::Ready {
             pid: std::process::id(),
         })
@@ -212,23 +227,7 @@ fn run_process_worker() -> i32 {
     {
         return 0;
     }
-    let beat = Arc::clone(&outbox);
-    let _ = thread::Builder::new()
-        .name("sk-heartbeat".to_owned())
-        .spawn(move || {
-            while beat.send(FromWorker::Heartbeat).is_ok() {
-                thread::sleep(HEARTBEAT);
-            }
-        });
-    let mut reader = FrameReader::new(stream, DEFAULT_MAX_FRAME);
-    let end = serve(
-        &name,
-        move || reader.read::<ToWorker>(),
-        outbox as Arc<dyn Outbox>,
-        Some(storage),
-        None,
-    );
-    match end {
+    match serve_process(&name, &link) {
         ServeEnd::Stopped | ServeEnd::ParentGone => 0,
         ServeEnd::Protocol(e) => {
             eprintln!("worker \"{name}\": {e}");
@@ -237,11 +236,14 @@ fn run_process_worker() -> i32 {
     }
 }
 
-/// The running code's line to its parent: set on a worker's executor
-/// thread while it serves.
-struct Line {
-    outbox: Arc<dyn Outbox>,
-    inbox: Receiver<Vec<u8>>,
+/// The running code's line to its parent: set on the thread that runs a
+/// worker's calls.
+enum Line {
+    Thread {
+        outbox: Arc<dyn Outbox>,
+        inbox: Receiver<Vec<u8>>,
+    },
+    Process(Arc<WorkerLink>),
 }
 
 thread_local! {
@@ -263,17 +265,20 @@ pub fn tell_parent<T: serde::Serialize>(message: &T) -> Result<(), crate::Worker
             worker: current_name(),
             source,
         })?;
-    LINE.with(|line| match line.borrow().as_ref() {
-        Some(line) => line
-            .outbox
-            .send(FromWorker::Message { bytes })
-            .map_err(|source| crate::WorkerError::Protocol {
-                worker: current_name(),
-                source,
-            }),
-        None => Err(crate::WorkerError::Closed {
+    LINE.with(|line| {
+        let sent = match line.borrow().as_ref() {
+            Some(Line::Thread { outbox, .. }) => outbox.send(FromWorker::Message { bytes }),
+            Some(Line::Process(link)) => link.send(FromWorker::Message { bytes }),
+            None => {
+                return Err(crate::WorkerError::Closed {
+                    worker: current_name(),
+                });
+            }
+        };
+        sent.map_err(|source| crate::WorkerError::Protocol {
             worker: current_name(),
-        }),
+            source,
+        })
     })
 }
 
@@ -287,109 +292,144 @@ pub fn tell_parent<T: serde::Serialize>(message: &T) -> Result<(), crate::Worker
 pub fn listen_parent<T: serde::de::DeserializeOwned>(
     timeout: Duration,
 ) -> Result<Option<T>, crate::WorkerError> {
-    LINE.with(|line| {
-        let line = line.borrow();
-        let Some(line) = line.as_ref() else {
-            return Err(crate::WorkerError::Closed {
-                worker: current_name(),
-            });
-        };
-        match line.inbox.recv_timeout(timeout) {
-            Ok(bytes) => sk_cereal::Internal::decode(&bytes).map(Some).map_err(|e| {
-                crate::WorkerError::Protocol {
-                    worker: current_name(),
-                    source: ProtocolError::Malformed(e),
-                }
-            }),
-            Err(_) => Ok(None),
-        }
+    let got = LINE.with(|line| match line.borrow().as_ref() {
+        Some(Line::Thread { inbox, .. }) => Ok(inbox.recv_timeout(timeout).ok()),
+        Some(Line::Process(link)) => Ok(link.listen(timeout)),
+        None => Err(crate::WorkerError::Closed {
+            worker: current_name(),
+        }),
+    })?;
+    got.map(|bytes| {
+        sk_cereal::Internal::decode(&bytes).map_err(|e| crate::WorkerError::Protocol {
+            worker: current_name(),
+            source: ProtocolError::Malformed(e),
+        })
     })
+    .transpose()
 }
 
 fn current_name() -> String {
-    thread::current()
-        .name()
-        .and_then(|n| n.strip_prefix("sk-exec:"))
-        .unwrap_or("worker")
-        .to_owned()
+    std::env::var(ENV_NAME).unwrap_or_else(|_| {
+        thread::current()
+            .name()
+            .and_then(|n| n.strip_prefix("sk-worker:"))
+            .unwrap_or("worker")
+            .to_owned()
+    })
 }
 
-/// Why [`serve`] returned.
+/// Why serving ended.
 #[derive(Debug)]
 pub(crate) enum ServeEnd {
     Stopped,
     ParentGone,
-    Protocol(ProtocolError),
+    Protocol(String),
 }
 
-/// Serves calls until stop, end of input, or a protocol error. Calls run
-/// one at a time on an executor thread, so storage replies and `Stop` are
-/// still read while a call runs.
-pub(crate) fn serve(
+/// Serves a thread worker's calls one at a time until stop or until the
+/// parent drops the channel.
+pub(crate) fn serve_thread(
     name: &str,
-    mut next: impl FnMut() -> Result<Option<ToWorker>, ProtocolError>,
+    calls: &Receiver<ToWorker>,
+    inbox: Receiver<Vec<u8>>,
     outbox: Arc<dyn Outbox>,
-    storage: Option<Arc<RemoteStorage>>,
-    stop: Option<StopToken>,
+    stop: &StopToken,
 ) -> ServeEnd {
-    let (calls, inbox) = channel::unbounded::<(u64, SkFunction, Args)>();
-    let (messages, message_inbox) = channel::unbounded::<Vec<u8>>();
-    let results = Arc::clone(&outbox);
-    let executor = thread::Builder::new()
-        .name(format!("sk-exec:{name}"))
-        .spawn(move || {
-            LINE.with(|line| {
-                *line.borrow_mut() = Some(Line {
-                    outbox: Arc::clone(&results),
-                    inbox: message_inbox,
-                });
-            });
-            for (id, function, extra) in inbox {
-                // A thread worker's calls see its stop token (set when the
-                // worker is killed); a process worker is killed for real.
-                let outcome = match &stop {
-                    Some(token) => token.enter(|| run_call(&function, &extra)),
-                    None => run_call(&function, &extra),
-                };
-                if results.send(FromWorker::Done { id, outcome }).is_err() {
-                    break;
-                }
-            }
+    let _ = name;
+    LINE.with(|line| {
+        *line.borrow_mut() = Some(Line::Thread {
+            outbox: Arc::clone(&outbox),
+            inbox,
         });
-    let executor = match executor {
-        Ok(handle) => handle,
-        Err(e) => return ServeEnd::Protocol(ProtocolError::Io(e)),
-    };
-    let end = loop {
-        match next() {
-            Ok(Some(ToWorker::Call {
+    });
+    for message in calls {
+        match message {
+            ToWorker::Call {
                 id,
                 function,
                 extra,
-            })) => {
-                if calls.send((id, function, extra)).is_err() {
-                    break ServeEnd::Stopped;
+            } => {
+                // The call sees the worker's stop token (set when it is
+                // killed).
+                let outcome = stop.enter(|| run_call(&function, &extra));
+                if outbox.send(FromWorker::Done { id, outcome }).is_err() {
+                    return ServeEnd::ParentGone;
                 }
             }
-            Ok(Some(ToWorker::Storage { id, reply })) => {
-                if let Some(storage) = &storage {
-                    storage.complete(id, reply);
-                }
-            }
-            Ok(Some(ToWorker::Message { bytes })) => {
-                let _ = messages.send(bytes);
-            }
-            Ok(Some(ToWorker::Stop)) => break ServeEnd::Stopped,
-            Ok(None) => break ServeEnd::ParentGone,
-            Err(e) => break ServeEnd::Protocol(e),
+            ToWorker::Stop => return ServeEnd::Stopped,
+            // Messages and storage answers do not come this way.
+            ToWorker::Message { .. } | ToWorker::Storage { .. } => {}
         }
-    };
-    if let ServeEnd::Stopped = end {
-        // Finish the call in hand, then leave.
-        drop(calls);
-        let _ = executor.join();
     }
-    end
+    ServeEnd::ParentGone
+}
+
+/// Starts the heartbeat thread: a heartbeat every [`HEARTBEAT`], and the
+/// channel drained while a call runs and nobody reads it (messages queue
+/// here, not in the socket).
+fn start_heartbeat(link: &Arc<WorkerLink>) {
+    let beat = Arc::clone(link);
+    let _ = thread::Builder::new()
+        .name("sk-heartbeat".to_owned())
+        .stack_size(256 << 10)
+        .spawn(move || {
+            while beat.send(FromWorker::Heartbeat).is_ok() {
+                beat.relay.drain(&*beat, false);
+                thread::sleep(HEARTBEAT);
+            }
+        });
+}
+
+/// Serves a process worker's calls, each on this thread, until stop, end
+/// of input, or bad input.
+///
+/// A process's first thread costs ~0.1 ms to start, so the heartbeat
+/// thread starts when the worker first has nothing to do, or after its
+/// first call if that call was already waiting — not before the first
+/// result. (The parent holds a worker to the silence limit only once it
+/// has heard a heartbeat.)
+fn serve_process(name: &str, link: &Arc<WorkerLink>) -> ServeEnd {
+    let _ = name;
+    LINE.with(|line| *line.borrow_mut() = Some(Line::Process(Arc::clone(link))));
+    let next = || link.commands.lock().pop_front();
+    let mut beating = false;
+    link.relay.drain(&**link, false);
+    if link.commands.lock().is_empty() {
+        start_heartbeat(link);
+        beating = true;
+    }
+    let mut waited = link.relay.wait(&**link, None, next);
+    loop {
+        match waited {
+            Waited::Got(Command::Call(call)) => {
+                let (id, function, extra) = *call;
+                let outcome = run_call(&function, &extra);
+                // Be the reader before the answer goes out (see
+                // `Relay::try_lead`).
+                let leading = link.relay.try_lead();
+                if link.send(FromWorker::Done { id, outcome }).is_err() {
+                    return ServeEnd::ParentGone;
+                }
+                if !beating {
+                    start_heartbeat(link);
+                    beating = true;
+                }
+                waited = if leading {
+                    link.relay.wait_leading(&**link, None, next)
+                } else {
+                    link.relay.wait(&**link, None, next)
+                };
+            }
+            Waited::Got(Command::Stop) => return ServeEnd::Stopped,
+            Waited::TimedOut => waited = link.relay.wait(&**link, None, next),
+            Waited::Closed => {
+                return match link.relay.ended() {
+                    Some(Ended::Broken(why)) => ServeEnd::Protocol(why),
+                    _ => ServeEnd::ParentGone,
+                };
+            }
+        }
+    }
 }
 
 /// Runs one call and encodes its outcome.
@@ -407,66 +447,119 @@ fn run_call(function: &SkFunction, extra: &Args) -> Result<Encoded, RemoteFailur
     Ok(Encoded { type_name, bytes })
 }
 
-/// The global storage of a worker process: every operation is sent to the
-/// parent, which hosts the store.
-#[derive(Debug)]
-pub(crate) struct RemoteStorage {
-    outbox: Arc<dyn Outbox>,
-    next: AtomicU64,
-    pending: Mutex<HashMap<u64, Sender<StorageReply>>>,
+/// What the serving thread does next.
+enum Command {
+    Call(Box<(u64, SkFunction, Args)>),
+    Stop,
 }
 
-impl std::fmt::Debug for dyn Outbox {
+/// A worker process's side of the channel: the relay it reads, the
+/// socket it writes, and where routed messages wait. It is also the
+/// process's global storage: every operation is sent to the parent, which
+/// hosts the store.
+pub(crate) struct WorkerLink {
+    relay: Relay<ToWorker>,
+    out: Mutex<UnixStream>,
+    commands: Mutex<VecDeque<Command>>,
+    inbox: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    next_storage: AtomicU64,
+    storage: Mutex<HashMap<u64, Sender<StorageReply>>>,
+}
+
+impl std::fmt::Debug for WorkerLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Outbox")
+        f.debug_struct("WorkerLink")
+            .field("relay", &self.relay)
+            .finish_non_exhaustive()
     }
 }
 
 /// How long a storage operation waits for the parent.
 const STORAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl RemoteStorage {
-    fn new(outbox: Arc<dyn Outbox>) -> Self {
-        RemoteStorage {
-            outbox,
-            next: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
-        }
+impl WorkerLink {
+    fn new(stream: UnixStream) -> io::Result<Self> {
+        let out = stream.try_clone()?;
+        Ok(WorkerLink {
+            relay: Relay::new(stream, None),
+            out: Mutex::new(out),
+            commands: Mutex::new(VecDeque::new()),
+            inbox: channel::unbounded(),
+            next_storage: AtomicU64::new(1),
+            storage: Mutex::new(HashMap::new()),
+        })
     }
 
-    fn complete(&self, id: u64, reply: StorageReply) {
-        if let Some(waiter) = self.pending.lock().remove(&id) {
-            let _ = waiter.send(reply);
+    fn send(&self, message: FromWorker) -> Result<(), ProtocolError> {
+        let frame = encode_frame(&message, DEFAULT_MAX_FRAME)?;
+        send_frame(&self.out.lock(), &frame)
+    }
+
+    fn listen(&self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        match self
+            .relay
+            .wait(self, Some(deadline), || self.inbox.1.try_recv().ok())
+        {
+            Waited::Got(bytes) => Some(bytes),
+            Waited::TimedOut | Waited::Closed => None,
         }
     }
 
     fn request(&self, op: StorageOp) -> Result<StorageReply, StorageError> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_storage.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel::bounded(1);
-        self.pending.lock().insert(id, tx);
-        if let Err(e) = self.outbox.send(FromWorker::Storage { id, op }) {
-            self.pending.lock().remove(&id);
+        self.storage.lock().insert(id, tx);
+        if let Err(e) = self.send(FromWorker::Storage { id, op }) {
+            self.storage.lock().remove(&id);
             return Err(StorageError::backend_with(
                 "cannot reach the parent's storage",
                 e,
             ));
         }
-        match rx.recv_timeout(STORAGE_TIMEOUT) {
-            Ok(StorageReply::Failed(message)) => Err(StorageError::backend(message)),
-            Ok(reply) => Ok(reply),
-            Err(_) => {
-                self.pending.lock().remove(&id);
+        let deadline = Instant::now() + STORAGE_TIMEOUT;
+        match self.relay.wait(self, Some(deadline), || rx.try_recv().ok()) {
+            Waited::Got(StorageReply::Failed(message)) => Err(StorageError::backend(message)),
+            Waited::Got(reply) => Ok(reply),
+            Waited::TimedOut | Waited::Closed => {
+                self.storage.lock().remove(&id);
                 Err(StorageError::backend("the parent's storage did not answer"))
             }
         }
     }
 }
 
+impl Router<ToWorker> for WorkerLink {
+    fn route(&self, message: ToWorker) {
+        match message {
+            ToWorker::Call {
+                id,
+                function,
+                extra,
+            } => self
+                .commands
+                .lock()
+                .push_back(Command::Call(Box::new((id, function, extra)))),
+            ToWorker::Stop => self.commands.lock().push_back(Command::Stop),
+            ToWorker::Storage { id, reply } => {
+                if let Some(waiter) = self.storage.lock().remove(&id) {
+                    let _ = waiter.send(reply);
+                }
+            }
+            ToWorker::Message { bytes } => {
+                let _ = self.inbox.0.send(bytes);
+            }
+        }
+    }
+
+    fn closed(&self, _broken: Option<&ProtocolError>) {}
+}
+
 fn unexpected(reply: &StorageReply) -> StorageError {
     StorageError::backend(format!("unexpected storage reply {reply:?}"))
 }
 
-impl StorageBackend for RemoteStorage {
+impl StorageBackend for WorkerLink {
     fn load(&self, key: &str) -> Result<Option<StoredValue>, StorageError> {
         match self.request(StorageOp::Load {
             key: key.to_owned(),

@@ -409,6 +409,16 @@ fn mark_init() {
 
 sk_process::process_init!(mark_init);
 
+/// Workers whose name says so die in their process init, before they are
+/// ready.
+fn die_in_init() {
+    if std::env::var("SK_WORKER_NAME").is_ok_and(|n| n.starts_with("die-in-init")) {
+        std::process::exit(7);
+    }
+}
+
+sk_process::process_init!(die_in_init);
+
 #[sk_core::function(crate = ::sk_core)]
 fn init_ran() -> bool {
     INIT_RAN.load(std::sync::atomic::Ordering::SeqCst)
@@ -442,9 +452,9 @@ fn parent_of_a_printing_worker() {
         None,
     )
     .unwrap();
-    // Give the forwarder a moment to print before this process exits.
+    // `stop` returns once the worker's end is reported, which comes only
+    // after everything it printed has been forwarded.
     worker.stop(Duration::from_secs(5));
-    thread::sleep(Duration::from_millis(100));
 }
 
 #[test]
@@ -506,5 +516,161 @@ fn a_worker_sending_bad_bytes_is_replaced_by_its_manager() {
         let pid: u32 = call(&after, "whoami", Args::new(), None).unwrap();
         assert_eq!(pid, after.pid(), "the replacement serves calls");
         manager.shutdown(Duration::from_secs(5)).unwrap();
+    })
+}
+
+/// Updates `key` from `threads` threads the call starts, `times` each,
+/// and waits for them: the thread serving the call is busy all along.
+#[sk_core::function(crate = ::sk_core)]
+fn bump_from_threads(key: String, threads: u64, times: u64) -> u64 {
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let key = key.clone();
+            thread::spawn(move || {
+                for _ in 0..times {
+                    GlobalStorage::global()
+                        .update(&key, |n: Option<u64>| n.unwrap_or(0) + 1)
+                        .expect("storage works");
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("an updating thread");
+    }
+    GlobalStorage::global()
+        .get::<u64>(&key)
+        .expect("storage works")
+        .unwrap_or(0)
+}
+
+#[test]
+fn threads_a_call_starts_use_storage_while_the_call_waits_for_them() {
+    guarded(|| {
+        let key = format!("threaded-{}", backend());
+        let worker = Worker::spawn("w-threads", backend()).unwrap();
+        let seen: u64 = call(
+            &worker,
+            "bump_from_threads",
+            Args::new()
+                .with("key", &key)
+                .unwrap()
+                .with("threads", &4u64)
+                .unwrap()
+                .with("times", &250u64)
+                .unwrap(),
+            Some(Duration::from_secs(60)),
+        )
+        .unwrap();
+        assert_eq!(seen, 1000);
+        let total: Option<u64> = GlobalStorage::global().get(&key).unwrap();
+        assert_eq!(total, Some(1000));
+    })
+}
+
+/// Reads the worker's standard input to its end; how many bytes came.
+#[sk_core::function(crate = ::sk_core)]
+fn drain_stdin() -> u64 {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).expect("stdin reads");
+    bytes.len() as u64
+}
+
+/// Starts `sleep 60`, which inherits the worker's standard streams, and
+/// returns its pid.
+#[sk_core::function(crate = ::sk_core)]
+fn start_sleeper() -> u32 {
+    Command::new("sleep").arg("60").spawn().expect("sleep").id()
+}
+
+#[test]
+fn code_in_a_worker_process_cannot_reach_its_channel_through_stdin() {
+    if backend() != Backend::Process {
+        return; // A thread worker shares this process's stdin.
+    }
+    guarded(|| {
+        let worker = Worker::spawn("w-stdin", Backend::Process).unwrap();
+        let read: u64 = call(&worker, "drain_stdin", Args::new(), None).unwrap();
+        assert_eq!(read, 0, "stdin is empty, not the channel");
+        // The channel is intact: calls go on.
+        let pid: u32 = call(&worker, "whoami", Args::new(), None).unwrap();
+        assert_eq!(pid, worker.pid());
+    })
+}
+
+#[test]
+fn a_program_a_worker_started_does_not_keep_its_death_from_being_reported() {
+    if backend() != Backend::Process {
+        return;
+    }
+    guarded(|| {
+        let worker = Worker::spawn("w-grandparent", Backend::Process).unwrap();
+        let sleeper: u32 = call(&worker, "start_sleeper", Args::new(), None).unwrap();
+        let f = SkFunction::builder("nap").build().unwrap();
+        let pending = worker
+            .submit(&f, &Args::new().with("ms", &20_000u64).unwrap())
+            .unwrap();
+        let status = Command::new("kill")
+            .args(["-KILL", &worker.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = pending.wait(Some(Duration::from_secs(20))).unwrap_err();
+        let _ = Command::new("kill")
+            .args(["-KILL", &sleeper.to_string()])
+            .status();
+        assert!(matches!(err, WorkerError::Died { .. }), "{err:?}");
+        assert_eq!(worker.exit(), Some(Exit::Signal(libc::SIGKILL)));
+    })
+}
+
+#[test]
+fn a_worker_started_without_waiting_serves_the_calls_sent_at_once() {
+    guarded(|| {
+        let workers: Vec<Worker> = (0..3)
+            .map(|i| Worker::start(format!("w-start-{i}"), backend()).unwrap())
+            .collect();
+        let f = SkFunction::builder("whoami").build().unwrap();
+        let pending: Vec<_> = workers
+            .iter()
+            .map(|w| w.submit(&f, &Args::new()).unwrap())
+            .collect();
+        for (worker, p) in workers.iter().zip(pending) {
+            let pid: u32 = p
+                .wait(Some(Duration::from_secs(30)))
+                .unwrap()
+                .take()
+                .unwrap();
+            assert_eq!(pid, worker.pid());
+            worker.ready(Duration::from_secs(1)).unwrap();
+        }
+    })
+}
+
+#[test]
+fn a_worker_that_dies_before_it_is_ready_fails_its_calls_with_its_exit() {
+    if backend() != Backend::Process {
+        return; // Only worker processes run process inits.
+    }
+    guarded(|| {
+        let worker = Worker::start("die-in-init-start", Backend::Process).unwrap();
+        let err = call::<u32>(
+            &worker,
+            "whoami",
+            Args::new(),
+            Some(Duration::from_secs(30)),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, WorkerError::Died { status, .. } if status == "exited with status 7"),
+            "{err:?}"
+        );
+        assert_eq!(worker.exit(), Some(Exit::Code(7)));
+
+        let err = Worker::spawn("die-in-init-spawn", Backend::Process).unwrap_err();
+        assert!(
+            matches!(&err, WorkerError::Died { status, .. } if status == "exited with status 7"),
+            "{err:?}"
+        );
     })
 }

@@ -1,0 +1,371 @@
+//! The parent's I/O hub: one thread, one epoll set, for every worker
+//! process.
+//!
+//! It forwards each worker's stdout and stderr line by line, prefixed with
+//! the worker's name; learns of exits through a pidfd per worker (drains
+//! the worker's output and channel first, so nothing it said is lost);
+//! reads a worker's channel whenever no waiting thread does (see
+//! `relay.rs`); and checks heartbeats. So a worker costs the parent no
+//! thread of its own.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::relay::HubArm;
+
+/// How often the hub checks heartbeats.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+/// What the hub needs from a worker.
+pub(crate) trait Watched: Send + Sync {
+    /// Its channel is readable and the hub's turn to read it.
+    fn readable(&self);
+    /// Its process has exited (its output is drained already).
+    fn exited(&self);
+    /// A periodic check (heartbeats).
+    fn sweep(&self, now: Instant);
+}
+
+enum Entry {
+    Channel(Weak<dyn Watched>),
+    Exit {
+        worker: Weak<dyn Watched>,
+        _pidfd: OwnedFd,
+        outputs: Vec<u64>,
+    },
+    Output(Output),
+}
+
+struct Output {
+    worker: String,
+    stream: std::fs::File,
+    err: bool,
+    partial: Vec<u8>,
+}
+
+/// The hub (one per process, started on first use).
+pub(crate) struct Hub {
+    epoll: OwnedFd,
+    entries: Mutex<HashMap<u64, Entry>>,
+    next: AtomicU64,
+}
+
+/// The process's hub.
+pub(crate) fn hub() -> io::Result<&'static Hub> {
+    static HUB: OnceLock<Result<&'static Hub, String>> = OnceLock::new();
+    HUB.get_or_init(|| {
+        let start = || -> io::Result<&'static Hub> {
+            // SAFETY: plain system call; the result is checked.
+            let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let hub: &'static Hub = Box::leak(Box::new(Hub {
+                // SAFETY: a fresh descriptor nothing else owns.
+                epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+                entries: Mutex::new(HashMap::new()),
+                next: AtomicU64::new(1),
+            }));
+            thread::Builder::new()
+                .name("sk-io".to_owned())
+                .spawn(move || hub.run())?;
+            Ok(hub)
+        };
+        start().map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(io::Error::other)
+}
+
+impl Hub {
+    /// A new token for an entry.
+    pub(crate) fn token(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn ctl(&self, op: i32, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: a valid epoll descriptor and event.
+        let r = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &raw mut event) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Watches a worker's channel socket under `token`, armed once.
+    pub(crate) fn watch_channel(
+        &self,
+        token: u64,
+        fd: RawFd,
+        worker: Weak<dyn Watched>,
+    ) -> io::Result<()> {
+        self.entries.lock().insert(token, Entry::Channel(worker));
+        let added = self.ctl(
+            libc::EPOLL_CTL_ADD,
+            fd,
+            token,
+            (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
+        );
+        if added.is_err() {
+            self.entries.lock().remove(&token);
+        }
+        added
+    }
+
+    /// Forwards a worker's output stream line by line; its token.
+    pub(crate) fn forward(&self, worker: &str, stream: OwnedFd, err: bool) -> io::Result<u64> {
+        set_nonblocking(stream.as_raw_fd())?;
+        let token = self.token();
+        let fd = stream.as_raw_fd();
+        self.entries.lock().insert(
+            token,
+            Entry::Output(Output {
+                worker: worker.to_owned(),
+                stream: std::fs::File::from(stream),
+                err,
+                partial: Vec::new(),
+            }),
+        );
+        if let Err(e) = self.ctl(libc::EPOLL_CTL_ADD, fd, token, libc::EPOLLIN as u32) {
+            self.entries.lock().remove(&token);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    /// Reports the exit of process `pid` to `worker`, after draining the
+    /// `outputs` forwarded for it. Its token; an error when this kernel
+    /// has no pidfd.
+    pub(crate) fn watch_exit(
+        &self,
+        pid: u32,
+        worker: Weak<dyn Watched>,
+        outputs: Vec<u64>,
+    ) -> io::Result<u64> {
+        // SAFETY: plain system call; the result is checked.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        let token = self.token();
+        let raw = pidfd.as_raw_fd();
+        self.entries.lock().insert(
+            token,
+            Entry::Exit {
+                worker,
+                _pidfd: pidfd,
+                outputs,
+            },
+        );
+        if let Err(e) = self.ctl(libc::EPOLL_CTL_ADD, raw, token, libc::EPOLLIN as u32) {
+            self.entries.lock().remove(&token);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    /// Drops the channel and exit entries under `tokens` (a worker handle
+    /// going away). Output goes on being forwarded until it ends.
+    pub(crate) fn forget(&self, tokens: &[u64], channel_fd: RawFd) {
+        let mut entries = self.entries.lock();
+        for token in tokens {
+            if let Some(Entry::Channel(_)) = entries.get(token) {
+                let _ = self.ctl(libc::EPOLL_CTL_DEL, channel_fd, *token, 0);
+            }
+            if matches!(
+                entries.get(token),
+                Some(Entry::Channel(_) | Entry::Exit { .. })
+            ) {
+                // Closing the pidfd takes it out of the epoll set.
+                entries.remove(token);
+            }
+        }
+    }
+
+    fn run(&self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut last_sweep = Instant::now();
+        loop {
+            let timeout = i32::try_from(SWEEP_EVERY.as_millis()).unwrap_or(250);
+            // SAFETY: a valid epoll descriptor and a buffer of that many events.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    timeout,
+                )
+            };
+            for event in events.iter().take(usize::try_from(n).unwrap_or(0)) {
+                self.handle(event.u64);
+            }
+            let now = Instant::now();
+            if now.duration_since(last_sweep) >= SWEEP_EVERY {
+                last_sweep = now;
+                let watched: Vec<_> = self
+                    .entries
+                    .lock()
+                    .values()
+                    .filter_map(|e| match e {
+                        Entry::Channel(w) => w.upgrade(),
+                        _ => None,
+                    })
+                    .collect();
+                for worker in watched {
+                    worker.sweep(now);
+                    release(worker);
+                }
+            }
+        }
+    }
+
+    fn handle(&self, token: u64) {
+        enum Action {
+            Read(Arc<dyn Watched>),
+            Exit(Weak<dyn Watched>, Vec<u64>),
+            Output,
+            Nothing,
+        }
+        let action = match self.entries.lock().get(&token) {
+            Some(Entry::Channel(w)) => w.upgrade().map_or(Action::Nothing, Action::Read),
+            Some(Entry::Exit {
+                worker, outputs, ..
+            }) => Action::Exit(worker.clone(), outputs.clone()),
+            Some(Entry::Output(_)) => Action::Output,
+            None => Action::Nothing,
+        };
+        match action {
+            Action::Read(worker) => {
+                worker.readable();
+                release(worker);
+            }
+            Action::Exit(worker, outputs) => {
+                for output in outputs {
+                    self.pump(output);
+                }
+                self.entries.lock().remove(&token);
+                if let Some(worker) = worker.upgrade() {
+                    worker.exited();
+                    release(worker);
+                }
+            }
+            Action::Output => self.pump(token),
+            Action::Nothing => {}
+        }
+    }
+
+    /// Forwards what an output stream has; drops it at its end.
+    fn pump(&self, token: u64) {
+        let Some(Entry::Output(mut output)) = self.entries.lock().remove(&token) else {
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        let open = loop {
+            match output.stream.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(n) => output.partial.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                Err(_) => break false,
+            }
+        };
+        output.print_lines(!open);
+        if open {
+            self.entries.lock().insert(token, Entry::Output(output));
+        }
+    }
+}
+
+impl Output {
+    /// Prints the complete lines (and, at the end, the rest).
+    fn print_lines(&mut self, end: bool) {
+        let cut = if end {
+            self.partial.len()
+        } else {
+            self.partial
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)
+        };
+        if cut == 0 {
+            return;
+        }
+        let text: Vec<u8> = self.partial.drain(..cut).collect();
+        let text = String::from_utf8_lossy(&text);
+        // Straight to the process's streams (not the test harness's
+        // per-thread capture: this thread serves every worker).
+        let mut out: Box<dyn Write> = if self.err {
+            Box::new(io::stderr().lock())
+        } else {
+            Box::new(io::stdout().lock())
+        };
+        for line in text.lines() {
+            if !is_harness_noise(line) {
+                let _ = writeln!(out, "[{}] {line}", self.worker);
+            }
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Drops the hub's hold on a worker — elsewhere if it is the last one:
+/// a worker's drop stops its process, which may take a while, and must
+/// not hold up every other worker's I/O.
+fn release(worker: Arc<dyn Watched>) {
+    if Arc::strong_count(&worker) == 1 {
+        let _ = thread::Builder::new()
+            .name("sk-drop".to_owned())
+            .spawn(move || drop(worker));
+    }
+}
+
+/// Lines the test harness prints when a test binary runs as a worker.
+fn is_harness_noise(line: &str) -> bool {
+    line.is_empty()
+        || line.starts_with("running 1 test")
+        || line.starts_with("test result:")
+        || line.trim_start_matches('.').is_empty()
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; results are checked.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A relay's link to the hub: re-arms or disarms its socket's entry.
+pub(crate) struct Arm {
+    pub(crate) hub: &'static Hub,
+    pub(crate) token: u64,
+}
+
+impl HubArm for Arm {
+    fn arm(&self, fd: RawFd) {
+        let _ = self.hub.ctl(
+            libc::EPOLL_CTL_MOD,
+            fd,
+            self.token,
+            (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
+        );
+    }
+
+    fn disarm(&self, fd: RawFd) {
+        let _ = self.hub.ctl(libc::EPOLL_CTL_MOD, fd, self.token, 0);
+    }
+}

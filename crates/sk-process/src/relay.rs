@@ -1,0 +1,506 @@
+//! One end of a worker channel, read by whoever is waiting for it.
+//!
+//! A thread that needs something from the channel (a call's reply, a
+//! storage answer, the next call) does not hand the read to another
+//! thread and wait to be woken: if nobody is reading, it reads the frames
+//! itself, routes each one to whoever it is for, and stops once its own
+//! has come (leader/follower). Threads that find a reader already at work
+//! park until it routes their frame or steps down. On the parent side the
+//! I/O hub (see `hub.rs`) reads whenever no thread does, so heartbeats,
+//! messages and storage requests are served between calls too.
+//!
+//! Reads are buffered (a frame usually costs one `recv`). A reader with
+//! no deadline blocks in `recv`; one with a deadline waits in `poll` first
+//! and then reads without blocking, so it keeps its deadline even inside a
+//! half-arrived frame.
+
+use std::io::BufReader;
+use std::marker::PhantomData;
+use std::os::fd::RawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use sk_cereal::Internal;
+
+use crate::error::ProtocolError;
+use crate::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, poll_fd};
+
+/// Where the frames a relay reads go.
+pub(crate) trait Router<M>: Send + Sync {
+    /// Handles one message.
+    fn route(&self, message: M);
+    /// The channel ended: cleanly (`None`) or with bad data.
+    fn closed(&self, broken: Option<&ProtocolError>);
+}
+
+/// The outcome of [`Relay::wait`].
+#[derive(Debug)]
+pub(crate) enum Waited<T> {
+    Got(T),
+    TimedOut,
+    /// The channel has ended and what was waited for did not come.
+    Closed,
+}
+
+/// How the channel ended.
+#[derive(Clone, Debug)]
+pub(crate) enum Ended {
+    Eof,
+    Broken(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reader {
+    Nobody,
+    /// A waiting thread reads.
+    Thread,
+    /// The hub will read when the socket is readable (armed in its epoll).
+    Hub,
+    /// The hub is reading now.
+    HubReading,
+}
+
+#[derive(Debug)]
+struct State {
+    reader: Reader,
+    waiters: Vec<Thread>,
+    ended: Option<Ended>,
+}
+
+/// The hub's hooks for a relay it reads when no thread does.
+pub(crate) trait HubArm: Send + Sync {
+    /// Ask to be told when `fd` is readable (once).
+    fn arm(&self, fd: RawFd);
+    /// Stop listening for `fd`.
+    fn disarm(&self, fd: RawFd);
+}
+
+/// How long a parked follower sleeps before looking again (a safety net;
+/// it is woken whenever something is routed or the reader steps down).
+const PARK_SLICE: Duration = Duration::from_millis(100);
+
+/// How much a read takes from the socket at once.
+const READ_BUFFER: usize = 64 << 10;
+
+/// The reading end of a channel carrying frames of `M`.
+pub(crate) struct Relay<M> {
+    fd: RawFd,
+    frames: Mutex<FrameReader<BufReader<Recv>>>,
+    state: Mutex<State>,
+    waiting: AtomicUsize,
+    hub: Option<Box<dyn HubArm>>,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<M> std::fmt::Debug for Relay<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("fd", &self.fd)
+            .field("state", &*self.state.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: DeserializeOwned> Relay<M> {
+    /// A relay reading `stream`. With a `hub`, the hub reads whenever no
+    /// thread does; the caller registers the socket with the hub, armed.
+    pub(crate) fn new(stream: UnixStream, hub: Option<Box<dyn HubArm>>) -> Self {
+        let recv = Recv::new(stream);
+        let reader = if hub.is_some() {
+            Reader::Hub
+        } else {
+            Reader::Nobody
+        };
+        Relay {
+            fd: recv.fd(),
+            frames: Mutex::new(FrameReader::new(
+                BufReader::with_capacity(READ_BUFFER, recv),
+                DEFAULT_MAX_FRAME,
+            )),
+            state: Mutex::new(State {
+                reader,
+                waiters: Vec::new(),
+                ended: None,
+            }),
+            waiting: AtomicUsize::new(0),
+            hub,
+            _message: PhantomData,
+        }
+    }
+
+    /// The socket's file descriptor.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// How the channel ended, once it has.
+    pub(crate) fn ended(&self) -> Option<Ended> {
+        self.state.lock().ended.clone()
+    }
+
+    /// Waits until `ready` yields (checked after every routed frame), at
+    /// most until `deadline`, reading the channel when nobody else does.
+    pub(crate) fn wait<T>(
+        &self,
+        router: &dyn Router<M>,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> Waited<T> {
+        loop {
+            if let Some(got) = ready() {
+                return Waited::Got(got);
+            }
+            let mut state = self.state.lock();
+            if state.ended.is_some() {
+                drop(state);
+                return ready().map_or(Waited::Closed, Waited::Got);
+            }
+            match state.reader {
+                Reader::Nobody | Reader::Hub => {
+                    drop(state);
+                    if self.try_lead() {
+                        return self.wait_leading(router, deadline, ready);
+                    }
+                }
+                Reader::Thread | Reader::HubReading => {
+                    state.waiters.push(thread::current());
+                    self.waiting.fetch_add(1, Ordering::AcqRel);
+                    drop(state);
+                    let got = ready();
+                    let now = Instant::now();
+                    if got.is_none() && deadline.is_none_or(|d| now < d) {
+                        let slice = deadline.map_or(PARK_SLICE, |d| (d - now).min(PARK_SLICE));
+                        thread::park_timeout(slice);
+                    }
+                    self.leave_waiters();
+                    if let Some(got) = got {
+                        return Waited::Got(got);
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return ready().map_or(Waited::TimedOut, Waited::Got);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the reader's role if no thread has it (taking it over from
+    /// the hub). The caller must then [`wait_leading`](Self::wait_leading).
+    ///
+    /// Taking the role before sending a request means nothing but the
+    /// blocking read is left to do once the request is out, so the peer,
+    /// woken by it, finds this thread already asleep.
+    pub(crate) fn try_lead(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.ended.is_some() {
+            return false;
+        }
+        match state.reader {
+            Reader::Nobody => {
+                state.reader = Reader::Thread;
+                true
+            }
+            Reader::Hub => {
+                state.reader = Reader::Thread;
+                drop(state);
+                if let Some(hub) = &self.hub {
+                    hub.disarm(self.fd);
+                }
+                true
+            }
+            Reader::Thread | Reader::HubReading => false,
+        }
+    }
+
+    /// [`wait`](Self::wait) for a thread that took the reader's role with
+    /// [`try_lead`](Self::try_lead); gives the role up after.
+    pub(crate) fn wait_leading<T>(
+        &self,
+        router: &dyn Router<M>,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> Waited<T> {
+        let waited = self.read_until(router, deadline, &mut ready);
+        self.step_down();
+        waited
+    }
+
+    /// Reads and routes whatever frames have arrived, without waiting, if
+    /// nobody else is reading. `from_hub`: the hub's turn (the socket was
+    /// armed in its epoll); otherwise only when no reader is set.
+    pub(crate) fn drain(&self, router: &dyn Router<M>, from_hub: bool) {
+        {
+            let mut state = self.state.lock();
+            let mine = if from_hub {
+                matches!(state.reader, Reader::Hub | Reader::Nobody)
+            } else {
+                state.reader == Reader::Nobody
+            };
+            if !mine || state.ended.is_some() {
+                return;
+            }
+            state.reader = if from_hub {
+                Reader::HubReading
+            } else {
+                Reader::Thread
+            };
+        }
+        let _ = self.read_until(router, Some(Instant::now()), &mut || None::<()>);
+        self.step_down();
+    }
+
+    /// Wakes every parked follower (something they wait for may be ready).
+    pub(crate) fn wake_all(&self) {
+        for waiter in &self.state.lock().waiters {
+            waiter.unpark();
+        }
+    }
+
+    fn leave_waiters(&self) {
+        let me = thread::current().id();
+        let mut state = self.state.lock();
+        if let Some(i) = state.waiters.iter().position(|t| t.id() == me) {
+            state.waiters.swap_remove(i);
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The reader gives up the channel: to a parked follower, else to the
+    /// hub (re-armed), else to nobody.
+    fn step_down(&self) {
+        let mut state = self.state.lock();
+        if !state.waiters.is_empty() {
+            state.reader = Reader::Nobody;
+            for waiter in &state.waiters {
+                waiter.unpark();
+            }
+        } else if self.hub.is_some() && state.ended.is_none() {
+            state.reader = Reader::Hub;
+            drop(state);
+            if let Some(hub) = &self.hub {
+                hub.arm(self.fd);
+            }
+        } else {
+            state.reader = Reader::Nobody;
+        }
+    }
+
+    /// The reader's loop: route frames until `ready` yields, the deadline
+    /// passes (a deadline of now: read only what has arrived) or the
+    /// channel ends.
+    fn read_until<T>(
+        &self,
+        router: &dyn Router<M>,
+        deadline: Option<Instant>,
+        ready: &mut dyn FnMut() -> Option<T>,
+    ) -> Waited<T> {
+        let mut frames = self.frames.lock();
+        loop {
+            if let Some(got) = ready() {
+                return Waited::Got(got);
+            }
+            // Nothing buffered: wait for the socket, in `recv` itself when
+            // there is no deadline.
+            let empty = frames.get_ref().buffer().is_empty();
+            let mut wait = false;
+            if empty {
+                match deadline {
+                    None => wait = true,
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        let readable = !left.is_zero()
+                            && match poll_fd(self.fd, libc::POLLIN, Some(left)) {
+                                Ok(readable) => readable,
+                                Err(e) => {
+                                    self.end(router, Some(ProtocolError::Io(e)));
+                                    return ready().map_or(Waited::Closed, Waited::Got);
+                                }
+                            };
+                        // A drain (deadline now) still takes what is there.
+                        if !readable && !left.is_zero() {
+                            continue;
+                        }
+                    }
+                }
+            }
+            frames.get_mut().get_mut().wait = wait;
+            match frames.read_frame() {
+                Ok(Some(bytes)) => match Internal::decode::<M>(bytes) {
+                    Ok(message) => {
+                        router.route(message);
+                        if self.waiting.load(Ordering::Acquire) > 0 {
+                            self.wake_all();
+                        }
+                    }
+                    Err(e) => {
+                        self.end(router, Some(ProtocolError::Malformed(e)));
+                        return ready().map_or(Waited::Closed, Waited::Got);
+                    }
+                },
+                // The peer closed (with our data unread, it is a reset).
+                Ok(None) => {
+                    self.end(router, None);
+                    return ready().map_or(Waited::Closed, Waited::Got);
+                }
+                Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    self.end(router, None);
+                    return ready().map_or(Waited::Closed, Waited::Got);
+                }
+                Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Waited::TimedOut;
+                    }
+                }
+                Err(e) => {
+                    self.end(router, Some(e));
+                    return ready().map_or(Waited::Closed, Waited::Got);
+                }
+            }
+        }
+    }
+
+    fn end(&self, router: &dyn Router<M>, broken: Option<ProtocolError>) {
+        self.state.lock().ended = Some(match &broken {
+            None => Ended::Eof,
+            Some(e) => Ended::Broken(sk_core::error_chain(e)),
+        });
+        router.closed(broken.as_ref());
+        self.wake_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU32;
+
+    use crossbeam::channel::{self, Sender};
+    use sk_testkit::hang_guard;
+
+    use super::*;
+    use crate::frame::encode_frame;
+
+    /// Routes each id to the mailbox registered for it.
+    #[derive(Default)]
+    struct Mailboxes {
+        boxes: Mutex<HashMap<u64, Sender<u64>>>,
+        closed: AtomicU32,
+    }
+
+    impl Router<u64> for Mailboxes {
+        fn route(&self, id: u64) {
+            if let Some(tx) = self.boxes.lock().remove(&id) {
+                let _ = tx.send(id);
+            }
+        }
+
+        fn closed(&self, _broken: Option<&ProtocolError>) {
+            self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn frame(id: u64) -> Vec<u8> {
+        encode_frame(&id, DEFAULT_MAX_FRAME).unwrap()
+    }
+
+    #[test]
+    fn every_waiter_gets_its_own_frame_whoever_reads_it() {
+        hang_guard(Duration::from_secs(60), || {
+            for round in 0..50u64 {
+                let (ours, mut theirs) = UnixStream::pair().unwrap();
+                let relay = Arc::new(Relay::<u64>::new(ours, None));
+                let router = Arc::new(Mailboxes::default());
+                let waiters: Vec<_> = (0..6u64)
+                    .map(|id| {
+                        let (tx, rx) = channel::bounded(1);
+                        router.boxes.lock().insert(id, tx);
+                        let (relay, router) = (Arc::clone(&relay), Arc::clone(&router));
+                        thread::spawn(move || {
+                            let deadline = Instant::now() + Duration::from_secs(20);
+                            match relay.wait(&*router, Some(deadline), || rx.try_recv().ok()) {
+                                Waited::Got(got) => got,
+                                other => panic!("round {round}, waiter {id}: {other:?}"),
+                            }
+                        })
+                    })
+                    .collect();
+                // Answers in the reverse order, in one burst: most waiters
+                // get theirs from another thread's read.
+                let mut burst = Vec::new();
+                for id in (0..6u64).rev() {
+                    burst.extend(frame(id));
+                }
+                theirs.write_all(&burst).unwrap();
+                for (id, waiter) in waiters.into_iter().enumerate() {
+                    assert_eq!(waiter.join().unwrap(), id as u64);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn a_waiter_gives_up_at_its_deadline() {
+        hang_guard(Duration::from_secs(30), || {
+            let (ours, _theirs) = UnixStream::pair().unwrap();
+            let relay = Relay::<u64>::new(ours, None);
+            let router = Mailboxes::default();
+            let start = Instant::now();
+            let waited = relay.wait(&router, Some(start + Duration::from_millis(50)), || {
+                None::<u64>
+            });
+            assert!(matches!(waited, Waited::TimedOut), "{waited:?}");
+            assert!(start.elapsed() >= Duration::from_millis(50));
+        });
+    }
+
+    #[test]
+    fn the_end_of_the_channel_reaches_every_waiter_once() {
+        hang_guard(Duration::from_secs(30), || {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let relay = Arc::new(Relay::<u64>::new(ours, None));
+            let router = Arc::new(Mailboxes::default());
+            let (started_tx, started_rx) = channel::unbounded();
+            let waiters: Vec<_> = (0..4)
+                .map(|_| {
+                    let (relay, router) = (Arc::clone(&relay), Arc::clone(&router));
+                    let started = started_tx.clone();
+                    thread::spawn(move || {
+                        let _ = started.send(());
+                        relay.wait(&*router, None, || None::<u64>)
+                    })
+                })
+                .collect();
+            for _ in 0..4 {
+                started_rx.recv().unwrap();
+            }
+            drop(theirs);
+            for waiter in waiters {
+                assert!(matches!(waiter.join().unwrap(), Waited::Closed));
+            }
+            assert_eq!(router.closed.load(Ordering::SeqCst), 1);
+            assert!(matches!(relay.ended(), Some(Ended::Eof)));
+        });
+    }
+
+    #[test]
+    fn bad_data_ends_the_channel_as_broken() {
+        hang_guard(Duration::from_secs(30), || {
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            let relay = Relay::<u64>::new(ours, None);
+            let router = Mailboxes::default();
+            theirs.write_all(&u32::MAX.to_le_bytes()).unwrap();
+            let waited = relay.wait(&router, None, || None::<u64>);
+            assert!(matches!(waited, Waited::Closed), "{waited:?}");
+            match relay.ended() {
+                Some(Ended::Broken(why)) => assert!(why.contains("exceeds the limit"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        });
+    }
+}
