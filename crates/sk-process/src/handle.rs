@@ -35,7 +35,7 @@ use crate::spawn::spawn_worker;
 use crate::worker::{Outbox, ServeEnd, serve_thread};
 
 /// How long a new worker process has to say it is ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A worker process sends a heartbeat every 250 ms; a channel silent this
 /// long (or stuck inside a frame this long) means the worker is lost.
@@ -157,9 +157,10 @@ impl Inner {
         }
     }
 
-    /// Records why the worker ends (the first reason wins).
+    /// Records why the worker ends (the first reason wins). It counts as
+    /// alive until [`settle`](Self::settle) (or an explicit kill), so
+    /// whoever sees it dead also sees how it ended.
     fn record(&self, exit: Exit) {
-        self.alive.store(false, Ordering::Release);
         let mut cause = self.cause.lock();
         if cause.is_none() {
             *cause = Some(exit);
@@ -259,7 +260,7 @@ impl Watched for Inner {
 
     fn sweep(&self, now: Instant) {
         let Link::Process(p) = &self.link else { return };
-        if !self.alive.load(Ordering::Acquire) {
+        if !self.alive.load(Ordering::Acquire) || self.cause.lock().is_some() {
             return;
         }
         let limit = if !p.ready.load(Ordering::Acquire) {

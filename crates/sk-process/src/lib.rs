@@ -9,12 +9,20 @@
 //!   [`Worker::tell`] / [`Worker::listen`] exchange messages with the
 //!   running code ([`tell_parent`] / [`listen_parent`] there). Worker
 //!   stdout and stderr are forwarded, prefixed with the worker's name.
+//!   [`Worker::start`] returns before the worker is ready; calls sent at
+//!   once wait in its channel.
+//! - Cheap workers: a call crosses no thread hand-off — the thread waiting
+//!   for a reply reads the channel itself, and a worker process runs a
+//!   call on the thread that read it — and a worker process costs the
+//!   parent no thread: one I/O thread (epoll, a pidfd per worker) forwards
+//!   every worker's output, reads channels between calls, reports exits
+//!   and checks heartbeats.
 //! - [`init`] at the top of `main` turns a worker launch into the worker
 //!   loop ([`worker_test!`] does it for a test binary, which has no `main`
 //!   of ours); [`process_init!`] registers set-up that runs in every new
 //!   worker process.
-//! - No orphans: workers get a parent-death signal (set from a long-lived
-//!   spawner thread) and leave on end of channel, so a parent killed even
+//! - No orphans: workers get a parent-death signal (started from the main
+//!   thread or a long-lived spawner thread) and leave on end of channel, so a parent killed even
 //!   by SIGKILL leaves none behind; they ignore SIGINT, and the parent
 //!   stops them in order.
 //! - [`ProcessManager`]: supervision in the OTP style ([`RestartStrategy`]

@@ -25,7 +25,7 @@ use sk_core::{Args, FunctionError, RetryPolicy, SkFunction, Value};
 
 use crate::backend::Backend;
 use crate::error::{ItemError, PoolError};
-use crate::handle::Worker;
+use crate::handle::{READY_TIMEOUT, Worker};
 use driver::{Delivery, Item, Job, Msg, Shared, Task};
 
 /// Chunks per worker the automatic chunk size aims for: enough to balance
@@ -156,10 +156,14 @@ impl PoolBuilder {
         let batch = SkFunction::builder(batch::BATCH)
             .build()
             .map_err(|e| PoolError::Spawn(batch_missing(&e)))?;
+        // Start them all, then wait for each: they get ready side by side.
         let workers = (0..self.workers)
-            .map(|slot| Worker::spawn(format!("{}-{slot}", self.name), self.backend))
+            .map(|slot| Worker::start(format!("{}-{slot}", self.name), self.backend))
             .collect::<Result<Vec<_>, _>>()
             .map_err(PoolError::Spawn)?;
+        for worker in &workers {
+            worker.ready(READY_TIMEOUT).map_err(PoolError::Spawn)?;
+        }
         let (queue, inbox) = channel::unbounded();
         let shared = Arc::new(Shared {
             name: self.name.clone(),
