@@ -55,9 +55,9 @@ pub enum RestartStrategy {
 
 /// Whether a child is restarted after it ends.
 ///
-/// Temporary children never belong to a restart group: under
-/// [`RestartStrategy::OneForAll`] and [`RestartStrategy::RestForOne`] a
-/// sibling's restart neither stops nor restarts them.
+/// As in OTP, a temporary child in a restart group (under
+/// [`RestartStrategy::OneForAll`] and [`RestartStrategy::RestForOne`]) is
+/// stopped with its group but not started again: it is removed.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Restart {
@@ -80,9 +80,16 @@ pub enum Decision {
     Ignore,
     /// The child is not restarted; it is no longer supervised.
     Remove(ChildId),
-    /// Stop these children if they still run, then start them again, in
-    /// this (start) order. The list always holds the child that ended.
-    Restart(Vec<ChildId>),
+    /// Stop the children of `stop` that still run (in reverse start
+    /// order), then start those of `start` again, in start order. The
+    /// children stopped and not started again (temporary ones) are no
+    /// longer supervised. Both lists hold the child that ended.
+    Restart {
+        /// The restart group, in start order.
+        stop: Vec<ChildId>,
+        /// The group without its temporary children, in start order.
+        start: Vec<ChildId>,
+    },
     /// Restarting would exceed the intensity: stop every child and fail.
     /// The supervisor ignores every later exit.
     Escalate {
@@ -107,8 +114,9 @@ pub enum Decision {
 /// let b = sup.add(Restart::Permanent);
 /// let c = sup.add(Restart::Permanent);
 /// let now = Instant::now();
-/// assert_eq!(sup.on_exit(b, &Exit::Code(1), now), Decision::Restart(vec![b, c]));
-/// assert_eq!(sup.on_exit(a, &Exit::Code(1), now), Decision::Restart(vec![a, b, c]));
+/// let restart = |ids: &[_]| Decision::Restart { stop: ids.to_vec(), start: ids.to_vec() };
+/// assert_eq!(sup.on_exit(b, &Exit::Code(1), now), restart(&[b, c]));
+/// assert_eq!(sup.on_exit(a, &Exit::Code(1), now), restart(&[a, b, c]));
 /// ```
 #[derive(Clone, Debug)]
 pub struct Supervisor {
@@ -233,17 +241,22 @@ impl Supervisor {
         }
         self.history.push_back(now);
         let group = match self.strategy {
-            RestartStrategy::OneForOne => return Decision::Restart(vec![child]),
-            RestartStrategy::OneForAll => &self.children[..],
-            RestartStrategy::RestForOne => &self.children[position..],
+            RestartStrategy::OneForOne => position..position + 1,
+            RestartStrategy::OneForAll => 0..self.children.len(),
+            RestartStrategy::RestForOne => position..self.children.len(),
         };
-        Decision::Restart(
-            group
-                .iter()
-                .filter(|(id, r)| *id == child || *r != Restart::Temporary)
-                .map(|(id, _)| *id)
-                .collect(),
-        )
+        let stop: Vec<ChildId> = self.children[group.clone()]
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        let start: Vec<ChildId> = self.children[group]
+            .iter()
+            .filter(|(id, r)| *id == child || *r != Restart::Temporary)
+            .map(|(id, _)| *id)
+            .collect();
+        self.children
+            .retain(|(id, r)| *id == child || *r != Restart::Temporary || !stop.contains(id));
+        Decision::Restart { stop, start }
     }
 }
 
@@ -252,6 +265,14 @@ mod tests {
     use super::*;
 
     const CRASH: Exit = Exit::Code(1);
+
+    /// A restart of `ids`, none of them temporary.
+    fn restart(ids: &[ChildId]) -> Decision {
+        Decision::Restart {
+            stop: ids.to_vec(),
+            start: ids.to_vec(),
+        }
+    }
 
     fn three(strategy: RestartStrategy, restart: Restart) -> (Supervisor, [ChildId; 3]) {
         let mut sup = Supervisor::new(strategy);
@@ -263,30 +284,24 @@ mod tests {
     fn one_for_one_restarts_only_the_child_that_ended() {
         let (mut sup, [a, b, c]) = three(RestartStrategy::OneForOne, Restart::Permanent);
         let now = Instant::now();
-        assert_eq!(sup.on_exit(b, &CRASH, now), Decision::Restart(vec![b]));
-        assert_eq!(sup.on_exit(a, &CRASH, now), Decision::Restart(vec![a]));
-        assert_eq!(sup.on_exit(c, &CRASH, now), Decision::Restart(vec![c]));
+        assert_eq!(sup.on_exit(b, &CRASH, now), restart(&[b]));
+        assert_eq!(sup.on_exit(a, &CRASH, now), restart(&[a]));
+        assert_eq!(sup.on_exit(c, &CRASH, now), restart(&[c]));
     }
 
     #[test]
     fn one_for_all_restarts_every_child_in_start_order() {
         let (mut sup, [a, b, c]) = three(RestartStrategy::OneForAll, Restart::Permanent);
-        assert_eq!(
-            sup.on_exit(c, &CRASH, Instant::now()),
-            Decision::Restart(vec![a, b, c])
-        );
+        assert_eq!(sup.on_exit(c, &CRASH, Instant::now()), restart(&[a, b, c]));
     }
 
     #[test]
     fn rest_for_one_restarts_the_child_and_those_started_after_it() {
         let (mut sup, [a, b, c]) = three(RestartStrategy::RestForOne, Restart::Permanent);
         let now = Instant::now();
-        assert_eq!(sup.on_exit(b, &CRASH, now), Decision::Restart(vec![b, c]));
-        assert_eq!(sup.on_exit(c, &CRASH, now), Decision::Restart(vec![c]));
-        assert_eq!(
-            sup.on_exit(a, &CRASH, now),
-            Decision::Restart(vec![a, b, c])
-        );
+        assert_eq!(sup.on_exit(b, &CRASH, now), restart(&[b, c]));
+        assert_eq!(sup.on_exit(c, &CRASH, now), restart(&[c]));
+        assert_eq!(sup.on_exit(a, &CRASH, now), restart(&[a, b, c]));
     }
 
     #[test]
@@ -297,21 +312,21 @@ mod tests {
             RestartStrategy::RestForOne,
         ];
         for strategy in strategies {
-            for (restart, after_normal, after_crash) in [
+            for (kind, after_normal, after_crash) in [
                 (Restart::Permanent, true, true),
                 (Restart::Transient, false, true),
                 (Restart::Temporary, false, false),
             ] {
                 for (exit, expected) in [(Exit::Normal, after_normal), (CRASH, after_crash)] {
                     let mut sup = Supervisor::new(strategy);
-                    let child = sup.add(restart);
+                    let child = sup.add(kind);
                     let decision = sup.on_exit(child, &exit, Instant::now());
                     let want = if expected {
-                        Decision::Restart(vec![child])
+                        restart(&[child])
                     } else {
                         Decision::Remove(child)
                     };
-                    assert_eq!(decision, want, "{strategy:?} {restart:?} {exit:?}");
+                    assert_eq!(decision, want, "{strategy:?} {kind:?} {exit:?}");
                     assert_eq!(
                         sup.children().count(),
                         usize::from(expected),
@@ -324,26 +339,43 @@ mod tests {
         let mut sup = Supervisor::default();
         let t = sup.add(Restart::Transient);
         for exit in [Exit::Signal(9), Exit::Failed("panicked".into())] {
-            assert_eq!(
-                sup.on_exit(t, &exit, Instant::now()),
-                Decision::Restart(vec![t])
-            );
+            assert_eq!(sup.on_exit(t, &exit, Instant::now()), restart(&[t]));
         }
     }
 
     #[test]
-    fn temporary_siblings_are_outside_restart_groups() {
+    fn temporary_siblings_are_stopped_with_their_group_and_removed() {
         for strategy in [RestartStrategy::OneForAll, RestartStrategy::RestForOne] {
             let mut sup = Supervisor::new(strategy);
             let a = sup.add(Restart::Permanent);
-            let _temp = sup.add(Restart::Temporary);
+            let temp = sup.add(Restart::Temporary);
             let trans = sup.add(Restart::Transient);
             assert_eq!(
                 sup.on_exit(a, &CRASH, Instant::now()),
-                Decision::Restart(vec![a, trans]),
+                Decision::Restart {
+                    stop: vec![a, temp, trans],
+                    start: vec![a, trans],
+                },
                 "{strategy:?}"
             );
+            assert_eq!(
+                sup.children().collect::<Vec<_>>(),
+                [a, trans],
+                "{strategy:?}: the temporary child is no longer supervised"
+            );
+            assert_eq!(
+                sup.on_exit(temp, &Exit::Signal(9), Instant::now()),
+                Decision::Ignore,
+                "{strategy:?}: its stop is not an exit to act on"
+            );
         }
+        // Under rest-for-one a temporary child started before the one that
+        // ended is outside the group.
+        let mut sup = Supervisor::new(RestartStrategy::RestForOne);
+        let temp = sup.add(Restart::Temporary);
+        let b = sup.add(Restart::Permanent);
+        assert_eq!(sup.on_exit(b, &CRASH, Instant::now()), restart(&[b]));
+        assert_eq!(sup.children().collect::<Vec<_>>(), [temp, b]);
     }
 
     #[test]
@@ -360,7 +392,7 @@ mod tests {
                 let at = t0 + Duration::from_secs(i);
                 assert_eq!(
                     sup.on_exit(child, &CRASH, at),
-                    Decision::Restart(vec![child]),
+                    restart(&[child]),
                     "{strategy:?}: restart {i}"
                 );
             }
@@ -387,17 +419,11 @@ mod tests {
         let t0 = Instant::now();
         for s in [0, 1, 2] {
             let at = t0 + Duration::from_secs(s);
-            assert_eq!(
-                sup.on_exit(child, &CRASH, at),
-                Decision::Restart(vec![child])
-            );
+            assert_eq!(sup.on_exit(child, &CRASH, at), restart(&[child]));
         }
         // The restart at t0 is exactly `within` old at t0 + 5 s: out.
         let at = t0 + Duration::from_secs(5);
-        assert_eq!(
-            sup.on_exit(child, &CRASH, at),
-            Decision::Restart(vec![child])
-        );
+        assert_eq!(sup.on_exit(child, &CRASH, at), restart(&[child]));
         // Now t0+1, t0+2 and t0+5 are in the window: a fourth escalates.
         let at = t0 + Duration::from_millis(5500);
         assert!(matches!(
@@ -411,14 +437,8 @@ mod tests {
         let mut sup = Supervisor::new(RestartStrategy::OneForAll).with_intensity(2, DEFAULT_WITHIN);
         let ids = [sup.add(Restart::Permanent), sup.add(Restart::Permanent)];
         let now = Instant::now();
-        assert_eq!(
-            sup.on_exit(ids[0], &CRASH, now),
-            Decision::Restart(ids.to_vec())
-        );
-        assert_eq!(
-            sup.on_exit(ids[1], &CRASH, now),
-            Decision::Restart(ids.to_vec())
-        );
+        assert_eq!(sup.on_exit(ids[0], &CRASH, now), restart(&ids));
+        assert_eq!(sup.on_exit(ids[1], &CRASH, now), restart(&ids));
         assert!(matches!(
             sup.on_exit(ids[0], &CRASH, now),
             Decision::Escalate { restarts: 2, .. }

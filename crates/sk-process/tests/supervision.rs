@@ -325,6 +325,32 @@ fn a_temporary_child_is_never_restarted() {
 }
 
 #[test]
+fn a_temporary_child_in_a_restart_group_is_stopped_with_it_and_removed() {
+    for strategy in [RestartStrategy::OneForAll, RestartStrategy::RestForOne] {
+        hang_guard(Duration::from_secs(120), move || {
+            let m = manager(&format!("m-temp-group-{strategy:?}"), strategy);
+            let events = m.events();
+            let crasher = spawn(&m, "group-crasher", Restart::Permanent);
+            let temp = spawn(&m, "group-temp", Restart::Temporary);
+            let keeper = spawn(&m, "group-keeper", Restart::Permanent);
+            let temp_worker = m.worker(temp).unwrap();
+            crash_child(&m, crasher);
+            removed(&events, temp);
+            restarted(&events, keeper);
+            assert!(
+                !temp_worker.is_alive(),
+                "{strategy:?}: the temporary child was stopped"
+            );
+            let ids: Vec<ChildId> = m.children().iter().map(|c| c.id).collect();
+            assert_eq!(ids, [crasher, keeper], "{strategy:?}");
+            assert_eq!(restarts_of(&m, crasher), 1);
+            assert_eq!(restarts_of(&m, keeper), 1);
+            m.shutdown(Duration::from_secs(5)).unwrap();
+        });
+    }
+}
+
+#[test]
 fn too_many_restarts_escalate_and_the_manager_rejects_new_work() {
     hang_guard(Duration::from_secs(120), || {
         let m = manager("m-intensity", RestartStrategy::OneForOne);

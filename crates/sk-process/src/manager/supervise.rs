@@ -139,15 +139,8 @@ fn handle_exit(shared: &Shared, child: ChildId, exit: Exit) {
             state.supervisor.on_exit(child, &exit, Instant::now())
         };
         match decision {
-            Decision::Remove(id) => {
-                let removed = shared.state.lock().children.remove(&id);
-                if let Some(removed) = removed {
-                    let name = removed.name.clone();
-                    drop(removed); // gives the slot back
-                    shared.emit(ManagerEvent::Removed { id, name });
-                }
-            }
-            Decision::Restart(ids) => pending.extend(restart(shared, &ids)),
+            Decision::Remove(id) => remove(shared, id),
+            Decision::Restart { stop, start } => pending.extend(restart(shared, &stop, &start)),
             Decision::Escalate { restarts, within } => {
                 escalate(shared, restarts, within);
                 return;
@@ -157,13 +150,24 @@ fn handle_exit(shared: &Shared, child: ChildId, exit: Exit) {
     }
 }
 
-/// Stops the still-running children of `ids` (in reverse order) and
-/// starts them again (in order); the children that could not be started,
-/// with their failure as an exit.
-fn restart(shared: &Shared, ids: &[ChildId]) -> Vec<(ChildId, Exit)> {
+/// Takes a child that is no longer supervised off the manager.
+fn remove(shared: &Shared, id: ChildId) {
+    let removed = shared.state.lock().children.remove(&id);
+    if let Some(removed) = removed {
+        let name = removed.name.clone();
+        drop(removed); // gives the slot back
+        shared.emit(ManagerEvent::Removed { id, name });
+    }
+}
+
+/// Stops the still-running children of `stop` (in reverse order), removes
+/// those not in `start` (temporary ones), and starts those of `start` again
+/// (in order); the children that could not be started, with their failure
+/// as an exit.
+fn restart(shared: &Shared, stop: &[ChildId], start: &[ChildId]) -> Vec<(ChildId, Exit)> {
     let old: Vec<Worker> = {
         let mut state = shared.state.lock();
-        ids.iter()
+        stop.iter()
             .filter_map(|id| {
                 let c = state.children.get_mut(id)?;
                 c.incarnation += 1;
@@ -179,8 +183,11 @@ fn restart(shared: &Shared, ids: &[ChildId]) -> Vec<(ChildId, Exit)> {
         }
     }
     drop(old);
+    for &id in stop.iter().filter(|id| !start.contains(id)) {
+        remove(shared, id);
+    }
     let mut failed = Vec::new();
-    for &id in ids {
+    for &id in start {
         let name = {
             let state = shared.state.lock();
             if state.phase != Phase::Running {
