@@ -22,7 +22,7 @@ use std::thread;
 use crossbeam::channel::{self, Sender};
 use parking_lot::Mutex;
 
-use crate::worker::{ENV_FD, ENV_NAME, ENV_PARENT, WORKER_FD, worker_args};
+use crate::worker::{ENV_FD, ENV_NAME, ENV_PARENT, ENV_ROOT, WORKER_FD, worker_args};
 
 type Request = (Command, Sender<io::Result<Child>>);
 
@@ -67,6 +67,10 @@ pub(crate) fn spawn_worker(name: &str) -> io::Result<Spawned> {
         .stdin(Stdio::from(child_fd))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // A root this process has fixed is the worker's too.
+    if let Some(root) = sk_reg::SkRoot::current_if_set() {
+        command.env(ENV_ROOT, root.path());
+    }
     // The main thread lives as long as the process: it may start workers
     // itself, saving the spawner thread's round trip.
     // SAFETY: gettid and getpid have no preconditions.

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{self, Receiver, Sender};
 use parking_lot::Mutex;
 use sk_core::{Args, FunctionError, SkFunction, StopToken, error_chain};
-use sk_reg::{CasOutcome, GlobalStorage, StorageBackend, StorageError, StoredValue};
+use sk_reg::{CasOutcome, GlobalStorage, SkRoot, StorageBackend, StorageError, StoredValue};
 
 use crate::error::ProtocolError;
 use crate::frame::{DEFAULT_MAX_FRAME, encode_frame, send_frame};
@@ -40,6 +40,8 @@ pub(crate) const WORKER_FD: i32 = 0;
 pub(crate) const ENV_FD: &str = "SK_WORKER_FD";
 pub(crate) const ENV_NAME: &str = "SK_WORKER_NAME";
 pub(crate) const ENV_PARENT: &str = "SK_PARENT_PID";
+/// The parent's project root ([`SkRoot`](sk_reg::SkRoot)), when it has one.
+pub(crate) const ENV_ROOT: &str = "SK_ROOT";
 
 /// How often a worker process says it is alive.
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(250);
@@ -212,6 +214,14 @@ fn run_process_worker() -> i32 {
         }
     };
     let _ = LINK.set(Arc::clone(&link));
+    if let Some(path) = std::env::var_os(ENV_ROOT) {
+        if let Err(e) = SkRoot::at(&path).and_then(SkRoot::set_current) {
+            eprintln!(
+                "worker \"{name}\": cannot adopt its parent's root {}: {e}",
+                std::path::Path::new(&path).display()
+            );
+        }
+    }
     for init in inventory::iter::<ProcessInit> {
         if std::panic::catch_unwind(init.run).is_err() {
             eprintln!("worker \"{name}\": process init \"{}\" panicked", init.name);

@@ -674,3 +674,30 @@ fn a_worker_that_dies_before_it_is_ready_fails_its_calls_with_its_exit() {
         );
     })
 }
+
+/// The worker's project root.
+#[sk_core::function(crate = ::sk_core)]
+fn root_path() -> String {
+    sk_reg::SkRoot::current().map_or_else(|e| e.to_string(), |r| r.path().display().to_string())
+}
+
+#[test]
+fn a_worker_process_adopts_the_root_its_parent_fixed() {
+    if backend() != Backend::Process {
+        return; // A thread worker shares this process's root.
+    }
+    guarded(|| {
+        // Not the root the worker would detect from its working directory.
+        let dir = std::env::temp_dir().join(format!("sk-root-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = match sk_reg::SkRoot::set_current(sk_reg::SkRoot::at(&dir).unwrap()) {
+            Ok(root) => root,
+            Err(_) => sk_reg::SkRoot::current().unwrap(),
+        };
+        let worker = Worker::spawn("w-root", Backend::Process).unwrap();
+        let seen: String = call(&worker, "root_path", Args::new(), None).unwrap();
+        assert_eq!(seen, root.path().display().to_string());
+        worker.stop(Duration::from_secs(5));
+        let _ = std::fs::remove_dir(&dir);
+    })
+}

@@ -121,6 +121,12 @@ impl SkRoot {
         Ok(CURRENT.get_or_init(|| detected))
     }
 
+    /// The root of this process if it is fixed already (set, or detected
+    /// by an earlier [`current`](SkRoot::current)); never detects.
+    pub fn current_if_set() -> Option<&'static SkRoot> {
+        CURRENT.get()
+    }
+
     /// Fixes the root of this process before its first use (for example,
     /// a worker process adopting the root its parent passed to it).
     ///
