@@ -186,9 +186,21 @@ fn check_name(name: &str) -> Result<(), ThreadError> {
 impl Threader {
     /// A new, isolated `Threader` with no threads and no init functions.
     pub fn new() -> Self {
+        Threader::with_root(StopToken::new())
+    }
+
+    /// A new `Threader` whose threads, those running and those started
+    /// later, are asked to stop when `parent` is (a program-wide shutdown
+    /// token, a cycle's stop handle). Stopping its threads leaves `parent`
+    /// running.
+    pub fn with_parent(parent: &StopToken) -> Self {
+        Threader::with_root(parent.child())
+    }
+
+    fn with_root(root: StopToken) -> Self {
         Threader {
             shared: Arc::new(Shared {
-                root: StopToken::new(),
+                root,
                 records: Mutex::new(Vec::new()),
                 inits: Mutex::new(Arc::new(Vec::new())),
                 next_index: AtomicUsize::new(0),

@@ -444,3 +444,31 @@ fn public_types_are_send_and_sync() {
     send_sync::<ThreadInfo>();
     send_sync::<ThreadError>();
 }
+
+#[test]
+fn a_parent_token_stops_threads_running_and_started_later_but_not_the_other_way() {
+    sk_testkit::guarded(|| {
+        let parent = StopToken::new();
+        let threader = Threader::with_parent(&parent);
+        let running = threader
+            .spawn("running", |stop| stop.wait_timeout(LONG))
+            .unwrap();
+        threader.stop_all();
+        assert!(running.join().unwrap(), "its own stop reached it");
+        assert!(
+            !parent.is_stopped(),
+            "stopping the threads left the parent running"
+        );
+
+        let running = threader
+            .spawn("running-2", |stop| stop.wait_timeout(LONG))
+            .unwrap();
+        parent.stop();
+        assert!(running.join().unwrap(), "the parent's stop reached it");
+        let later = threader.spawn("later", |stop| stop.is_stopped()).unwrap();
+        assert!(
+            later.join().unwrap(),
+            "a thread started after the stop sees it"
+        );
+    });
+}
