@@ -201,8 +201,11 @@ pub(crate) fn poll_fd(fd: RawFd, events: i16, timeout: Option<Duration>) -> io::
 const WRITE_STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// Writes one encoded frame to a socket without ever blocking in the
-/// write itself: when the socket is full it waits for room (at most
-/// [`WRITE_STALL_LIMIT`] at a time).
+/// write itself: when the socket is full it waits for room, at most
+/// [`WRITE_STALL_LIMIT`] at a time. A stall before the first byte is a
+/// `WouldBlock` error and leaves the channel as it was; a stall inside the
+/// frame shuts the socket down (the peer would read the rest of the stream
+/// out of step) and is a `TimedOut` error.
 pub(crate) fn send_frame(stream: &UnixStream, frame: &[u8]) -> Result<(), ProtocolError> {
     let fd = stream.as_raw_fd();
     let mut rest = frame;
@@ -225,8 +228,17 @@ pub(crate) fn send_frame(stream: &UnixStream, frame: &[u8]) -> Result<(), Protoc
             io::ErrorKind::Interrupted => {}
             io::ErrorKind::WouldBlock => {
                 if !poll_fd(fd, libc::POLLOUT, Some(WRITE_STALL_LIMIT))? {
+                    let midway = rest.len() < frame.len();
+                    if midway {
+                        let _ = stream.shutdown(std::net::Shutdown::Both);
+                    }
+                    let kind = if midway {
+                        io::ErrorKind::TimedOut
+                    } else {
+                        io::ErrorKind::WouldBlock
+                    };
                     return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
+                        kind,
                         format!("the peer read nothing for {WRITE_STALL_LIMIT:?}"),
                     )
                     .into());

@@ -215,7 +215,15 @@ impl Inner {
         match &self.link {
             Link::Process(p) => {
                 let frame = encode_frame(message, DEFAULT_MAX_FRAME)?;
-                send_frame(&p.writer.lock(), &frame)
+                let sent = send_frame(&p.writer.lock(), &frame);
+                if let Err(ProtocolError::Io(e)) = &sent {
+                    if e.kind() == std::io::ErrorKind::TimedOut {
+                        // Stalled in the middle of a frame: the channel is
+                        // shut (see `send_frame`); so is the worker.
+                        self.fail(format!("protocol error: {e}"));
+                    }
+                }
+                sent
             }
             Link::Thread { .. } => Ok(()),
         }
@@ -476,6 +484,12 @@ impl Worker {
     /// [`WorkerError::Closed`] when the worker has ended,
     /// [`WorkerError::Encode`] when the call cannot be sent.
     pub fn submit(&self, function: &SkFunction, extra: &Args) -> Result<PendingCall, WorkerError> {
+        self.send_call(function, extra)
+            .map_err(|e| self.explain_send_error(e))
+    }
+
+    /// [`submit`](Self::submit) without waiting to explain a failed send.
+    fn send_call(&self, function: &SkFunction, extra: &Args) -> Result<PendingCall, WorkerError> {
         if !self.is_alive() {
             return Err(self.closed());
         }
@@ -489,21 +503,6 @@ impl Worker {
         };
         if let Err(e) = self.send(message) {
             self.inner.pending.lock().remove(&id);
-            // A channel closed under the write: the worker has died; say
-            // how, once its end is reported.
-            if let WorkerError::Protocol {
-                source: ProtocolError::Io(io),
-                ..
-            } = &e
-            {
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-                ) && self.wait_exit(EXIT_REPORT_LIMIT)
-                {
-                    return Err(died(&self.inner));
-                }
-            }
             return Err(e);
         }
         // The worker may have died between the check and the insert; its
@@ -517,6 +516,26 @@ impl Worker {
             function: function.name().to_owned(),
             rx,
         })
+    }
+
+    /// A channel closed under a write means the worker has died: say how,
+    /// once its end is reported. (The caller must not be the channel's
+    /// reader meanwhile: the report needs the channel read to its end.)
+    fn explain_send_error(&self, e: WorkerError) -> WorkerError {
+        if let WorkerError::Protocol {
+            source: ProtocolError::Io(io),
+            ..
+        } = &e
+        {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) && self.wait_exit(EXIT_REPORT_LIMIT)
+            {
+                return died(&self.inner);
+            }
+        }
+        e
     }
 
     /// Calls `function` in the worker and waits for its output, at most
@@ -541,14 +560,14 @@ impl Worker {
         // Be the channel's reader before the call goes out (see
         // `Relay::try_lead`).
         let leading = p.relay.try_lead();
-        let pending = match self.submit(function, extra) {
+        let pending = match self.send_call(function, extra) {
             Ok(pending) => pending,
             Err(e) => {
                 if leading {
                     p.relay
                         .wait_leading(&*self.inner, Some(Instant::now()), || None::<()>);
                 }
-                return Err(e);
+                return Err(self.explain_send_error(e));
             }
         };
         pending.wait_as(timeout, leading)
@@ -842,10 +861,14 @@ fn start_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerE
         })),
     ));
     let watched: Weak<dyn Watched> = Arc::downgrade(&inner) as Weak<dyn Watched>;
-    let registered = (|| -> std::io::Result<Vec<u64>> {
-        let mut tokens = Vec::new();
+    let Link::Process(link) = &inner.link else {
+        unreachable!("a process worker has a process link")
+    };
+    let registered = (|| -> std::io::Result<()> {
+        // Recorded as they are made, so the handle's drop forgets them.
+        let tokens = &link.tokens;
         hub.watch_channel(channel_token, channel_fd, watched.clone())?;
-        tokens.push(channel_token);
+        tokens.lock().push(channel_token);
         let mut outputs = Vec::new();
         for (stream, err) in [
             (stdout.map(OwnedFd::from), false),
@@ -856,7 +879,7 @@ fn start_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerE
             }
         }
         match hub.watch_exit(pid, watched.clone(), outputs) {
-            Ok(token) => tokens.push(token),
+            Ok(token) => tokens.lock().push(token),
             // No pidfd on this kernel: a thread waits for the exit instead.
             Err(_) => {
                 let weak = Arc::downgrade(&inner);
@@ -865,16 +888,13 @@ fn start_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerE
                     .spawn(move || wait_loop(&weak))?;
             }
         }
-        Ok(tokens)
+        Ok(())
     })();
-    let worker = Worker { inner };
+    let worker = Worker {
+        inner: Arc::clone(&inner),
+    };
     match registered {
-        Ok(tokens) => {
-            if let Link::Process(p) = &worker.inner.link {
-                *p.tokens.lock() = tokens;
-            }
-            Ok(worker)
-        }
+        Ok(()) => Ok(worker),
         Err(source) => {
             worker.kill();
             Err(WorkerError::Spawn {
@@ -968,7 +988,14 @@ impl Drop for Inner {
                 }
                 let _ = self.write(&ToWorker::Stop);
                 let mut child = p.child.lock();
-                let deadline = Instant::now() + Duration::from_millis(500);
+                // No grace on the I/O hub's thread (rarely the last holder):
+                // it must not hold up every other worker's I/O.
+                let grace = if thread::current().name() == Some(crate::hub::THREAD_NAME) {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(500)
+                };
+                let deadline = Instant::now() + grace;
                 loop {
                     match child.try_wait() {
                         Ok(Some(_)) | Err(_) => break,

@@ -20,6 +20,9 @@ use parking_lot::Mutex;
 
 use crate::relay::HubArm;
 
+/// The hub thread's name.
+pub(crate) const THREAD_NAME: &str = "sk-io";
+
 /// How often the hub checks heartbeats.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
@@ -74,7 +77,7 @@ pub(crate) fn hub() -> io::Result<&'static Hub> {
                 next: AtomicU64::new(1),
             }));
             thread::Builder::new()
-                .name("sk-io".to_owned())
+                .name(THREAD_NAME.to_owned())
                 .spawn(move || hub.run())?;
             Ok(hub)
         };
@@ -319,9 +322,11 @@ impl Output {
     }
 }
 
-/// Drops the hub's hold on a worker — elsewhere if it is the last one:
-/// a worker's drop stops its process, which may take a while, and must
-/// not hold up every other worker's I/O.
+/// Drops the hub's hold on a worker — on another thread if it is the
+/// last: a worker's drop stops its process, which may take a while, and
+/// must not hold up every other worker's I/O. (Should another holder let
+/// go between the check and the drop, the drop sees it runs on the hub
+/// and kills without grace.)
 fn release(worker: Arc<dyn Watched>) {
     if Arc::strong_count(&worker) == 1 {
         let _ = thread::Builder::new()

@@ -18,7 +18,7 @@ use std::io::BufReader;
 use std::marker::PhantomData;
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -83,13 +83,23 @@ pub(crate) trait HubArm: Send + Sync {
 /// it is woken whenever something is routed or the reader steps down).
 const PARK_SLICE: Duration = Duration::from_millis(100);
 
+type Frames = FrameReader<BufReader<Recv>>;
+
+/// What one read did.
+enum Step {
+    Routed,
+    /// Nothing (more) has arrived.
+    Empty,
+    Ended,
+}
+
 /// How much a read takes from the socket at once.
 const READ_BUFFER: usize = 64 << 10;
 
 /// The reading end of a channel carrying frames of `M`.
 pub(crate) struct Relay<M> {
     fd: RawFd,
-    frames: Mutex<FrameReader<BufReader<Recv>>>,
+    frames: Mutex<Frames>,
     state: Mutex<State>,
     waiting: AtomicUsize,
     hub: Option<Box<dyn HubArm>>,
@@ -168,8 +178,10 @@ impl<M: DeserializeOwned> Relay<M> {
                 }
                 Reader::Thread | Reader::HubReading => {
                     state.waiters.push(thread::current());
-                    self.waiting.fetch_add(1, Ordering::AcqRel);
+                    self.waiting.fetch_add(1, Ordering::Relaxed);
                     drop(state);
+                    // Pairs with the fence in `step`.
+                    fence(Ordering::SeqCst);
                     let got = ready();
                     let now = Instant::now();
                     if got.is_none() && deadline.is_none_or(|d| now < d) {
@@ -265,27 +277,25 @@ impl<M: DeserializeOwned> Relay<M> {
         let mut state = self.state.lock();
         if let Some(i) = state.waiters.iter().position(|t| t.id() == me) {
             state.waiters.swap_remove(i);
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
-    /// The reader gives up the channel: to a parked follower, else to the
-    /// hub (re-armed), else to nobody.
+    /// The reader gives up the channel: to the hub where there is one
+    /// (a parked follower, woken here, takes it back from the hub if it
+    /// still needs to read), else to nobody.
     fn step_down(&self) {
         let mut state = self.state.lock();
-        if !state.waiters.is_empty() {
-            state.reader = Reader::Nobody;
-            for waiter in &state.waiters {
-                waiter.unpark();
-            }
-        } else if self.hub.is_some() && state.ended.is_none() {
-            state.reader = Reader::Hub;
-            drop(state);
+        let to_hub = self.hub.is_some() && state.ended.is_none();
+        state.reader = if to_hub { Reader::Hub } else { Reader::Nobody };
+        for waiter in &state.waiters {
+            waiter.unpark();
+        }
+        drop(state);
+        if to_hub {
             if let Some(hub) = &self.hub {
                 hub.arm(self.fd);
             }
-        } else {
-            state.reader = Reader::Nobody;
         }
     }
 
@@ -301,64 +311,88 @@ impl<M: DeserializeOwned> Relay<M> {
         let mut frames = self.frames.lock();
         loop {
             if let Some(got) = ready() {
+                self.route_buffered(&mut frames, router);
                 return Waited::Got(got);
             }
             // Nothing buffered: wait for the socket, in `recv` itself when
             // there is no deadline.
-            let empty = frames.get_ref().buffer().is_empty();
             let mut wait = false;
-            if empty {
+            if frames.get_ref().buffer().is_empty() {
                 match deadline {
                     None => wait = true,
                     Some(d) => {
                         let left = d.saturating_duration_since(Instant::now());
-                        let readable = !left.is_zero()
-                            && match poll_fd(self.fd, libc::POLLIN, Some(left)) {
-                                Ok(readable) => readable,
+                        if !left.is_zero() {
+                            match poll_fd(self.fd, libc::POLLIN, Some(left)) {
+                                Ok(true) => {}
+                                Ok(false) => continue,
                                 Err(e) => {
                                     self.end(router, Some(ProtocolError::Io(e)));
                                     return ready().map_or(Waited::Closed, Waited::Got);
                                 }
-                            };
-                        // A drain (deadline now) still takes what is there.
-                        if !readable && !left.is_zero() {
-                            continue;
+                            }
                         }
                     }
                 }
             }
-            frames.get_mut().get_mut().wait = wait;
-            match frames.read_frame() {
-                Ok(Some(bytes)) => match Internal::decode::<M>(bytes) {
-                    Ok(message) => {
-                        router.route(message);
-                        if self.waiting.load(Ordering::Acquire) > 0 {
-                            self.wake_all();
-                        }
-                    }
-                    Err(e) => {
-                        self.end(router, Some(ProtocolError::Malformed(e)));
-                        return ready().map_or(Waited::Closed, Waited::Got);
-                    }
-                },
-                // The peer closed (with our data unread, it is a reset).
-                Ok(None) => {
-                    self.end(router, None);
-                    return ready().map_or(Waited::Closed, Waited::Got);
-                }
-                Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    self.end(router, None);
-                    return ready().map_or(Waited::Closed, Waited::Got);
-                }
-                Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            match self.step(&mut frames, router, wait) {
+                Step::Routed => {}
+                Step::Ended => return ready().map_or(Waited::Closed, Waited::Got),
+                Step::Empty => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Waited::TimedOut;
                     }
                 }
-                Err(e) => {
-                    self.end(router, Some(e));
-                    return ready().map_or(Waited::Closed, Waited::Got);
+            }
+        }
+    }
+
+    /// Routes the whole frames a leaving reader has already taken off the
+    /// socket into its buffer: nothing would announce them to the next
+    /// reader. (The rest of a partly buffered frame is still in the socket,
+    /// which does announce it.)
+    fn route_buffered(&self, frames: &mut Frames, router: &dyn Router<M>) {
+        while !frames.get_ref().buffer().is_empty() {
+            if !matches!(self.step(frames, router, false), Step::Routed) {
+                break;
+            }
+        }
+    }
+
+    /// Reads and routes one frame (`wait`: blocking in `recv`).
+    fn step(&self, frames: &mut Frames, router: &dyn Router<M>, wait: bool) -> Step {
+        frames.get_mut().get_mut().wait = wait;
+        match frames.read_frame() {
+            Ok(Some(bytes)) => match Internal::decode::<M>(bytes) {
+                Ok(message) => {
+                    router.route(message);
+                    // Pairs with the fence in `wait`: a follower that
+                    // registered before this route is seen here, or sees
+                    // the routed item itself.
+                    fence(Ordering::SeqCst);
+                    if self.waiting.load(Ordering::Relaxed) > 0 {
+                        self.wake_all();
+                    }
+                    Step::Routed
                 }
+                Err(e) => {
+                    self.end(router, Some(ProtocolError::Malformed(e)));
+                    Step::Ended
+                }
+            },
+            // The peer closed (with our data unread, it is a reset).
+            Ok(None) => {
+                self.end(router, None);
+                Step::Ended
+            }
+            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                self.end(router, None);
+                Step::Ended
+            }
+            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Step::Empty,
+            Err(e) => {
+                self.end(router, Some(e));
+                Step::Ended
             }
         }
     }
@@ -440,6 +474,72 @@ mod tests {
                 for (id, waiter) in waiters.into_iter().enumerate() {
                     assert_eq!(waiter.join().unwrap(), id as u64);
                 }
+            }
+        });
+    }
+
+    #[test]
+    fn frames_a_reader_buffered_past_its_own_are_routed_before_it_leaves() {
+        hang_guard(Duration::from_secs(30), || {
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            let relay = Relay::<u64>::new(ours, None);
+            let router = Mailboxes::default();
+            let (tx0, rx0) = channel::bounded(1);
+            let (tx1, rx1) = channel::bounded(1);
+            router.boxes.lock().extend([(0, tx0), (1, tx1)]);
+            let mut burst = frame(0);
+            burst.extend(frame(1));
+            theirs.write_all(&burst).unwrap();
+            let waited = relay.wait(&router, None, || rx0.try_recv().ok());
+            assert!(matches!(waited, Waited::Got(0)), "{waited:?}");
+            // Read in the same recv as the reader's own frame: nothing on
+            // the socket would announce it to anyone else.
+            assert_eq!(rx1.try_recv().ok(), Some(1));
+        });
+    }
+
+    /// A hub that counts how often it is asked to watch the socket.
+    struct CountingHub(Arc<AtomicU32>);
+
+    impl HubArm for CountingHub {
+        fn arm(&self, _fd: RawFd) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn disarm(&self, _fd: RawFd) {}
+    }
+
+    #[test]
+    fn the_hub_has_the_channel_whenever_no_thread_reads_it() {
+        hang_guard(Duration::from_secs(60), || {
+            for round in 0..50 {
+                let (ours, mut theirs) = UnixStream::pair().unwrap();
+                let arms = Arc::new(AtomicU32::new(0));
+                let relay = Arc::new(Relay::<u64>::new(
+                    ours,
+                    Some(Box::new(CountingHub(Arc::clone(&arms)))),
+                ));
+                let router = Arc::new(Mailboxes::default());
+                let waiters: Vec<_> = (0..2u64)
+                    .map(|id| {
+                        let (tx, rx) = channel::bounded(1);
+                        router.boxes.lock().insert(id, tx);
+                        let (relay, router) = (Arc::clone(&relay), Arc::clone(&router));
+                        thread::spawn(move || relay.wait(&*router, None, || rx.try_recv().ok()))
+                    })
+                    .collect();
+                let mut burst = frame(1);
+                burst.extend(frame(0));
+                theirs.write_all(&burst).unwrap();
+                for waiter in waiters {
+                    assert!(matches!(waiter.join().unwrap(), Waited::Got(_)));
+                }
+                assert_eq!(
+                    relay.state.lock().reader,
+                    Reader::Hub,
+                    "round {round}: every thread left; the hub must read on"
+                );
+                assert!(arms.load(Ordering::SeqCst) >= 1, "round {round}");
             }
         });
     }
