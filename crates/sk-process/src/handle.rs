@@ -134,7 +134,9 @@ struct Inner {
     /// How it ended, once its channel and output are drained and its
     /// pending calls failed.
     exit: Mutex<Option<Exit>>,
-    last_heartbeat: Mutex<Instant>,
+    /// When a frame last came, in nanoseconds since `born`.
+    last_heard: AtomicU64,
+    born: Instant,
     watchers: Mutex<Vec<Sender<WorkerEvent>>>,
     messages: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
 }
@@ -151,10 +153,16 @@ impl Inner {
             alive: AtomicBool::new(true),
             cause: Mutex::new(None),
             exit: Mutex::new(None),
-            last_heartbeat: Mutex::new(Instant::now()),
+            last_heard: AtomicU64::new(0),
+            born: Instant::now(),
             watchers: Mutex::new(Vec::new()),
             messages: channel::unbounded(),
         }
+    }
+
+    /// When a frame last came from the worker (its start, before any).
+    fn last_heard(&self) -> Instant {
+        self.born + Duration::from_nanos(self.last_heard.load(Ordering::Relaxed))
     }
 
     /// Records why the worker ends (the first reason wins). It counts as
@@ -232,6 +240,10 @@ impl Inner {
 
 impl Router<FromWorker> for Inner {
     fn route(&self, message: FromWorker) {
+        // Every frame says the worker is alive (it skips heartbeats while
+        // other frames flow).
+        let now = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_heard.store(now, Ordering::Relaxed);
         dispatch(self, message);
     }
 
@@ -281,7 +293,7 @@ impl Watched for Inner {
             // exit still apply.
             return;
         };
-        let last = *self.last_heartbeat.lock();
+        let last = self.last_heard();
         if now.saturating_duration_since(last) > limit {
             self.fail(format!("no heartbeat for {limit:?}"));
         }
@@ -448,7 +460,7 @@ impl Worker {
 
     /// When the worker was last heard from.
     pub fn last_heartbeat(&self) -> Instant {
-        *self.inner.last_heartbeat.lock()
+        self.inner.last_heard()
     }
 
     /// Receives a [`WorkerEvent`] when the worker ends.
@@ -789,13 +801,11 @@ fn dispatch(inner: &Inner, message: FromWorker) {
             }
         }
         FromWorker::Heartbeat => {
-            *inner.last_heartbeat.lock() = Instant::now();
             if let Link::Process(p) = &inner.link {
                 p.beating.store(true, Ordering::Release);
             }
         }
         FromWorker::Ready { .. } => {
-            *inner.last_heartbeat.lock() = Instant::now();
             if let Link::Process(p) = &inner.link {
                 p.ready.store(true, Ordering::Release);
             }

@@ -377,13 +377,23 @@ pub(crate) fn serve_thread(
 /// Starts the heartbeat thread: a heartbeat every [`HEARTBEAT`], and the
 /// channel drained while a call runs and nobody reads it (messages queue
 /// here, not in the socket).
+///
+/// Any frame the worker sends tells the parent it is alive, so a beat is
+/// skipped while other frames flow: a busy worker's heartbeat never wakes
+/// the parent (nor moves its threads between CPUs) mid-exchange.
 fn start_heartbeat(link: &Arc<WorkerLink>) {
     let beat = Arc::clone(link);
     let _ = thread::Builder::new()
         .name("sk-heartbeat".to_owned())
         .stack_size(256 << 10)
         .spawn(move || {
-            while beat.send(FromWorker::Heartbeat).is_ok() {
+            let mut first = true;
+            loop {
+                let quiet = beat.since_last_send() >= HEARTBEAT;
+                if (first || quiet) && beat.send(FromWorker::Heartbeat).is_err() {
+                    return;
+                }
+                first = false;
                 beat.relay.drain(&*beat, false);
                 thread::sleep(HEARTBEAT);
             }
@@ -474,6 +484,13 @@ pub(crate) struct WorkerLink {
     inbox: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     next_storage: AtomicU64,
     storage: Mutex<HashMap<u64, Sender<StorageReply>>>,
+    epoch: Instant,
+    /// When a frame last went out, in nanoseconds since `epoch`.
+    last_send: AtomicU64,
+}
+
+fn nanos_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl std::fmt::Debug for WorkerLink {
@@ -497,12 +514,23 @@ impl WorkerLink {
             inbox: channel::unbounded(),
             next_storage: AtomicU64::new(1),
             storage: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+            last_send: AtomicU64::new(0),
         })
     }
 
     fn send(&self, message: FromWorker) -> Result<(), ProtocolError> {
         let frame = encode_frame(&message, DEFAULT_MAX_FRAME)?;
-        send_frame(&self.out.lock(), &frame)
+        send_frame(&self.out.lock(), &frame)?;
+        self.last_send
+            .store(nanos_since(self.epoch), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// How long since a frame last went to the parent.
+    fn since_last_send(&self) -> Duration {
+        let last = self.last_send.load(Ordering::Relaxed);
+        Duration::from_nanos(nanos_since(self.epoch).saturating_sub(last))
     }
 
     fn listen(&self, timeout: Duration) -> Option<Vec<u8>> {
