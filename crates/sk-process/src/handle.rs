@@ -32,13 +32,15 @@ use crate::hub::{Arm, Watched, hub};
 use crate::protocol::{FromWorker, ToWorker};
 use crate::relay::{Relay, Router, Waited};
 use crate::spawn::spawn_worker;
+use crate::stamp::Stamp;
 use crate::worker::{Outbox, ServeEnd, serve_thread};
 
 /// How long a new worker process has to say it is ready.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A worker process sends a heartbeat every 250 ms; a channel silent this
-/// long (or stuck inside a frame this long) means the worker is lost.
+/// A worker process sends a frame (a heartbeat, when nothing else) at
+/// least every 250 ms; a channel silent this long means the worker is
+/// lost.
 const SILENCE_LIMIT: Duration = Duration::from_secs(10);
 
 /// How long a caller whose worker's channel has ended waits for the exit
@@ -134,9 +136,8 @@ struct Inner {
     /// How it ended, once its channel and output are drained and its
     /// pending calls failed.
     exit: Mutex<Option<Exit>>,
-    /// When a frame last came, in nanoseconds since `born`.
-    last_heard: AtomicU64,
-    born: Instant,
+    /// When a frame last came (or the worker started).
+    last_heard: Stamp,
     watchers: Mutex<Vec<Sender<WorkerEvent>>>,
     messages: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
 }
@@ -153,16 +154,18 @@ impl Inner {
             alive: AtomicBool::new(true),
             cause: Mutex::new(None),
             exit: Mutex::new(None),
-            last_heard: AtomicU64::new(0),
-            born: Instant::now(),
+            last_heard: Stamp::new(),
             watchers: Mutex::new(Vec::new()),
             messages: channel::unbounded(),
         }
     }
 
-    /// When a frame last came from the worker (its start, before any).
-    fn last_heard(&self) -> Instant {
-        self.born + Duration::from_nanos(self.last_heard.load(Ordering::Relaxed))
+    fn event(&self, exit: Exit) -> WorkerEvent {
+        WorkerEvent {
+            worker: self.name.clone(),
+            pid: self.pid,
+            exit,
+        }
     }
 
     /// Records why the worker ends (the first reason wins). It counts as
@@ -206,11 +209,7 @@ impl Inner {
         for (_, tx) in pending {
             let _ = tx.send(Err(died(self)));
         }
-        let event = WorkerEvent {
-            worker: self.name.clone(),
-            pid: self.pid,
-            exit,
-        };
+        let event = self.event(exit);
         for watcher in self.watchers.lock().drain(..) {
             let _ = watcher.send(event.clone());
         }
@@ -242,8 +241,7 @@ impl Router<FromWorker> for Inner {
     fn route(&self, message: FromWorker) {
         // Every frame says the worker is alive (it skips heartbeats while
         // other frames flow).
-        let now = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last_heard.store(now, Ordering::Relaxed);
+        self.last_heard.touch();
         dispatch(self, message);
     }
 
@@ -293,7 +291,7 @@ impl Watched for Inner {
             // exit still apply.
             return;
         };
-        let last = self.last_heard();
+        let last = self.last_heard.at();
         if now.saturating_duration_since(last) > limit {
             self.fail(format!("no heartbeat for {limit:?}"));
         }
@@ -460,7 +458,7 @@ impl Worker {
 
     /// When the worker was last heard from.
     pub fn last_heartbeat(&self) -> Instant {
-        self.inner.last_heard()
+        self.inner.last_heard.at()
     }
 
     /// Receives a [`WorkerEvent`] when the worker ends.
@@ -468,7 +466,7 @@ impl Worker {
         let mut watchers = self.inner.watchers.lock();
         match self.exit() {
             Some(exit) => {
-                let _ = events.send(self.event(exit));
+                let _ = events.send(self.inner.event(exit));
             }
             None => watchers.push(events),
         }
@@ -479,14 +477,6 @@ impl Worker {
         let (tx, rx) = channel::bounded(1);
         self.watch(tx);
         rx.recv_timeout(limit).is_ok()
-    }
-
-    fn event(&self, exit: Exit) -> WorkerEvent {
-        WorkerEvent {
-            worker: self.inner.name.clone(),
-            pid: self.inner.pid,
-            exit,
-        }
     }
 
     /// Sends a call of `function` (with `extra` arguments) without waiting.
@@ -966,12 +956,11 @@ fn start_thread(name: String) -> Result<Worker, WorkerError> {
         inner: Arc::downgrade(&inner),
     });
     let weak = Arc::downgrade(&inner);
-    let thread_name = name.clone();
     thread::Builder::new()
         .name(format!("sk-worker:{name}"))
         .spawn(move || {
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve_thread(&thread_name, &rx, inbox, outbox, &stop)
+                serve_thread(&rx, inbox, outbox, &stop)
             }));
             if let Some(inner) = weak.upgrade() {
                 inner.record(match served {

@@ -81,6 +81,7 @@ mod protocol;
 mod relay;
 mod skprocess;
 mod spawn;
+mod stamp;
 mod supervisor;
 mod threader;
 mod worker;

@@ -33,6 +33,7 @@ use crate::error::ProtocolError;
 use crate::frame::{DEFAULT_MAX_FRAME, encode_frame, send_frame};
 use crate::protocol::{Encoded, FromWorker, RemoteFailure, StorageOp, StorageReply, ToWorker};
 use crate::relay::{Ended, Relay, Router, Waited};
+use crate::stamp::Stamp;
 
 /// The channel's file descriptor in a worker process, as started: its
 /// standard input.
@@ -44,7 +45,7 @@ pub(crate) const ENV_PARENT: &str = "SK_PARENT_PID";
 pub(crate) const ENV_ROOT: &str = "SK_ROOT";
 
 /// How often a worker process says it is alive.
-pub(crate) const HEARTBEAT: Duration = Duration::from_millis(250);
+const HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// Where a worker sends its messages.
 pub(crate) trait Outbox: Send + Sync {
@@ -237,7 +238,7 @@ fn run_process_worker() -> i32 {
     {
         return 0;
     }
-    match serve_process(&name, &link) {
+    match serve_process(&link) {
         ServeEnd::Stopped | ServeEnd::ParentGone => 0,
         ServeEnd::Protocol(e) => {
             eprintln!("worker \"{name}\": {e}");
@@ -339,13 +340,11 @@ pub(crate) enum ServeEnd {
 /// Serves a thread worker's calls one at a time until stop or until the
 /// parent drops the channel.
 pub(crate) fn serve_thread(
-    name: &str,
     calls: &Receiver<ToWorker>,
     inbox: Receiver<Vec<u8>>,
     outbox: Arc<dyn Outbox>,
     stop: &StopToken,
 ) -> ServeEnd {
-    let _ = name;
     LINE.with(|line| {
         *line.borrow_mut() = Some(Line::Thread {
             outbox: Arc::clone(&outbox),
@@ -389,7 +388,7 @@ fn start_heartbeat(link: &Arc<WorkerLink>) {
         .spawn(move || {
             let mut first = true;
             loop {
-                let quiet = beat.since_last_send() >= HEARTBEAT;
+                let quiet = beat.last_send.at().elapsed() >= HEARTBEAT;
                 if (first || quiet) && beat.send(FromWorker::Heartbeat).is_err() {
                     return;
                 }
@@ -408,8 +407,7 @@ fn start_heartbeat(link: &Arc<WorkerLink>) {
 /// first call if that call was already waiting — not before the first
 /// result. (The parent holds a worker to the silence limit only once it
 /// has heard a heartbeat.)
-fn serve_process(name: &str, link: &Arc<WorkerLink>) -> ServeEnd {
-    let _ = name;
+fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
     LINE.with(|line| *line.borrow_mut() = Some(Line::Process(Arc::clone(link))));
     let next = || link.commands.lock().pop_front();
     let mut beating = false;
@@ -484,13 +482,8 @@ pub(crate) struct WorkerLink {
     inbox: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     next_storage: AtomicU64,
     storage: Mutex<HashMap<u64, Sender<StorageReply>>>,
-    epoch: Instant,
-    /// When a frame last went out, in nanoseconds since `epoch`.
-    last_send: AtomicU64,
-}
-
-fn nanos_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    /// When a frame last went out (or the link was made).
+    last_send: Stamp,
 }
 
 impl std::fmt::Debug for WorkerLink {
@@ -514,23 +507,15 @@ impl WorkerLink {
             inbox: channel::unbounded(),
             next_storage: AtomicU64::new(1),
             storage: Mutex::new(HashMap::new()),
-            epoch: Instant::now(),
-            last_send: AtomicU64::new(0),
+            last_send: Stamp::new(),
         })
     }
 
     fn send(&self, message: FromWorker) -> Result<(), ProtocolError> {
         let frame = encode_frame(&message, DEFAULT_MAX_FRAME)?;
         send_frame(&self.out.lock(), &frame)?;
-        self.last_send
-            .store(nanos_since(self.epoch), Ordering::Relaxed);
+        self.last_send.touch();
         Ok(())
-    }
-
-    /// How long since a frame last went to the parent.
-    fn since_last_send(&self) -> Duration {
-        let last = self.last_send.load(Ordering::Relaxed);
-        Duration::from_nanos(nanos_since(self.epoch).saturating_sub(last))
     }
 
     fn listen(&self, timeout: Duration) -> Option<Vec<u8>> {
