@@ -8,6 +8,12 @@
 //! out; a worker that dies mid-part fails the part (its error mode then
 //! decides: retry runs it again on a fresh worker). A dead worker is never
 //! reused: the next part gets a new one.
+//!
+//! A part that never started — its worker was found dead when the call
+//! went out, ended before the call reached it
+//! ([`WorkerError::never_ran`]), or a fresh worker died while starting —
+//! runs on another worker whatever its error mode, without counting as an
+//! attempt (at most [`MAX_DELIVERIES`] workers a call).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +25,36 @@ use sk_process::{Backend, Worker, WorkerError};
 
 use crate::mode::Placement;
 use crate::part::Input;
+
+/// How many workers one call may be handed to while none of them gets
+/// it; the last error is then the part's.
+pub(crate) const MAX_DELIVERIES: u32 = 8;
+
+/// How one delivery of a call ended.
+enum Delivery {
+    /// The call ran (or may have): its result is the part's.
+    Ran(Result<Value, WorkerError>),
+    /// It surely never started; another worker may take it.
+    NotRun(WorkerError),
+}
+
+impl From<Result<Value, WorkerError>> for Delivery {
+    fn from(result: Result<Value, WorkerError>) -> Self {
+        match result {
+            Err(e) if e.never_ran() => Delivery::NotRun(e),
+            other => Delivery::Ran(other),
+        }
+    }
+}
+
+/// A worker that could not be started leaves the call unrun, unless the
+/// program itself is wrong (no `init()`): that is the part's error.
+fn not_started(e: WorkerError) -> Delivery {
+    match e {
+        e @ WorkerError::MissingInit { .. } => Delivery::Ran(Err(e)),
+        e => Delivery::NotRun(e),
+    }
+}
 
 /// The workers of one run.
 pub(crate) struct ProcessRunner {
@@ -68,9 +104,21 @@ impl ProcessRunner {
         timeout: Option<Duration>,
     ) -> Result<Value, WorkerError> {
         let args = input_args(function, input);
-        match placement {
-            Placement::NamedProcess(name) => self.call_named(name, function, &args, timeout),
-            _ => self.call_pooled(function, &args, timeout),
+        let mut deliveries = 0;
+        loop {
+            let delivery = match placement {
+                Placement::NamedProcess(name) => self.call_named(name, function, &args, timeout),
+                _ => self.call_pooled(function, &args, timeout),
+            };
+            match delivery {
+                Delivery::Ran(result) => return result,
+                Delivery::NotRun(e) => {
+                    deliveries += 1;
+                    if deliveries >= MAX_DELIVERIES || self.pooled.lock().closed {
+                        return Err(e);
+                    }
+                }
+            }
         }
     }
 
@@ -79,14 +127,14 @@ impl ProcessRunner {
         function: &SkFunction,
         args: &Args,
         timeout: Option<Duration>,
-    ) -> Result<Value, WorkerError> {
+    ) -> Delivery {
         let worker = {
             let mut state = self.pooled.lock();
             loop {
                 if state.closed {
-                    return Err(WorkerError::Closed {
+                    return Delivery::Ran(Err(WorkerError::Closed {
                         worker: format!("{}:pool", self.cycle),
-                    });
+                    }));
                 }
                 if let Some(worker) = state.idle.pop() {
                     break Some(worker);
@@ -105,7 +153,7 @@ impl ProcessRunner {
                 Err(e) => {
                     self.pooled.lock().live -= 1;
                     self.idle_changed.notify_one();
-                    return Err(e);
+                    return not_started(e);
                 }
             },
         };
@@ -119,7 +167,7 @@ impl ProcessRunner {
             worker.kill();
         }
         self.idle_changed.notify_one();
-        result
+        result.into()
     }
 
     fn call_named(
@@ -128,14 +176,17 @@ impl ProcessRunner {
         function: &SkFunction,
         args: &Args,
         timeout: Option<Duration>,
-    ) -> Result<Value, WorkerError> {
+    ) -> Delivery {
         let slot = Arc::clone(self.named.lock().entry(name.to_owned()).or_default());
         // Parts bound to one named process run there one at a time.
         let mut slot = slot.lock();
         let worker = match slot.as_ref() {
             Some(worker) if worker.is_alive() => worker.clone(),
             _ => {
-                let worker = self.spawn(name)?;
+                let worker = match self.spawn(name) {
+                    Ok(worker) => worker,
+                    Err(e) => return not_started(e),
+                };
                 *slot = Some(worker.clone());
                 worker
             }
@@ -145,7 +196,7 @@ impl ProcessRunner {
             worker.kill();
             *slot = None;
         }
-        result
+        result.into()
     }
 
     /// Stops every worker: finish, then kill after `grace`.
@@ -183,7 +234,8 @@ fn reusable(result: &Result<Value, WorkerError>) -> bool {
         Err(WorkerError::TimedOut { .. }
             | WorkerError::Died { .. }
             | WorkerError::Protocol { .. }
-            | WorkerError::Closed { .. })
+            | WorkerError::Closed { .. }
+            | WorkerError::NotDelivered { .. })
     )
 }
 

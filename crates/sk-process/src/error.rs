@@ -36,6 +36,18 @@ pub enum ProtocolError {
     /// A frame arrived that the protocol does not allow at this point.
     #[error("unexpected message: {0}")]
     Unexpected(&'static str),
+    /// A frame began but did not complete in time: the peer is frozen, or
+    /// its header declared more bytes than it sent.
+    #[error("a frame stalled at {got} of its {expected} bytes for {after:?}")]
+    Stalled {
+        /// Bytes the frame needs, its 4-byte header included (4 while
+        /// inside the header).
+        expected: usize,
+        /// Bytes that arrived.
+        got: usize,
+        /// How long the reader waited for the rest.
+        after: Duration,
+    },
 }
 
 /// Why a worker could not be started, reached, or used.
@@ -109,11 +121,47 @@ pub enum WorkerError {
         #[source]
         source: CerealError,
     },
-    /// The worker is shut down.
+    /// The worker is shut down; the call was not sent.
     #[error("worker \"{worker}\" is shut down")]
     Closed {
         /// The worker.
         worker: String,
+    },
+    /// The worker ended before the call reached it (it died before it
+    /// was ready, or left the call unread): the call never ran, so it can
+    /// run on another worker without running twice.
+    #[error("worker \"{worker}\" (pid {pid}) ended before the call reached it: {status}")]
+    NotDelivered {
+        /// The worker.
+        worker: String,
+        /// Its process id.
+        pid: u32,
+        /// How it ended.
+        status: String,
+    },
+    /// The worker is being restarted by its manager and was not back
+    /// within the call's timeout; the call was not sent.
+    #[error("worker \"{worker}\" is being restarted; the call was not sent (waited {waited:?})")]
+    Restarting {
+        /// The worker (the manager's child).
+        worker: String,
+        /// How long the call waited for it.
+        waited: Duration,
+    },
+    /// This process was started as a worker, but its program runs `main`
+    /// without calling `init()` first, so it got as far as starting
+    /// workers of its own. Refused, so that one missing line cannot start
+    /// processes without end; the parent sees the same error.
+    #[error(
+        "worker \"{worker}\" (pid {pid}) runs the program's `main` instead of serving: call \
+         `suitkaise::init()` (or `sk_process::init()`) first thing in `main`, or put \
+         `sk_process::worker_test!()` in a test binary"
+    )]
+    MissingInit {
+        /// The worker.
+        worker: String,
+        /// Its process id.
+        pid: u32,
     },
 }
 
@@ -125,9 +173,27 @@ impl WorkerError {
             WorkerError::Died { .. }
             | WorkerError::TimedOut { .. }
             | WorkerError::Protocol { .. }
-            | WorkerError::NotReady { .. } => true,
+            | WorkerError::NotReady { .. }
+            | WorkerError::NotDelivered { .. }
+            | WorkerError::Restarting { .. } => true,
             _ => false,
         }
+    }
+
+    /// Whether the call surely never started on the worker: it was not
+    /// sent ([`Closed`](WorkerError::Closed),
+    /// [`Restarting`](WorkerError::Restarting)) or never reached the
+    /// worker ([`NotDelivered`](WorkerError::NotDelivered)). Such a call can run
+    /// on another worker without counting as an attempt; the pools, the
+    /// cycle engine and [`ProcessManager::call`](crate::ProcessManager::call)
+    /// do so.
+    pub fn never_ran(&self) -> bool {
+        matches!(
+            self,
+            WorkerError::Closed { .. }
+                | WorkerError::NotDelivered { .. }
+                | WorkerError::Restarting { .. }
+        )
     }
 }
 

@@ -2,8 +2,10 @@
 //! bytes of sk-cereal internal format.
 //!
 //! A reader refuses a declared length above its limit before allocating
-//! anything, so a length prefix of 4 GiB costs nothing; a channel that
-//! ends inside a frame is a typed error, not a hang or a panic.
+//! anything, so a length prefix of 4 GiB costs nothing, and grows its
+//! buffer as the payload arrives, so a header claiming 64 MiB before a few
+//! bytes costs a few bytes; a channel that ends inside a frame is a typed
+//! error, not a hang or a panic.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -19,6 +21,9 @@ use crate::error::ProtocolError;
 /// The default largest frame: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 
+/// The least a frame's buffer grows by at once.
+const GROW_STEP: usize = 64 << 10;
+
 /// Reads frames from a byte stream.
 ///
 /// Reading resumes where it stopped: on a non-blocking stream a
@@ -31,8 +36,10 @@ pub struct FrameReader<R> {
     header: [u8; 4],
     /// Header bytes read so far.
     have: usize,
-    /// The payload being read (its length is the declared length).
+    /// The payload read so far (it grows towards `expected`).
     buf: Vec<u8>,
+    /// The declared length of the payload being read.
+    expected: usize,
     /// Payload bytes read so far; `None` while reading the header.
     filled: Option<usize>,
 }
@@ -46,6 +53,7 @@ impl<R: Read> FrameReader<R> {
             header: [0; 4],
             have: 0,
             buf: Vec::new(),
+            expected: 0,
             filled: None,
         }
     }
@@ -99,21 +107,34 @@ impl<R: Read> FrameReader<R> {
                 });
             }
             self.buf.clear();
-            self.buf.resize(len as usize, 0);
+            self.expected = len as usize;
             self.filled = Some(0);
         }
+        // The buffer grows as bytes arrive (at most doubling what has come),
+        // so a header that lies about its length costs nothing up front.
+        let expected = self.expected;
         let mut filled = self.filled.unwrap_or(0);
-        while filled < self.buf.len() {
-            match self.inner.read(&mut self.buf[filled..]) {
+        while filled < expected {
+            let step = (expected - filled).min(filled.max(GROW_STEP));
+            self.buf.resize(filled + step, 0);
+            let read = self.inner.read(&mut self.buf[filled..]);
+            match read {
                 Ok(0) => {
+                    self.buf.truncate(filled);
                     return Err(ProtocolError::Truncated {
-                        expected: self.buf.len(),
+                        expected,
                         got: filled,
                     });
                 }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => {
+                    filled += n;
+                    self.buf.truncate(filled);
+                }
                 Err(e) => {
+                    self.buf.truncate(filled);
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
                     self.filled = Some(filled);
                     return Err(e.into());
                 }
@@ -122,6 +143,18 @@ impl<R: Read> FrameReader<R> {
         self.have = 0;
         self.filled = None;
         Ok(Some(&self.buf))
+    }
+
+    /// Where a partly read frame stands, header included: `(bytes it
+    /// needs, bytes read)`, with 4 needed while inside the header; `None`
+    /// between frames.
+    pub(crate) fn partial(&self) -> Option<(usize, usize)> {
+        let header = self.header.len();
+        match self.filled {
+            Some(filled) => Some((header + self.expected, header + filled)),
+            None if self.have > 0 => Some((header, self.have)),
+            None => None,
+        }
     }
 
     /// The next frame decoded as a `T`.
@@ -254,7 +287,9 @@ pub(crate) fn send_frame(stream: &UnixStream, frame: &[u8]) -> Result<(), Protoc
 #[derive(Debug)]
 pub(crate) struct Recv {
     stream: UnixStream,
-    /// Whether a read may wait for data.
+    /// Whether the next read may wait for data. Only one read waits:
+    /// after it, the rest of a frame is read without blocking, so a frame
+    /// that never completes cannot hold its reader (see `relay.rs`).
     pub(crate) wait: bool,
 }
 
@@ -273,7 +308,11 @@ impl Recv {
 
 impl Read for Recv {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let flags = if self.wait { 0 } else { libc::MSG_DONTWAIT };
+        let flags = if std::mem::take(&mut self.wait) {
+            0
+        } else {
+            libc::MSG_DONTWAIT
+        };
         // SAFETY: a valid socket and buffer of that length.
         let got = unsafe {
             libc::recv(
@@ -327,6 +366,58 @@ mod tests {
     }
 
     #[test]
+    fn a_declared_length_allocates_only_what_arrives() {
+        // A header declaring 64 MiB, then ten bytes, then nothing yet.
+        let mut wire = (DEFAULT_MAX_FRAME as u32).to_le_bytes().to_vec();
+        wire.extend([7u8; 10]);
+        let pieces = vec![wire[..4].to_vec(), wire[4..].to_vec()];
+        let mut r = FrameReader::new(
+            Trickle {
+                pieces,
+                blocked: true,
+                then_block: true,
+            },
+            DEFAULT_MAX_FRAME,
+        );
+        for _ in 0..4 {
+            match r.read_frame() {
+                Err(ProtocolError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(r.partial(), Some((DEFAULT_MAX_FRAME + 4, 14)));
+        assert!(
+            r.buf.capacity() <= 1 << 20,
+            "{} bytes held for 10 that arrived",
+            r.buf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_large_frame_arriving_in_pieces_is_read_whole() {
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        let wire = encode_frame(&payload, DEFAULT_MAX_FRAME).unwrap();
+        let pieces = wire.chunks(100_000).map(<[u8]>::to_vec).collect();
+        let mut r = FrameReader::new(
+            Trickle {
+                pieces,
+                blocked: false,
+                then_block: false,
+            },
+            DEFAULT_MAX_FRAME,
+        );
+        let got = loop {
+            match r.read::<Vec<u8>>() {
+                Ok(Some(got)) => break got,
+                Err(ProtocolError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(got, payload);
+        assert!(r.is_between_frames());
+    }
+
+    #[test]
     fn a_truncated_frame_is_a_typed_error() {
         let frame = encode_frame(&"hello".to_owned(), DEFAULT_MAX_FRAME).unwrap();
         for cut in 1..frame.len() {
@@ -361,6 +452,9 @@ mod tests {
     struct Trickle {
         pieces: Vec<Vec<u8>>,
         blocked: bool,
+        /// Once the pieces are out: would-block (the peer is silent), not
+        /// end of stream.
+        then_block: bool,
     }
 
     impl Read for Trickle {
@@ -371,6 +465,9 @@ mod tests {
             }
             self.blocked = false;
             let Some(piece) = self.pieces.first_mut() else {
+                if self.then_block {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
                 return Ok(0);
             };
             let n = piece.len().min(buf.len());
@@ -398,6 +495,7 @@ mod tests {
             Trickle {
                 pieces,
                 blocked: false,
+                then_block: false,
             },
             DEFAULT_MAX_FRAME,
         );

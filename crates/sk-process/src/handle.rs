@@ -30,7 +30,7 @@ use crate::error::{ProtocolError, WorkerError};
 use crate::frame::{DEFAULT_MAX_FRAME, encode_frame, send_frame};
 use crate::hub::{Arm, Watched, hub};
 use crate::protocol::{FromWorker, ToWorker};
-use crate::relay::{Relay, Router, Waited};
+use crate::relay::{Ended, Relay, Router, Waited};
 use crate::spawn::spawn_worker;
 use crate::stamp::Stamp;
 use crate::worker::{Outbox, ServeEnd, serve_thread};
@@ -39,9 +39,13 @@ use crate::worker::{Outbox, ServeEnd, serve_thread};
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A worker process sends a frame (a heartbeat, when nothing else) at
-/// least every 250 ms; a channel silent this long means the worker is
-/// lost.
+/// least every 250 ms from the moment it starts; a channel silent this
+/// long means the worker is lost (frozen, or not a worker at all).
 const SILENCE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Said of a worker process that never became ready.
+const INIT_HINT: &str = " (does the program call `suitkaise::init()` first thing in `main`, \
+     or `sk_process::worker_test!()` in a test binary?)";
 
 /// How long a caller whose worker's channel has ended waits for the exit
 /// to be reported (it comes as soon as the process is reaped).
@@ -102,14 +106,27 @@ pub struct WorkerEvent {
 
 type Reply = Result<Value, WorkerError>;
 
+/// A call sent and not yet answered.
+struct Pending {
+    reply: Sender<Reply>,
+    /// The number of frames sent to the worker once this call was out
+    /// (`u64::MAX` until it is): while it is the last, a channel reset
+    /// proves the call never reached the worker.
+    sent: u64,
+}
 struct ProcessLink {
     writer: Mutex<UnixStream>,
     child: Mutex<Child>,
     relay: Relay<FromWorker>,
     storage: GlobalStorage,
     ready: AtomicBool,
-    /// Whether a heartbeat has come (the silence limit applies from then).
-    beating: AtomicBool,
+    /// Frames written to the worker so far.
+    sent: AtomicU64,
+    /// When the worker was started.
+    started: Instant,
+    /// The worker said it runs `main` without `init()` (a program
+    /// mistake; see `spawn.rs`).
+    missing_init: AtomicBool,
     /// The hub's entries for this worker (its channel and its exit).
     tokens: Mutex<Vec<u64>>,
 }
@@ -129,7 +146,7 @@ struct Inner {
     pid: u32,
     link: Link,
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, Sender<Reply>>>,
+    pending: Mutex<HashMap<u64, Pending>>,
     alive: AtomicBool,
     /// Why it ended, first come; known before every trace of it is in.
     cause: Mutex<Option<Exit>>,
@@ -206,8 +223,8 @@ impl Inner {
         }
         self.alive.store(false, Ordering::Release);
         let pending: Vec<_> = self.pending.lock().drain().collect();
-        for (_, tx) in pending {
-            let _ = tx.send(Err(died(self)));
+        for (_, call) in pending {
+            let _ = call.reply.send(Err(lost(self, call.sent)));
         }
         let event = self.event(exit);
         for watcher in self.watchers.lock().drain(..) {
@@ -218,11 +235,14 @@ impl Inner {
         }
     }
 
-    fn write(&self, message: &impl serde::Serialize) -> Result<(), ProtocolError> {
+    /// Writes one message to a process worker; the number of frames
+    /// written so far, this one included.
+    fn write(&self, message: &impl serde::Serialize) -> Result<u64, ProtocolError> {
         match &self.link {
             Link::Process(p) => {
                 let frame = encode_frame(message, DEFAULT_MAX_FRAME)?;
-                let sent = send_frame(&p.writer.lock(), &frame);
+                let writer = p.writer.lock();
+                let sent = send_frame(&writer, &frame);
                 if let Err(ProtocolError::Io(e)) = &sent {
                     if e.kind() == std::io::ErrorKind::TimedOut {
                         // Stalled in the middle of a frame: the channel is
@@ -230,9 +250,9 @@ impl Inner {
                         self.fail(format!("protocol error: {e}"));
                     }
                 }
-                sent
+                sent.map(|()| p.sent.fetch_add(1, Ordering::Relaxed) + 1)
             }
-            Link::Thread { .. } => Ok(()),
+            Link::Thread { .. } => Ok(0),
         }
     }
 }
@@ -281,19 +301,17 @@ impl Watched for Inner {
         if !self.alive.load(Ordering::Acquire) || self.cause.lock().is_some() {
             return;
         }
-        let limit = if !p.ready.load(Ordering::Acquire) {
-            READY_TIMEOUT
-        } else if p.beating.load(Ordering::Acquire) {
-            SILENCE_LIMIT
-        } else {
-            // Ready, running its first call before its heartbeat starts
-            // (see `worker::serve_process`): its call's timeout and its
-            // exit still apply.
+        let ready = p.ready.load(Ordering::Acquire);
+        if !ready && now.saturating_duration_since(p.started) > READY_TIMEOUT {
+            self.fail(format!("not ready within {READY_TIMEOUT:?}{INIT_HINT}"));
             return;
-        };
+        }
+        // The worker beats from its first moments (see `worker.rs`); a
+        // frame it has begun and not finished does not count.
         let last = self.last_heard.at();
-        if now.saturating_duration_since(last) > limit {
-            self.fail(format!("no heartbeat for {limit:?}"));
+        if now.saturating_duration_since(last) > SILENCE_LIMIT {
+            let hint = if ready { "" } else { INIT_HINT };
+            self.fail(format!("no heartbeat for {SILENCE_LIMIT:?}{hint}"));
         }
     }
 }
@@ -497,20 +515,35 @@ impl Worker {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel::bounded(1);
-        self.inner.pending.lock().insert(id, tx);
+        self.inner.pending.lock().insert(
+            id,
+            Pending {
+                reply: tx,
+                sent: u64::MAX,
+            },
+        );
         let message = ToWorker::Call {
             id,
             function: function.clone(),
             extra: extra.clone(),
         };
-        if let Err(e) = self.send(message) {
-            self.inner.pending.lock().remove(&id);
-            return Err(e);
+        match self.send(message) {
+            Ok(sent) => {
+                if let Some(call) = self.inner.pending.lock().get_mut(&id) {
+                    call.sent = sent;
+                }
+            }
+            Err(e) => {
+                self.inner.pending.lock().remove(&id);
+                return Err(e);
+            }
         }
         // The worker may have died between the check and the insert; its
         // death fails every pending call, so re-check.
         if !self.is_alive() {
-            self.fail_pending_one(id);
+            if let Some(call) = self.inner.pending.lock().remove(&id) {
+                let _ = call.reply.send(Err(lost(&self.inner, call.sent)));
+            }
         }
         Ok(PendingCall {
             worker: self.clone(),
@@ -520,9 +553,10 @@ impl Worker {
         })
     }
 
-    /// A channel closed under a write means the worker has died: say how,
-    /// once its end is reported. (The caller must not be the channel's
-    /// reader meanwhile: the report needs the channel read to its end.)
+    /// A channel closed under a write means the worker has died and the
+    /// call never reached it: say how it ended, once that is reported.
+    /// (The caller must not be the channel's reader meanwhile: the report
+    /// needs the channel read to its end.)
     fn explain_send_error(&self, e: WorkerError) -> WorkerError {
         if let WorkerError::Protocol {
             source: ProtocolError::Io(io),
@@ -532,9 +566,9 @@ impl Worker {
             if matches!(
                 io.kind(),
                 std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-            ) && self.wait_exit(EXIT_REPORT_LIMIT)
-            {
-                return died(&self.inner);
+            ) {
+                self.wait_exit(EXIT_REPORT_LIMIT);
+                return not_delivered(&self.inner);
             }
         }
         e
@@ -575,7 +609,9 @@ impl Worker {
         pending.wait_as(timeout, leading)
     }
 
-    fn send(&self, message: ToWorker) -> Result<(), WorkerError> {
+    /// Sends `message`; the number of frames sent to a process worker so
+    /// far, this one included.
+    fn send(&self, message: ToWorker) -> Result<u64, WorkerError> {
         match &self.inner.link {
             Link::Process(_) => self.inner.write(&message).map_err(|e| match e {
                 ProtocolError::Malformed(source) => WorkerError::Encode {
@@ -584,13 +620,13 @@ impl Worker {
                 },
                 other => self.protocol(other),
             }),
-            Link::Thread { tx, messages, .. } => match message {
-                ToWorker::Message { bytes } => messages.send(bytes).map_err(|_| self.closed()),
-                other => match tx.lock().as_ref() {
-                    Some(tx) => tx.send(other).map_err(|_| self.closed()),
-                    None => Err(self.closed()),
-                },
-            },
+            Link::Thread { tx, messages, .. } => {
+                let sent = match message {
+                    ToWorker::Message { bytes } => messages.send(bytes).is_ok(),
+                    other => tx.lock().as_ref().is_some_and(|tx| tx.send(other).is_ok()),
+                };
+                if sent { Ok(0) } else { Err(self.closed()) }
+            }
         }
     }
 
@@ -606,7 +642,7 @@ impl Worker {
             worker: self.inner.name.clone(),
             source,
         })?;
-        self.send(ToWorker::Message { bytes })
+        self.send(ToWorker::Message { bytes }).map(drop)
     }
 
     /// Waits at most `timeout` for a message from the code the worker is
@@ -700,12 +736,6 @@ impl Worker {
             source,
         }
     }
-
-    fn fail_pending_one(&self, id: u64) {
-        if let Some(tx) = self.inner.pending.lock().remove(&id) {
-            let _ = tx.send(Err(died(&self.inner)));
-        }
-    }
 }
 
 impl PendingCall {
@@ -764,14 +794,65 @@ impl PendingCall {
 }
 
 fn died(inner: &Inner) -> WorkerError {
+    if let Some(e) = missing_init(inner) {
+        return e;
+    }
     WorkerError::Died {
         worker: inner.name.clone(),
         pid: inner.pid,
-        status: inner
-            .cause
-            .lock()
-            .as_ref()
-            .map_or_else(|| "its channel closed".to_owned(), ToString::to_string),
+        status: status(inner),
+    }
+}
+
+/// How the worker ended, as far as is known.
+fn status(inner: &Inner) -> String {
+    inner
+        .cause
+        .lock()
+        .as_ref()
+        .map_or_else(|| "its channel closed".to_owned(), ToString::to_string)
+}
+
+fn missing_init(inner: &Inner) -> Option<WorkerError> {
+    let Link::Process(p) = &inner.link else {
+        return None;
+    };
+    p.missing_init
+        .load(Ordering::Acquire)
+        .then(|| WorkerError::MissingInit {
+            worker: inner.name.clone(),
+            pid: inner.pid,
+        })
+}
+
+/// The worker ended before the call reached it: the call never ran.
+fn not_delivered(inner: &Inner) -> WorkerError {
+    if let Some(e) = missing_init(inner) {
+        return e;
+    }
+    WorkerError::NotDelivered {
+        worker: inner.name.clone(),
+        pid: inner.pid,
+        status: status(inner),
+    }
+}
+
+/// The error of a call, sent as the `sent`th frame, whose worker ended
+/// without answering: [`WorkerError::NotDelivered`] where the call surely
+/// never reached the worker — it ended before it was ready, or it left
+/// bytes of ours unread while this call was the last thing sent — and
+/// [`WorkerError::Died`] otherwise (it may have run).
+fn lost(inner: &Inner, sent: u64) -> WorkerError {
+    let Link::Process(p) = &inner.link else {
+        return died(inner);
+    };
+    let never_ready = !p.ready.load(Ordering::Acquire);
+    let unread =
+        matches!(p.relay.ended(), Some(Ended::Reset)) && p.sent.load(Ordering::Relaxed) == sent;
+    if never_ready || unread {
+        not_delivered(inner)
+    } else {
+        died(inner)
     }
 }
 
@@ -779,7 +860,7 @@ fn died(inner: &Inner) -> WorkerError {
 fn dispatch(inner: &Inner, message: FromWorker) {
     match message {
         FromWorker::Done { id, outcome } => {
-            if let Some(tx) = inner.pending.lock().remove(&id) {
+            if let Some(call) = inner.pending.lock().remove(&id) {
                 let result = outcome
                     .map(|e| Value::from_encoded(e.type_name, e.bytes))
                     .map_err(|f| WorkerError::Remote {
@@ -787,13 +868,15 @@ fn dispatch(inner: &Inner, message: FromWorker) {
                         message: f.message,
                         retryable: f.retryable,
                     });
-                let _ = tx.send(result);
+                let _ = call.reply.send(result);
             }
         }
-        FromWorker::Heartbeat => {
+        FromWorker::Heartbeat => {}
+        FromWorker::MissingInit => {
             if let Link::Process(p) = &inner.link {
-                p.beating.store(true, Ordering::Release);
+                p.missing_init.store(true, Ordering::Release);
             }
+            inner.fail("its program does not call `suitkaise::init()` first thing".to_owned());
         }
         FromWorker::Ready { .. } => {
             if let Link::Process(p) = &inner.link {
@@ -818,6 +901,9 @@ fn dispatch(inner: &Inner, message: FromWorker) {
 }
 
 fn start_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerError> {
+    if let Some(refused) = crate::worker::missing_init(&name) {
+        return Err(refused);
+    }
     let spawn_error = |source| WorkerError::Spawn {
         worker: name.clone(),
         source,
@@ -856,7 +942,9 @@ fn start_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerE
             relay,
             storage,
             ready: AtomicBool::new(false),
-            beating: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            started: Instant::now(),
+            missing_init: AtomicBool::new(false),
             tokens: Mutex::new(Vec::new()),
         })),
     ));

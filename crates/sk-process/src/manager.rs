@@ -17,10 +17,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use sk_core::{Args, SkFunction, Value};
 
 use crate::backend::Backend;
@@ -237,6 +237,7 @@ impl ProcessManagerBuilder {
             }),
             subscribers: Mutex::new(Vec::new()),
             control: control_tx,
+            changed: Condvar::new(),
         });
         let thread_shared = Arc::clone(&shared);
         let supervision = thread::Builder::new()
@@ -293,6 +294,9 @@ struct Shared {
     state: Mutex<State>,
     subscribers: Mutex<Vec<Sender<ManagerEvent>>>,
     control: Sender<Control>,
+    /// Notified on every event and on shutdown: a call waiting for a
+    /// child being restarted looks again.
+    changed: Condvar,
 }
 
 #[derive(Debug)]
@@ -453,14 +457,20 @@ impl ProcessManager {
     }
 
     /// Calls `function` on the current worker of `child`, waiting at most
-    /// `timeout` (see [`Worker::call`]).
+    /// `timeout` in all (see [`Worker::call`]).
+    ///
+    /// A child being restarted — or whose worker ended before the call
+    /// reached it ([`WorkerError::never_ran`]) — is waited for: the call
+    /// goes to its next worker, within the same `timeout` (without one,
+    /// until the child is restarted, removed or the manager gives up).
     ///
     /// # Errors
     ///
     /// [`ManagerError::Escalated`] or [`ManagerError::ShutDown`] when the
-    /// manager takes no more work, [`ManagerError::UnknownChild`],
-    /// [`ManagerError::Worker`] when the call failed (a child being
-    /// restarted fails with a retryable [`WorkerError`](crate::WorkerError)).
+    /// manager takes no more work, [`ManagerError::UnknownChild`] (also
+    /// when the child is removed meanwhile), [`ManagerError::Worker`] when
+    /// the call failed; a child still being restarted when `timeout` runs
+    /// out fails with the retryable [`WorkerError::Restarting`].
     pub fn call(
         &self,
         child: ChildId,
@@ -469,28 +479,70 @@ impl ProcessManager {
         timeout: Option<Duration>,
     ) -> Result<Value, ManagerError> {
         let shared = &self.shared;
-        let (name, worker) = {
-            let state = shared.state.lock();
-            state.phase.check(&shared.name)?;
-            let c = state
-                .children
-                .get(&child)
-                .ok_or_else(|| ManagerError::UnknownChild {
+        let started = Instant::now();
+        let deadline = timeout.map(|t| started + t);
+        // The incarnation whose worker the call did not reach.
+        let mut missed = None;
+        loop {
+            let (name, worker, incarnation) =
+                {
+                    let mut state = shared.state.lock();
+                    loop {
+                        state.phase.check(&shared.name)?;
+                        let c = state.children.get(&child).ok_or_else(|| {
+                            ManagerError::UnknownChild {
+                                manager: shared.name.clone(),
+                                child,
+                            }
+                        })?;
+                        if let Some(worker) = &c.worker {
+                            if missed != Some(c.incarnation) {
+                                break (c.name.clone(), worker.clone(), c.incarnation);
+                            }
+                        }
+                        let name = c.name.clone();
+                        let timed_out = match deadline {
+                            Some(d) => shared.changed.wait_until(&mut state, d).timed_out(),
+                            None => {
+                                shared.changed.wait(&mut state);
+                                false
+                            }
+                        };
+                        if timed_out {
+                            return Err(ManagerError::Worker {
+                                manager: shared.name.clone(),
+                                child: name.clone(),
+                                source: Box::new(WorkerError::Restarting {
+                                    worker: name,
+                                    waited: started.elapsed(),
+                                }),
+                            });
+                        }
+                    }
+                };
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if missed.is_some() && left.is_some_and(|left| left.is_zero()) {
+                // Out of time after a miss: not sent (a call with no time
+                // left would only kill the new worker).
+                return Err(ManagerError::Worker {
                     manager: shared.name.clone(),
-                    child,
-                })?;
-            (c.name.clone(), c.worker.clone())
-        };
-        let to_error = |source: WorkerError| ManagerError::Worker {
-            manager: shared.name.clone(),
-            child: name.clone(),
-            source: Box::new(source),
-        };
-        match worker {
-            Some(worker) => worker.call(function, extra, timeout).map_err(to_error),
-            None => Err(to_error(WorkerError::Closed {
-                worker: name.clone(),
-            })),
+                    child: name.clone(),
+                    source: Box::new(WorkerError::Restarting {
+                        worker: name,
+                        waited: started.elapsed(),
+                    }),
+                });
+            }
+            match worker.call(function, extra, left) {
+                Err(e) if e.never_ran() => missed = Some(incarnation),
+                result => {
+                    return result.map_err(|source| ManagerError::Worker {
+                        manager: shared.name.clone(),
+                        child: name,
+                        source: Box::new(source),
+                    });
+                }
+            }
         }
     }
 
@@ -574,6 +626,7 @@ impl ProcessManager {
             state.phase = Phase::ShutDown;
             take_all(&mut state, ChildState::Stopped)
         };
+        shared.changed.notify_all();
         let _ = shared.control.send(Control::Stop);
         let stragglers = stop_all(&taken, grace);
         drop(taken);
@@ -632,5 +685,6 @@ impl Shared {
         self.subscribers
             .lock()
             .retain(|s| s.send(event.clone()).is_ok());
+        self.changed.notify_all();
     }
 }

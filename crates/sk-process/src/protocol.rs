@@ -37,6 +37,10 @@ pub(crate) enum FromWorker {
     Storage { id: u64, op: StorageOp },
     /// A message from the running code (`tell` in the worker).
     Message { bytes: Vec<u8> },
+    /// Sent instead of `Ready` by a process started as a worker whose
+    /// program ran `main` without `init()` and got as far as starting a
+    /// worker of its own.
+    MissingInit,
 }
 
 /// A value in internal format with its Rust type name.

@@ -13,6 +13,12 @@
 //! no deadline blocks in `recv`; one with a deadline waits in `poll` first
 //! and then reads without blocking, so it keeps its deadline even inside a
 //! half-arrived frame.
+//!
+//! A frame that has begun must end within [`FRAME_STALL_LIMIT`]: a peer
+//! that stops inside a frame (frozen, or its header promised more bytes
+//! than it sent) would otherwise have every later byte it sends, heartbeats
+//! included, read as the rest of that frame. Past the limit the channel
+//! ends as broken ([`ProtocolError::Stalled`]).
 
 use std::io::BufReader;
 use std::marker::PhantomData;
@@ -50,6 +56,9 @@ pub(crate) enum Waited<T> {
 #[derive(Clone, Debug)]
 pub(crate) enum Ended {
     Eof,
+    /// The peer closed with bytes it had not read: the last frames sent
+    /// to it never reached it.
+    Reset,
     Broken(String),
 }
 
@@ -96,10 +105,27 @@ enum Step {
 /// How much a read takes from the socket at once.
 const READ_BUFFER: usize = 64 << 10;
 
+/// How long a frame that has begun may take to arrive whole.
+pub(crate) const FRAME_STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// The frame reader and when its current frame was first seen partly read.
+struct Reading {
+    frames: Frames,
+    partial_since: Option<Instant>,
+    stall_limit: Duration,
+}
+
+impl Reading {
+    /// When the partly read frame must be whole, if there is one.
+    fn stall_deadline(&self) -> Option<Instant> {
+        self.partial_since.map(|since| since + self.stall_limit)
+    }
+}
+
 /// The reading end of a channel carrying frames of `M`.
 pub(crate) struct Relay<M> {
     fd: RawFd,
-    frames: Mutex<Frames>,
+    frames: Mutex<Reading>,
     state: Mutex<State>,
     waiting: AtomicUsize,
     hub: Option<Box<dyn HubArm>>,
@@ -127,10 +153,14 @@ impl<M: DeserializeOwned> Relay<M> {
         };
         Relay {
             fd: recv.fd(),
-            frames: Mutex::new(FrameReader::new(
-                BufReader::with_capacity(READ_BUFFER, recv),
-                DEFAULT_MAX_FRAME,
-            )),
+            frames: Mutex::new(Reading {
+                frames: FrameReader::new(
+                    BufReader::with_capacity(READ_BUFFER, recv),
+                    DEFAULT_MAX_FRAME,
+                ),
+                partial_since: None,
+                stall_limit: FRAME_STALL_LIMIT,
+            }),
             state: Mutex::new(State {
                 reader,
                 waiters: Vec::new(),
@@ -140,6 +170,13 @@ impl<M: DeserializeOwned> Relay<M> {
             hub,
             _message: PhantomData,
         }
+    }
+
+    /// The same relay with another limit for a frame to arrive whole.
+    #[cfg(test)]
+    fn stall_after(self, limit: Duration) -> Self {
+        self.frames.lock().stall_limit = limit;
+        self
     }
 
     /// The socket's file descriptor.
@@ -308,17 +345,32 @@ impl<M: DeserializeOwned> Relay<M> {
         deadline: Option<Instant>,
         ready: &mut dyn FnMut() -> Option<T>,
     ) -> Waited<T> {
-        let mut frames = self.frames.lock();
+        let mut reading = self.frames.lock();
         loop {
             if let Some(got) = ready() {
-                self.route_buffered(&mut frames, router);
+                self.route_buffered(&mut reading, router);
                 return Waited::Got(got);
             }
+            let stall = reading.stall_deadline();
+            if stall.is_some_and(|s| Instant::now() >= s) {
+                let (expected, got) = reading.frames.partial().unwrap_or_default();
+                let stalled = ProtocolError::Stalled {
+                    expected,
+                    got,
+                    after: reading.stall_limit,
+                };
+                self.end(router, Some(stalled));
+                return ready().map_or(Waited::Closed, Waited::Got);
+            }
             // Nothing buffered: wait for the socket, in `recv` itself when
-            // there is no deadline.
+            // there is no deadline and no frame half read.
+            let limit = match (deadline, stall) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
+            };
             let mut wait = false;
-            if frames.get_ref().buffer().is_empty() {
-                match deadline {
+            if reading.frames.get_ref().buffer().is_empty() {
+                match limit {
                     None => wait = true,
                     Some(d) => {
                         let left = d.saturating_duration_since(Instant::now());
@@ -335,7 +387,7 @@ impl<M: DeserializeOwned> Relay<M> {
                     }
                 }
             }
-            match self.step(&mut frames, router, wait) {
+            match self.step(&mut reading, router, wait) {
                 Step::Routed => {}
                 Step::Ended => return ready().map_or(Waited::Closed, Waited::Got),
                 Step::Empty => {
@@ -351,42 +403,52 @@ impl<M: DeserializeOwned> Relay<M> {
     /// socket into its buffer: nothing would announce them to the next
     /// reader. (The rest of a partly buffered frame is still in the socket,
     /// which does announce it.)
-    fn route_buffered(&self, frames: &mut Frames, router: &dyn Router<M>) {
-        while !frames.get_ref().buffer().is_empty() {
-            if !matches!(self.step(frames, router, false), Step::Routed) {
+    fn route_buffered(&self, reading: &mut Reading, router: &dyn Router<M>) {
+        while !reading.frames.get_ref().buffer().is_empty() {
+            if !matches!(self.step(reading, router, false), Step::Routed) {
                 break;
             }
         }
     }
 
     /// Reads and routes one frame (`wait`: blocking in `recv`).
-    fn step(&self, frames: &mut Frames, router: &dyn Router<M>, wait: bool) -> Step {
+    fn step(&self, reading: &mut Reading, router: &dyn Router<M>, wait: bool) -> Step {
+        let frames = &mut reading.frames;
         frames.get_mut().get_mut().wait = wait;
-        match frames.read_frame() {
-            Ok(Some(bytes)) => match Internal::decode::<M>(bytes) {
-                Ok(message) => {
-                    router.route(message);
-                    // Pairs with the fence in `wait`: a follower that
-                    // registered before this route is seen here, or sees
-                    // the routed item itself.
-                    fence(Ordering::SeqCst);
-                    if self.waiting.load(Ordering::Relaxed) > 0 {
-                        self.wake_all();
-                    }
-                    Step::Routed
+        let read = match frames.read_frame() {
+            Ok(Some(bytes)) => Ok(Some(Internal::decode::<M>(bytes))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        if matches!(read, Ok(Some(_))) {
+            reading.partial_since = None;
+        } else if frames.partial().is_some() {
+            // Nothing whole yet: the stall clock of a frame begun starts.
+            reading.partial_since.get_or_insert_with(Instant::now);
+        }
+        match read {
+            Ok(Some(Ok(message))) => {
+                router.route(message);
+                // Pairs with the fence in `wait`: a follower that
+                // registered before this route is seen here, or sees
+                // the routed item itself.
+                fence(Ordering::SeqCst);
+                if self.waiting.load(Ordering::Relaxed) > 0 {
+                    self.wake_all();
                 }
-                Err(e) => {
-                    self.end(router, Some(ProtocolError::Malformed(e)));
-                    Step::Ended
-                }
-            },
-            // The peer closed (with our data unread, it is a reset).
+                Step::Routed
+            }
+            Ok(Some(Err(e))) => {
+                self.end(router, Some(ProtocolError::Malformed(e)));
+                Step::Ended
+            }
+            // The peer closed: cleanly, or with our data unread (a reset).
             Ok(None) => {
-                self.end(router, None);
+                self.end_as(router, Ended::Eof, None);
                 Step::Ended
             }
             Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                self.end(router, None);
+                self.end_as(router, Ended::Reset, None);
                 Step::Ended
             }
             Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Step::Empty,
@@ -397,12 +459,18 @@ impl<M: DeserializeOwned> Relay<M> {
         }
     }
 
+    /// Ends the channel as broken by `broken` (or as closed, `None`).
     fn end(&self, router: &dyn Router<M>, broken: Option<ProtocolError>) {
-        self.state.lock().ended = Some(match &broken {
+        let how = match &broken {
             None => Ended::Eof,
             Some(e) => Ended::Broken(sk_core::error_chain(e)),
-        });
-        router.closed(broken.as_ref());
+        };
+        self.end_as(router, how, broken.as_ref());
+    }
+
+    fn end_as(&self, router: &dyn Router<M>, how: Ended, broken: Option<&ProtocolError>) {
+        self.state.lock().ended = Some(how);
+        router.closed(broken);
         self.wake_all();
     }
 }
@@ -585,6 +653,82 @@ mod tests {
             }
             assert_eq!(router.closed.load(Ordering::SeqCst), 1);
             assert!(matches!(relay.ended(), Some(Ended::Eof)));
+        });
+    }
+
+    #[test]
+    fn a_frame_that_stops_midway_ends_the_channel_as_stalled() {
+        hang_guard(Duration::from_secs(30), || {
+            // A header promising 100 bytes, three of them, then silence
+            // with the socket open: a reader with no deadline, and one
+            // that only drains what has come, both give up.
+            for drain_only in [false, true] {
+                let (ours, mut theirs) = UnixStream::pair().unwrap();
+                let relay = Relay::<u64>::new(ours, None).stall_after(Duration::from_millis(200));
+                let router = Mailboxes::default();
+                let mut lie = 100u32.to_le_bytes().to_vec();
+                lie.extend([1, 2, 3]);
+                theirs.write_all(&lie).unwrap();
+                if drain_only {
+                    let start = Instant::now();
+                    while relay.ended().is_none() {
+                        assert!(start.elapsed() < Duration::from_secs(10), "never ended");
+                        relay.drain(&router, false);
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                } else {
+                    let waited = relay.wait(&router, None, || None::<u64>);
+                    assert!(matches!(waited, Waited::Closed), "{waited:?}");
+                }
+                match relay.ended() {
+                    Some(Ended::Broken(why)) => {
+                        assert!(why.contains("stalled at 7 of its 104 bytes"), "{why}");
+                    }
+                    other => panic!("{other:?}"),
+                }
+                assert_eq!(router.closed.load(Ordering::SeqCst), 1);
+            }
+        });
+    }
+
+    #[test]
+    fn a_frame_arriving_slowly_within_the_limit_is_read() {
+        hang_guard(Duration::from_secs(30), || {
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            let relay = Relay::<u64>::new(ours, None).stall_after(Duration::from_secs(5));
+            let router = Mailboxes::default();
+            let (tx, rx) = channel::bounded(1);
+            router.boxes.lock().insert(9, tx);
+            let whole = frame(9);
+            let writer = thread::spawn(move || {
+                for byte in whole {
+                    theirs.write_all(&[byte]).unwrap();
+                    thread::sleep(Duration::from_millis(5));
+                }
+                theirs
+            });
+            let waited = relay.wait(&router, None, || rx.try_recv().ok());
+            assert!(matches!(waited, Waited::Got(9)), "{waited:?}");
+            drop(writer.join().unwrap());
+        });
+    }
+
+    #[test]
+    fn a_peer_gone_with_our_bytes_unread_is_a_reset() {
+        hang_guard(Duration::from_secs(30), || {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let mut writer = ours.try_clone().unwrap();
+            let relay = Relay::<u64>::new(ours, None);
+            let router = Mailboxes::default();
+            writer.write_all(&frame(1)).unwrap();
+            drop(theirs);
+            let waited = relay.wait(&router, None, || None::<u64>);
+            assert!(matches!(waited, Waited::Closed), "{waited:?}");
+            assert!(
+                matches!(relay.ended(), Some(Ended::Reset)),
+                "{:?}",
+                relay.ended()
+            );
         });
     }
 

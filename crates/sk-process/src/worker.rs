@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -109,6 +109,37 @@ pub(crate) fn worker_args() -> Vec<String> {
 /// Whether this process is a worker.
 pub fn is_worker() -> bool {
     std::env::var_os(ENV_FD).is_some()
+}
+
+/// Set once this worker process serves (it got into [`init`]).
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+/// `Some` when this process was started as a worker but runs the
+/// program's `main` (it never called [`init`]) and is about to start a
+/// worker `name` of its own: without this check every generation would
+/// start the next, without end. Tells the parent (once) in place of
+/// `Ready`, on the channel that is still this process's standard input.
+pub(crate) fn missing_init(name: &str) -> Option<crate::WorkerError> {
+    if !is_worker() || SERVING.load(Ordering::Acquire) {
+        return None;
+    }
+    static TOLD: AtomicBool = AtomicBool::new(false);
+    if !TOLD.swap(true, Ordering::AcqRel) {
+        // SAFETY: descriptor 0 is open (the process's standard input, the
+        // channel of a worker launch); it is only borrowed to duplicate it.
+        let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(WORKER_FD) };
+        let told = stdin.try_clone_to_owned().map(UnixStream::from);
+        if let (Ok(channel), Ok(frame)) = (
+            told,
+            encode_frame(&FromWorker::MissingInit, DEFAULT_MAX_FRAME),
+        ) {
+            let _ = send_frame(&channel, &frame);
+        }
+    }
+    Some(crate::WorkerError::MissingInit {
+        worker: name.to_owned(),
+        pid: std::process::id(),
+    })
 }
 
 /// Turns a worker launch into the worker loop; returns at once in any other
@@ -203,6 +234,7 @@ fn take_channel() -> io::Result<UnixStream> {
 }
 
 fn run_process_worker() -> i32 {
+    SERVING.store(true, Ordering::Release);
     if !bind_to_parent() {
         return 1;
     }
@@ -215,6 +247,9 @@ fn run_process_worker() -> i32 {
         }
     };
     let _ = LINK.set(Arc::clone(&link));
+    // Beats from here on, process init functions included: the parent
+    // holds a worker to its silence limit from the moment it starts.
+    start_heartbeat(&link);
     if let Some(path) = std::env::var_os(ENV_ROOT) {
         if let Err(e) = SkRoot::at(&path).and_then(SkRoot::set_current) {
             eprintln!(
@@ -401,21 +436,9 @@ fn start_heartbeat(link: &Arc<WorkerLink>) {
 
 /// Serves a process worker's calls, each on this thread, until stop, end
 /// of input, or bad input.
-///
-/// A process's first thread costs ~0.1 ms to start, so the heartbeat
-/// thread starts when the worker first has nothing to do, or after its
-/// first call if that call was already waiting — not before the first
-/// result. (The parent holds a worker to the silence limit only once it
-/// has heard a heartbeat.)
 fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
     LINE.with(|line| *line.borrow_mut() = Some(Line::Process(Arc::clone(link))));
     let next = || link.commands.lock().pop_front();
-    let mut beating = false;
-    link.relay.drain(&**link, false);
-    if link.commands.lock().is_empty() {
-        start_heartbeat(link);
-        beating = true;
-    }
     let mut waited = link.relay.wait(&**link, None, next);
     loop {
         match waited {
@@ -427,10 +450,6 @@ fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
                 let leading = link.relay.try_lead();
                 if link.send(FromWorker::Done { id, outcome }).is_err() {
                     return ServeEnd::ParentGone;
-                }
-                if !beating {
-                    start_heartbeat(link);
-                    beating = true;
                 }
                 waited = if leading {
                     link.relay.wait_leading(&**link, None, next)

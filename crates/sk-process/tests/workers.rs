@@ -661,10 +661,12 @@ fn a_worker_that_dies_before_it_is_ready_fails_its_calls_with_its_exit() {
             Some(Duration::from_secs(30)),
         )
         .unwrap_err();
+        // It never served: the call surely never ran, and says so.
         assert!(
-            matches!(&err, WorkerError::Died { status, .. } if status == "exited with status 7"),
+            matches!(&err, WorkerError::NotDelivered { status, .. } if status == "exited with status 7"),
             "{err:?}"
         );
+        assert!(err.never_ran() && err.is_retryable());
         assert_eq!(worker.exit(), Some(Exit::Code(7)));
 
         let err = Worker::spawn("die-in-init-spawn", Backend::Process).unwrap_err();

@@ -8,6 +8,7 @@ use crossbeam::channel::{self, Receiver, Select};
 
 use super::{ChildState, Control, ManagerEvent, Phase, REAP_WAIT, Shared, State};
 use crate::commander::BudgetSlot;
+use crate::error::WorkerError;
 use crate::handle::{Exit, Worker, WorkerEvent};
 use crate::supervisor::{ChildId, Decision};
 
@@ -201,7 +202,34 @@ fn restart(shared: &Shared, stop: &[ChildId], start: &[ChildId]) -> Vec<(ChildId
         let worker = match Worker::spawn(name.clone(), shared.backend) {
             Ok(worker) => worker,
             Err(e) => {
-                failed.push((id, Exit::Failed(format!("restart failed: {e}"))));
+                // A restart whose worker died (or was killed) while
+                // starting: reported as a restart and an exit, like any
+                // other, and fed back to the supervisor as one.
+                let exit = Exit::Failed(format!("restart failed: {e}"));
+                let pid = match &e {
+                    WorkerError::Died { pid, .. }
+                    | WorkerError::NotDelivered { pid, .. }
+                    | WorkerError::MissingInit { pid, .. } => *pid,
+                    _ => 0,
+                };
+                let mut state = shared.state.lock();
+                if let Some(c) = state.children.get_mut(&id) {
+                    c.restarts += 1;
+                    let restarts = c.restarts;
+                    shared.emit(ManagerEvent::Restarted {
+                        id,
+                        name: name.clone(),
+                        pid,
+                        restarts,
+                    });
+                    shared.emit(ManagerEvent::Exited {
+                        id,
+                        name,
+                        pid,
+                        exit: exit.clone(),
+                    });
+                    failed.push((id, exit));
+                }
                 continue;
             }
         };

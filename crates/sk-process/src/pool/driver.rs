@@ -31,6 +31,14 @@ const POLL: Duration = Duration::from_millis(2);
 /// How long a driver drains late reports of a worker that died.
 const DRAIN: Duration = Duration::from_millis(20);
 
+/// How many replacement workers in a row may fail to start (each dying or
+/// refused while starting) before the chunk in hand fails as unrunnable;
+/// the driver waits between them, doubling from [`REPLACE_BACKOFF`] up to
+/// [`REPLACE_BACKOFF_MAX`] (about 2.5 s in all).
+const REPLACE_LIMIT: u32 = 8;
+const REPLACE_BACKOFF: Duration = Duration::from_millis(10);
+const REPLACE_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// One item's final answer.
 pub(crate) type Delivery = (usize, Result<Value, ItemError>);
 
@@ -225,14 +233,10 @@ pub(crate) fn drive(shared: Arc<Shared>, slot: usize, mut worker: Worker) {
         if task.job.cancelled.load(Ordering::Acquire) || shared.closing.load(Ordering::Acquire) {
             continue;
         }
-        if !worker.is_alive() {
-            match replace(&shared, slot, &mut generation) {
-                Ok(w) => worker = w,
-                Err(e) => {
-                    unrunnable(&task.job, task.items, &sk_core::error_chain(&e));
-                    continue;
-                }
-            }
+        if let Err(e) = ensure_live(&shared, slot, &mut generation, &mut worker) {
+            // Nothing ran: the items' attempts and deaths are untouched.
+            unrunnable(&task.job, task.items, &sk_core::error_chain(&e));
+            continue;
         }
         let killed = run_task(&shared, &worker, task);
         // Replace a worker that died (or was killed for a timeout) now, so
@@ -245,6 +249,35 @@ pub(crate) fn drive(shared: Arc<Shared>, slot: usize, mut worker: Worker) {
         }
     }
     worker.stop(Duration::from_secs(2));
+}
+
+/// Replaces `worker` while it is dead: a replacement that dies (or is
+/// killed) while starting costs the items nothing, and another is started
+/// after a short wait. An error when [`REPLACE_LIMIT`] starts in a row
+/// failed, or at once when the program cannot start workers at all.
+fn ensure_live(
+    shared: &Shared,
+    slot: usize,
+    generation: &mut u32,
+    worker: &mut Worker,
+) -> Result<(), WorkerError> {
+    let mut failures = 0;
+    let mut wait = REPLACE_BACKOFF;
+    while !worker.is_alive() {
+        match replace(shared, slot, generation) {
+            Ok(w) => *worker = w,
+            Err(e @ WorkerError::MissingInit { .. }) => return Err(e),
+            Err(e) => {
+                failures += 1;
+                if failures >= REPLACE_LIMIT || shared.closing.load(Ordering::Acquire) {
+                    return Err(e);
+                }
+                thread::sleep(wait);
+                wait = (wait * 2).min(REPLACE_BACKOFF_MAX);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn replace(shared: &Shared, slot: usize, generation: &mut u32) -> Result<Worker, WorkerError> {
@@ -280,8 +313,8 @@ fn run_task(shared: &Arc<Shared>, worker: &Worker, task: Task) -> bool {
     };
     let pending = match worker.submit(&shared.batch, &call) {
         Ok(p) => p,
-        // The worker ended before the call went out: nothing ran.
-        Err(WorkerError::Closed { .. }) => {
+        // The worker ended before the call reached it: nothing ran.
+        Err(e) if e.never_ran() => {
             shared.requeue(Task {
                 job,
                 items,
@@ -417,8 +450,10 @@ fn run_streaming(
         take_report(report, &mut items, &mut next_offset, retry, free);
     }
     match ended {
-        // Items the batch did not report (it stopped early): re-run.
+        // Items the batch did not report (it stopped early), or a batch
+        // that never reached the worker: re-run, at no cost.
         Some(Ok(_)) | None => free.extend(items),
+        Some(Err(e)) if e.never_ran() => free.extend(items),
         Some(Err(e)) if e.is_retryable() => {
             // The item after the last report was running when the worker
             // died: that attempt counts; the rest never started.

@@ -140,10 +140,10 @@ pub fn start<P: SkProcess>(
         backend,
         started: Instant::now(),
     };
-    let (worker, pending) = life.begin(1)?;
+    let (first, worker, pending) = life.begin_from(1)?;
     thread::Builder::new()
         .name(format!("sk-supervise:{name}"))
-        .spawn(move || life.supervise(worker, pending))
+        .spawn(move || life.supervise(first, worker, pending))
         .map_err(|source| SkProcessError::Worker {
             process: name.clone(),
             source: WorkerError::Spawn {
@@ -366,10 +366,35 @@ impl Life {
         Ok((worker, pending))
     }
 
-    /// Runs lives until one ends the process.
-    fn supervise(self, mut worker: Worker, mut pending: PendingCall) {
+    /// Starts life number `life`, or the next while a worker crashes
+    /// while starting: each such crash costs the life it was starting.
+    /// The life that started, its worker and its call.
+    fn begin_from(&self, mut life: u32) -> Result<(u32, Worker, PendingCall), SkProcessError> {
         let lives = self.config.max_lives();
-        let mut life = 1;
+        loop {
+            match self.begin(life) {
+                Ok((worker, pending)) => return Ok((life, worker, pending)),
+                Err(SkProcessError::Worker { source, .. })
+                    if crashed_while_starting(&source)
+                        && !self.shared.killed.load(Ordering::Acquire) =>
+                {
+                    if life >= lives {
+                        return Err(SkProcessError::LivesExhausted {
+                            process: self.shared.name.clone(),
+                            lives,
+                            last: source.to_string(),
+                        });
+                    }
+                    life += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs lives until one ends the process.
+    fn supervise(self, mut life: u32, mut worker: Worker, mut pending: PendingCall) {
+        let lives = self.config.max_lives();
         loop {
             let end = self.watch(&worker, pending);
             let crashed = match end {
@@ -420,7 +445,9 @@ impl Life {
                     drop(e);
                     return self.shared.finish(Err(self.killed()));
                 }
-                LifeEnd::Failed(WorkerError::Died { status, .. }) => status,
+                LifeEnd::Failed(
+                    WorkerError::Died { status, .. } | WorkerError::NotDelivered { status, .. },
+                ) => status,
                 LifeEnd::Failed(e) => {
                     worker.kill();
                     return self.shared.finish(Err(self.worker_error(e)));
@@ -436,9 +463,8 @@ impl Life {
                     last: crashed,
                 }));
             }
-            life += 1;
-            match self.begin(life) {
-                Ok((w, p)) => (worker, pending) = (w, p),
+            match self.begin_from(life + 1) {
+                Ok((l, w, p)) => (life, worker, pending) = (l, w, p),
                 Err(e) => return self.shared.finish(Err(e)),
             }
         }
@@ -518,4 +544,18 @@ impl Life {
             Ok(None) => false,
         }
     }
+}
+
+/// Whether a worker that failed to take a life ended as a crash does (it
+/// died, froze or broke its channel while starting), rather than being
+/// refused by the system or the program.
+fn crashed_while_starting(e: &WorkerError) -> bool {
+    matches!(
+        e,
+        WorkerError::Died { .. }
+            | WorkerError::NotDelivered { .. }
+            | WorkerError::Closed { .. }
+            | WorkerError::NotReady { .. }
+            | WorkerError::Protocol { .. }
+    )
 }
