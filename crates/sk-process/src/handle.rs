@@ -122,6 +122,8 @@ struct ProcessLink {
     ready: AtomicBool,
     /// Frames written to the worker so far.
     sent: AtomicU64,
+    /// Its exit has been collected (and its output drained).
+    reaped: AtomicBool,
     /// When the worker was started.
     started: Instant,
     /// The worker said it runs `main` without `init()` (a program
@@ -210,7 +212,10 @@ impl Inner {
             return;
         };
         if let Link::Process(p) = &self.link {
-            if p.relay.ended().is_none() {
+            // Only once the process is reaped (its output forwarded) and
+            // its channel read to the end: whoever sees the end then sees
+            // everything the worker said.
+            if !p.reaped.load(Ordering::Acquire) || p.relay.ended().is_none() {
                 return;
             }
         }
@@ -288,6 +293,7 @@ impl Watched for Inner {
             Ok(None) => return,
             Err(e) => self.record(Exit::Failed(format!("cannot wait for the process: {e}"))),
         }
+        p.reaped.store(true, Ordering::Release);
         // Whatever it wrote before it died is read, then end of file — even
         // if a descendant still holds its end of the channel.
         // SAFETY: shutdown on the socket this handle owns.
@@ -943,6 +949,7 @@ fn start_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerE
             storage,
             ready: AtomicBool::new(false),
             sent: AtomicU64::new(0),
+            reaped: AtomicBool::new(false),
             started: Instant::now(),
             missing_init: AtomicBool::new(false),
             tokens: Mutex::new(Vec::new()),

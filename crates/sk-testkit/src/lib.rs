@@ -15,6 +15,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+mod kills;
+
+pub use kills::{KillStorm, is_dead, kill, wait_dead, worker_children};
+
 /// The deadline most tests use: generous for a loaded 2-core CI machine,
 /// short enough that a hang is reported long before the CI time limit.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
