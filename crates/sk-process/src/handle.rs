@@ -29,6 +29,7 @@ use crate::backend::Backend;
 use crate::error::{ProtocolError, WorkerError};
 use crate::frame::{DEFAULT_MAX_FRAME, encode_frame, send_frame};
 use crate::hub::{Arm, Watched, hub};
+use crate::mark::StartedMark;
 use crate::protocol::{FromWorker, ToWorker};
 use crate::relay::{Ended, Relay, Router, Waited};
 use crate::spawn::spawn_worker;
@@ -120,6 +121,8 @@ struct ProcessLink {
     relay: Relay<FromWorker>,
     storage: GlobalStorage,
     ready: AtomicBool,
+    /// The highest call id the worker has started.
+    mark: Option<StartedMark>,
     /// Frames written to the worker so far.
     sent: AtomicU64,
     /// Its exit has been collected (and its output drained).
@@ -228,8 +231,8 @@ impl Inner {
         }
         self.alive.store(false, Ordering::Release);
         let pending: Vec<_> = self.pending.lock().drain().collect();
-        for (_, call) in pending {
-            let _ = call.reply.send(Err(lost(self, call.sent)));
+        for (id, call) in pending {
+            let _ = call.reply.send(Err(lost(self, id, call.sent)));
         }
         let event = self.event(exit);
         for watcher in self.watchers.lock().drain(..) {
@@ -548,7 +551,7 @@ impl Worker {
         // death fails every pending call, so re-check.
         if !self.is_alive() {
             if let Some(call) = self.inner.pending.lock().remove(&id) {
-                let _ = call.reply.send(Err(lost(&self.inner, call.sent)));
+                let _ = call.reply.send(Err(lost(&self.inner, id, call.sent)));
             }
         }
         Ok(PendingCall {
@@ -843,19 +846,24 @@ fn not_delivered(inner: &Inner) -> WorkerError {
     }
 }
 
-/// The error of a call, sent as the `sent`th frame, whose worker ended
+/// The error of call `id`, sent as the `sent`th frame, whose worker ended
 /// without answering: [`WorkerError::NotDelivered`] where the call surely
-/// never reached the worker — it ended before it was ready, or it left
-/// bytes of ours unread while this call was the last thing sent — and
-/// [`WorkerError::Died`] otherwise (it may have run).
-fn lost(inner: &Inner, sent: u64) -> WorkerError {
+/// never started — the worker ended before it was ready, or its started
+/// mark is below the call (without a mark: it left bytes of ours unread
+/// while this call was the last thing sent) — and [`WorkerError::Died`]
+/// otherwise (it may have run).
+fn lost(inner: &Inner, id: u64, sent: u64) -> WorkerError {
     let Link::Process(p) = &inner.link else {
         return died(inner);
     };
     let never_ready = !p.ready.load(Ordering::Acquire);
-    let unread =
-        matches!(p.relay.ended(), Some(Ended::Reset)) && p.sent.load(Ordering::Relaxed) == sent;
-    if never_ready || unread {
+    let unstarted = match &p.mark {
+        Some(mark) => mark.get() < id,
+        None => {
+            matches!(p.relay.ended(), Some(Ended::Reset)) && p.sent.load(Ordering::Relaxed) == sent
+        }
+    };
+    if never_ready || unstarted {
         not_delivered(inner)
     } else {
         died(inner)
@@ -915,7 +923,17 @@ fn start_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerE
         source,
     };
     let hub = hub().map_err(spawn_error)?;
-    let mut spawned = spawn_worker(&name).map_err(spawn_error)?;
+    // Without a mark, the worker's end says less about which calls it
+    // started (see `lost`), but it works the same.
+    let mark = StartedMark::new().ok();
+    let mut spawned = spawn_worker(&name, mark.is_some()).map_err(spawn_error)?;
+    if let Some(mark) = &mark {
+        if let Err(e) = mark.hand_over(&spawned.channel) {
+            let _ = spawned.child.kill();
+            let _ = spawned.child.wait();
+            return Err(spawn_error(e));
+        }
+    }
     let pid = spawned.child.id();
     let stdout = spawned.child.stdout.take();
     let stderr = spawned.child.stderr.take();
@@ -948,6 +966,7 @@ fn start_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerE
             relay,
             storage,
             ready: AtomicBool::new(false),
+            mark,
             sent: AtomicU64::new(0),
             reaped: AtomicBool::new(false),
             started: Instant::now(),

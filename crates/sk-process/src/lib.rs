@@ -76,6 +76,7 @@ mod frame;
 mod handle;
 mod hub;
 mod manager;
+mod mark;
 mod pool;
 mod protocol;
 mod relay;

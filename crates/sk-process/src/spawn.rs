@@ -52,8 +52,10 @@ pub(crate) struct Spawned {
     pub(crate) channel: UnixStream,
 }
 
-/// Starts this binary as the worker `name`.
-pub(crate) fn spawn_worker(name: &str) -> io::Result<Spawned> {
+/// Starts this binary as the worker `name`; with `mark`, the worker
+/// expects a [`StartedMark`](crate::mark::StartedMark) as its channel's
+/// first byte.
+pub(crate) fn spawn_worker(name: &str, mark: bool) -> io::Result<Spawned> {
     let (parent_end, child_end) = UnixStream::pair()?;
     let child_fd: OwnedFd = child_end.into();
     let parent_pid = std::process::id();
@@ -67,6 +69,9 @@ pub(crate) fn spawn_worker(name: &str) -> io::Result<Spawned> {
         .stdin(Stdio::from(child_fd))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if mark {
+        command.env(crate::mark::ENV_MARK, "1");
+    }
     // A root this process has fixed is the worker's too.
     if let Some(root) = sk_reg::SkRoot::current_if_set() {
         command.env(ENV_ROOT, root.path());

@@ -31,6 +31,7 @@ use sk_reg::{CasOutcome, GlobalStorage, SkRoot, StorageBackend, StorageError, St
 
 use crate::error::ProtocolError;
 use crate::frame::{DEFAULT_MAX_FRAME, encode_frame, send_frame};
+use crate::mark::StartedMark;
 use crate::protocol::{Encoded, FromWorker, RemoteFailure, StorageOp, StorageReply, ToWorker};
 use crate::relay::{Ended, Relay, Router, Waited};
 use crate::stamp::Stamp;
@@ -444,6 +445,13 @@ fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
         match waited {
             Waited::Got(Command::Call(call)) => {
                 let (id, function, extra) = *call;
+                if let Some(mark) = &link.mark {
+                    // The function is looked up first (a new process's
+                    // first lookup takes a while): the mark then comes as
+                    // close to its start as it can.
+                    let _ = function.spec();
+                    mark.mark(id);
+                }
                 let outcome = run_call(&function, &extra);
                 // Be the reader before the answer goes out (see
                 // `Relay::try_lead`).
@@ -495,6 +503,8 @@ enum Command {
 /// process's global storage: every operation is sent to the parent, which
 /// hosts the store.
 pub(crate) struct WorkerLink {
+    /// Where the parent sees which calls have started.
+    mark: Option<StartedMark>,
     relay: Relay<ToWorker>,
     out: Mutex<UnixStream>,
     commands: Mutex<VecDeque<Command>>,
@@ -518,8 +528,13 @@ const STORAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl WorkerLink {
     fn new(stream: UnixStream) -> io::Result<Self> {
+        let mark = match std::env::var_os(crate::mark::ENV_MARK) {
+            Some(_) => Some(StartedMark::receive(&stream)?),
+            None => None,
+        };
         let out = stream.try_clone()?;
         Ok(WorkerLink {
+            mark,
             relay: Relay::new(stream, None),
             out: Mutex::new(out),
             commands: Mutex::new(VecDeque::new()),

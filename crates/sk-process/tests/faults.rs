@@ -12,10 +12,12 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use sk_core::BoxError;
 use sk_core::{Args, SkFunction};
 use sk_process::{
-    Backend, ChildSpec, ItemError, ManagerError, ManagerEvent, Pool, ProcessManager,
-    RestartStrategy, Worker, WorkerError,
+    Backend, ChildSpec, ItemError, ManagerError, ManagerEvent, Pool, ProcessConfig, ProcessContext,
+    ProcessManager, RestartStrategy, SkProcess, Worker, WorkerError,
 };
 use sk_reg::GlobalStorage;
 use sk_testkit::{KillStorm, hang_guard, kill, wait_dead, worker_children};
@@ -351,5 +353,51 @@ fn every_restart_of_a_child_killed_while_starting_is_reported() {
         );
         assert_eq!(last_restarted, restarts);
         assert!(!worker_children("storm-child").contains(&pid));
+    });
+}
+
+/// Runs until stopped, with many lives; answers with the life it is on.
+#[derive(Serialize, Deserialize)]
+struct Lasting;
+
+impl SkProcess for Lasting {
+    type Output = u32;
+
+    fn config(&self) -> ProcessConfig {
+        ProcessConfig::new().until_stopped().lives(100_000)
+    }
+    fn run(&mut self, _ctx: &ProcessContext) -> Result<(), BoxError> {
+        thread::sleep(Duration::from_millis(2));
+        Ok(())
+    }
+    fn result(&mut self, ctx: &ProcessContext) -> Result<u32, BoxError> {
+        Ok(ctx.life())
+    }
+}
+sk_process::register_process!(Lasting);
+
+#[test]
+fn each_crash_of_an_skprocess_costs_exactly_one_life_whenever_it_comes() {
+    if !process_only() {
+        return;
+    }
+    hang_guard(Duration::from_secs(120), || {
+        let handle = sk_process::start(Lasting, Backend::Process).unwrap();
+        // Workers are killed while they run a life and while the next
+        // one starts.
+        let storm = KillStorm::start(
+            "Lasting#",
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+        );
+        thread::sleep(Duration::from_millis(500));
+        let crashes = storm.stop();
+        assert!(crashes > 0);
+        assert!(handle.is_running(), "lives remain: it must go on");
+        handle.stop();
+        let life = handle
+            .join(Some(Duration::from_secs(30)))
+            .unwrap_or_else(|e| panic!("{e} after {crashes} crashes"));
+        assert_eq!(life as usize, crashes + 1, "one life per crash");
     });
 }

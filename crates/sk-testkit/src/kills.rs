@@ -2,8 +2,9 @@
 //! process's workers by name in `/proc`, SIGKILL them, wait for them to be
 //! gone, or kill them at random moments from a thread ([`KillStorm`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -72,7 +73,8 @@ pub fn wait_dead(pid: u32, limit: Duration) -> bool {
 #[derive(Debug)]
 pub struct KillStorm {
     stop: Arc<AtomicBool>,
-    kills: Arc<AtomicUsize>,
+    /// Every process it killed.
+    killed: Arc<Mutex<BTreeSet<u32>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -84,10 +86,10 @@ impl KillStorm {
     /// When the thread cannot start.
     pub fn start(prefix: &str, min_gap: Duration, max_gap: Duration) -> KillStorm {
         let stop = Arc::new(AtomicBool::new(false));
-        let kills = Arc::new(AtomicUsize::new(0));
+        let killed = Arc::new(Mutex::new(BTreeSet::new()));
         let prefix = prefix.to_owned();
         let thread = {
-            let (stop, kills) = (Arc::clone(&stop), Arc::clone(&kills));
+            let (stop, killed) = (Arc::clone(&stop), Arc::clone(&killed));
             thread::Builder::new()
                 .name("kill-storm".to_owned())
                 .spawn(move || {
@@ -98,7 +100,10 @@ impl KillStorm {
                         let pids = worker_children(&prefix);
                         if let Some(&pid) = pids.get(rng.usize(..pids.len().max(1))) {
                             kill(pid);
-                            kills.fetch_add(1, Ordering::Relaxed);
+                            killed
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(pid);
                         }
                     }
                 })
@@ -106,22 +111,30 @@ impl KillStorm {
         match thread {
             Ok(thread) => KillStorm {
                 stop,
-                kills,
+                killed,
                 thread: Some(thread),
             },
             Err(e) => panic!("cannot start the kill storm: {e}"),
         }
     }
 
-    /// How many kills it made so far.
+    /// How many processes it has killed so far.
     pub fn kills(&self) -> usize {
-        self.kills.load(Ordering::Relaxed)
+        self.killed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
-    /// Stops it; how many kills it made.
-    pub fn stop(mut self) -> usize {
+    /// Stops it; how many processes it killed.
+    pub fn stop(self) -> usize {
+        self.stop_killed().len()
+    }
+
+    /// Stops it; the processes it killed.
+    pub fn stop_killed(mut self) -> BTreeSet<u32> {
         self.halt();
-        self.kills()
+        std::mem::take(&mut *self.killed.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn halt(&mut self) {

@@ -1,0 +1,159 @@
+//! Which calls a worker process has started, kept where its parent can
+//! read it after the worker dies.
+//!
+//! The parent makes a small memory file (a memfd) for each worker process
+//! and hands it over as the channel's first byte (SCM_RIGHTS); the worker
+//! writes the id of each call into it just before it runs the call. When
+//! a worker dies with calls in hand, the parent reads the mark: a call
+//! whose id is above it never started — whether its bytes were still in
+//! the socket or already read by a process being killed — so it can run
+//! on another worker without running twice. The worker pays one `pwrite`
+//! a call; nobody is woken.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{MemfdFlags, ftruncate, memfd_create};
+use rustix::io::{pread, pwrite};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
+};
+
+/// Set in a worker's environment when its channel starts with a mark.
+pub(crate) const ENV_MARK: &str = "SK_WORKER_MARK";
+
+/// The byte that carries the mark's descriptor.
+const HANDOVER: u8 = b'M';
+
+/// The highest call id a worker process has started.
+#[derive(Debug)]
+pub(crate) struct StartedMark {
+    file: OwnedFd,
+    /// The last id this side wrote.
+    written: AtomicU64,
+}
+
+impl StartedMark {
+    /// A new mark, at 0 (no call started).
+    pub(crate) fn new() -> io::Result<Self> {
+        let file = memfd_create("sk-started", MemfdFlags::CLOEXEC)?;
+        ftruncate(&file, 8)?;
+        Ok(StartedMark::of(file))
+    }
+
+    /// Sends the mark to the worker at the other end of `channel`, as the
+    /// channel's first byte.
+    pub(crate) fn hand_over(&self, channel: &UnixStream) -> io::Result<()> {
+        let fds = [self.file.as_fd()];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(io::Error::other("no room for the descriptor"));
+        }
+        let sent = sendmsg(
+            channel,
+            &[IoSlice::new(&[HANDOVER])],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )?;
+        if sent == 1 {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::WriteZero.into())
+        }
+    }
+
+    /// Takes the mark the parent handed over: the channel's first byte.
+    pub(crate) fn receive(channel: &UnixStream) -> io::Result<Self> {
+        let mut byte = [0u8];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = recvmsg(
+            channel,
+            &mut [IoSliceMut::new(&mut byte)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )?;
+        let mut file = None;
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                for fd in fds {
+                    file.get_or_insert(fd);
+                }
+            }
+        }
+        match (got.bytes, byte[0], file) {
+            (1, HANDOVER, Some(file)) => Ok(StartedMark::of(file)),
+            (0, _, _) => Err(io::ErrorKind::UnexpectedEof.into()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the channel did not start with the started-call mark",
+            )),
+        }
+    }
+
+    fn of(file: OwnedFd) -> Self {
+        StartedMark {
+            file,
+            written: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that call `id` starts now (the mark only grows).
+    pub(crate) fn mark(&self, id: u64) {
+        if id > self.written.fetch_max(id, Ordering::Relaxed) {
+            // A failed write leaves the mark low: the call then counts
+            // as not started only if the worker also dies before
+            // answering, and the parent cannot tell either way.
+            let _ = pwrite(&self.file, &id.to_le_bytes(), 0);
+        }
+    }
+
+    /// The highest call id started so far (0 for none).
+    pub(crate) fn get(&self) -> u64 {
+        let mut bytes = [0u8; 8];
+        match pread(&self.file, &mut bytes, 0) {
+            Ok(8) => u64::from_le_bytes(bytes),
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_handed_over_is_shared_by_both_ends() {
+        let (parent, worker) = UnixStream::pair().unwrap();
+        let ours = StartedMark::new().unwrap();
+        ours.hand_over(&parent).unwrap();
+        // Frames after the hand-over stay in the stream for the relay.
+        std::io::Write::write_all(&mut &parent, b"rest").unwrap();
+        let theirs = StartedMark::receive(&worker).unwrap();
+        assert_eq!(ours.get(), 0);
+        theirs.mark(7);
+        theirs.mark(3);
+        assert_eq!(ours.get(), 7, "seen by the parent, and it only grows");
+        let mut rest = [0u8; 4];
+        std::io::Read::read_exact(&mut &worker, &mut rest).unwrap();
+        assert_eq!(&rest, b"rest");
+    }
+
+    #[test]
+    fn a_channel_without_a_mark_is_refused() {
+        let (parent, worker) = UnixStream::pair().unwrap();
+        std::io::Write::write_all(&mut &parent, b"xyz").unwrap();
+        let err = StartedMark::receive(&worker).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        drop(parent);
+        let (parent, worker) = UnixStream::pair().unwrap();
+        drop(parent);
+        let err = StartedMark::receive(&worker).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
