@@ -928,10 +928,11 @@ fn start_process(name: String, storage: GlobalStorage) -> Result<Worker, WorkerE
     let mark = StartedMark::new().ok();
     let mut spawned = spawn_worker(&name, mark.is_some()).map_err(spawn_error)?;
     if let Some(mark) = &mark {
-        if let Err(e) = mark.hand_over(&spawned.channel) {
+        if mark.hand_over(&spawned.channel).is_err() {
+            // Dead already (killed while starting), or it cannot be told
+            // its mark: either way it ends here, and its end is reported
+            // like any other death before it was ready.
             let _ = spawned.child.kill();
-            let _ = spawned.child.wait();
-            return Err(spawn_error(e));
         }
     }
     let pid = spawned.child.id();
