@@ -122,6 +122,12 @@ impl CyclePart {
     /// [`SkFunction`](sk_core::SkFunction)) can; anything else is a build
     /// error naming the part. The function gets the part's input as its
     /// argument `input` when it has a parameter of that name.
+    ///
+    /// A worker that dies while the part runs fails the attempt (the
+    /// error mode decides what follows); a worker found dead, or one
+    /// that dies before it starts the part, costs the part nothing: it
+    /// runs on a fresh worker (up to 8 tries), whatever its error mode.
+    /// A dead worker is never handed another part.
     pub fn in_process(mut self) -> Self {
         self.placement = Placement::Process;
         self

@@ -11,6 +11,21 @@
 //!   stdout and stderr are forwarded, prefixed with the worker's name.
 //!   [`Worker::start`] returns before the worker is ready; calls sent at
 //!   once wait in its channel.
+//! - Faults are contained. A worker beats from its first moment, so one
+//!   that freezes (even in its first call, queued before it was ready)
+//!   is failed after a 10 s silence; a frame that begins must arrive
+//!   whole within 10 s (a peer frozen mid-frame, or whose header lies
+//!   about its length, breaks the channel; no reader waits forever), and
+//!   its buffer grows only as bytes arrive. Each worker process keeps a
+//!   *started mark* its parent can read after it dies, so a call it never
+//!   started fails with [`WorkerError::NotDelivered`]
+//!   ([`WorkerError::never_ran`]) and can run elsewhere without running
+//!   twice: the cycle engine, [`Pool`] and [`ProcessManager::call`] do so
+//!   by themselves, whatever the error mode or retry policy.
+//! - A program that starts workers without [`init`] first in `main` would
+//!   start a generation of workers per generation; a process started as a
+//!   worker refuses to start workers of its own
+//!   ([`WorkerError::MissingInit`], seen by its parent too).
 //! - Cheap workers: a call crosses no thread hand-off — the thread waiting
 //!   for a reply reads the channel itself, and a worker process runs a
 //!   call on the thread that read it — and a worker process costs the

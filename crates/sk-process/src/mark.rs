@@ -7,8 +7,9 @@
 //! a worker dies with calls in hand, the parent reads the mark: a call
 //! whose id is above it never started — whether its bytes were still in
 //! the socket or already read by a process being killed — so it can run
-//! on another worker without running twice. The worker pays one `pwrite`
-//! a call; nobody is woken.
+//! on another worker without running twice. The worker maps the file and
+//! pays one atomic store a call (a `pwrite` where it cannot map it);
+//! nobody is woken.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -35,6 +36,8 @@ pub(crate) struct StartedMark {
     file: OwnedFd,
     /// The last id this side wrote.
     written: AtomicU64,
+    /// The file mapped into this process, where the worker writes.
+    mapped: Option<&'static AtomicU64>,
 }
 
 impl StartedMark {
@@ -87,7 +90,11 @@ impl StartedMark {
             }
         }
         match (got.bytes, byte[0], file) {
-            (1, HANDOVER, Some(file)) => Ok(StartedMark::of(file)),
+            (1, HANDOVER, Some(file)) => {
+                let mut mark = StartedMark::of(file);
+                mark.mapped = map(&mark.file);
+                Ok(mark)
+            }
             (0, _, _) => Err(io::ErrorKind::UnexpectedEof.into()),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -100,16 +107,24 @@ impl StartedMark {
         StartedMark {
             file,
             written: AtomicU64::new(0),
+            mapped: None,
         }
     }
 
     /// Records that call `id` starts now (the mark only grows).
     pub(crate) fn mark(&self, id: u64) {
         if id > self.written.fetch_max(id, Ordering::Relaxed) {
-            // A failed write leaves the mark low: the call then counts
-            // as not started only if the worker also dies before
-            // answering, and the parent cannot tell either way.
-            let _ = pwrite(&self.file, &id.to_le_bytes(), 0);
+            match self.mapped {
+                // Stored before the call runs: the store is in the shared
+                // page (the kernel's copy) as soon as it is made.
+                Some(cell) => cell.store(id.to_le(), Ordering::Release),
+                // A failed write leaves the mark low: the call then counts
+                // as not started only if the worker also dies before
+                // answering, and the parent cannot tell either way.
+                None => {
+                    let _ = pwrite(&self.file, &id.to_le_bytes(), 0);
+                }
+            }
         }
     }
 
@@ -120,6 +135,30 @@ impl StartedMark {
             Ok(8) => u64::from_le_bytes(bytes),
             _ => 0,
         }
+    }
+}
+
+/// Maps the first 8 bytes of `file` shared, for the life of the process
+/// (a worker keeps its one mark until it exits).
+fn map(file: &OwnedFd) -> Option<&'static AtomicU64> {
+    use rustix::mm::{MapFlags, ProtFlags, mmap};
+    // SAFETY: a new shared mapping of a file of at least 8 bytes (the
+    // parent sized it), at an address the kernel picks, so it aliases
+    // nothing of ours; it is page-aligned, so aligned for an `AtomicU64`
+    // (same layout as `u64`), and never unmapped, so the reference is
+    // valid for the rest of the process. Another process writing the
+    // same page is what atomics are for.
+    unsafe {
+        let ptr = mmap(
+            std::ptr::null_mut(),
+            8,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            file,
+            0,
+        )
+        .ok()?;
+        ptr.cast::<AtomicU64>().as_ref()
     }
 }
 

@@ -221,6 +221,15 @@ fn batch_missing(e: &FunctionError) -> crate::error::WorkerError {
 /// worker, so every item ends with a result or an [`ItemError`] — never a
 /// hang, never a missing result.
 ///
+/// Deaths count only against the item that was running: items a dead
+/// worker had not started, a chunk that never reached its worker
+/// ([`WorkerError::never_ran`](crate::WorkerError::never_ran)), and
+/// replacement workers that die (or are killed) while starting cost no
+/// item anything — a driver starts replacements with a short backoff,
+/// and an item fails as [`ItemError::Unrunnable`] only after 8
+/// replacements in a row failed to start (at once, for a program without
+/// `init()`).
+///
 /// Dropping the pool (or [`close`](Pool::close)) stops its workers.
 ///
 /// # Examples
