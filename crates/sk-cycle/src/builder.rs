@@ -78,9 +78,24 @@ static NEXT_BUILDER_ID: AtomicU64 = AtomicU64::new(1);
 /// assert_eq!(err.to_string(), "cannot place at 3-2: it is already filled by part \"b\"");
 ///
 /// b.add(part("sum"), (4, 2))?;
-/// b.pipe("a", "sum")?; // `sum` gets `a`'s output as input
+/// b.pipe("a", "sum")?; // `sum` gets `a`'s output as input, not `b`'s
 /// let cycle = b.build()?;
 /// assert_eq!(cycle.name(), "demo");
+/// # Ok::<(), sk_cycle::BuildError>(())
+/// ```
+///
+/// What flows through a pipe:
+///
+/// ```
+/// use sk_cycle::{CycleBuilder, CyclePart, Run};
+///
+/// let mut b = CycleBuilder::new("piped");
+/// b.add(CyclePart::new("root", |_| 1u32), 1)?;
+/// b.split([CyclePart::new("a", |_| 500u32), CyclePart::new("b", |_| 3u32)], 2)?;
+/// b.add(CyclePart::new("sum", |ctx| ctx.input_as::<u32>().copied()), (4, 2))?;
+/// b.pipe("a", "sum")?;
+/// let report = b.build()?.run(Run::once()).expect("it runs");
+/// assert_eq!(report.last().unwrap().output_as::<Option<u32>>("sum"), Some(&Some(500)));
 /// # Ok::<(), sk_cycle::BuildError>(())
 /// ```
 pub struct CycleBuilder {

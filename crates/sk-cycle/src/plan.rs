@@ -256,7 +256,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
             }
         }
     }
-    let parts: Vec<PlanPart> = parts.into_iter().flatten().collect();
+    let mut parts: Vec<PlanPart> = parts.into_iter().flatten().collect();
     if let Some(p) = parts.iter().find(|p| {
         matches!(
             p.part.error_mode,
@@ -284,6 +284,9 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
     for &(from, to) in &bp.pipes {
         if let (Some(f), Some(t)) = (pid(from), pid(to)) {
             edges.push((f, t, true));
+            // A piped part's input is its pipe's output, not its tree
+            // parent's (which still orders it and passes on failure).
+            parts[t as usize].input_from = Some(f);
         }
     }
 

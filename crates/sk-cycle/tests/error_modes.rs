@@ -142,7 +142,12 @@ fn instant_fail_cancels_what_has_not_started_and_stops_the_run() {
         assert!(report.is_error());
         let last = report.last().unwrap();
         assert_eq!(last.state_of("bad"), Some(PartState::Failed));
-        assert_eq!(last.state_of("long"), Some(PartState::Succeeded));
+        // Stopped by the instant fail while it ran: cancelled, although
+        // its closure returned normally.
+        assert_eq!(last.state_of("long"), Some(PartState::Cancelled));
+        assert!(last.output_of("long").is_none());
+        // What ended before it keeps its state.
+        assert_eq!(last.state_of("root"), Some(PartState::Succeeded));
         assert_eq!(last.state_of("after_long"), Some(PartState::Cancelled));
         assert!(
             report

@@ -505,10 +505,20 @@ impl Runtime {
     /// Records `node`'s end, releases its successors and gate, and returns
     /// up to two ready successors for the caller to run (spawning any
     /// others) and how many sinks ended here (not yet counted).
-    fn complete(self: &Arc<Self>, node: u32, finish: Finish, depth: u32) -> (Ready, usize) {
+    fn complete(self: &Arc<Self>, node: u32, mut finish: Finish, depth: u32) -> (Ready, usize) {
         let lane = self.plan.node_lane[node as usize] as usize;
         let mut data_poison = poison::NONE;
         if self.plan.is_part(node) {
+            if finish.state.is_success() && self.abort.load(Ordering::Acquire) {
+                // It was still running when an instant fail stopped
+                // everything (its stop token was set): cancelled, whatever
+                // it returned.
+                finish = Finish {
+                    gated: finish.gated,
+                    ran: finish.ran,
+                    ..Finish::resolved(PartState::Cancelled, poison::NONE)
+                };
+            }
             data_poison = finish.poison;
             let mut queued = None;
             if finish.gated {
