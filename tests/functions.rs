@@ -290,10 +290,10 @@ fn lambda_refuses_to_serialize_naming_itself() {
     let lambda = SkLambda::new("local_counter", || 1u8);
     assert_eq!(lambda.execute::<u8>().unwrap(), 1);
     let err = External::encode(&lambda).unwrap_err();
+    let text = suitkaise::error_chain(&err);
     assert!(
-        err.to_string()
-            .contains("\"local_counter\" is a local closure"),
-        "{err}"
+        text.contains("\"local_counter\" is a local closure"),
+        "{text}"
     );
     let any: AnyFunction = lambda.into();
     assert!(any.is_local());

@@ -26,7 +26,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum CerealError {
     /// A value refused to serialize (its `Serialize` impl failed, or the
     /// format cannot express it).
-    #[error("cannot serialize value at {path} ({format} format): {source}")]
+    #[error("cannot serialize value at {path} ({format} format)")]
     Serialize {
         /// The format's [`NAME`](crate::Format::NAME).
         format: &'static str,
@@ -37,7 +37,7 @@ pub enum CerealError {
         source: BoxError,
     },
     /// The bytes do not hold a valid value of the requested type.
-    #[error("cannot deserialize value at {path} ({format} format): {source}")]
+    #[error("cannot deserialize value at {path} ({format} format)")]
     Deserialize {
         /// The format's [`NAME`](crate::Format::NAME).
         format: &'static str,
@@ -132,7 +132,7 @@ pub enum CerealError {
     },
     /// An error without a value path of its own, placed in a caller's context
     /// by [`CerealError::with_context`].
-    #[error("at {path}: {source}")]
+    #[error("at {path}")]
     InContext {
         /// The caller-supplied path.
         path: ValuePath,
@@ -233,5 +233,53 @@ impl fmt::Display for Bytes<'_> {
             write!(f, "{}", std::ascii::escape_default(b))?;
         }
         f.write_str("\"")
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use sk_testkit::assert_chain_says_each_thing_once as says_once;
+
+    use super::*;
+    use crate::{Format, Internal, Segment};
+
+    #[test]
+    fn every_error_with_a_source_says_it_once() {
+        let path = || ValuePath::from(vec![Segment::arg("size")]);
+        let deserialize = Internal::decode::<String>(&[]).unwrap_err();
+        says_once(&deserialize);
+        says_once(&deserialize.with_context(Segment::arg("a")));
+        let envelope = crate::External::decode::<u32>(b"SKCE\xff\xff\xff\xff").unwrap_err();
+        assert!(
+            matches!(envelope, CerealError::Envelope { .. }),
+            "{envelope:?}"
+        );
+        says_once(&envelope);
+        for err in [
+            CerealError::Serialize {
+                format: Internal::NAME,
+                path: path(),
+                source: "width must be positive".into(),
+            },
+            CerealError::Deserialize {
+                format: Internal::NAME,
+                path: path(),
+                source: "expected bool".into(),
+            },
+            CerealError::Snapshot {
+                type_name: "Conn",
+                source: "socket closed".into(),
+            },
+            CerealError::Restore {
+                type_name: "Conn",
+                source: "socket closed".into(),
+            },
+            CerealError::BadMagic { found: vec![1, 2] }.with_context(Segment::arg("b")),
+        ] {
+            says_once(&err);
+        }
+        says_once(&crate::AccumulatorError::Spawn(std::io::Error::other(
+            "no threads left",
+        )));
     }
 }

@@ -406,13 +406,7 @@ impl SkFunctionBuilder {
             // The lookup error is reported by `build`.
             Err(_) => return Ok(()),
         };
-        let declared = spec
-            .param(param)
-            .ok_or_else(|| FunctionError::UnknownParameter {
-                function: self.name.clone(),
-                param: param.to_owned(),
-                known: spec.param_list(),
-            })?;
+        let declared = spec.expect_param(param)?;
         if !declared.accepts(TypeId::of::<T>()) {
             return Err(FunctionError::ArgumentType {
                 function: self.name.clone(),

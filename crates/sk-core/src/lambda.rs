@@ -34,7 +34,8 @@ type LambdaFn = dyn Fn(&Args) -> Result<Value, FunctionError> + Send + Sync;
 /// assert_eq!(add_two.execute::<i32>()?, 42);
 ///
 /// let err = sk_cereal::Internal::encode(&add_two).unwrap_err();
-/// assert!(err.to_string().contains("\"add_two\" is a local closure"));
+/// let why = sk_core::error_chain(&err);
+/// assert!(why.contains("\"add_two\" is a local closure"), "{why}");
 /// # Ok::<(), FunctionError>(())
 /// ```
 #[derive(Clone)]

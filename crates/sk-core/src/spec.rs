@@ -279,6 +279,21 @@ impl FunctionSpec {
         self.params.iter().find(|p| p.name == name)
     }
 
+    /// The declared parameter called `name`, or an error naming the
+    /// function, the name and the parameters it does have.
+    ///
+    /// # Errors
+    ///
+    /// [`FunctionError::UnknownParameter`].
+    pub fn expect_param(&self, name: &str) -> Result<&ParamSpec, FunctionError> {
+        self.param(name)
+            .ok_or_else(|| FunctionError::UnknownParameter {
+                function: self.name.to_string(),
+                param: name.to_owned(),
+                known: self.param_list(),
+            })
+    }
+
     /// The Rust type name of the output (`Vec<Item>` for a generator).
     pub fn output_type(&self) -> &'static str {
         self.output

@@ -302,6 +302,7 @@ mod tests {
     fn local_values_refuse_to_encode_naming_the_type() {
         struct Handle;
         let err = Value::local(Handle).encode().unwrap_err();
-        assert!(err.to_string().contains("Handle"), "{err}");
+        let text = crate::error_chain(&err);
+        assert!(text.contains("Handle"), "{text}");
     }
 }

@@ -154,7 +154,7 @@ pub enum BuildError {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The thread pool or a component thread could not be started.
-    #[error("cycle \"{cycle}\": cannot start {what}: {source}")]
+    #[error("cycle \"{cycle}\": cannot start {what}")]
     Start {
         /// The cycle.
         cycle: String,
@@ -165,10 +165,10 @@ pub enum RunError {
         source: std::io::Error,
     },
     /// The Ctrl-C handler could not be installed.
-    #[error("cannot install the Ctrl-C handler: {0}")]
+    #[error("cannot install the Ctrl-C handler")]
     CtrlC(#[source] ctrlc::Error),
     /// A part failed under instant fail and stopped the run.
-    #[error("cycle \"{cycle}\" stopped in iteration {iteration}: {source}")]
+    #[error("cycle \"{cycle}\" stopped in iteration {iteration}")]
     InstantFail {
         /// The cycle.
         cycle: String,
@@ -184,4 +184,33 @@ pub enum RunError {
         /// The cycle.
         cycle: String,
     },
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use sk_testkit::assert_chain_says_each_thing_once as says_once;
+
+    use super::*;
+
+    #[test]
+    fn every_error_with_a_source_says_it_once() {
+        says_once(&RunError::Start {
+            cycle: "c".to_owned(),
+            what: "the thread pool".to_owned(),
+            source: std::io::Error::other("no more threads"),
+        });
+        says_once(&RunError::InstantFail {
+            cycle: "c".to_owned(),
+            iteration: 3,
+            source: std::sync::Arc::new(crate::part::PartError::Failed {
+                part: "p".to_owned(),
+                coord: crate::Coord::new(1, 1),
+                message: "disk on fire".to_owned(),
+            }),
+        });
+        says_once(&BuildError::Registry(sk_reg::RegistryError::NotFound {
+            registry: "cycles".to_owned(),
+            name: "c".to_owned(),
+        }));
+    }
 }

@@ -409,7 +409,15 @@ impl Cycle {
             thread::yield_now();
         }
         let lingering = Arc::strong_count(&rt) > 1;
+        let part_threads = std::mem::take(&mut *rt.own_threads.lock());
         drop(rt);
+        if !lingering {
+            // Every part's own thread has let go of the runtime: each has
+            // returned, or is about to.
+            for handle in part_threads {
+                let _ = handle.join();
+            }
+        }
         if let (Some(threads), false) = (own_threads, lingering) {
             // The pool is gone with the runtime; its threads are ending.
             for handle in std::mem::take(&mut *threads.lock()) {

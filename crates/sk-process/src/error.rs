@@ -325,8 +325,10 @@ pub enum ItemError {
         /// What went wrong.
         message: String,
     },
-    /// The item's argument does not serialize.
-    #[error("the item's argument does not serialize")]
+    /// The item could not be bound as the function's argument: the
+    /// function has no parameter of that name, or the item does not
+    /// serialize.
+    #[error("cannot bind the item as the function's argument")]
     Encode(#[source] sk_core::FunctionError),
     /// The function's output is not of the requested type.
     #[error("the output is not of the requested type")]
@@ -374,14 +376,14 @@ pub enum PoolError {
         #[source]
         source: io::Error,
     },
-    /// An item failed; the call stopped there.
-    #[error("item {index} failed")]
+    /// An item failed; the call stopped there. Its `Display` says why
+    /// (the whole of the item's error, which it carries as `error`).
+    #[error("item {index}: {}", sk_core::error_chain(error))]
     Item {
         /// The item's position in the input (0-based).
         index: usize,
         /// Why it failed.
-        #[source]
-        source: ItemError,
+        error: ItemError,
     },
 }
 
@@ -635,4 +637,109 @@ pub enum SkProcessError {
         /// The process.
         process: String,
     },
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use sk_testkit::assert_chain_says_each_thing_once as says_once;
+
+    use super::*;
+
+    fn cereal() -> CerealError {
+        sk_cereal::Internal::decode::<String>(&[]).unwrap_err()
+    }
+
+    fn function() -> sk_core::FunctionError {
+        sk_core::FunctionError::failed("resize", "width must be positive")
+    }
+
+    fn worker() -> WorkerError {
+        WorkerError::Protocol {
+            worker: "w".to_owned(),
+            source: ProtocolError::Malformed(cereal()),
+        }
+    }
+
+    #[test]
+    fn every_error_with_a_source_says_it_once() {
+        let io = || io::Error::other("no more processes");
+        let errors: Vec<Box<dyn std::error::Error>> = vec![
+            Box::new(ProtocolError::Io(io())),
+            Box::new(ProtocolError::Malformed(cereal())),
+            Box::new(WorkerError::Spawn {
+                worker: "w".to_owned(),
+                source: io(),
+            }),
+            Box::new(worker()),
+            Box::new(WorkerError::Encode {
+                worker: "w".to_owned(),
+                source: cereal(),
+            }),
+            Box::new(ThreadError::Spawn {
+                name: "t".to_owned(),
+                source: io(),
+            }),
+            Box::new(ItemError::Encode(function())),
+            Box::new(ItemError::Output(sk_core::TakeError::Decode(cereal()))),
+            Box::new(PoolError::Policy(sk_core::PolicyError::ZeroAttempts)),
+            Box::new(PoolError::Spawn(worker())),
+            Box::new(PoolError::Thread {
+                name: "t".to_owned(),
+                source: io(),
+            }),
+            Box::new(PoolError::Item {
+                index: 2,
+                error: ItemError::Encode(function()),
+            }),
+            Box::new(ManagerError::Budget {
+                manager: "m".to_owned(),
+                child: "c".to_owned(),
+                source: BudgetError::InvalidShare { share: 2.0 },
+            }),
+            Box::new(ManagerError::Worker {
+                manager: "m".to_owned(),
+                child: "c".to_owned(),
+                source: Box::new(worker()),
+            }),
+            Box::new(ManagerError::Thread {
+                manager: "m".to_owned(),
+                source: io(),
+            }),
+            Box::new(SkProcessError::Function {
+                process: "p".to_owned(),
+                source: function(),
+            }),
+            Box::new(SkProcessError::State {
+                process: "p".to_owned(),
+                source: cereal(),
+            }),
+            Box::new(SkProcessError::Output {
+                process: "p".to_owned(),
+                source: cereal(),
+            }),
+            Box::new(SkProcessError::Message {
+                process: "p".to_owned(),
+                source: cereal(),
+            }),
+            Box::new(SkProcessError::Worker {
+                process: "p".to_owned(),
+                source: worker(),
+            }),
+        ];
+        for err in &errors {
+            says_once(&**err);
+        }
+    }
+
+    #[test]
+    fn a_failed_pool_item_says_why() {
+        let err = PoolError::Item {
+            index: 2,
+            error: ItemError::TimedOut {
+                after: Duration::from_secs(1),
+                attempts: 1,
+            },
+        };
+        assert_eq!(err.to_string(), "item 2: timed out after 1s (1 attempt(s))");
+    }
 }

@@ -342,7 +342,7 @@ impl Pool {
     {
         let items: Vec<T> = items.into_iter().collect();
         let n = items.len();
-        let stream = self.stream(f, bind(param, items.into_iter()), Some(n), usize::MAX);
+        let stream = self.stream(f, bind(f, param, items.into_iter()), Some(n), usize::MAX);
         collect_or_fail(stream, n)
     }
 
@@ -360,7 +360,7 @@ impl Pool {
     {
         let items: Vec<T> = items.into_iter().collect();
         let n = items.len();
-        let stream = self.stream(f, bind(param, items.into_iter()), Some(n), usize::MAX);
+        let stream = self.stream(f, bind(f, param, items.into_iter()), Some(n), usize::MAX);
         collect_all(stream, n)
     }
 
@@ -378,7 +378,7 @@ impl Pool {
         R: DeserializeOwned + 'static,
     {
         let items = items.into_iter();
-        let stream = self.lazy_stream(f, bind(param, items));
+        let stream = self.lazy_stream(f, bind(f, param, items));
         Imap {
             stream,
             next: 0,
@@ -401,7 +401,7 @@ impl Pool {
     {
         let items = items.into_iter();
         ImapUnordered {
-            stream: self.lazy_stream(f, bind(param, items)),
+            stream: self.lazy_stream(f, bind(f, param, items)),
             _out: PhantomData,
         }
     }
@@ -542,12 +542,21 @@ impl Drop for Pool {
 }
 
 /// Binds each item to `param`.
+/// Binds each item to `param` of `f` — refused item by item, naming the
+/// typo, when `f` (registered here) has no such parameter.
 fn bind<T: Serialize, I: Iterator<Item = T>>(
+    f: &SkFunction,
     param: &str,
     items: I,
 ) -> impl Iterator<Item = Result<Args, FunctionError>> + use<T, I> {
     let param = param.to_owned();
-    items.map(move |item| Args::new().with(&param, &item))
+    let spec = f.spec().ok().cloned();
+    items.map(move |item| {
+        if let Some(spec) = &spec {
+            spec.expect_param(&param)?;
+        }
+        Args::new().with(&param, &item)
+    })
 }
 
 fn take<R: DeserializeOwned + 'static>(result: Result<Value, ItemError>) -> Result<R, ItemError> {
@@ -560,7 +569,10 @@ fn collect_or_fail<R: DeserializeOwned + 'static>(
 ) -> Result<Vec<R>, PoolError> {
     let mut slots: Vec<Option<R>> = std::iter::repeat_with(|| None).take(n).collect();
     while let Some((index, result)) = stream.next_raw() {
-        let value = take::<R>(result).map_err(|source| PoolError::Item { index, source })?;
+        let value = take::<R>(result).map_err(|source| PoolError::Item {
+            index,
+            error: source,
+        })?;
         if let Some(slot) = slots.get_mut(index) {
             *slot = Some(value);
         }

@@ -170,16 +170,23 @@ fn a_failing_item_fails_the_map_naming_its_index() {
         let err = pool
             .map::<u64, u64>(&handle("reject_42"), "x", 0..100u64)
             .unwrap_err();
-        let PoolError::Item { index, source } = &err else {
+        let PoolError::Item { index, error } = &err else {
             panic!("expected an item error, got {err:?}")
         };
         assert_eq!(*index, 42);
-        assert!(err.to_string().contains("item 42"), "{err}");
         assert!(
-            matches!(source, ItemError::Failed { attempts: 1, .. }),
-            "{source:?}"
+            matches!(error, ItemError::Failed { attempts: 1, .. }),
+            "{error:?}"
         );
-        assert!(source.to_string().contains("42 is not welcome"), "{source}");
+        assert!(error.to_string().contains("42 is not welcome"), "{error}");
+        // The call's error says which item, and why.
+        let text = err.to_string();
+        assert!(
+            text.starts_with("item 42: failed after 1 attempt(s)"),
+            "{text}"
+        );
+        assert!(text.contains("42 is not welcome"), "{text}");
+        sk_testkit::assert_chain_says_each_thing_once(&err);
         // The pool goes on.
         let ok: Vec<u64> = pool.map(&handle("reject_42"), "x", 0..10u64).unwrap();
         assert_eq!(ok, (0..10).collect::<Vec<_>>());
@@ -307,5 +314,26 @@ fn a_worker_killed_from_outside_mid_map_loses_no_result() {
         assert_eq!(results.unwrap(), items);
         assert!(!victim.is_alive());
         assert!(pool.replacements() >= 1);
+    })
+}
+
+#[test]
+fn a_misspelled_parameter_is_reported_as_the_typo() {
+    guarded(|| {
+        let pool = pool(1);
+        let err = pool
+            .map::<u64, u64>(&handle("reject_42"), "xx", 0..3u64)
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(r#"function "reject_42" has no parameter "xx" (its parameters: x)"#),
+            "{text}"
+        );
+        assert!(!text.contains("without a value"), "{text}");
+        let results = pool.map_results::<u64, u64>(&handle("reject_42"), "xx", 0..3u64);
+        assert_eq!(results.len(), 3);
+        for result in results {
+            assert!(matches!(result, Err(ItemError::Encode(_))), "{result:?}");
+        }
     })
 }

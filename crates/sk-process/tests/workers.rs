@@ -46,6 +46,13 @@ fn nap(ms: u64) -> u64 {
     ms
 }
 
+/// Tells the parent it started, then naps like [`nap`].
+#[sk_core::function(crate = ::sk_core)]
+fn told_nap(ms: u64) -> u64 {
+    sk_process::tell_parent(&"napping".to_owned()).expect("a worker");
+    nap(ms)
+}
+
 #[sk_core::function(crate = ::sk_core)]
 fn bump(key: String, times: u64) -> u64 {
     let storage = GlobalStorage::global();
@@ -191,11 +198,13 @@ fn a_call_over_its_timeout_ends_the_worker_and_is_reported_timed_out() {
 fn a_worker_killed_mid_call_fails_the_call_instead_of_hanging() {
     guarded(|| {
         let worker = Worker::spawn("w-sigkill", backend()).unwrap();
-        let f = SkFunction::builder("nap").build().unwrap();
+        let f = SkFunction::builder("told_nap").build().unwrap();
         let pending = worker
             .submit(&f, &Args::new().with("ms", &20_000u64).unwrap())
             .unwrap();
-        thread::sleep(Duration::from_millis(50));
+        // Killed once the call has surely started.
+        let started: Option<String> = worker.listen(Duration::from_secs(20)).unwrap();
+        assert_eq!(started.as_deref(), Some("napping"));
         match backend() {
             // SAFETY-free: an external SIGKILL, as an operator would send.
             Backend::Process => {
@@ -619,7 +628,15 @@ fn a_program_a_worker_started_does_not_keep_its_death_from_being_reported() {
         let _ = Command::new("kill")
             .args(["-KILL", &sleeper.to_string()])
             .status();
-        assert!(matches!(err, WorkerError::Died { .. }), "{err:?}");
+        // Killed mid-call, or (when the kill beats the call) before it
+        // started: either way its death is reported, not hidden.
+        assert!(
+            matches!(
+                err,
+                WorkerError::Died { .. } | WorkerError::NotDelivered { .. }
+            ),
+            "{err:?}"
+        );
         assert_eq!(worker.exit(), Some(Exit::Signal(libc::SIGKILL)));
     })
 }

@@ -182,3 +182,39 @@ impl StorageError {
         }
     }
 }
+
+#[cfg(test)]
+mod chain_tests {
+    use sk_testkit::assert_chain_says_each_thing_once as says_once;
+
+    use super::*;
+
+    fn cereal() -> CerealError {
+        sk_cereal::Internal::decode::<String>(&[]).unwrap_err()
+    }
+
+    #[test]
+    fn every_error_with_a_source_says_it_once() {
+        says_once(&RootError::Io {
+            path: PathBuf::from("/nowhere"),
+            source: std::io::Error::other("no such file"),
+        });
+        for err in [
+            StorageError::Encode {
+                key: "k".to_owned(),
+                source: cereal(),
+            },
+            StorageError::Decode {
+                key: "k".to_owned(),
+                source: cereal(),
+            },
+            StorageError::Cereal(cereal()),
+            StorageError::Backend {
+                message: "cannot reach the parent's storage".to_owned(),
+                source: Some("broken pipe".into()),
+            },
+        ] {
+            says_once(&err);
+        }
+    }
+}

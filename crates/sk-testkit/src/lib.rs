@@ -19,6 +19,29 @@ mod kills;
 
 pub use kills::{KillStorm, is_dead, kill, wait_dead, worker_children};
 
+/// Asserts the workspace's rule for errors: an error's `Display` is its
+/// own message, and never repeats the text of the error its `source()`
+/// returns (a reporter walking the chain would print it twice).
+///
+/// # Panics
+///
+/// When a link of `err`'s chain shows its source's text, or the chain is
+/// suspiciously long (a cycle).
+pub fn assert_chain_says_each_thing_once(err: &(dyn std::error::Error + 'static)) {
+    let mut link = err;
+    let mut depth = 0;
+    while let Some(source) = link.source() {
+        let (outer, inner) = (link.to_string(), source.to_string());
+        assert!(
+            inner.is_empty() || !outer.contains(&inner),
+            "{outer:?} repeats the text of its source {inner:?}"
+        );
+        link = source;
+        depth += 1;
+        assert!(depth < 64, "an error chain 64 deep: {err}");
+    }
+}
+
 /// The deadline most tests use: generous for a loaded 2-core CI machine,
 /// short enough that a hang is reported long before the CI time limit.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);

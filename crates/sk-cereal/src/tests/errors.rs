@@ -49,10 +49,14 @@ fn check_serialize_error<F: Format>() {
     assert_eq!(
         err.to_string(),
         format!(
-            r#"cannot serialize value at arg "size" > field "w" ({} format): width must be positive"#,
+            r#"cannot serialize value at arg "size" > field "w" ({} format)"#,
             F::NAME
         )
     );
+    // The reason is the error's source, said once.
+    let reason = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(reason.as_deref(), Some("width must be positive"));
+    sk_testkit::assert_chain_says_each_thing_once(&err);
     let err = err.with_context(Segment::context("function", "resize"));
     assert_eq!(
         err.path().unwrap().to_string(),
@@ -187,7 +191,14 @@ fn deserialize_errors_name_the_failing_value() {
         err.path().unwrap().to_string(),
         r#"field "items" > index 3 > field "flag""#
     );
-    assert!(err.to_string().contains("expected bool"), "{err}");
+    let reason = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("expected bool")),
+        "{reason:?}"
+    );
+    sk_testkit::assert_chain_says_each_thing_once(&err);
 
     let bytes = External::encode_named(&wire(None), "doc").unwrap();
     let err = External::decode_named::<Doc>(&bytes, "doc").unwrap_err();

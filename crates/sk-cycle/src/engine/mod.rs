@@ -114,6 +114,9 @@ pub(crate) struct Runtime {
     generation: AtomicU64,
     /// Timed parts still running on their own threads (late ones too).
     pub(crate) timed_running: AtomicUsize,
+    /// The threads parts ran on of their own (timed, process calls), so
+    /// the run can join them; finished ones are let go as new ones come.
+    pub(crate) own_threads: Mutex<Vec<thread::JoinHandle<()>>>,
     pub(crate) options: EngineOptions,
     /// Per-part timing: a few hundred bytes each, however large the cycle.
     pub(crate) stats: Box<[Mutex<WindowStats>]>,
@@ -173,6 +176,7 @@ impl Runtime {
             processes: None,
             generation: AtomicU64::new(0),
             timed_running: AtomicUsize::new(0),
+            own_threads: Mutex::new(Vec::new()),
             options,
             trace: Mutex::new(Vec::new()),
             epoch: Instant::now(),
@@ -450,9 +454,16 @@ impl Runtime {
         let spawned = thread::Builder::new()
             .name(format!("{prefix}:{}", part.part.name))
             .spawn(move || body(this));
-        if spawned.is_err() {
-            let finish = Finish::spawn_failed(part);
-            self.complete_from_outside(node, finish.gated(gated));
+        match spawned {
+            Ok(handle) => {
+                let mut threads = self.own_threads.lock();
+                threads.retain(|t| !t.is_finished());
+                threads.push(handle);
+            }
+            Err(_) => {
+                let finish = Finish::spawn_failed(part);
+                self.complete_from_outside(node, finish.gated(gated));
+            }
         }
     }
 
