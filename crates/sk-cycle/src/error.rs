@@ -166,7 +166,7 @@ pub enum RunError {
     },
     /// The Ctrl-C handler could not be installed.
     #[error("cannot install the Ctrl-C handler")]
-    CtrlC(#[source] ctrlc::Error),
+    CtrlC(#[source] std::io::Error),
     /// A part failed under instant fail and stopped the run.
     #[error("cycle \"{cycle}\" stopped in iteration {iteration}")]
     InstantFail {

@@ -126,7 +126,11 @@ impl Run {
     }
 
     /// Stops gracefully, at the next iteration boundary, on Ctrl-C (or
-    /// SIGTERM).
+    /// SIGTERM); a second Ctrl-C during that stop ends the program at
+    /// once. The handling lasts as long as the run: afterwards Ctrl-C does
+    /// what it did before (ends the program, or runs the application's
+    /// own handler), and a handler the application had is also called
+    /// while the run watches (see [`sk_process::stop_on_interrupt`]).
     pub fn stop_on_ctrl_c(mut self) -> Self {
         self.ctrl_c = true;
         self

@@ -90,6 +90,7 @@ mod error;
 mod frame;
 mod handle;
 mod hub;
+mod interrupt;
 mod manager;
 mod mark;
 mod pool;
@@ -99,6 +100,7 @@ mod skprocess;
 mod spawn;
 mod stamp;
 mod supervisor;
+mod sys;
 mod threader;
 mod worker;
 
@@ -110,6 +112,7 @@ pub use error::{ItemError, PoolError};
 pub use error::{ProtocolError, ThreadError, WorkerError};
 pub use frame::{DEFAULT_MAX_FRAME, FrameReader, encode_frame, write_frame};
 pub use handle::{Exit, PendingCall, Worker, WorkerEvent};
+pub use interrupt::{InterruptGuard, stop_on_interrupt};
 pub use manager::{
     ChildInfo, ChildSpec, ChildState, DEFAULT_STOP_GRACE, ManagerEvent, ProcessManager,
     ProcessManagerBuilder,
