@@ -1,8 +1,10 @@
 //! Suitkaise: cycles of small named units of work, on threads and in
 //! processes, with supervision and explicit error modes.
 //!
-//! This crate is the facade: it re-exports, item by item, the public API of
-//! the workspace crates, and a [`prelude`].
+//! This crate is the facade: it re-exports the public API of the workspace
+//! crates — every item, under a module per crate ([`cereal`], [`reg`],
+//! [`core`], [`process`], [`cycle`]), the common ones also at the top
+//! level — and a [`prelude`].
 //!
 //! | crate | what it holds |
 //! |---|---|
@@ -35,6 +37,33 @@
 //! ```
 
 #![warn(missing_docs)]
+
+/// Serialization (`sk-cereal`): every public item.
+pub mod cereal {
+    pub use sk_cereal::*;
+}
+
+/// Registries, the project root and global storage (`sk-reg`): every
+/// public item.
+pub mod reg {
+    pub use sk_reg::*;
+}
+
+/// The unit of work (`sk-core`): function handles, retry policies, stop
+/// tokens, stats — every public item.
+pub mod core {
+    pub use sk_core::*;
+}
+
+/// Threads and worker processes (`sk-process`, Linux): every public item.
+pub mod process {
+    pub use sk_process::*;
+}
+
+/// Cycles and their engine (`sk-cycle`): every public item.
+pub mod cycle {
+    pub use sk_cycle::*;
+}
 
 pub use sk_cereal::{
     CerealError, External, Format, Internal, Limits, Segment, Snapshot, ValuePath,
@@ -79,5 +108,8 @@ pub mod prelude {
         FunctionError, GlobalStorage, Internal, Layer, PartContext, PartState, Registry,
         RetryPolicy, Run, SkFunction, SkLambda, SkRoot, Split, StopToken, SyncMode, TimingStats,
         Value,
+    };
+    pub use crate::{
+        BoxError, BuildError, CerealError, PoolError, RunError, WorkerError, error_chain,
     };
 }

@@ -60,8 +60,7 @@ static NEXT_BUILDER_ID: AtomicU64 = AtomicU64::new(1);
 ///
 /// # Examples
 ///
-/// The example of the design notes: a root, a 3-way split, and the next open
-/// coordinates.
+/// A root, a 3-way split, and the next open coordinates.
 ///
 /// ```
 /// use sk_cycle::{Coord, CycleBuilder, CyclePart, Split, SyncMode};

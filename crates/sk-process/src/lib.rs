@@ -58,6 +58,10 @@
 //! `SK_SPAWN_BACKEND=thread|process` ([`Backend::from_env`]) picks the
 //! backend for a whole program or test suite; the same tests pass on both.
 //!
+//! Linux only: the crate is built on pidfd, epoll, memfd, `SCM_RIGHTS`
+//! and the parent-death signal; on any other system it stops the build
+//! with one message saying so.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -84,59 +88,73 @@
 
 #![warn(missing_docs)]
 
-mod backend;
-mod commander;
-mod error;
-mod frame;
-mod handle;
-mod hub;
-mod interrupt;
-mod manager;
-mod mark;
-mod pool;
-mod protocol;
-mod relay;
-mod skprocess;
-mod spawn;
-mod stamp;
-mod supervisor;
-mod sys;
-mod threader;
-mod worker;
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "sk-process (the process layer of Suitkaise) supports Linux only: it is built on \
+     pidfd, epoll, memfd, SCM_RIGHTS and the parent-death signal"
+);
 
-pub use backend::{BACKEND_ENV, Backend};
-pub use commander::{Budget, BudgetSide, BudgetSlot, ProcessCommander, Resource, Side};
-pub use error::SkProcessError;
-pub use error::{BudgetError, ManagerError};
-pub use error::{ItemError, PoolError};
-pub use error::{ProtocolError, ThreadError, WorkerError};
-pub use frame::{DEFAULT_MAX_FRAME, FrameReader, encode_frame, write_frame};
-pub use handle::{Exit, PendingCall, Worker, WorkerEvent};
-pub use interrupt::{InterruptGuard, stop_on_interrupt};
-pub use manager::{
-    ChildInfo, ChildSpec, ChildState, DEFAULT_STOP_GRACE, ManagerEvent, ProcessManager,
-    ProcessManagerBuilder,
-};
-pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder};
-pub use skprocess::{
-    Hook, HookTimings, ProcessConfig, ProcessContext, SkProcess, SkProcessHandle, start,
-};
-pub use supervisor::{
-    ChildId, DEFAULT_MAX_RESTARTS, DEFAULT_WITHIN, Decision, Restart, RestartStrategy, Supervisor,
-};
-pub use threader::{ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader};
-pub use worker::{init, is_worker, listen_parent, tell_parent};
+/// Applies `#[cfg(target_os = "linux")]` to every item, so that elsewhere
+/// the `compile_error!` above is the one message.
+macro_rules! linux_only {
+    ($($item:item)*) => { $( #[cfg(target_os = "linux")] $item )* };
+}
 
-/// Items the macros expand to. Not a public API.
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::protocol::__call_frame_sizes;
-    pub use crate::skprocess::process_spec;
-    pub use crate::worker::{
-        __close_channel_to_parent, __write_raw_to_parent, ProcessInit, WorkerEntry,
+linux_only! {
+    mod backend;
+    mod commander;
+    mod error;
+    mod frame;
+    mod handle;
+    mod hub;
+    mod interrupt;
+    mod manager;
+    mod mark;
+    mod pool;
+    mod protocol;
+    mod relay;
+    mod skprocess;
+    mod spawn;
+    mod stamp;
+    mod supervisor;
+    mod sys;
+    mod threader;
+    mod worker;
+
+    pub use backend::{BACKEND_ENV, Backend};
+    pub use commander::{Budget, BudgetSide, BudgetSlot, ProcessCommander, Resource, Side};
+    pub use error::SkProcessError;
+    pub use error::{BudgetError, ManagerError};
+    pub use error::{ItemError, PoolError};
+    pub use error::{ProtocolError, ThreadError, WorkerError};
+    pub use frame::{DEFAULT_MAX_FRAME, FrameReader, encode_frame, write_frame};
+    pub use handle::{Exit, PendingCall, Worker, WorkerEvent};
+    pub use interrupt::{InterruptGuard, stop_on_interrupt};
+    pub use manager::{
+        ChildInfo, ChildSpec, ChildState, DEFAULT_STOP_GRACE, ManagerEvent, ProcessManager,
+        ProcessManagerBuilder,
     };
-    pub use inventory;
-    pub use sk_core::__private::StaticFunction;
+    pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder};
+    pub use skprocess::{
+        Hook, HookTimings, ProcessConfig, ProcessContext, SkProcess, SkProcessHandle, start,
+    };
+    pub use supervisor::{
+        ChildId, DEFAULT_MAX_RESTARTS, DEFAULT_WITHIN, Decision, Restart, RestartStrategy, Supervisor,
+    };
+    pub use threader::{ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader};
+    pub use worker::{init, is_worker, listen_parent, tell_parent};
+
+    /// Items the macros expand to. Not a public API.
+    #[doc(hidden)]
+    pub mod __private {
+        pub use crate::protocol::__call_frame_sizes;
+        pub use crate::skprocess::process_spec;
+        pub use crate::worker::{
+            __close_channel_to_parent, __write_raw_to_parent, ProcessInit, WorkerEntry,
+        };
+        pub use inventory;
+        pub use sk_core::__private::StaticFunction;
+    }
 }
 
 /// Makes an integration-test binary able to start worker processes.

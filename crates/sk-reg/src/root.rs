@@ -242,8 +242,7 @@ impl SkRoot {
 
     /// The registry of `T` scoped to this root.
     ///
-    /// This is the Rust form of the design notes' "specify a root path, and
-    /// all files in or under that root can access the registry": every part
+    /// Every file in or under a root can reach the registry: every part
     /// of the process that works with the same root (the same canonical
     /// path) gets the same registry, and a different root gets a different
     /// one. Like [`registry`](crate::registry), each registry is created on

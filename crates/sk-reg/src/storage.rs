@@ -11,8 +11,8 @@ use crate::{CasOutcome, InProcessBackend, StorageBackend, StorageError, StoredVa
 
 /// A typed key/value store, shared by every thread of a process and —
 /// through a remote [`StorageBackend`] — by the worker processes of the
-/// same commander (the role `multiprocessing.Manager` dicts play in the
-/// design notes).
+/// same commander (the role of `multiprocessing.Manager` dicts in
+/// Python).
 ///
 /// Values are encoded with [`sk_cereal::Internal`] and kept as
 /// [`StoredValue`]s that remember their type, so reading a value as the
