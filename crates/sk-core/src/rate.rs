@@ -154,6 +154,13 @@ impl RateLimiter {
         }
     }
 
+    /// Takes the next permit and returns how long until it is due (zero
+    /// when it is due now), without waiting: for a caller that schedules
+    /// the work itself instead of sleeping.
+    pub fn reserve_next(&self) -> Duration {
+        self.reserve(None).unwrap_or_default()
+    }
+
     /// Takes a permit if one is available right now, without waiting.
     pub fn try_acquire(&self) -> bool {
         self.reserve(Some(self.now_offset())).is_some()

@@ -26,8 +26,11 @@ pub(crate) struct Blueprint {
     pub(crate) nodes: Vec<BpNode>,
     /// The cycle-wide sync mode; overrides every split's.
     pub(crate) sync: Option<SyncMode>,
-    /// The cycle-wide rate limit; overrides every split's.
-    pub(crate) rate_limit: Option<NonZeroUsize>,
+    /// The cycle-wide concurrency limit; overrides every split's.
+    pub(crate) concurrency_limit: Option<NonZeroUsize>,
+    /// The cycle-wide rate (part starts per second); applies beside the
+    /// splits' and parts' own.
+    pub(crate) rate_limit: Option<f64>,
     /// Ordering edges `(waiter, waits_for)`.
     pub(crate) after: Vec<(NodeIdx, NodeIdx)>,
     /// Data edges `(from, to)`: `to` receives `from`'s output as input.
@@ -61,19 +64,20 @@ impl Blueprint {
     }
 }
 
-/// Options of one split: its sync mode, rate limit and condition.
+/// Options of one split: its sync mode, concurrency limit and condition.
 ///
 /// # Examples
 ///
 /// ```
 /// use sk_cycle::{Split, SyncMode};
-/// let opts = Split::new().sync(SyncMode::Level).rate_limit(2);
+/// let opts = Split::new().sync(SyncMode::Level).concurrency_limit(2);
 /// # let _ = opts;
 /// ```
 #[derive(Clone, Default)]
 pub struct Split {
     pub(crate) sync: Option<SyncMode>,
-    pub(crate) rate_limit: Option<NonZeroUsize>,
+    pub(crate) concurrency_limit: Option<NonZeroUsize>,
+    pub(crate) rate_limit: Option<f64>,
     pub(crate) condition: Option<Arc<ConditionFn>>,
 }
 
@@ -91,8 +95,18 @@ impl Split {
 
     /// At most `n` parts of the split's subtree run at once; `0` means no
     /// limit. Overridden by a cycle-wide limit.
-    pub fn rate_limit(mut self, n: usize) -> Self {
-        self.rate_limit = NonZeroUsize::new(n);
+    pub fn concurrency_limit(mut self, n: usize) -> Self {
+        self.concurrency_limit = NonZeroUsize::new(n);
+        self
+    }
+
+    /// At most `per_sec` starts of parts of the split's subtree per
+    /// second (a rate, where [`concurrency_limit`](Split::concurrency_limit)
+    /// caps how many run at once); parts wait their turn without holding
+    /// a thread. Applies together with the parts' own and the cycle's
+    /// rates. Not a finite number above zero: a build error.
+    pub fn rate_limit(mut self, per_sec: f64) -> Self {
+        self.rate_limit = Some(per_sec);
         self
     }
 
@@ -111,6 +125,7 @@ impl fmt::Debug for Split {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Split")
             .field("sync", &self.sync)
+            .field("concurrency_limit", &self.concurrency_limit)
             .field("rate_limit", &self.rate_limit)
             .field("conditional", &self.condition.is_some())
             .finish()

@@ -134,8 +134,19 @@ impl CycleBuilder {
 
     /// At most `n` parts of the cycle run at once; `0` means no limit.
     /// Overrides every split's limit.
-    pub fn rate_limit(&mut self, n: usize) -> &mut Self {
-        self.tree.rate_limit = NonZeroUsize::new(n);
+    pub fn concurrency_limit(&mut self, n: usize) -> &mut Self {
+        self.tree.concurrency_limit = NonZeroUsize::new(n);
+        self
+    }
+
+    /// At most `per_sec` part starts per second across the cycle (a rate,
+    /// where [`concurrency_limit`](CycleBuilder::concurrency_limit) caps
+    /// how many run at once); applies beside the splits' and parts' own
+    /// rates, and parts wait their turn without holding a thread. Not a
+    /// finite number above zero: [`BuildError::InvalidRateLimit`] at
+    /// [`build`](CycleBuilder::build).
+    pub fn rate_limit(&mut self, per_sec: f64) -> &mut Self {
+        self.tree.rate_limit = Some(per_sec);
         self
     }
 
@@ -206,7 +217,7 @@ impl CycleBuilder {
     }
 
     /// [`split`](CycleBuilder::split) with options: the split's sync mode,
-    /// rate limit and condition.
+    /// concurrency limit and condition.
     ///
     /// # Errors
     ///
@@ -497,6 +508,7 @@ impl fmt::Debug for CycleBuilder {
             .field("after", &self.tree.after.len())
             .field("pipes", &self.tree.pipes.len())
             .field("sync", &self.tree.sync)
+            .field("concurrency_limit", &self.tree.concurrency_limit)
             .field("rate_limit", &self.tree.rate_limit)
             .finish()
     }

@@ -8,7 +8,7 @@ impl Cycle {
     /// coordinate (plus placement and error mode when not the default),
     /// splits as small diamonds labelled `split` (plus their sync mode),
     /// tree edges solid, `after` edges dashed, `pipe` edges bold, all in
-    /// run order; the cycle-wide sync mode and rate limit in the graph
+    /// run order; the cycle-wide sync mode and concurrency limit in the graph
     /// label. Deterministic: nodes in coordinate order.
     ///
     /// # Examples

@@ -94,6 +94,18 @@ pub enum BuildError {
         /// Its coordinate.
         coord: Coord,
     },
+    /// A rate limit that is not a finite number of starts per second
+    /// above zero.
+    #[error(
+        "{what}: a rate limit must be a finite number of starts per second above zero, got {per_sec}"
+    )]
+    InvalidRateLimit {
+        /// Where it was set: `part "x" at 2-1`, `the split at 2-1`, or
+        /// `cycle "c"`.
+        what: String,
+        /// The rate given.
+        per_sec: f64,
+    },
     /// A cycle needs at least one part.
     #[error("cycle \"{name}\" has no parts")]
     Empty {

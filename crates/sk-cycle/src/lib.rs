@@ -32,8 +32,11 @@
 //! have), `Level` (a barrier per level), `Sequential` (a split's parts one
 //! after another), `Pipeline` (each gets the previous one's output),
 //! `Independent` (each branch loops at its own pace). Conditions
-//! (`condition` on a part or [`Split`]) and rate limits (at most N parts at
-//! once) combine with all of them.
+//! (`condition` on a part or [`Split`]) and the two limits combine with
+//! all of them: a *concurrency limit* (`concurrency_limit`, on a split or
+//! the cycle: at most N parts at once) and a *rate limit* (`rate_limit`,
+//! on a part, a split or the cycle: at most N part starts per second; a
+//! part waits for its turn without holding a thread).
 //!
 //! # Error modes ([`ErrorMode`]) and end states ([`PartState`])
 //!

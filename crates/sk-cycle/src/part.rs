@@ -55,6 +55,7 @@ pub struct CyclePart {
     pub(crate) placement: Placement,
     pub(crate) error_mode: ErrorMode,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) rate_limit: Option<f64>,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) validator: Option<Arc<ValidatorFn>>,
     pub(crate) input_validator: Option<Arc<ValidatorFn>>,
@@ -72,6 +73,7 @@ impl CyclePart {
             placement: Placement::Pool,
             error_mode: ErrorMode::default(),
             timeout: None,
+            rate_limit: None,
             retry: None,
             validator: None,
             input_validator: None,
@@ -156,6 +158,16 @@ impl CyclePart {
     /// its stop token and it ends [`PartState::TimedOut`](crate::PartState::TimedOut).
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = Some(limit);
+        self
+    }
+
+    /// At most `per_sec` starts of this part per second (its iterations
+    /// wait their turn without holding a thread); applies beside its
+    /// splits' and the cycle's rates. Not a finite number above zero:
+    /// [`BuildError::InvalidRateLimit`](crate::BuildError::InvalidRateLimit)
+    /// when the cycle is built.
+    pub fn rate_limit(mut self, per_sec: f64) -> Self {
+        self.rate_limit = Some(per_sec);
         self
     }
 

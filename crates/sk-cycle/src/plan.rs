@@ -42,6 +42,9 @@ pub(crate) struct PlanPart {
     /// Conditions inherited from the splits above it (its own is in `part`).
     pub(crate) split_conditions: Vec<Arc<ConditionFn>>,
     pub(crate) gate: Option<u32>,
+    /// The rate limiters a start of it draws from (its own, its splits',
+    /// the cycle's): indices into [`Plan::rates`].
+    pub(crate) rates: Box<[u32]>,
     pub(crate) lane: u32,
     pub(crate) component: Option<u32>,
 }
@@ -70,6 +73,8 @@ pub(crate) struct Plan {
     /// The lane of each node.
     pub(crate) node_lane: Vec<u32>,
     pub(crate) gates: Vec<NonZeroUsize>,
+    /// Rate limits, in part starts per second.
+    pub(crate) rates: Vec<f64>,
     pub(crate) components: Vec<String>,
     pub(crate) by_name: HashMap<Arc<str>, u32>,
     pub(crate) by_coord: HashMap<Coord, u32>,
@@ -114,7 +119,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
 
     // Walk the tree from the root: the part above each node (its data
     // parent), the innermost gate, inherited conditions, and lanes.
-    let cycle_gate = bp.rate_limit;
+    let cycle_gate = bp.concurrency_limit;
     let mut gates: Vec<NonZeroUsize> = Vec::new();
     if let Some(limit) = cycle_gate {
         gates.push(limit);
@@ -135,15 +140,32 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         node: NodeIdx,
         data_parent: Option<u32>,
         gate: Option<u32>,
+        rates: Vec<u32>,
         conditions: Vec<Arc<ConditionFn>>,
         lane: u32,
         scopes: Vec<usize>,
     }
     let root_gate = cycle_gate.map(|_| 0u32);
+    let mut rates: Vec<f64> = Vec::new();
+    let mut add_rate = |per_sec: f64, what: &dyn Fn() -> String| -> Result<u32, BuildError> {
+        if !(per_sec.is_finite() && per_sec > 0.0) {
+            return Err(BuildError::InvalidRateLimit {
+                what: what(),
+                per_sec,
+            });
+        }
+        rates.push(per_sec);
+        Ok(rates.len() as u32 - 1)
+    };
+    let root_rates = match bp.rate_limit {
+        Some(per_sec) => vec![add_rate(per_sec, &|| format!("cycle \"{}\"", bp.name))?],
+        None => Vec::new(),
+    };
     let mut stack = vec![Frame {
         node: 0,
         data_parent: None,
         gate: root_gate,
+        rates: root_rates,
         conditions: Vec::new(),
         lane: 0,
         scopes: if cycle_level { vec![0] } else { Vec::new() },
@@ -181,12 +203,19 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                             && part.timeout.is_none()
                             && part.placement == Placement::Pool
                             && frame.conditions.is_empty()
-                            && frame.gate.is_none() =>
+                            && frame.gate.is_none()
+                            && frame.rates.is_empty()
+                            && part.rate_limit.is_none() =>
                     {
                         Some(Arc::clone(f))
                     }
                     _ => None,
                 };
+                let mut part_rates = frame.rates.clone();
+                if let Some(per_sec) = part.rate_limit {
+                    let what = || format!("part \"{}\" at {}", part.name, node.coord);
+                    part_rates.push(add_rate(per_sec, &what)?);
+                }
                 parts[id as usize] = Some(PlanPart {
                     part: Arc::new(CyclePart::clone(part)),
                     plain,
@@ -194,6 +223,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                     input_from: frame.data_parent,
                     split_conditions: frame.conditions.clone(),
                     gate: frame.gate,
+                    rates: part_rates.into_boxed_slice(),
                     lane,
                     component,
                 });
@@ -202,6 +232,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                         node: child,
                         data_parent: Some(id),
                         gate: frame.gate,
+                        rates: frame.rates.clone(),
                         conditions: frame.conditions.clone(),
                         lane,
                         scopes: frame.scopes.clone(),
@@ -212,12 +243,17 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                 let mode = effective_sync(bp, split.sync);
                 let gate = if cycle_gate.is_some() {
                     frame.gate
-                } else if let Some(limit) = split.rate_limit {
+                } else if let Some(limit) = split.concurrency_limit {
                     gates.push(limit);
                     Some(gates.len() as u32 - 1)
                 } else {
                     frame.gate
                 };
+                let mut split_rates = frame.rates.clone();
+                if let Some(per_sec) = split.rate_limit {
+                    let what = || format!("the split at {}", node.coord);
+                    split_rates.push(add_rate(per_sec, &what)?);
+                }
                 let mut conditions = frame.conditions.clone();
                 if let Some(cond) = &split.condition {
                     conditions.push(Arc::clone(cond));
@@ -248,6 +284,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                         node: child_idx,
                         data_parent,
                         gate,
+                        rates: split_rates.clone(),
                         conditions: conditions.clone(),
                         lane,
                         scopes: scopes.clone(),
@@ -392,6 +429,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         lanes,
         node_lane,
         gates,
+        rates,
         components,
         by_name,
         by_coord,

@@ -27,8 +27,11 @@ fn title_lines(bp: &Blueprint) -> Vec<String> {
     if let Some(sync) = bp.sync {
         lines.push(format!("sync: {sync}"));
     }
-    if let Some(limit) = bp.rate_limit {
-        lines.push(format!("rate limit: {limit}"));
+    if let Some(limit) = bp.concurrency_limit {
+        lines.push(format!("concurrency limit: {limit}"));
+    }
+    if let Some(per_sec) = bp.rate_limit {
+        lines.push(format!("rate limit: {per_sec}/s"));
     }
     lines
 }
@@ -47,6 +50,9 @@ fn label_lines(node: &BpNode) -> Vec<String> {
             if part.condition.is_some() {
                 lines.push("conditional".to_owned());
             }
+            if let Some(per_sec) = part.rate_limit {
+                lines.push(format!("{per_sec}/s"));
+            }
             lines
         }
         BpKind::Fork(split) => {
@@ -54,8 +60,11 @@ fn label_lines(node: &BpNode) -> Vec<String> {
             if let Some(sync) = split.sync {
                 lines.push(sync.to_string());
             }
-            if let Some(limit) = split.rate_limit {
+            if let Some(limit) = split.concurrency_limit {
                 lines.push(format!("limit {limit}"));
+            }
+            if let Some(per_sec) = split.rate_limit {
+                lines.push(format!("{per_sec}/s"));
             }
             if split.condition.is_some() {
                 lines.push("conditional".to_owned());

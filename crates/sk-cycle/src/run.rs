@@ -335,7 +335,9 @@ impl Cycle {
                 run.process_workers,
             )));
         }
-        if self.plan.parts.iter().any(|p| p.part.timeout.is_some()) {
+        // The watchdog fires timeouts, and starts parts put off by a rate.
+        let timed = self.plan.parts.iter().any(|p| p.part.timeout.is_some());
+        if timed || !self.plan.rates.is_empty() {
             let dog = Watchdog::start(&cycle).map_err(|e| start_error("the watchdog thread", e))?;
             *rt.watchdog.lock() = Some(dog);
         }

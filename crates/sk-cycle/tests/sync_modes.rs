@@ -316,13 +316,13 @@ fn conditional_parts_and_their_subtrees_are_not_taken() {
 /// Eight parts that each hold until all eight have started (or a short
 /// deadline passes), recording the highest concurrency seen: without a
 /// gate all eight overlap; with one, at most the limit do.
-fn rate_limited(limit: usize, cycle_limit: Option<usize>) -> usize {
+fn concurrency_limited(limit: usize, cycle_limit: Option<usize>) -> usize {
     let running = Arc::new(AtomicUsize::new(0));
     let started = Arc::new(AtomicUsize::new(0));
     let max = Arc::new(AtomicUsize::new(0));
     let mut b = CycleBuilder::new("rate");
     if let Some(n) = cycle_limit {
-        b.rate_limit(n);
+        b.concurrency_limit(n);
     }
     b.add(CyclePart::new("root", |_| ()), 1).unwrap();
     let parts: Vec<CyclePart> = (0..8)
@@ -340,7 +340,7 @@ fn rate_limited(limit: usize, cycle_limit: Option<usize>) -> usize {
             })
         })
         .collect();
-    b.split_with(parts, 2, Split::new().rate_limit(limit))
+    b.split_with(parts, 2, Split::new().concurrency_limit(limit))
         .unwrap();
     let report = b.build().unwrap().run(Run::once().threads(8)).unwrap();
     assert!(
@@ -354,11 +354,82 @@ fn rate_limited(limit: usize, cycle_limit: Option<usize>) -> usize {
 }
 
 #[test]
-fn rate_limit_caps_concurrency_and_reaches_the_cap() {
-    guarded(|| assert_eq!(rate_limited(3, None), 3))
+fn concurrency_limit_caps_concurrency_and_reaches_the_cap() {
+    guarded(|| assert_eq!(concurrency_limited(3, None), 3))
 }
 
 #[test]
-fn cycle_wide_rate_limit_overrides_the_split_limit() {
-    guarded(|| assert_eq!(rate_limited(5, Some(2)), 2))
+fn cycle_wide_concurrency_limit_overrides_the_split_limit() {
+    guarded(|| assert_eq!(concurrency_limited(5, Some(2)), 2))
+}
+
+/// The moments `n` iterations of a part rate-limited at `per_sec` (on the
+/// part, its split or the cycle) started.
+fn starts_under_rate(n: u64, per_sec: f64, on: &str) -> Vec<std::time::Instant> {
+    let starts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&starts);
+    let mut part = CyclePart::new("paced", move |_| {
+        seen.lock().push(std::time::Instant::now())
+    });
+    let mut b = CycleBuilder::new(format!("paced-{on}"));
+    b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+    let mut split = Split::new();
+    match on {
+        "part" => part = part.rate_limit(per_sec),
+        "split" => split = split.rate_limit(per_sec),
+        _ => {
+            b.rate_limit(per_sec);
+        }
+    }
+    b.split_with([part, CyclePart::new("free", |_| ())], 2, split)
+        .unwrap();
+    let report = b.build().unwrap().run(Run::times(n).threads(2)).unwrap();
+    assert_eq!(report.iterations(), n);
+    let last = report.last().unwrap();
+    assert_eq!(last.state_of("paced"), Some(PartState::Succeeded));
+    starts.lock().clone()
+}
+
+#[test]
+fn a_rate_limit_spaces_part_starts_wherever_it_is_set() {
+    guarded(|| {
+        for on in ["part", "split", "cycle"] {
+            // 40 per second: 10 gaps of at least 25 ms (less the limiter's
+            // small tolerance), however fast the machine.
+            let starts = starts_under_rate(11, 40.0, on);
+            assert_eq!(starts.len(), 11, "{on}");
+            let span = starts[10] - starts[0];
+            assert!(
+                span >= Duration::from_millis(225),
+                "{on}: 11 starts at 40/s took only {span:?}"
+            );
+        }
+    })
+}
+
+#[test]
+fn a_rate_limit_that_is_not_a_positive_number_is_a_build_error() {
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let mut b = CycleBuilder::new("bad-rate");
+        b.add(CyclePart::new("root", |_| ()).rate_limit(bad), 1)
+            .unwrap();
+        let err = b.build().unwrap_err();
+        assert!(
+            matches!(err, sk_cycle::BuildError::InvalidRateLimit { .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("part \"root\" at 1-1: a rate limit"),
+            "{text}"
+        );
+    }
+    let mut b = CycleBuilder::new("bad-cycle-rate");
+    b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+    b.rate_limit(0.0);
+    let text = b.build().unwrap_err().to_string();
+    assert!(
+        text.starts_with("cycle \"bad-cycle-rate\": a rate limit"),
+        "{text}"
+    );
 }

@@ -370,22 +370,22 @@ fn fork_vec_returns_a_handle_per_part_and_rejects_none() {
 }
 
 /// A sub-cycle: `s1`, split (level sync) into `s2`, `s3`; `s3` after `s2`;
-/// cycle-wide sync independent, rate limit 2.
+/// cycle-wide sync independent, concurrency limit 2.
 fn sub_cycle() -> CycleBuilder {
     let mut sub = CycleBuilder::new("sub");
     sub.add(part("s1"), 1).unwrap();
     sub.split_with(
         [part("s2"), part("s3")],
         2,
-        Split::new().sync(SyncMode::Level).rate_limit(5),
+        Split::new().sync(SyncMode::Level).concurrency_limit(5),
     )
     .unwrap();
     sub.add(part("s4"), (4, 2)).unwrap();
-    sub.split_with([part("s5")], (5, 2), Split::new().rate_limit(3))
+    sub.split_with([part("s5")], (5, 2), Split::new().concurrency_limit(3))
         .unwrap();
     sub.after("s3", "s2").unwrap();
     sub.pipe("s2", "s4").unwrap();
-    sub.sync(SyncMode::Independent).rate_limit(2);
+    sub.sync(SyncMode::Independent).concurrency_limit(2);
     sub
 }
 
@@ -410,12 +410,12 @@ fn a_sub_cycle_is_inlined_with_mapped_coordinates_and_renamed_parts() {
     // The sub-cycle's sync overrides its splits'; its limit goes to the
     // topmost split, and the one below loses its own.
     assert_eq!(split.sync, Some(SyncMode::Independent));
-    assert_eq!(split.rate_limit, NonZeroUsize::new(2));
+    assert_eq!(split.concurrency_limit, NonZeroUsize::new(2));
     let BpKind::Fork(lower) = &b.tree.nodes[b.tree.by_coord[&c(8, 3)]].kind else {
         panic!("8-3 should be a split");
     };
     assert_eq!(lower.sync, Some(SyncMode::Independent));
-    assert_eq!(lower.rate_limit, None);
+    assert_eq!(lower.concurrency_limit, None);
     // The main cycle's own options are untouched.
     assert_eq!(b.tree.sync, None);
 
@@ -481,7 +481,7 @@ fn an_empty_builder_does_not_build() {
 
 /// Root, a 3-way split with level sync, one part below a split child, one
 /// after edge, one pipe; a component part, a retrying part, a cycle-wide
-/// rate limit.
+/// concurrency limit.
 fn golden() -> Cycle {
     let mut b = CycleBuilder::new("golden");
     b.add(part("load").component("io"), 1).unwrap();
@@ -495,14 +495,14 @@ fn golden() -> Cycle {
         .unwrap();
     b.after("right", "left").unwrap();
     b.pipe("left", "sum").unwrap();
-    b.rate_limit(2);
+    b.concurrency_limit(2);
     b.build().unwrap()
 }
 
 #[test]
 fn golden_dot() {
     let expected = r##"digraph "golden" {
-    label="golden\nrate limit: 2";
+    label="golden\nconcurrency limit: 2";
     labelloc=t;
     node [shape=box, style=rounded];
     n1_1 [label="load\n1-1\ncomponent \"io\""];
@@ -526,7 +526,7 @@ fn golden_dot() {
 #[test]
 fn golden_mermaid() {
     let expected = r##"---
-title: "golden (rate limit: 2)"
+title: "golden (concurrency limit: 2)"
 ---
 flowchart TD
     n1_1["load<br/>1-1<br/>component #quot;io#quot;"]

@@ -33,7 +33,8 @@ pub(super) struct Tree {
     /// The source of the pipe into each piped part.
     pipe_into: HashMap<NodeIdx, NodeIdx>,
     pub(super) sync: Option<SyncMode>,
-    pub(super) rate_limit: Option<NonZeroUsize>,
+    pub(super) concurrency_limit: Option<NonZeroUsize>,
+    pub(super) rate_limit: Option<f64>,
     /// The largest column used so far; fresh columns come after it.
     pub(super) max_col: u32,
 }
@@ -84,6 +85,7 @@ impl Tree {
             after_set: HashSet::new(),
             pipe_into: HashMap::new(),
             sync: None,
+            concurrency_limit: None,
             rate_limit: None,
             max_col: 0,
         }
@@ -118,6 +120,7 @@ impl Tree {
             name: self.name.clone(),
             nodes: self.nodes.clone(),
             sync: self.sync,
+            concurrency_limit: self.concurrency_limit,
             rate_limit: self.rate_limit,
             after: self.after.clone(),
             pipes: self.pipes.clone(),
@@ -129,6 +132,7 @@ impl Tree {
             name: self.name,
             nodes: self.nodes,
             sync: self.sync,
+            concurrency_limit: self.concurrency_limit,
             rate_limit: self.rate_limit,
             after: self.after,
             pipes: self.pipes,
@@ -418,12 +422,17 @@ impl Tree {
                     if sub.sync.is_some() {
                         split.sync = sub.sync;
                     }
-                    if sub.rate_limit.is_some() {
-                        split.rate_limit = if Some(node.coord) == topmost_fork {
-                            sub.rate_limit
+                    if sub.concurrency_limit.is_some() {
+                        split.concurrency_limit = if Some(node.coord) == topmost_fork {
+                            sub.concurrency_limit
                         } else {
                             None
                         };
+                    }
+                    // The sub-cycle's rate covers all of it, from its
+                    // topmost fork.
+                    if sub.rate_limit.is_some() && Some(node.coord) == topmost_fork {
+                        split.rate_limit = sub.rate_limit;
                     }
                     BpKind::Fork(split)
                 }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crossbeam::utils::Backoff;
 use parking_lot::Mutex;
 use rayon::prelude::*;
-use sk_core::{StopToken, Value, WindowStats};
+use sk_core::{RateLimiter, StopToken, Value, WindowStats};
 
 use crate::coord::Coord;
 use crate::mode::PartState;
@@ -73,6 +73,8 @@ struct NodeRt {
     has_error: AtomicBool,
     /// The execution that may complete a timed part (0: none).
     claim: AtomicU64,
+    /// Its rate limiters' turn has come (it was put off until then).
+    rate_cleared: AtomicBool,
     output: Mutex<Option<Arc<Value>>>,
     error: Mutex<Option<Arc<PartError>>>,
 }
@@ -107,6 +109,8 @@ pub(crate) struct Runtime {
     pub(crate) abort: AtomicBool,
     pub(crate) instant_error: Mutex<Option<Arc<PartError>>>,
     gates: Box<[Gate]>,
+    /// Part starts per second (see `PlanPart::rates`).
+    rates: Box<[RateLimiter]>,
     pub(crate) components: Vec<Component>,
     pub(crate) watchdog: Mutex<Option<Watchdog>>,
     /// Worker processes for parts placed in processes.
@@ -157,6 +161,11 @@ impl Runtime {
             nodes: (0..plan.node_count).map(|_| NodeRt::default()).collect(),
             lanes: (0..plan.lanes.len()).map(|_| LaneRt::default()).collect(),
             gates: plan.gates.iter().map(|n| Gate::new(n.get())).collect(),
+            rates: plan
+                .rates
+                .iter()
+                .filter_map(|&per_sec| RateLimiter::new(per_sec).ok())
+                .collect(),
             stats: (0..if options.stats { parts } else { 0 })
                 .map(|_| Mutex::new(WindowStats::new()))
                 .collect(),
@@ -379,6 +388,28 @@ impl Runtime {
             }
         }
         let gated = part.gate.is_some();
+        if !part.rates.is_empty() && !n.rate_cleared.swap(false, Ordering::AcqRel) {
+            // Each limiter gives its next turn; the part starts at the
+            // latest of them — from the watchdog, holding no thread.
+            let wait = part
+                .rates
+                .iter()
+                .filter_map(|&r| self.rates.get(r as usize))
+                .map(RateLimiter::reserve_next)
+                .max()
+                .unwrap_or_default();
+            if !wait.is_zero() {
+                if let Some(dog) = self.watchdog.lock().as_ref() {
+                    n.rate_cleared.store(true, Ordering::Release);
+                    let this = Arc::clone(self);
+                    dog.schedule(
+                        Instant::now() + wait,
+                        Box::new(move || this.spawn(node, true)),
+                    );
+                    return Step::Deferred;
+                }
+            }
+        }
         if part.part.placement.is_process() {
             self.run_in_process(node, input, gated);
             return Step::Deferred;
