@@ -146,3 +146,31 @@ fn sigint_stops_a_continuous_run_cleanly() {
         assert!(text.contains("  sources"), "final stats printed: {text}");
     })
 }
+
+#[test]
+fn the_pipeline_draws_itself_as_dot_and_mermaid() {
+    sk_testkit::guarded(|| {
+        let dot = Command::new(BIN).arg("--dot").output().expect("it runs");
+        assert!(dot.status.success());
+        let dot = String::from_utf8_lossy(&dot.stdout);
+        assert!(dot.starts_with("digraph \"sensors\""), "{dot}");
+        // One rank per level, the level's columns in position order.
+        assert!(
+            dot.contains("{ rank=same; n3_1; n3_2; n3_3; n3_1 -> n3_2 -> n3_3 [style=invis]; }"),
+            "{dot}"
+        );
+        assert!(dot.contains("subgraph cluster_legend"), "{dot}");
+
+        let mermaid = Command::new(BIN)
+            .arg("--mermaid")
+            .output()
+            .expect("it runs");
+        assert!(mermaid.status.success());
+        let mermaid = String::from_utf8_lossy(&mermaid.stdout);
+        assert!(mermaid.contains("flowchart TD"), "{mermaid}");
+        assert!(
+            mermaid.contains("n5_2[\"score<br/>5-2<br/>process"),
+            "{mermaid}"
+        );
+    })
+}

@@ -22,6 +22,7 @@
 //! cargo run --release --bin sk-pipeline                    # until Ctrl-C
 //! cargo run --release --bin sk-pipeline -- --iterations 500
 //! cargo run --release --bin sk-pipeline -- --dot           # the cycle as Graphviz
+//! cargo run --release --bin sk-pipeline -- --mermaid       # the cycle as Mermaid
 //! cargo run --release --bin sk-pipeline -- --trace run.json --iterations 50
 //! ```
 
@@ -42,11 +43,12 @@ struct Options {
     threads: Option<usize>,
     trace: Option<String>,
     dot: bool,
+    mermaid: bool,
     every: u64,
 }
 
 const USAGE: &str = "usage: sk-pipeline [--iterations N] [--interval-ms MS] [--threads N] \
-                     [--progress-every N] [--trace FILE] [--dot]";
+                     [--progress-every N] [--trace FILE] [--dot | --mermaid]";
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
@@ -55,6 +57,7 @@ fn parse_args() -> Result<Options, String> {
         threads: None,
         trace: None,
         dot: false,
+        mermaid: false,
         every: 50,
     };
     let mut args = std::env::args().skip(1);
@@ -73,6 +76,7 @@ fn parse_args() -> Result<Options, String> {
             "--progress-every" => options.every = number(&arg, value(&arg)?)?.max(1),
             "--trace" => options.trace = Some(value(&arg)?),
             "--dot" => options.dot = true,
+            "--mermaid" => options.mermaid = true,
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -267,6 +271,10 @@ fn main() -> ExitCode {
     };
     if options.dot {
         print!("{}", cycle.to_dot());
+        return ExitCode::SUCCESS;
+    }
+    if options.mermaid {
+        print!("{}", cycle.to_mermaid());
         return ExitCode::SUCCESS;
     }
     let store = Arc::new(Store::new());

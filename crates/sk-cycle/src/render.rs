@@ -128,7 +128,7 @@ pub(crate) fn dot(bp: &Blueprint) -> String {
     out.push_str("    labelloc=t;\n");
     out.push_str("    node [shape=box, style=rounded];\n");
     let (order, edges) = layout(bp);
-    for idx in order {
+    for &idx in &order {
         let node = &bp.nodes[idx];
         let extra = match node.kind {
             BpKind::Part(_) => "",
@@ -141,6 +141,26 @@ pub(crate) fn dot(bp: &Blueprint) -> String {
             join(label_lines(node))
         );
     }
+    // One rank per level, its columns left to right in position order
+    // (held by invisible edges).
+    let mut level_start = 0;
+    while level_start < order.len() {
+        let level = bp.nodes[order[level_start]].coord.level;
+        let level_end = order[level_start..]
+            .iter()
+            .position(|&i| bp.nodes[i].coord.level != level)
+            .map_or(order.len(), |n| level_start + n);
+        let ids: Vec<String> = order[level_start..level_end]
+            .iter()
+            .map(|&i| node_id(bp.nodes[i].coord))
+            .collect();
+        let _ = write!(out, "    {{ rank=same; {};", ids.join("; "));
+        if ids.len() > 1 {
+            let _ = write!(out, " {} [style=invis];", ids.join(" -> "));
+        }
+        out.push_str(" }\n");
+        level_start = level_end;
+    }
     for (from, to, kind) in edges {
         let style = match kind {
             EdgeKind::Tree => "",
@@ -149,9 +169,25 @@ pub(crate) fn dot(bp: &Blueprint) -> String {
         };
         let _ = writeln!(out, "    {} -> {}{style};", node_id(from), node_id(to));
     }
+    out.push_str(DOT_LEGEND);
     out.push_str("}\n");
     out
 }
+
+/// What the shapes and edges of a DOT picture mean.
+const DOT_LEGEND: &str = r#"    subgraph cluster_legend {
+        label="legend"; fontsize=10; style=dashed;
+        node [shape=plaintext, fontsize=10];
+        legend_part [label="part: name, level-position, placement, error mode, limits", shape=box, style=rounded];
+        legend_split [label="split: sync mode, limits", shape=diamond, style=solid];
+        legend_a [label=""]; legend_b [label="data: parent output to child"];
+        legend_c [label=""]; legend_d [label="after: ordering only"];
+        legend_e [label=""]; legend_f [label="pipe: source output to target"];
+        legend_a -> legend_b;
+        legend_c -> legend_d [style=dashed];
+        legend_e -> legend_f [style=bold];
+    }
+"#;
 
 /// The cycle as a Mermaid flowchart, titled in its front matter.
 pub(crate) fn mermaid(bp: &Blueprint) -> String {

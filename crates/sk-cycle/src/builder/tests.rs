@@ -511,6 +511,10 @@ fn golden_dot() {
     n3_2 [label="mid\n3-2"];
     n3_3 [label="right\n3-3"];
     n4_2 [label="sum\n4-2\nretry"];
+    { rank=same; n1_1; }
+    { rank=same; n2_1; }
+    { rank=same; n3_1; n3_2; n3_3; n3_1 -> n3_2 -> n3_3 [style=invis]; }
+    { rank=same; n4_2; }
     n1_1 -> n2_1;
     n2_1 -> n3_1;
     n2_1 -> n3_2;
@@ -518,6 +522,18 @@ fn golden_dot() {
     n3_2 -> n4_2;
     n3_1 -> n3_3 [style=dashed, label="after"];
     n3_1 -> n4_2 [style=bold, label="pipe"];
+    subgraph cluster_legend {
+        label="legend"; fontsize=10; style=dashed;
+        node [shape=plaintext, fontsize=10];
+        legend_part [label="part: name, level-position, placement, error mode, limits", shape=box, style=rounded];
+        legend_split [label="split: sync mode, limits", shape=diamond, style=solid];
+        legend_a [label=""]; legend_b [label="data: parent output to child"];
+        legend_c [label=""]; legend_d [label="after: ordering only"];
+        legend_e [label=""]; legend_f [label="pipe: source output to target"];
+        legend_a -> legend_b;
+        legend_c -> legend_d [style=dashed];
+        legend_e -> legend_f [style=bold];
+    }
 }
 "##;
     assert_eq!(golden().to_dot(), expected);
