@@ -78,9 +78,9 @@ pub use sk_core::{
 };
 pub use sk_cycle::{
     BuildError, Coord, Cycle, CycleBuilder, CyclePart, CycleRegistry, CycleStats, ErrorMode, Input,
-    IterationReport, PartContext, PartError, PartHandle, PartRef, PartSource, PartState, PartStats,
-    Placement, Run, RunError, RunHandle, RunReport, Split, SplitItem, StopReason, Store, SubCycle,
-    SyncMode, Trace, TraceEvent,
+    IterationReport, Output, PartContext, PartError, PartHandle, PartRef, PartSource, PartState,
+    PartStats, Placement, ReadError, Run, RunError, RunHandle, RunReport, Split, SplitItem,
+    StopReason, Store, SubCycle, SyncMode, Trace, TraceEvent,
 };
 pub use sk_process::{
     BACKEND_ENV, Backend, Budget, BudgetError, ChildId, ChildInfo, ChildSpec, ChildState, Exit,
@@ -110,6 +110,6 @@ pub mod prelude {
         Value,
     };
     pub use crate::{
-        BoxError, BuildError, CerealError, PoolError, RunError, WorkerError, error_chain,
+        BoxError, BuildError, CerealError, PoolError, ReadError, RunError, WorkerError, error_chain,
     };
 }

@@ -30,9 +30,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use suitkaise::Store;
+use serde::{Deserialize, Serialize};
 use suitkaise::prelude::*;
+use suitkaise::{ReadError, Store};
 
 const SENSORS: usize = 4;
 const SAMPLES: usize = 512;
@@ -85,14 +85,14 @@ fn parse_args() -> Result<Options, String> {
 }
 
 /// One batch: `SENSORS` series of `SAMPLES` readings.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Batch {
     iteration: u64,
     series: Vec<Vec<f64>>,
 }
 
 /// What `aggregate` makes of a batch.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Summary {
     iteration: u64,
     readings: usize,
@@ -141,27 +141,27 @@ fn build() -> Result<Cycle, Box<dyn std::error::Error>> {
     b.split(
         [
             CyclePart::fallible("normalize", |ctx| {
-                let batch = ctx.input_as::<Batch>().ok_or("no batch")?;
+                let batch = ctx.input_as::<Batch>()?;
                 let means: Vec<f64> = batch
                     .series
                     .iter()
                     .map(|s| s.iter().sum::<f64>() / s.len() as f64)
                     .collect();
-                Ok::<_, &str>(means)
+                Ok::<_, ReadError>(means)
             }),
             CyclePart::fallible("energy", |ctx| {
-                let batch = ctx.input_as::<Batch>().ok_or("no batch")?;
-                Ok::<_, &str>(batch.series.iter().flatten().map(|x| x * x).sum::<f64>())
+                let batch = ctx.input_as::<Batch>()?;
+                Ok::<_, ReadError>(batch.series.iter().flatten().map(|x| x * x).sum::<f64>())
             }),
             CyclePart::fallible("anomalies", |ctx| {
-                let batch = ctx.input_as::<Batch>().ok_or("no batch")?;
+                let batch = ctx.input_as::<Batch>()?;
                 let count = batch
                     .series
                     .iter()
                     .flatten()
                     .filter(|x| x.abs() > 3.0)
                     .count();
-                Ok::<_, &str>(count)
+                Ok::<_, ReadError>(count)
             }),
         ],
         2,
@@ -170,7 +170,7 @@ fn build() -> Result<Cycle, Box<dyn std::error::Error>> {
     // retried by its policy, within its timeout.
     b.add(
         CyclePart::fallible("enrich", |ctx| {
-            let energy = *ctx.input_as::<f64>().ok_or("no energy")?;
+            let energy = *ctx.input_as::<f64>().map_err(|_| "no energy")?;
             if ctx.iteration() % 7 == 0 && ctx.attempt() == 1 {
                 return Err("calibration service busy");
             }
@@ -190,23 +190,19 @@ fn build() -> Result<Cycle, Box<dyn std::error::Error>> {
     )?;
     b.add(
         CyclePart::fallible("aggregate", |ctx| {
-            let means = ctx.input_as::<Vec<f64>>().ok_or("no means")?;
-            let read = |name: &str| ctx.output_of(name).ok_or("missing branch output");
-            let energy = read("energy")?;
-            let anomalies = read("anomalies")?;
-            let calibration = read("enrich")?;
-            Ok::<_, &str>(Summary {
+            let means = ctx.input_as::<Vec<f64>>()?;
+            Ok::<_, ReadError>(Summary {
                 iteration: ctx.iteration(),
                 readings: SENSORS * SAMPLES,
                 mean: means.iter().sum::<f64>() / means.len() as f64,
-                energy: energy.downcast_ref::<f64>().copied().unwrap_or_default(),
-                anomalies: anomalies
-                    .downcast_ref::<usize>()
-                    .copied()
-                    .unwrap_or_default(),
-                calibration: calibration.downcast_ref::<f64>().copied().unwrap_or(1.0),
+                // A branch that failed this iteration counts as empty.
+                energy: ctx.output::<f64>("energy").map_or(0.0, |e| *e),
+                anomalies: ctx.output::<usize>("anomalies").map_or(0, |a| *a),
+                calibration: ctx.output::<f64>("enrich").map_or(1.0, |c| *c),
             })
-        }),
+        })
+        // Ordered before it by the `after` edges below.
+        .reads(["energy", "anomalies", "enrich"]),
         (4, 1),
     )?;
     b.after("aggregate", "enrich")?;
@@ -214,16 +210,15 @@ fn build() -> Result<Cycle, Box<dyn std::error::Error>> {
     // The sink owns a single-threaded resource: it lives on its own thread.
     b.add(
         CyclePart::fallible("publish", |ctx| {
-            let summary = ctx.input_as::<Summary>().ok_or("no summary")?;
-            let score = ctx
-                .output_of("score")
-                .and_then(|v| v.get::<f64>().copied())
-                .unwrap_or_default();
+            let summary = ctx.input_as::<Summary>()?;
+            // The score part may have fallen back (to 0.0) or failed.
+            let score = ctx.output::<f64>("score").map_or(0.0, |s| *s);
             ctx.store().set("last_score", score);
             ctx.store()
                 .update("published", |n: Option<&u64>| n.copied().unwrap_or(0) + 1);
-            Ok::<_, &str>(summary.anomalies > 0)
+            Ok::<_, ReadError>(summary.anomalies > 0)
         })
+        .reads(["score"])
         .component("io")
         .timeout(Duration::from_millis(500))
         .error_mode(ErrorMode::FallbackSkip)
@@ -233,7 +228,7 @@ fn build() -> Result<Cycle, Box<dyn std::error::Error>> {
     b.after("publish", "score")?;
     b.add(
         CyclePart::new("report", |ctx| {
-            let alerted = ctx.input_as::<bool>().copied().unwrap_or(false);
+            let alerted = ctx.input_as::<bool>().is_ok_and(|&a| a);
             let store: &Store = ctx.store();
             store.update("alerts", |n: Option<&u64>| {
                 n.copied().unwrap_or(0) + u64::from(alerted)

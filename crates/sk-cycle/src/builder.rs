@@ -91,7 +91,7 @@ static NEXT_BUILDER_ID: AtomicU64 = AtomicU64::new(1);
 /// let mut b = CycleBuilder::new("piped");
 /// b.add(CyclePart::new("root", |_| 1u32), 1)?;
 /// b.split([CyclePart::new("a", |_| 500u32), CyclePart::new("b", |_| 3u32)], 2)?;
-/// b.add(CyclePart::new("sum", |ctx| ctx.input_as::<u32>().copied()), (4, 2))?;
+/// b.add(CyclePart::new("sum", |ctx| ctx.input_as::<u32>().ok().copied()), (4, 2))?;
 /// b.pipe("a", "sum")?;
 /// let report = b.build()?.run(Run::once()).expect("it runs");
 /// assert_eq!(report.last().unwrap().output_as::<Option<u32>>("sum"), Some(&Some(500)));

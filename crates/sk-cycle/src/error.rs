@@ -106,6 +106,35 @@ pub enum BuildError {
         /// The rate given.
         per_sec: f64,
     },
+    /// A part declares a read of a part the cycle does not have.
+    #[error(
+        "part \"{reader}\" at {coord} reads \"{part}\", but the cycle has no part of that name"
+    )]
+    UnknownRead {
+        /// The reading part.
+        reader: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// The name it reads.
+        part: String,
+    },
+    /// A part declares a read (`reads`) of a part that is not ordered
+    /// before it (an ancestor, `after`, `pipe`, a barrier): its output
+    /// would race. Order them, or read it with `reads_latest`.
+    #[error(
+        "part \"{reader}\" at {reader_coord} reads \"{part}\" at {part_coord}, which is not ordered \
+         before it: order them (after, pipe) or declare a latest-completed read (reads_latest)"
+    )]
+    UnorderedRead {
+        /// The reading part.
+        reader: String,
+        /// Its coordinate.
+        reader_coord: Coord,
+        /// The part it reads.
+        part: String,
+        /// That part's coordinate.
+        part_coord: Coord,
+    },
     /// A cycle needs at least one part.
     #[error("cycle \"{name}\" has no parts")]
     Empty {
@@ -159,6 +188,83 @@ pub enum BuildError {
         /// What it is: a local closure (SkLambda) or a context closure.
         what: String,
     },
+}
+
+/// Why a part's input or another part's output could not be read as
+/// asked.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The cycle has no part of that name.
+    #[error("part \"{reader}\" reads \"{part}\", but the cycle has no part of that name")]
+    Unknown {
+        /// The reading part.
+        reader: String,
+        /// The name it asked for.
+        part: String,
+    },
+    /// The part did not declare the read (its input part needs none).
+    #[error(
+        "part \"{reader}\" reads \"{part}\" without declaring it: add .reads([\"{part}\"]) (a part \
+         ordered before it) or .reads_latest([\"{part}\"]) to the reader"
+    )]
+    Undeclared {
+        /// The reading part.
+        reader: String,
+        /// The part it read.
+        part: String,
+    },
+    /// The part read has no output to give (it failed, was skipped, or —
+    /// for a latest-completed read — has not completed yet).
+    #[error("part \"{reader}\" reads \"{part}\", which has no output ({state})")]
+    NoOutput {
+        /// The reading part.
+        reader: String,
+        /// The part it read.
+        part: String,
+        /// What became of it: its end state, or `not run yet`.
+        state: String,
+    },
+    /// The part has no input value (a root, or its input is a propagated
+    /// error).
+    #[error("part \"{reader}\" has no input value ({why})")]
+    NoInput {
+        /// The reading part.
+        reader: String,
+        /// Why: `no input part` or the propagated error.
+        why: String,
+    },
+    /// The value is of another type (or its bytes do not decode as it).
+    #[error("{what} is a `{found}`, not a `{expected}`")]
+    Type {
+        /// What was read: `the input of part "x"` or `the output of part "y"`.
+        what: String,
+        /// The type asked for (short name: `u64`, `Vec<String>`).
+        expected: String,
+        /// The value's type (short name).
+        found: String,
+    },
+}
+
+/// A type name without its module paths: `Vec<String>` for
+/// `alloc::vec::Vec<alloc::string::String>`.
+pub(crate) fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        out.push_str(token.rsplit("::").next().unwrap_or(token));
+        token.clear();
+    };
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            token.push(c);
+        } else {
+            flush(&mut token, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
 }
 
 /// Why a run could not start or did not end cleanly.

@@ -38,6 +38,17 @@
 //! on a part, a split or the cycle: at most N part starts per second; a
 //! part waits for its turn without holding a thread).
 //!
+//! # Data
+//!
+//! A part reads its input with [`PartContext::input_as`], and other
+//! parts' outputs with [`PartContext::output`] — the same way whether a
+//! value was made on a thread or in a worker process. Reads are declared:
+//! [`CyclePart::reads`] names parts ordered before the reader (checked
+//! when the cycle is built: [`BuildError::UnorderedRead`] names both),
+//! [`CyclePart::reads_latest`] parts read as they last completed. A read
+//! that cannot be served says why ([`ReadError`]: unknown or undeclared
+//! name, no output, or the type asked for against the type it is).
+//!
 //! # Error modes ([`ErrorMode`]) and end states ([`PartState`])
 //!
 //! | mode | the part | its dependents | iteration in error |
@@ -66,7 +77,7 @@
 //! b.split_with(
 //!     [
 //!         CyclePart::new("sum", |ctx| ctx.input_as::<Vec<u32>>().map_or(0, |v| v.iter().sum::<u32>())),
-//!         CyclePart::new("max", |ctx| ctx.input_as::<Vec<u32>>().and_then(|v| v.iter().max().copied())),
+//!         CyclePart::new("max", |ctx| ctx.input_as::<Vec<u32>>().ok().and_then(|v| v.iter().max().copied())),
 //!     ],
 //!     2,
 //!     Split::new().sync(SyncMode::Level),
@@ -106,9 +117,9 @@ pub use blueprint::Split;
 pub use builder::{CycleBuilder, PartHandle, PartRef, PartSource, SplitItem, SubCycle};
 pub use coord::Coord;
 pub use cycle::Cycle;
-pub use error::{BuildError, RunError};
+pub use error::{BuildError, ReadError, RunError};
 pub use mode::{ErrorMode, PartState, Placement, SyncMode};
-pub use part::{CyclePart, Input, PartContext, PartError};
+pub use part::{CyclePart, Input, Output, PartContext, PartError};
 pub use registry::CycleRegistry;
 pub use report::{CycleStats, IterationReport, PartStats, RunReport, StopReason};
 pub use run::{Run, RunHandle};

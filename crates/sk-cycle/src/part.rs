@@ -1,7 +1,7 @@
 //! [`CyclePart`]: one named unit of work of a cycle — what it does, where
 //! it runs, how it fails — and the [`PartContext`] it runs with.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use serde::Serialize;
 use sk_core::{AnyFunction, BoxError, RetryPolicy, StopToken, Value};
 
 use crate::coord::Coord;
+use crate::error::{ReadError, short_type_name};
 use crate::mode::{ErrorMode, Placement};
 use crate::store::Store;
 
@@ -40,7 +41,7 @@ pub(crate) enum Work {
 /// use sk_cycle::{CyclePart, ErrorMode};
 ///
 /// let parse = CyclePart::fallible("parse", |ctx| {
-///     let text = ctx.input_as::<String>().ok_or("no input")?;
+///     let text = ctx.input_as::<String>()?;
 ///     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(text.len())
 /// })
 /// .error_mode(ErrorMode::FallbackSkip)
@@ -56,6 +57,10 @@ pub struct CyclePart {
     pub(crate) error_mode: ErrorMode,
     pub(crate) timeout: Option<Duration>,
     pub(crate) rate_limit: Option<f64>,
+    /// Parts it reads, ordered before it (checked when the cycle is built).
+    pub(crate) reads: Vec<Arc<str>>,
+    /// Parts it reads as they last completed, in whatever order.
+    pub(crate) reads_latest: Vec<Arc<str>>,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) validator: Option<Arc<ValidatorFn>>,
     pub(crate) input_validator: Option<Arc<ValidatorFn>>,
@@ -74,6 +79,8 @@ impl CyclePart {
             error_mode: ErrorMode::default(),
             timeout: None,
             rate_limit: None,
+            reads: Vec::new(),
+            reads_latest: Vec::new(),
             retry: None,
             validator: None,
             input_validator: None,
@@ -158,6 +165,32 @@ impl CyclePart {
     /// its stop token and it ends [`PartState::TimedOut`](crate::PartState::TimedOut).
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = Some(limit);
+        self
+    }
+
+    /// Declares that the part reads the outputs of `parts` (with
+    /// [`PartContext::output`]): each must be ordered before it — an
+    /// ancestor, or joined by `after`/`pipe`/a level barrier — or the
+    /// cycle does not build ([`BuildError::UnorderedRead`](crate::BuildError::UnorderedRead),
+    /// naming both). Its input part needs no declaration.
+    pub fn reads<I, S>(mut self, parts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Arc<str>>,
+    {
+        self.reads.extend(parts.into_iter().map(Into::into));
+        self
+    }
+
+    /// Declares that the part reads the latest completed outputs of
+    /// `parts`, in whatever order they run (a value of this iteration or
+    /// an earlier one; none before the first completes).
+    pub fn reads_latest<I, S>(mut self, parts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Arc<str>>,
+    {
+        self.reads_latest.extend(parts.into_iter().map(Into::into));
         self
     }
 
@@ -350,9 +383,50 @@ pub struct PartContext<'a> {
 
 /// What the engine lets a part look up.
 pub(crate) trait ContextEnv: Sync {
-    fn output_of(&self, part: &str) -> Option<Arc<Value>>;
-    fn output_at(&self, coord: Coord) -> Option<Arc<Value>>;
+    /// Part `part`'s output, as `reader` may read it (see
+    /// [`PartContext::output_value`]).
+    fn read(&self, reader: &str, part: &str) -> Result<Arc<Value>, ReadError>;
+    /// The name of the part at `coord`.
+    fn name_at(&self, coord: Coord) -> Option<&str>;
     fn store(&self) -> &Store;
+}
+
+/// A part's output read by another part: derefs to the value.
+pub struct Output<T> {
+    value: Arc<Value>,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: serde::de::DeserializeOwned + Send + Sync + 'static> std::ops::Deref for Output<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self.value.get::<T>() {
+            Some(value) => value,
+            // `PartContext::output` made it only after `get::<T>` gave a
+            // value, and a value's `get` gives the same value every time
+            // (a decoded one is kept).
+            None => unreachable!("an Output is made only of a value that is a T"),
+        }
+    }
+}
+
+impl<T: fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static> fmt::Debug for Output<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// `value` as a `T`, or the typed error saying what it is instead.
+fn typed<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+    value: &Value,
+    what: impl FnOnce() -> String,
+) -> Result<&T, ReadError> {
+    value.get::<T>().ok_or_else(|| ReadError::Type {
+        what: what(),
+        expected: short_type_name(std::any::type_name::<T>()),
+        found: short_type_name(value.type_name()),
+    })
 }
 
 impl<'a> PartContext<'a> {
@@ -381,23 +455,57 @@ impl<'a> PartContext<'a> {
         self.input
     }
 
-    /// The input value as a `T`, if there is one of that type and it was
-    /// made in this process. For input that may come from a part placed in
-    /// a process, use [`PartContext::input_get`].
-    pub fn input_as<T: Any>(&self) -> Option<&T> {
+    /// The input value as a `T` — made on a thread, or in a worker
+    /// process (decoded once) — or why not.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::NoInput`] when there is no input value (a root, or an
+    /// input that is a propagated error), [`ReadError::Type`] naming the
+    /// type asked for and the type it is (`u64`, not a `u32`).
+    pub fn input_as<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
+    ) -> Result<&T, ReadError> {
+        typed(self.input_value()?, || self.input_what())
+    }
+
+    /// The input value, untyped.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::NoInput`] when there is none.
+    pub fn input_value(&self) -> Result<&Value, ReadError> {
         match self.input {
-            Input::Value(v) => v.downcast_ref::<T>(),
-            _ => None,
+            Input::Value(v) => Ok(v),
+            Input::Error(e) => Err(ReadError::NoInput {
+                reader: self.part.to_owned(),
+                why: format!("its input is an error: {e}"),
+            }),
+            Input::None => Err(ReadError::NoInput {
+                reader: self.part.to_owned(),
+                why: "no input part".to_owned(),
+            }),
         }
     }
 
-    /// The input value as a `T`, made here or decoded (once) from another
-    /// process.
-    pub fn input_get<T: serde::de::DeserializeOwned + Send + Sync + 'static>(&self) -> Option<&T> {
-        match self.input {
-            Input::Value(v) => v.get::<T>(),
-            _ => None,
-        }
+    fn input_what(&self) -> String {
+        format!("the input of part \"{}\"", self.part)
+    }
+
+    /// The input value as a `T` made in this process, of any type (no
+    /// decoding): for values that never cross a process boundary. Prefer
+    /// [`PartContext::input_as`], which reads values from processes too.
+    ///
+    /// # Errors
+    ///
+    /// As [`PartContext::input_as`].
+    pub fn input_local<T: std::any::Any>(&self) -> Result<&T, ReadError> {
+        let v = self.input_value()?;
+        v.downcast_ref::<T>().ok_or_else(|| ReadError::Type {
+            what: self.input_what(),
+            expected: short_type_name(std::any::type_name::<T>()),
+            found: short_type_name(v.type_name()),
+        })
     }
 
     /// The error a parent propagated, if any.
@@ -408,15 +516,57 @@ impl<'a> PartContext<'a> {
         }
     }
 
-    /// The output of the completed part `name` (of this iteration; of its
-    /// latest iteration for a part of another independent lane).
-    pub fn output_of(&self, name: &str) -> Option<Arc<Value>> {
-        self.env.output_of(name)
+    /// The output of part `name` as a `T`: its input part, a part it
+    /// declared with [`CyclePart::reads`] (of this iteration: ordered
+    /// before it), or one declared with [`CyclePart::reads_latest`] (its
+    /// latest completed output). Made on a thread or in a process, read
+    /// the same way.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Unknown`] for a name the cycle does not have,
+    /// [`ReadError::Undeclared`] for a part it did not declare,
+    /// [`ReadError::NoOutput`] when that part has no output (it failed or
+    /// was skipped), [`ReadError::Type`] naming both types.
+    pub fn output<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<Output<T>, ReadError> {
+        let value = self.output_value(name)?;
+        typed::<T>(&value, || format!("the output of part \"{name}\""))?;
+        Ok(Output {
+            value,
+            _type: std::marker::PhantomData,
+        })
     }
 
-    /// The output of the completed part at `coord`.
-    pub fn output_at(&self, coord: impl Into<Coord>) -> Option<Arc<Value>> {
-        self.env.output_at(coord.into())
+    /// The output of part `name`, untyped (see [`PartContext::output`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`PartContext::output`], but for the type.
+    pub fn output_value(&self, name: &str) -> Result<Arc<Value>, ReadError> {
+        self.env.read(self.part, name)
+    }
+
+    /// The output of the part at `coord` (see [`PartContext::output`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`PartContext::output`]; [`ReadError::Unknown`] when no part is
+    /// at `coord`.
+    pub fn output_at<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        coord: impl Into<Coord>,
+    ) -> Result<Output<T>, ReadError> {
+        let coord = coord.into();
+        match self.env.name_at(coord) {
+            Some(name) => self.output(name),
+            None => Err(ReadError::Unknown {
+                reader: self.part.to_owned(),
+                part: coord.to_string(),
+            }),
+        }
     }
 
     /// The run's shared store.

@@ -45,6 +45,10 @@ pub(crate) struct PlanPart {
     /// The rate limiters a start of it draws from (its own, its splits',
     /// the cycle's): indices into [`Plan::rates`].
     pub(crate) rates: Box<[u32]>,
+    /// The parts it declared it reads (ordered before it), and reads as
+    /// they last completed.
+    pub(crate) reads: Box<[u32]>,
+    pub(crate) reads_latest: Box<[u32]>,
     pub(crate) lane: u32,
     pub(crate) component: Option<u32>,
 }
@@ -224,6 +228,8 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                     split_conditions: frame.conditions.clone(),
                     gate: frame.gate,
                     rates: part_rates.into_boxed_slice(),
+                    reads: Box::new([]),
+                    reads_latest: Box::new([]),
                     lane,
                     component,
                 });
@@ -410,11 +416,12 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         }
     }
 
-    let by_name = parts
+    let by_name: HashMap<Arc<str>, u32> = parts
         .iter()
         .enumerate()
         .map(|(i, p)| (Arc::clone(&p.part.name), i as u32))
         .collect();
+    resolve_reads(&mut parts, &by_name, n, &succ_start, &succ)?;
     let by_coord = parts
         .iter()
         .enumerate()
@@ -434,6 +441,74 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         by_name,
         by_coord,
     })
+}
+
+/// Resolves each part's declared reads to part ids; a `reads` target must
+/// be ordered before its reader (it reaches the reader along the plan's
+/// edges, which join only nodes of one lane).
+fn resolve_reads(
+    parts: &mut [PlanPart],
+    by_name: &HashMap<Arc<str>, u32>,
+    n: usize,
+    succ_start: &[u32],
+    succ: &[u32],
+) -> Result<(), BuildError> {
+    for reader in 0..parts.len() {
+        let part = Arc::clone(&parts[reader].part);
+        if part.reads.is_empty() && part.reads_latest.is_empty() {
+            continue;
+        }
+        let coord = parts[reader].coord;
+        let id_of = |name: &Arc<str>| {
+            by_name
+                .get(name)
+                .copied()
+                .ok_or_else(|| BuildError::UnknownRead {
+                    reader: part.name.to_string(),
+                    coord,
+                    part: name.to_string(),
+                })
+        };
+        let mut reads = Vec::with_capacity(part.reads.len());
+        for name in &part.reads {
+            let id = id_of(name)?;
+            if !reaches(id as usize, reader, n, succ_start, succ) {
+                return Err(BuildError::UnorderedRead {
+                    reader: part.name.to_string(),
+                    reader_coord: coord,
+                    part: name.to_string(),
+                    part_coord: parts[id as usize].coord,
+                });
+            }
+            reads.push(id);
+        }
+        let latest = part
+            .reads_latest
+            .iter()
+            .map(id_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        parts[reader].reads = reads.into_boxed_slice();
+        parts[reader].reads_latest = latest.into_boxed_slice();
+    }
+    Ok(())
+}
+
+/// Whether a path of plan edges leads from `from` to `to`.
+fn reaches(from: usize, to: usize, n: usize, succ_start: &[u32], succ: &[u32]) -> bool {
+    let mut seen = vec![false; n];
+    let mut stack = vec![from];
+    while let Some(node) = stack.pop() {
+        if node == to {
+            return true;
+        }
+        for &next in &succ[succ_start[node] as usize..succ_start[node + 1] as usize] {
+            let next = (next & !DATA) as usize;
+            if !std::mem::replace(&mut seen[next], true) {
+                stack.push(next);
+            }
+        }
+    }
+    false
 }
 
 fn intern(names: &mut Vec<String>, name: &str) -> u32 {

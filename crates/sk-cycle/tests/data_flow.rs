@@ -12,7 +12,7 @@ fn constant(name: &str, value: u32) -> CyclePart {
 
 /// A part that outputs the `u32` it received (`None` for anything else).
 fn echo(name: &str) -> CyclePart {
-    CyclePart::new(name.to_owned(), |ctx| ctx.input_as::<u32>().copied())
+    CyclePart::new(name.to_owned(), |ctx| ctx.input_as::<u32>().ok().copied())
 }
 
 #[test]
@@ -76,4 +76,170 @@ fn a_failed_pipe_source_fails_its_target_upstream() {
         assert_eq!(last.state_of("producer"), Some(PartState::Failed));
         assert_eq!(last.state_of("consumer"), Some(PartState::UpstreamFailed));
     });
+}
+
+#[test]
+fn reading_a_part_not_ordered_before_the_reader_is_a_build_error_naming_both() {
+    let mut b = CycleBuilder::new("racy");
+    b.add(constant("root", 1), 1).unwrap();
+    b.split(
+        [
+            constant("producer", 500),
+            CyclePart::new("consumer", |ctx| {
+                ctx.output::<u32>("producer").map(|v| *v).ok()
+            })
+            .reads(["producer"]),
+        ],
+        2,
+    )
+    .unwrap();
+    let err = b.build().unwrap_err();
+    assert!(
+        matches!(&err, sk_cycle::BuildError::UnorderedRead { reader, part, .. }
+            if reader == "consumer" && part == "producer"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "part \"consumer\" at 3-2 reads \"producer\" at 3-1, which is not ordered before it: \
+         order them (after, pipe) or declare a latest-completed read (reads_latest)"
+    );
+
+    // Ordered by an `after` edge, the same read builds and reads the value.
+    let mut b = CycleBuilder::new("ordered");
+    b.add(constant("root", 1), 1).unwrap();
+    b.split(
+        [
+            constant("producer", 500),
+            CyclePart::new("consumer", |ctx| {
+                ctx.output::<u32>("producer").map(|v| *v).ok()
+            })
+            .reads(["producer"]),
+        ],
+        2,
+    )
+    .unwrap();
+    b.after("consumer", "producer").unwrap();
+    let report = b.build().unwrap().run(Run::times(3)).unwrap();
+    assert_eq!(
+        report.last().unwrap().output_as::<Option<u32>>("consumer"),
+        Some(&Some(500))
+    );
+}
+
+#[test]
+fn a_declared_read_of_a_name_the_cycle_lacks_is_a_build_error() {
+    let mut b = CycleBuilder::new("typo");
+    b.add(constant("root", 1).reads(["rooot"]), 1).unwrap();
+    let err = b.build().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "part \"root\" at 1-1 reads \"rooot\", but the cycle has no part of that name"
+    );
+}
+
+/// Records what a read gave: the value, or the error's text.
+fn read_report(
+    read: impl Fn(&sk_cycle::PartContext<'_>) -> Result<u64, sk_cycle::ReadError>
+    + Send
+    + Sync
+    + 'static,
+) -> String {
+    let mut b = CycleBuilder::new("reads");
+    b.add(CyclePart::new("root", |_| 7u32), 1).unwrap();
+    b.add(
+        CyclePart::new("reader", move |ctx| match read(ctx) {
+            Ok(v) => v.to_string(),
+            Err(e) => e.to_string(),
+        }),
+        2,
+    )
+    .unwrap();
+    let report = b.build().unwrap().run(Run::once()).unwrap();
+    report
+        .last()
+        .unwrap()
+        .output_as::<String>("reader")
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn reads_that_cannot_be_served_say_why() {
+    guarded(|| {
+        // A u32 asked for as a u64: both types, by short name.
+        assert_eq!(
+            read_report(|ctx| ctx.input_as::<u64>().copied()),
+            "the input of part \"reader\" is a `u32`, not a `u64`"
+        );
+        assert_eq!(
+            read_report(|ctx| ctx.output::<String>("root").map(|_| 0)),
+            "the output of part \"root\" is a `u32`, not a `String`"
+        );
+        // The input part needs no declaration.
+        assert_eq!(
+            read_report(|ctx| ctx.output::<u32>("root").map(|v| u64::from(*v))),
+            "7"
+        );
+        // A misspelled name is an error, not a silent None.
+        assert_eq!(
+            read_report(|ctx| ctx.output::<u32>("roto").map(|v| u64::from(*v))),
+            "part \"reader\" reads \"roto\", but the cycle has no part of that name"
+        );
+    })
+}
+
+#[test]
+fn an_undeclared_read_is_refused_naming_the_fix() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("undeclared");
+        b.add(constant("root", 1), 1).unwrap();
+        b.split([constant("left", 2), constant("right", 3)], 2)
+            .unwrap();
+        b.add(
+            CyclePart::new("below_left", |ctx| match ctx.output::<u32>("right") {
+                Ok(v) => v.to_string(),
+                Err(e) => e.to_string(),
+            }),
+            (4, 1),
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once()).unwrap();
+        let text = report
+            .last()
+            .unwrap()
+            .output_as::<String>("below_left")
+            .unwrap();
+        assert!(
+            text.starts_with("part \"below_left\" reads \"right\" without declaring it"),
+            "{text}"
+        );
+    })
+}
+
+#[test]
+fn a_latest_completed_read_needs_no_ordering() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("latest");
+        b.add(constant("root", 1), 1).unwrap();
+        b.split(
+            [
+                CyclePart::new("counter", |ctx| ctx.iteration()),
+                CyclePart::new("watcher", |ctx| {
+                    ctx.output::<u64>("counter").ok().map(|v| *v)
+                })
+                .reads_latest(["counter"]),
+            ],
+            2,
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::times(5)).unwrap();
+        // Some value of this iteration or an earlier one, or none yet.
+        let seen = report
+            .last()
+            .unwrap()
+            .output_as::<Option<u64>>("watcher")
+            .unwrap();
+        assert!(seen.is_none_or(|v| (1..=5).contains(&v)), "{seen:?}");
+    })
 }

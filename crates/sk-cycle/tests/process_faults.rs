@@ -53,7 +53,7 @@ fn process_only() -> bool {
 
 /// Kills the worker whose pid a part reported, and waits until it is gone.
 fn kill_reported(ctx: &sk_cycle::PartContext<'_>) {
-    if let Some(&pid) = ctx.input_get::<u32>() {
+    if let Ok(&pid) = ctx.input_as::<u32>() {
         kill(pid);
         assert!(wait_dead(pid, Duration::from_secs(10)), "{pid} lives on");
     }

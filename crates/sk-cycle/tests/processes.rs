@@ -82,7 +82,7 @@ fn a_process_part_runs_in_another_process_and_its_output_flows_on() {
         )
         .unwrap();
         b.add(
-            CyclePart::new("check", |ctx| ctx.input_get::<u64>().copied()),
+            CyclePart::new("check", |ctx| ctx.input_as::<u64>().ok().copied()),
             (4, 1),
         )
         .unwrap();

@@ -173,10 +173,8 @@ fn after_edge_makes_a_part_wait_for_another_branch() {
                     wait_for(SHORT, || l.has("waiter", "start"));
                     5u8
                 }),
-                log.part("waiter", |ctx| {
-                    ctx.output_of("slow")
-                        .and_then(|v| v.downcast_ref::<u8>().copied())
-                }),
+                log.part("waiter", |ctx| ctx.output::<u8>("slow").ok().map(|v| *v))
+                    .reads(["slow"]),
             ],
             2,
         )
@@ -286,7 +284,7 @@ fn conditional_parts_and_their_subtrees_are_not_taken() {
         b.split(
             [
                 CyclePart::new("big_only", |_| ())
-                    .condition(|ctx| ctx.input_as::<u32>().is_some_and(|&n| n > 10)),
+                    .condition(|ctx| ctx.input_as::<u32>().is_ok_and(|&n| n > 10)),
                 CyclePart::new("always", |_| ()),
             ],
             2,

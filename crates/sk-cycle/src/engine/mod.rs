@@ -33,6 +33,7 @@ use rayon::prelude::*;
 use sk_core::{RateLimiter, StopToken, Value, WindowStats};
 
 use crate::coord::Coord;
+use crate::error::ReadError;
 use crate::mode::PartState;
 use crate::part::{ContextEnv, Input, PartError};
 use crate::plan::{DATA, Plan};
@@ -710,6 +711,19 @@ impl Runtime {
         }
     }
 
+    /// The latest output part `id` completed with, in whatever iteration.
+    pub(crate) fn latest_output(&self, id: u32) -> Option<Arc<Value>> {
+        if !self.latest.is_empty() {
+            return self.latest[id as usize].lock().clone();
+        }
+        let n = &self.nodes[id as usize];
+        if n.has_output.load(Ordering::Acquire) {
+            n.output.lock().clone()
+        } else {
+            None
+        }
+    }
+
     /// The end state of part `id` in its lane's current iteration.
     pub(crate) fn state(&self, id: u32) -> Option<PartState> {
         PartState::from_u8(self.nodes[id as usize].state.load(Ordering::Acquire))
@@ -737,14 +751,41 @@ pub(crate) struct Env<'a> {
 }
 
 impl ContextEnv for Env<'_> {
-    fn output_of(&self, part: &str) -> Option<Arc<Value>> {
-        let id = *self.rt.plan.by_name.get(part)?;
-        self.rt.output(id, self.lane)
+    fn read(&self, reader: &str, part: &str) -> Result<Arc<Value>, ReadError> {
+        let plan = &self.rt.plan;
+        let Some(&id) = plan.by_name.get(part) else {
+            return Err(ReadError::Unknown {
+                reader: reader.to_owned(),
+                part: part.to_owned(),
+            });
+        };
+        let me = plan.by_name.get(reader).map(|&r| &plan.parts[r as usize]);
+        let latest = me.is_some_and(|me| me.reads_latest.contains(&id));
+        let ordered = me.is_some_and(|me| me.input_from == Some(id) || me.reads.contains(&id));
+        if !latest && !ordered {
+            return Err(ReadError::Undeclared {
+                reader: reader.to_owned(),
+                part: part.to_owned(),
+            });
+        }
+        let value = if latest {
+            self.rt.latest_output(id)
+        } else {
+            self.rt.output(id, self.lane)
+        };
+        value.ok_or_else(|| ReadError::NoOutput {
+            reader: reader.to_owned(),
+            part: part.to_owned(),
+            state: self
+                .rt
+                .state(id)
+                .map_or_else(|| "not run yet".to_owned(), |s| s.to_string()),
+        })
     }
 
-    fn output_at(&self, coord: Coord) -> Option<Arc<Value>> {
+    fn name_at(&self, coord: Coord) -> Option<&str> {
         let id = *self.rt.plan.by_coord.get(&coord)?;
-        self.rt.output(id, self.lane)
+        Some(&self.rt.plan.parts[id as usize].part.name)
     }
 
     fn store(&self) -> &Store {
