@@ -135,6 +135,23 @@ pub enum BuildError {
         /// That part's coordinate.
         part_coord: Coord,
     },
+    /// A part whose output stays in this process (made with
+    /// [`CyclePart::local`](crate::CyclePart::local)) feeds a part placed
+    /// in a worker process.
+    #[error(
+        "part \"{part}\" at {coord} makes a value that cannot leave this process, but its output \
+         feeds \"{reader}\" at {reader_coord}, placed in a worker process"
+    )]
+    LocalOutputCrossesProcess {
+        /// The part making the local value.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// The process part that would receive it.
+        reader: String,
+        /// That part's coordinate.
+        reader_coord: Coord,
+    },
     /// A cycle needs at least one part.
     #[error("cycle \"{name}\" has no parts")]
     Empty {

@@ -68,6 +68,8 @@ pub struct CyclePart {
     pub(crate) fallback: Option<Arc<FallbackFn>>,
     /// Whether the output is known to be `()` (no slot to fill).
     pub(crate) unit_output: bool,
+    /// Whether the output can only stay in this process (no serde).
+    pub(crate) local_output: bool,
 }
 
 impl CyclePart {
@@ -87,6 +89,7 @@ impl CyclePart {
             condition: None,
             fallback: None,
             unit_output,
+            local_output: false,
         }
     }
 
@@ -99,6 +102,37 @@ impl CyclePart {
         let unit = TypeId::of::<R>() == TypeId::of::<()>();
         let work: Arc<PartFn> = Arc::new(move |ctx| Ok(Value::new(f(ctx))));
         Self::with_work(name, Work::Context(work), unit)
+    }
+
+    /// A part running `f` whose output may be of any type — a connection
+    /// handle, an `Arc<Mutex<_>>` — and so stays in this process: thread
+    /// parts read it with [`PartContext::input_local`] /
+    /// [`PartContext::output_local`]; a part placed in a worker process
+    /// cannot take it as input (a build error naming both).
+    pub fn local<R, F>(name: impl Into<Arc<str>>, f: F) -> Self
+    where
+        R: Send + Sync + 'static,
+        F: Fn(&PartContext<'_>) -> R + Send + Sync + 'static,
+    {
+        let unit = TypeId::of::<R>() == TypeId::of::<()>();
+        let work: Arc<PartFn> = Arc::new(move |ctx| Ok(Value::local(f(ctx))));
+        let mut part = Self::with_work(name, Work::Context(work), unit);
+        part.local_output = true;
+        part
+    }
+
+    /// [`CyclePart::local`] for a part that may fail.
+    pub fn local_fallible<R, E, F>(name: impl Into<Arc<str>>, f: F) -> Self
+    where
+        R: Send + Sync + 'static,
+        E: Into<BoxError>,
+        F: Fn(&PartContext<'_>) -> Result<R, E> + Send + Sync + 'static,
+    {
+        let unit = TypeId::of::<R>() == TypeId::of::<()>();
+        let work: Arc<PartFn> = Arc::new(move |ctx| f(ctx).map(Value::local).map_err(Into::into));
+        let mut part = Self::with_work(name, Work::Context(work), unit);
+        part.local_output = true;
+        part
     }
 
     /// A part running `f`, which may fail; the error mode decides what a
@@ -394,24 +428,32 @@ pub(crate) trait ContextEnv: Sync {
 /// A part's output read by another part: derefs to the value.
 pub struct Output<T> {
     value: Arc<Value>,
-    _type: std::marker::PhantomData<fn() -> T>,
+    /// How the value is seen as a `T` (decoding, or a plain downcast).
+    view: fn(&Value) -> Option<&T>,
 }
 
-impl<T: serde::de::DeserializeOwned + Send + Sync + 'static> std::ops::Deref for Output<T> {
+impl<T> Output<T> {
+    /// `value` as a `T` by `view`, if it is one.
+    fn of(value: Arc<Value>, view: fn(&Value) -> Option<&T>) -> Option<Self> {
+        view(&value)?;
+        Some(Output { value, view })
+    }
+}
+
+impl<T> std::ops::Deref for Output<T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        match self.value.get::<T>() {
+        match (self.view)(&self.value) {
             Some(value) => value,
-            // `PartContext::output` made it only after `get::<T>` gave a
-            // value, and a value's `get` gives the same value every time
-            // (a decoded one is kept).
+            // `Output::of` made it only after `view` gave a value, and a
+            // value's view gives it every time (a decoded one is kept).
             None => unreachable!("an Output is made only of a value that is a T"),
         }
     }
 }
 
-impl<T: fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static> fmt::Debug for Output<T> {
+impl<T: fmt::Debug> fmt::Debug for Output<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
     }
@@ -532,11 +574,32 @@ impl<'a> PartContext<'a> {
         &self,
         name: &str,
     ) -> Result<Output<T>, ReadError> {
+        self.output_by(name, Value::get::<T>)
+    }
+
+    /// The output of part `name` as a `T` made in this process, of any
+    /// type (see [`CyclePart::local`]); otherwise as
+    /// [`PartContext::output`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PartContext::output`].
+    pub fn output_local<T: std::any::Any>(&self, name: &str) -> Result<Output<T>, ReadError> {
+        self.output_by(name, Value::downcast_ref::<T>)
+    }
+
+    /// The output of part `name` seen as a `T` by `view`.
+    fn output_by<T>(
+        &self,
+        name: &str,
+        view: fn(&Value) -> Option<&T>,
+    ) -> Result<Output<T>, ReadError> {
         let value = self.output_value(name)?;
-        typed::<T>(&value, || format!("the output of part \"{name}\""))?;
-        Ok(Output {
-            value,
-            _type: std::marker::PhantomData,
+        let found = short_type_name(value.type_name());
+        Output::of(value, view).ok_or_else(|| ReadError::Type {
+            what: format!("the output of part \"{name}\""),
+            expected: short_type_name(std::any::type_name::<T>()),
+            found,
         })
     }
 

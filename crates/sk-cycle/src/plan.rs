@@ -333,6 +333,24 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         }
     }
 
+    // A value that cannot leave this process must not feed a process part.
+    for reader in &parts {
+        if !reader.part.placement.is_process() {
+            continue;
+        }
+        if let Some(from) = reader.input_from {
+            let source = &parts[from as usize];
+            if source.part.local_output {
+                return Err(BuildError::LocalOutputCrossesProcess {
+                    part: source.part.name.to_string(),
+                    coord: source.coord,
+                    reader: reader.part.name.to_string(),
+                    reader_coord: reader.coord,
+                });
+            }
+        }
+    }
+
     // Barriers: one per pair of consecutive part levels in each scope.
     let mut node_count = parts.len() as u32;
     let mut node_lane: Vec<u32> = parts.iter().map(|p| p.lane).collect();

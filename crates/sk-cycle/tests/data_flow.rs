@@ -243,3 +243,66 @@ fn a_latest_completed_read_needs_no_ordering() {
         assert!(seen.is_none_or(|v| (1..=5).contains(&v)), "{seen:?}");
     })
 }
+
+/// A connection-like handle: shared, mutable, not serializable.
+struct Conn {
+    sent: std::sync::Mutex<Vec<String>>,
+}
+
+#[test]
+fn values_without_serde_flow_between_thread_parts() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("local");
+        b.add(
+            CyclePart::local("connect", |_| {
+                std::sync::Arc::new(Conn {
+                    sent: std::sync::Mutex::new(Vec::new()),
+                })
+            }),
+            1,
+        )
+        .unwrap();
+        b.add(
+            CyclePart::fallible("send", |ctx| {
+                let conn = ctx.input_local::<std::sync::Arc<Conn>>()?;
+                conn.sent
+                    .lock()
+                    .unwrap()
+                    .push(format!("hello {}", ctx.iteration()));
+                Ok::<_, sk_cycle::ReadError>(conn.sent.lock().unwrap().len())
+            }),
+            2,
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::times(3)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(last.state_of("send"), Some(PartState::Succeeded));
+        // A fresh connection each iteration, one message on it.
+        assert_eq!(last.output_as::<usize>("send"), Some(&1));
+    });
+}
+
+#[sk_core::function(crate = ::sk_core)]
+fn takes_input(input: u8) -> u8 {
+    input
+}
+
+#[test]
+fn a_value_without_serde_cannot_feed_a_process_part() {
+    let mut b = CycleBuilder::new("local-to-process");
+    b.add(CyclePart::local("connect", |_| std::sync::Arc::new(5u8)), 1)
+        .unwrap();
+    let remote = sk_core::SkFunction::builder("takes_input").build().unwrap();
+    b.add(CyclePart::function("remote", remote).in_process(), 2)
+        .unwrap();
+    let err = b.build().unwrap_err();
+    assert!(
+        matches!(err, sk_cycle::BuildError::LocalOutputCrossesProcess { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "part \"connect\" at 1-1 makes a value that cannot leave this process, but its output \
+         feeds \"remote\" at 2-1, placed in a worker process"
+    );
+}
