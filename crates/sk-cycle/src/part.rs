@@ -422,6 +422,9 @@ pub(crate) trait ContextEnv: Sync {
     fn read(&self, reader: &str, part: &str) -> Result<Arc<Value>, ReadError>;
     /// The name of the part at `coord`.
     fn name_at(&self, coord: Coord) -> Option<&str>;
+    /// The parts below `part` in the tree with their latest completed
+    /// outputs, in coordinate order (`None`: unknown part).
+    fn subtree_latest(&self, part: &str) -> Option<Vec<(Arc<str>, Option<Arc<Value>>)>>;
     fn store(&self) -> &Store;
 }
 
@@ -601,6 +604,41 @@ impl<'a> PartContext<'a> {
             expected: short_type_name(std::any::type_name::<T>()),
             found,
         })
+    }
+
+    /// Asks part `name` for its descendants' data: the latest completed
+    /// outputs of the parts below it in the tree that are a `T` and for
+    /// which `keep(part, value)` holds, in coordinate order. A
+    /// latest-completed read (see [`CyclePart::reads_latest`]): a value of
+    /// this iteration or an earlier one, none before a part first
+    /// completes; it needs no declaration.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Unknown`] when the cycle has no part `name`.
+    pub fn descendants_where<T, F>(
+        &self,
+        name: &str,
+        keep: F,
+    ) -> Result<Vec<(Arc<str>, Output<T>)>, ReadError>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+        F: Fn(&str, &T) -> bool,
+    {
+        let below = self
+            .env
+            .subtree_latest(name)
+            .ok_or_else(|| ReadError::Unknown {
+                reader: self.part.to_owned(),
+                part: name.to_owned(),
+            })?;
+        Ok(below
+            .into_iter()
+            .filter_map(|(part, value)| {
+                let output = Output::of(value?, Value::get::<T>)?;
+                keep(&part, &output).then_some((part, output))
+            })
+            .collect())
     }
 
     /// The output of part `name`, untyped (see [`PartContext::output`]).

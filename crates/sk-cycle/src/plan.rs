@@ -82,6 +82,23 @@ pub(crate) struct Plan {
     pub(crate) components: Vec<String>,
     pub(crate) by_name: HashMap<Arc<str>, u32>,
     pub(crate) by_coord: HashMap<Coord, u32>,
+    /// The parts directly below each part in the tree (through forks), in
+    /// coordinate order: its subtree's first level.
+    pub(crate) tree_children: Arc<[Box<[u32]>]>,
+}
+
+/// The parts of part `id`'s subtree, without it, in coordinate order
+/// (part ids are given in coordinate order), from each part's tree
+/// children.
+pub(crate) fn subtree(tree_children: &[Box<[u32]>], id: u32) -> Vec<u32> {
+    let mut below = Vec::new();
+    let mut stack: Vec<u32> = tree_children[id as usize].to_vec();
+    while let Some(part) = stack.pop() {
+        below.push(part);
+        stack.extend_from_slice(&tree_children[part as usize]);
+    }
+    below.sort_unstable();
+    below
 }
 
 impl Plan {
@@ -440,6 +457,22 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         .map(|(i, p)| (Arc::clone(&p.part.name), i as u32))
         .collect();
     resolve_reads(&mut parts, &by_name, n, &succ_start, &succ)?;
+    let tree_children: Arc<[Box<[u32]>]> = order
+        .iter()
+        .map(|&idx| {
+            let mut children = Vec::new();
+            let mut stack = bp.nodes[idx].children.clone();
+            while let Some(child) = stack.pop() {
+                match pid(child) {
+                    Some(part) => children.push(part),
+                    // A fork: its parts are this part's children.
+                    None => stack.extend_from_slice(&bp.nodes[child].children),
+                }
+            }
+            children.sort_unstable();
+            children.into_boxed_slice()
+        })
+        .collect();
     let by_coord = parts
         .iter()
         .enumerate()
@@ -458,6 +491,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         components,
         by_name,
         by_coord,
+        tree_children,
     })
 }
 

@@ -27,6 +27,8 @@ pub struct IterationReport {
     pub(crate) states: Vec<Option<PartState>>,
     pub(crate) outputs: Vec<Option<Arc<Value>>>,
     pub(crate) errors: Vec<Option<Arc<PartError>>>,
+    /// Each part's children in the tree (see `Plan::tree_children`).
+    pub(crate) tree: Arc<[Box<[u32]>]>,
 }
 
 impl IterationReport {
@@ -60,6 +62,7 @@ impl IterationReport {
                 .load(std::sync::atomic::Ordering::Relaxed),
             names: Arc::clone(names),
             coords: Arc::clone(coords),
+            tree: Arc::clone(&rt.plan.tree_children),
             states,
             outputs,
             errors,
@@ -109,6 +112,28 @@ impl IterationReport {
     /// The output of part `name`, if it succeeded (a fallback counts).
     pub fn output_of(&self, name: &str) -> Option<&Value> {
         self.outputs[self.id_of(name)?].as_deref()
+    }
+
+    /// The outputs of the parts below `name` in the tree (its subtree,
+    /// without it) that completed this iteration as a `T` and for which
+    /// `keep(part, value)` holds, in coordinate order — asking a part for
+    /// its descendants' data. Empty for an unknown name.
+    pub fn descendants_where<T, F>(&self, name: &str, keep: F) -> Vec<(&str, &T)>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+        F: Fn(&str, &T) -> bool,
+    {
+        let Some(id) = self.names.iter().position(|n| &**n == name) else {
+            return Vec::new();
+        };
+        crate::plan::subtree(&self.tree, id as u32)
+            .into_iter()
+            .filter_map(|part| {
+                let value = self.outputs[part as usize].as_ref()?.get::<T>()?;
+                let name = &*self.names[part as usize];
+                keep(name, value).then_some((name, value))
+            })
+            .collect()
     }
 
     /// The output of part `name` as a `T`.

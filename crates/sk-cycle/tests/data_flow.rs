@@ -306,3 +306,98 @@ fn a_value_without_serde_cannot_feed_a_process_part() {
          feeds \"remote\" at 2-1, placed in a worker process"
     );
 }
+
+/// root → split [a=10 → a1=11, b=20 → (split [b1=21, b2=22])], and a
+/// watcher beside them.
+fn family() -> CycleBuilder {
+    let mut b = CycleBuilder::new("family");
+    b.add(constant("root", 1), 1).unwrap();
+    b.split([constant("a", 10), constant("b", 20)], 2).unwrap();
+    b.add(constant("a1", 11), (4, 1)).unwrap();
+    b.split([constant("b1", 21), constant("b2", 22)], (4, 2))
+        .unwrap();
+    b
+}
+
+#[test]
+fn a_report_gives_a_parts_descendants_data_by_a_predicate() {
+    guarded(|| {
+        let report = family().build().unwrap().run(Run::once()).unwrap();
+        let last = report.last().unwrap();
+        let all: Vec<(&str, u32)> = last
+            .descendants_where::<u32, _>("root", |_, _| true)
+            .into_iter()
+            .map(|(n, v)| (n, *v))
+            .collect();
+        assert_eq!(
+            all,
+            [("a", 10), ("b", 20), ("a1", 11), ("b1", 21), ("b2", 22)]
+        );
+        let odd_below_b: Vec<&str> = last
+            .descendants_where::<u32, _>("b", |_, v| v % 2 == 1)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(odd_below_b, ["b1"]);
+        assert!(
+            last.descendants_where::<u32, _>("a1", |_, _| true)
+                .is_empty()
+        );
+        // Values of another type are left out.
+        assert!(
+            last.descendants_where::<String, _>("root", |_, _| true)
+                .is_empty()
+        );
+    });
+}
+
+#[test]
+fn a_part_asks_another_for_its_descendants_latest_data() {
+    guarded(|| {
+        let mut b = family();
+        b.add(
+            CyclePart::new("census", |ctx| {
+                ctx.descendants_where::<u32, _>("b", |name, _| name != "b2")
+                    .map(|found| {
+                        found
+                            .into_iter()
+                            .map(|(name, v)| format!("{name}={}", *v))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_else(|e| e.to_string())
+            }),
+            (5, 1),
+        )
+        .unwrap();
+        b.after("census", "b1").unwrap();
+        let report = b.build().unwrap().run(Run::times(2)).unwrap();
+        let census = report
+            .last()
+            .unwrap()
+            .output_as::<String>("census")
+            .unwrap();
+        // b1 is ordered before the census; b's own value is not its
+        // descendant's.
+        assert!(census.starts_with("b1=21"), "{census}");
+        assert!(!census.contains("b2"), "{census}");
+
+        let mut b = family();
+        b.add(
+            CyclePart::new("lost", |ctx| {
+                ctx.descendants_where::<u32, _>("nobody", |_, _| true)
+                    .err()
+                    .map(|e| e.to_string())
+            }),
+            (5, 1),
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once()).unwrap();
+        assert_eq!(
+            report.last().unwrap().output_as::<Option<String>>("lost"),
+            Some(&Some(
+                "part \"lost\" reads \"nobody\", but the cycle has no part of that name".to_owned()
+            ))
+        );
+    });
+}

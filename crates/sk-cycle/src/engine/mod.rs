@@ -783,6 +783,21 @@ impl ContextEnv for Env<'_> {
         })
     }
 
+    fn subtree_latest(&self, part: &str) -> Option<Vec<(Arc<str>, Option<Arc<Value>>)>> {
+        let plan = &self.rt.plan;
+        let id = *plan.by_name.get(part)?;
+        let below = crate::plan::subtree(&plan.tree_children, id);
+        Some(
+            below
+                .into_iter()
+                .map(|p| {
+                    let name = Arc::clone(&plan.parts[p as usize].part.name);
+                    (name, self.rt.latest_output(p))
+                })
+                .collect(),
+        )
+    }
+
     fn name_at(&self, coord: Coord) -> Option<&str> {
         let id = *self.rt.plan.by_coord.get(&coord)?;
         Some(&self.rt.plan.parts[id as usize].part.name)
