@@ -119,7 +119,7 @@ pub use coord::Coord;
 pub use cycle::Cycle;
 pub use error::{BuildError, ReadError, RunError};
 pub use mode::{ErrorMode, PartState, Placement, SyncMode};
-pub use part::{CyclePart, Input, Output, PartContext, PartError};
+pub use part::{CyclePart, Descendants, Input, Output, PartContext, PartError};
 pub use registry::CycleRegistry;
 pub use report::{CycleStats, IterationReport, PartStats, RunReport, StopReason};
 pub use run::{Run, RunHandle};

@@ -415,6 +415,12 @@ pub struct PartContext<'a> {
     pub(crate) stop: &'a StopToken,
 }
 
+/// Parts with their latest completed outputs (`None`: none yet).
+pub(crate) type LatestOutputs = Vec<(Arc<str>, Option<Arc<Value>>)>;
+
+/// Parts found by [`PartContext::descendants_where`], with their outputs.
+pub type Descendants<T> = Vec<(Arc<str>, Output<T>)>;
+
 /// What the engine lets a part look up.
 pub(crate) trait ContextEnv: Sync {
     /// Part `part`'s output, as `reader` may read it (see
@@ -424,7 +430,7 @@ pub(crate) trait ContextEnv: Sync {
     fn name_at(&self, coord: Coord) -> Option<&str>;
     /// The parts below `part` in the tree with their latest completed
     /// outputs, in coordinate order (`None`: unknown part).
-    fn subtree_latest(&self, part: &str) -> Option<Vec<(Arc<str>, Option<Arc<Value>>)>>;
+    fn subtree_latest(&self, part: &str) -> Option<LatestOutputs>;
     fn store(&self) -> &Store;
 }
 
@@ -616,11 +622,7 @@ impl<'a> PartContext<'a> {
     /// # Errors
     ///
     /// [`ReadError::Unknown`] when the cycle has no part `name`.
-    pub fn descendants_where<T, F>(
-        &self,
-        name: &str,
-        keep: F,
-    ) -> Result<Vec<(Arc<str>, Output<T>)>, ReadError>
+    pub fn descendants_where<T, F>(&self, name: &str, keep: F) -> Result<Descendants<T>, ReadError>
     where
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
         F: Fn(&str, &T) -> bool,

@@ -783,7 +783,7 @@ impl ContextEnv for Env<'_> {
         })
     }
 
-    fn subtree_latest(&self, part: &str) -> Option<Vec<(Arc<str>, Option<Arc<Value>>)>> {
+    fn subtree_latest(&self, part: &str) -> Option<crate::part::LatestOutputs> {
         let plan = &self.rt.plan;
         let id = *plan.by_name.get(part)?;
         let below = crate::plan::subtree(&plan.tree_children, id);
