@@ -121,7 +121,7 @@ pub use error::{BuildError, ReadError, RunError};
 pub use mode::{ErrorMode, PartState, Placement, SyncMode};
 pub use part::{CyclePart, Descendants, Input, Output, PartContext, PartError};
 pub use registry::CycleRegistry;
-pub use report::{CycleStats, IterationReport, PartStats, RunReport, StopReason};
+pub use report::{CycleStats, IterationReport, PartStats, RunReport, StateCounts, StopReason};
 pub use run::{Run, RunHandle};
 pub use store::Store;
 pub use trace::{Trace, TraceEvent};

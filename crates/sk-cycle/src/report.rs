@@ -192,15 +192,77 @@ pub enum StopReason {
     InstantFail,
 }
 
-/// Stats of one part over a run.
-#[derive(Clone, Debug)]
+/// How many iterations of a part ended in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct StateCounts {
+    /// [`PartState::Succeeded`].
+    pub succeeded: u64,
+    /// [`PartState::SucceededWithFallback`].
+    pub succeeded_with_fallback: u64,
+    /// [`PartState::Failed`].
+    pub failed: u64,
+    /// [`PartState::UpstreamFailed`].
+    pub upstream_failed: u64,
+    /// [`PartState::Skipped`].
+    pub skipped: u64,
+    /// [`PartState::NotTaken`].
+    pub not_taken: u64,
+    /// [`PartState::TimedOut`].
+    pub timed_out: u64,
+    /// [`PartState::Cancelled`].
+    pub cancelled: u64,
+}
+
+impl StateCounts {
+    /// Counts in [`PartState::ALL`] order.
+    pub(crate) fn from_array(c: [u64; 8]) -> Self {
+        StateCounts {
+            succeeded: c[0],
+            succeeded_with_fallback: c[1],
+            failed: c[2],
+            upstream_failed: c[3],
+            skipped: c[4],
+            not_taken: c[5],
+            timed_out: c[6],
+            cancelled: c[7],
+        }
+    }
+
+    /// How many iterations ended in `state`.
+    pub fn get(&self, state: PartState) -> u64 {
+        match state {
+            PartState::Succeeded => self.succeeded,
+            PartState::SucceededWithFallback => self.succeeded_with_fallback,
+            PartState::Failed => self.failed,
+            PartState::UpstreamFailed => self.upstream_failed,
+            PartState::Skipped => self.skipped,
+            PartState::NotTaken => self.not_taken,
+            PartState::TimedOut => self.timed_out,
+            PartState::Cancelled => self.cancelled,
+        }
+    }
+
+    /// Iterations counted, in every state.
+    pub fn total(&self) -> u64 {
+        PartState::ALL.iter().map(|&s| self.get(s)).sum()
+    }
+}
+
+/// Stats of one part over a run (serializable, e.g. to JSON).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct PartStats {
     /// The part.
     pub name: String,
     /// Its coordinate.
     pub coord: Coord,
-    /// How many iterations ended in each state, in [`PartState::ALL`] order.
-    pub states: [u64; 8],
+    /// How many iterations ended in each state.
+    pub states: StateCounts,
+    /// Attempts made beyond each iteration's first (under
+    /// [`ErrorMode::Retry`](crate::ErrorMode::Retry)): every run of the
+    /// part is counted, `runs` + `retries` attempts in all.
+    pub retries: u64,
     /// Its execution times (empty when stats were off).
     pub timing: StatsSummary,
 }
@@ -208,12 +270,13 @@ pub struct PartStats {
 impl PartStats {
     /// How many iterations ended in `state`.
     pub fn count(&self, state: PartState) -> u64 {
-        self.states[state as usize - 1]
+        self.states.get(state)
     }
 }
 
-/// Timing stats of a run: per iteration and per part.
-#[derive(Clone, Debug)]
+/// Timing stats of a run: per iteration and per part (serializable).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct CycleStats {
     /// Iteration durations of the first lane.
     pub iterations: StatsSummary,

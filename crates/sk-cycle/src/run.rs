@@ -14,7 +14,7 @@ use crate::coord::Coord;
 use crate::cycle::Cycle;
 use crate::engine::{Component, EngineOptions, Runtime, Watchdog};
 use crate::error::RunError;
-use crate::report::{CycleStats, IterationReport, PartStats, RunReport, StopReason};
+use crate::report::{CycleStats, IterationReport, PartStats, RunReport, StateCounts, StopReason};
 use crate::store::Store;
 use crate::trace::Trace;
 
@@ -589,7 +589,10 @@ fn build_report(
         .map(|(id, p)| PartStats {
             name: p.part.name.to_string(),
             coord: p.coord,
-            states: std::array::from_fn(|s| rt.counts[id][s].load(Ordering::Relaxed)),
+            states: StateCounts::from_array(std::array::from_fn(|s| {
+                rt.counts[id][s].load(Ordering::Relaxed)
+            })),
+            retries: rt.retries[id].load(Ordering::Relaxed),
             timing: rt
                 .stats
                 .get(id)

@@ -178,6 +178,20 @@ fn retry_repeats_by_the_policy_until_success() {
         assert_eq!(last.state_of("flaky"), Some(PartState::Succeeded));
         assert_eq!(last.output_as::<u32>("flaky"), Some(&3));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // The stats count the two retries, and serialize with named states.
+        let stats = report.stats();
+        let flaky = stats.parts.iter().find(|p| p.name == "flaky").unwrap();
+        assert_eq!(flaky.retries, 2);
+        assert_eq!(flaky.states.succeeded, 1);
+        let json = serde_json::to_value(stats).unwrap();
+        let part = json["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "flaky")
+            .unwrap();
+        assert_eq!(part["states"]["succeeded"], 1);
+        assert_eq!(part["retries"], 2);
     })
 }
 
@@ -302,7 +316,7 @@ fn every_part_ends_every_iteration_in_exactly_one_state() {
         let report = two_branches(failing("bad", ErrorMode::CleanFail), Run::times(5));
         let stats = report.stats();
         for part in &stats.parts {
-            let total: u64 = part.states.iter().sum();
+            let total: u64 = part.states.total();
             assert_eq!(
                 total, 5,
                 "{} ended {} times in 5 iterations",

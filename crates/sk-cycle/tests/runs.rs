@@ -117,12 +117,7 @@ fn a_continuous_run_stops_at_an_iteration_boundary_and_leaves_no_thread() {
         let last = report.last().unwrap();
         assert!(last.states().all(|(_, _, s)| s == PartState::Succeeded));
         for part in &report.stats().parts {
-            assert_eq!(
-                part.states.iter().sum::<u64>(),
-                report.iterations(),
-                "{}",
-                part.name
-            );
+            assert_eq!(part.states.total(), report.iterations(), "{}", part.name);
         }
         let left = threads_named(":q7");
         assert!(left.is_empty(), "threads left running: {left:?}");

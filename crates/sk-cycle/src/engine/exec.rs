@@ -188,10 +188,12 @@ fn check_output(pp: &PlanPart, value: &Value) -> Result<(), Failure> {
 }
 
 /// Runs `attempt` once, or under [`ErrorMode::Retry`] by the part's retry
-/// policy, its overall deadline shortened to `deadline` when given.
+/// policy, its overall deadline shortened to `deadline` when given;
+/// counts the retries in `retries`.
 fn with_retries(
     pp: &PlanPart,
     deadline: Option<Duration>,
+    retries: &AtomicU64,
     mut attempt: impl FnMut(u32) -> Result<Value, Failure>,
 ) -> Result<Value, Failure> {
     if pp.part.error_mode != ErrorMode::Retry {
@@ -205,7 +207,12 @@ fn with_retries(
     let mut rng = fastrand::Rng::new();
     let classify = |f: &Failure| Retry::from(f.retryable);
     policy
-        .run(&SystemClock, &mut rng, classify, |a| attempt(a.number))
+        .run(&SystemClock, &mut rng, classify, |a| {
+            if a.number > 1 {
+                retries.fetch_add(1, Ordering::Relaxed);
+            }
+            attempt(a.number)
+        })
         .map_err(|e| {
             e.into_last_error().unwrap_or_else(|| {
                 Failure::new(
@@ -285,7 +292,7 @@ impl Runtime {
         let part = &pp.part;
         let started = self.start_clock();
         let env = self.env(pp.lane);
-        let result = with_retries(pp, part.timeout, |number| {
+        let result = with_retries(pp, part.timeout, &self.retries[node as usize], |number| {
             check_input(pp, input)?;
             let ctx = self.context(pp, input, &env, stop, iteration, number);
             let value = caught(
@@ -322,7 +329,7 @@ impl Runtime {
             let error = failed(pp, "not a function handle".to_owned());
             return self.finish_with(pp, Err(Failure::new(error, false)), started);
         };
-        let result = with_retries(pp, None, |_| {
+        let result = with_retries(pp, None, &self.retries[node as usize], |_| {
             check_input(pp, input)?;
             let value = runner
                 .call(&part.placement, handle, input, part.timeout)

@@ -126,6 +126,8 @@ pub(crate) struct Runtime {
     /// Per-part timing: a few hundred bytes each, however large the cycle.
     pub(crate) stats: Box<[Mutex<WindowStats>]>,
     pub(crate) counts: Box<[[AtomicU64; 8]]>,
+    /// Per part: attempts beyond each iteration's first.
+    pub(crate) retries: Box<[AtomicU64]>,
     pub(crate) trace: Mutex<Vec<TraceEvent>>,
     pub(crate) epoch: Instant,
     /// Latest output of every part, kept only when there are several lanes.
@@ -171,6 +173,7 @@ impl Runtime {
                 .map(|_| Mutex::new(WindowStats::new()))
                 .collect(),
             counts: (0..parts).map(|_| Default::default()).collect(),
+            retries: (0..parts).map(|_| AtomicU64::new(0)).collect(),
             latest: (0..if multi_lane { parts } else { 0 })
                 .map(|_| Mutex::new(None))
                 .collect(),
