@@ -272,6 +272,7 @@ impl Cycle {
     /// [`RunError::CtrlC`] when the Ctrl-C handler cannot be installed.
     /// Part failures do not make this fail: they are in the report.
     pub fn run(&self, run: Run) -> Result<RunReport, RunError> {
+        let _run = tracing::info_span!("run", cycle = %self.name()).entered();
         let started = Instant::now();
         let cycle: Arc<str> = Arc::from(self.name());
         let start_error = |what: &str, source| RunError::Start {
@@ -507,11 +508,14 @@ fn drive_lane(
             break;
         }
         let began = timed.then(Instant::now);
-        let iteration = if in_pool {
-            rt.run_iteration_in_pool(lane)
-        } else {
-            rt.run_iteration_outside(lane)
-        };
+        let span = tracing::debug_span!("iteration", lane, number = outcome.iterations + 1);
+        let iteration = span.in_scope(|| {
+            if in_pool {
+                rt.run_iteration_in_pool(lane)
+            } else {
+                rt.run_iteration_outside(lane)
+            }
+        });
         last_duration = began.map_or(Duration::ZERO, |b| b.elapsed());
         last_iteration = iteration;
         if run.stats {

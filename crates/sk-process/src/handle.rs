@@ -234,6 +234,11 @@ impl Inner {
         for (id, call) in pending {
             let _ = call.reply.send(Err(lost(self, id, call.sent)));
         }
+        if exit.is_normal() {
+            tracing::debug!(worker = %self.name, pid = self.pid, "worker exited");
+        } else {
+            tracing::warn!(worker = %self.name, pid = self.pid, exit = %exit, "worker died");
+        }
         let event = self.event(exit);
         for watcher in self.watchers.lock().drain(..) {
             let _ = watcher.send(event.clone());
@@ -785,6 +790,12 @@ impl PendingCall {
             Ok(reply) => reply,
             Err(RecvTimeoutError::Timeout) if timeout.is_some() => {
                 inner.pending.lock().remove(&self.id);
+                tracing::warn!(
+                    worker = %inner.name,
+                    function = %self.function,
+                    after = ?timeout.unwrap_or_default(),
+                    "call timed out; killing the worker"
+                );
                 self.worker.kill();
                 Err(WorkerError::TimedOut {
                     worker: inner.name.clone(),

@@ -187,6 +187,11 @@ fn check_output(pp: &PlanPart, value: &Value) -> Result<(), Failure> {
     check_value(pp, &pp.part.validator, value, "output")
 }
 
+/// The span of one run of a part (at TRACE: free when nobody listens).
+fn part_span(pp: &PlanPart, iteration: u64) -> tracing::Span {
+    tracing::trace_span!("part", name = %pp.part.name, coord = %pp.coord, iteration)
+}
+
 /// Runs `attempt` once, or under [`ErrorMode::Retry`] by the part's retry
 /// policy, its overall deadline shortened to `deadline` when given;
 /// counts the retries in `retries`.
@@ -210,6 +215,7 @@ fn with_retries(
         .run(&SystemClock, &mut rng, classify, |a| {
             if a.number > 1 {
                 retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(part = %pp.part.name, coord = %pp.coord, attempt = a.number, "retrying");
             }
             attempt(a.number)
         })
@@ -274,6 +280,7 @@ impl Runtime {
         let iteration = self.lanes[pp.lane as usize]
             .iteration
             .load(Ordering::Relaxed);
+        let _part = part_span(pp, iteration).entered();
         let env = self.env(pp.lane);
         let ctx = self.context(pp, &input, &env, &self.cancel, iteration, 1);
         let result = caught(pp, panic::catch_unwind(AssertUnwindSafe(|| work(&ctx))));
@@ -291,6 +298,7 @@ impl Runtime {
         let pp = &self.plan.parts[node as usize];
         let part = &pp.part;
         let started = self.start_clock();
+        let _part = part_span(pp, iteration).entered();
         let env = self.env(pp.lane);
         let result = with_retries(pp, part.timeout, &self.retries[node as usize], |number| {
             check_input(pp, input)?;
@@ -320,6 +328,10 @@ impl Runtime {
         let pp = &self.plan.parts[node as usize];
         let part = &pp.part;
         let started = self.start_clock();
+        let iteration = self.lanes[pp.lane as usize]
+            .iteration
+            .load(Ordering::Relaxed);
+        let _part = part_span(pp, iteration).entered();
         let handle = match (&part.work, &self.processes) {
             (Work::Function(f), Some(runner)) => f.as_handle().map(|handle| (handle, runner)),
             _ => None,
@@ -390,8 +402,10 @@ impl Runtime {
     /// What the part's error mode makes of `error`.
     fn failure(&self, pp: &PlanPart, error: PartError, timed_out: bool) -> Finish {
         let failed = if timed_out {
+            tracing::warn!(part = %pp.part.name, coord = %pp.coord, error = %error, "part timed out");
             PartState::TimedOut
         } else {
+            tracing::debug!(part = %pp.part.name, coord = %pp.coord, error = %error, "part failed");
             PartState::Failed
         };
         let error = Some(Arc::new(error));

@@ -206,6 +206,7 @@ fn restart(shared: &Shared, stop: &[ChildId], start: &[ChildId]) -> Vec<(ChildId
                 // starting: reported as a restart and an exit, like any
                 // other, and fed back to the supervisor as one.
                 let exit = Exit::Failed(format!("restart failed: {e}"));
+                tracing::warn!(manager = %shared.name, child = %name, error = %e, "restart failed");
                 let pid = match &e {
                     WorkerError::Died { pid, .. }
                     | WorkerError::NotDelivered { pid, .. }
@@ -252,6 +253,7 @@ fn restart(shared: &Shared, stop: &[ChildId], start: &[ChildId]) -> Vec<(ChildId
         c.restarts += 1;
         c.state = ChildState::Running;
         let restarts = c.restarts;
+        tracing::info!(manager = %shared.name, child = %name, pid, restarts, "child restarted");
         shared.emit(ManagerEvent::Restarted {
             id,
             name,
@@ -272,6 +274,12 @@ fn escalate(shared: &Shared, restarts: u32, within: Duration) {
         state.phase = Phase::Escalated { restarts, within };
         take_all(&mut state, ChildState::Stopped)
     };
+    tracing::error!(
+        manager = %shared.name,
+        restarts,
+        within = ?within,
+        "too many restarts: escalated, every child stopped"
+    );
     let _ = stop_all(&taken, shared.stop_grace);
     drop(taken);
     shared.emit(ManagerEvent::Escalated { restarts, within });
