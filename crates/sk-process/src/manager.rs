@@ -483,6 +483,15 @@ impl ProcessManager {
         let deadline = timeout.map(|t| started + t);
         // The incarnation whose worker the call did not reach.
         let mut missed = None;
+        let worker_error = |child: String, source: WorkerError| ManagerError::Worker {
+            manager: shared.name.clone(),
+            child,
+            source: Box::new(source),
+        };
+        let restarting = |name: String| {
+            let waited = started.elapsed();
+            worker_error(name.clone(), WorkerError::Restarting { worker: name, waited })
+        };
         loop {
             let (name, worker, incarnation) =
                 {
@@ -509,14 +518,7 @@ impl ProcessManager {
                             }
                         };
                         if timed_out {
-                            return Err(ManagerError::Worker {
-                                manager: shared.name.clone(),
-                                child: name.clone(),
-                                source: Box::new(WorkerError::Restarting {
-                                    worker: name,
-                                    waited: started.elapsed(),
-                                }),
-                            });
+                            return Err(restarting(name));
                         }
                     }
                 };
@@ -524,24 +526,11 @@ impl ProcessManager {
             if missed.is_some() && left.is_some_and(|left| left.is_zero()) {
                 // Out of time after a miss: not sent (a call with no time
                 // left would only kill the new worker).
-                return Err(ManagerError::Worker {
-                    manager: shared.name.clone(),
-                    child: name.clone(),
-                    source: Box::new(WorkerError::Restarting {
-                        worker: name,
-                        waited: started.elapsed(),
-                    }),
-                });
+                return Err(restarting(name));
             }
             match worker.call(function, extra, left) {
                 Err(e) if e.never_ran() => missed = Some(incarnation),
-                result => {
-                    return result.map_err(|source| ManagerError::Worker {
-                        manager: shared.name.clone(),
-                        child: name,
-                        source: Box::new(source),
-                    });
-                }
+                result => return result.map_err(|source| worker_error(name, source)),
             }
         }
     }
