@@ -54,7 +54,12 @@ pub struct Run {
     store: Option<Arc<Store>>,
     backend: Option<sk_process::Backend>,
     process_workers: usize,
+    /// Where a spawned run shows its runtime to its handle (live stats).
+    live: Option<Arc<LiveSlot>>,
 }
+
+/// The running runtime of a spawned run, for [`RunHandle::stats`].
+type LiveSlot = parking_lot::Mutex<Option<std::sync::Weak<Runtime>>>;
 
 impl Default for Run {
     /// A continuous run.
@@ -72,6 +77,7 @@ impl Default for Run {
             store: None,
             backend: None,
             process_workers: 2,
+            live: None,
         }
     }
 }
@@ -211,9 +217,23 @@ pub struct RunHandle {
     stop: StopToken,
     thread: Option<JoinHandle<Result<RunReport, RunError>>>,
     cycle: String,
+    live: Arc<LiveSlot>,
 }
 
 impl RunHandle {
+    /// A snapshot of the running run's per-part stats — end states so
+    /// far, retries, timings — without stopping it; `None` before it has
+    /// started or after it has ended (the report has the final stats).
+    /// Iteration timings are in the final report only (their summary
+    /// here is empty).
+    pub fn stats(&self) -> Option<CycleStats> {
+        let rt = self.live.lock().as_ref()?.upgrade()?;
+        Some(CycleStats {
+            iterations: sk_core::StatsSummary::default(),
+            parts: part_stats(&rt),
+        })
+    }
+
     /// Asks the run to stop at the next iteration boundary.
     pub fn stop(&self) {
         self.stop.stop();
@@ -343,6 +363,9 @@ impl Cycle {
             *rt.watchdog.lock() = Some(dog);
         }
         let rt = Arc::new(rt);
+        if let Some(live) = &run.live {
+            *live.lock() = Some(Arc::downgrade(&rt));
+        }
         let stop = run.stop.clone().unwrap_or_default();
         let _ctrl_c = if run.ctrl_c {
             Some(crate::ctrl_c::watch(stop.clone())?)
@@ -451,7 +474,9 @@ impl Cycle {
     /// [`RunError::Start`] when the thread cannot be started.
     pub fn spawn(&self, run: Run) -> Result<RunHandle, RunError> {
         let stop = run.stop.clone().unwrap_or_default();
-        let run = run.stop_token(stop.clone());
+        let live: Arc<LiveSlot> = Arc::default();
+        let mut run = run.stop_token(stop.clone());
+        run.live = Some(Arc::clone(&live));
         let cycle = self.clone();
         let thread = thread::Builder::new()
             .name(format!("sk-run:{}", self.name()))
@@ -465,6 +490,7 @@ impl Cycle {
             stop,
             thread: Some(thread),
             cycle: self.name().to_owned(),
+            live,
         })
     }
 }
@@ -585,25 +611,7 @@ fn build_report(
     } else {
         StopReason::Completed
     };
-    let parts = rt
-        .plan
-        .parts
-        .iter()
-        .enumerate()
-        .map(|(id, p)| PartStats {
-            name: p.part.name.to_string(),
-            coord: p.coord,
-            states: StateCounts::from_array(std::array::from_fn(|s| {
-                rt.counts[id][s].load(Ordering::Relaxed)
-            })),
-            retries: rt.retries[id].load(Ordering::Relaxed),
-            timing: rt
-                .stats
-                .get(id)
-                .map(|s| s.lock().summary())
-                .unwrap_or_default(),
-        })
-        .collect();
+    let parts = part_stats(rt);
     let iterations = outcomes
         .first()
         .map(|o| o.timing.summary())
@@ -632,4 +640,26 @@ fn build_report(
         trace,
         wall,
     }
+}
+
+/// Every part's stats as the runtime has them now.
+fn part_stats(rt: &Runtime) -> Vec<PartStats> {
+    rt.plan
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(id, p)| PartStats {
+            name: p.part.name.to_string(),
+            coord: p.coord,
+            states: StateCounts::from_array(std::array::from_fn(|s| {
+                rt.counts[id][s].load(Ordering::Relaxed)
+            })),
+            retries: rt.retries[id].load(Ordering::Relaxed),
+            timing: rt
+                .stats
+                .get(id)
+                .map(|s| s.lock().summary())
+                .unwrap_or_default(),
+        })
+        .collect()
 }

@@ -289,3 +289,32 @@ fn the_trace_is_chrome_json_with_one_complete_event_per_part_execution() {
         assert_eq!(fails[0]["args"]["coord"], "4-1");
     })
 }
+
+#[test]
+fn a_running_run_gives_live_stats_without_stopping() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("live");
+        b.add(CyclePart::new("tick", |_| ()), 1).unwrap();
+        let handle = b
+            .build()
+            .unwrap()
+            .spawn(Run::continuous().interval(Duration::from_millis(1)))
+            .unwrap();
+        // The counts grow while it runs.
+        assert!(wait_for(Duration::from_secs(20), || {
+            handle
+                .stats()
+                .is_some_and(|s| s.parts[0].states.succeeded >= 5)
+        }));
+        let earlier = handle.stats().unwrap().parts[0].states.succeeded;
+        assert!(wait_for(Duration::from_secs(20), || {
+            handle
+                .stats()
+                .is_some_and(|s| s.parts[0].states.succeeded > earlier)
+        }));
+        assert!(!handle.is_finished(), "reading stats does not stop it");
+        handle.stop();
+        let report = handle.join().unwrap();
+        assert!(report.stats().parts[0].states.succeeded > earlier);
+    })
+}
