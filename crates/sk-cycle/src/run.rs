@@ -429,13 +429,17 @@ impl Cycle {
             processes.shutdown(Duration::from_secs(2));
         }
         // Pool jobs that just finished may still hold the runtime for a
-        // moment; a timed part that ignored its stop token holds it until
-        // it returns, and then its thread ends the pool.
-        let settle = Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&rt) > 1
-            && rt.timed_running.load(Ordering::Acquire) == 0
-            && Instant::now() < settle
-        {
+        // moment, and so may a timed part's thread that has completed its
+        // part but not yet returned; a timed part that ignored its stop
+        // token holds it until it returns (its thread then ends the pool),
+        // and is not waited for past a short grace.
+        let begun = Instant::now();
+        let settle = begun + Duration::from_secs(5);
+        let late_grace = begun + Duration::from_secs(1);
+        while Arc::strong_count(&rt) > 1 && Instant::now() < settle {
+            if rt.timed_running.load(Ordering::Acquire) > 0 && Instant::now() >= late_grace {
+                break;
+            }
             thread::yield_now();
         }
         let lingering = Arc::strong_count(&rt) > 1;
