@@ -124,4 +124,4 @@ pub use registry::CycleRegistry;
 pub use report::{CycleStats, IterationReport, PartStats, RunReport, StateCounts, StopReason};
 pub use run::{Run, RunHandle};
 pub use store::Store;
-pub use trace::{Trace, TraceEvent};
+pub use trace::{DEFAULT_TRACE_CAPACITY, Trace, TraceEvent, TraceKind};

@@ -14,9 +14,10 @@ use crate::coord::Coord;
 use crate::cycle::Cycle;
 use crate::engine::{Component, EngineOptions, Runtime, Watchdog};
 use crate::error::RunError;
+use crate::mode::PartState;
 use crate::report::{CycleStats, IterationReport, PartStats, RunReport, StateCounts, StopReason};
 use crate::store::Store;
-use crate::trace::Trace;
+use crate::trace::{Trace, TraceEvent, TraceKind, TraceLog};
 
 type Predicate = Arc<dyn Fn(&IterationReport) -> bool + Send + Sync>;
 type Observer = Arc<dyn Fn(&IterationReport) + Send + Sync>;
@@ -49,6 +50,7 @@ pub struct Run {
     ctrl_c: bool,
     stats: bool,
     trace: bool,
+    trace_capacity: usize,
     stop: Option<StopToken>,
     observer: Option<Observer>,
     store: Option<Arc<Store>>,
@@ -72,6 +74,7 @@ impl Default for Run {
             ctrl_c: false,
             stats: true,
             trace: false,
+            trace_capacity: crate::trace::DEFAULT_TRACE_CAPACITY,
             stop: None,
             observer: None,
             store: None,
@@ -149,9 +152,19 @@ impl Run {
         self
     }
 
-    /// Records a trace of every part execution (default off).
+    /// Records a trace of every part execution and iteration (default
+    /// off), keeping the latest [`DEFAULT_TRACE_CAPACITY`](crate::DEFAULT_TRACE_CAPACITY)
+    /// events (see [`Run::trace_capacity`]).
     pub fn trace(mut self, on: bool) -> Self {
         self.trace = on;
+        self
+    }
+
+    /// How many trace events the run keeps: the latest `events` (at
+    /// least 1), so a continuous run's trace does not grow without end;
+    /// [`Trace::dropped`] counts the ones let go.
+    pub fn trace_capacity(mut self, events: usize) -> Self {
+        self.trace_capacity = events.max(1);
         self
     }
 
@@ -330,6 +343,7 @@ impl Cycle {
         let options = EngineOptions {
             stats: run.stats,
             trace: run.trace,
+            trace_capacity: run.trace_capacity,
         };
         let mut rt = Runtime::new(
             Arc::clone(&self.plan),
@@ -414,12 +428,8 @@ impl Cycle {
             dog.shutdown();
         }
         let trace = run.trace.then(|| {
-            let mut events = std::mem::take(&mut *rt.trace.lock());
-            events.sort_by_key(|e| e.start);
-            Trace {
-                cycle: cycle.to_string(),
-                events,
-            }
+            let log = std::mem::replace(&mut *rt.trace.lock(), TraceLog::new(1));
+            Trace::from_log(&cycle, log)
         });
         let report = build_report(&rt, outcomes, trace, started.elapsed());
         for component in &rt.components {
@@ -518,7 +528,7 @@ fn drive_lane(
     };
     let wants_report = run.observer.is_some() || matches!(run.mode, Mode::Until(_));
     // Clock reads cost as much as a small part: only when something uses them.
-    let timed = run.stats || wants_report || run.interval.is_some();
+    let timed = run.stats || run.trace || wants_report || run.interval.is_some();
     rt.register_driver(lane);
     let mut last_duration = Duration::ZERO;
     let mut last_iteration = 0;
@@ -548,6 +558,25 @@ fn drive_lane(
         });
         last_duration = began.map_or(Duration::ZERO, |b| b.elapsed());
         last_iteration = iteration;
+        if let (true, Some(began)) = (run.trace, began) {
+            let error = rt.lanes[lane].error_state.load(Ordering::Relaxed);
+            rt.trace.lock().push(TraceEvent {
+                kind: TraceKind::Iteration,
+                name: "iteration".to_owned(),
+                coord: Coord::new(0, 0),
+                lane: lane as u32,
+                iteration,
+                tid: crate::trace::lane_tid(lane as u32),
+                start: began.saturating_duration_since(rt.epoch),
+                duration: last_duration,
+                state: if error {
+                    PartState::Failed
+                } else {
+                    PartState::Succeeded
+                },
+                retries: 0,
+            });
+        }
         if run.stats {
             outcome.timing.record(last_duration);
         }

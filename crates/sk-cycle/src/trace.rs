@@ -1,6 +1,7 @@
 //! Run traces in the Chrome trace event format (open them in Perfetto or
 //! `chrome://tracing`).
 
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -8,10 +9,27 @@ use serde::Serialize;
 use crate::coord::Coord;
 use crate::mode::PartState;
 
-/// One part execution.
+/// What a trace event is of.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceKind {
+    /// One execution of a part (all its attempts).
+    Part,
+    /// One iteration of a lane, start to end.
+    Iteration,
+}
+
+/// The thread id iteration events of lane `lane` are drawn on.
+pub(crate) fn lane_tid(lane: u32) -> u64 {
+    1_000_000 + u64::from(lane)
+}
+
+/// One part execution, or one iteration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TraceEvent {
-    /// The part.
+    /// What it is of.
+    pub kind: TraceKind,
+    /// The part (`iteration` for an iteration).
     pub name: String,
     /// Its coordinate.
     pub coord: Coord,
@@ -25,15 +43,67 @@ pub struct TraceEvent {
     pub start: Duration,
     /// How long it ran.
     pub duration: Duration,
-    /// How it ended.
+    /// How it ended (an iteration in error: `Failed`).
     pub state: PartState,
+    /// Attempts beyond the first (retries) it took.
+    pub retries: u32,
 }
 
-/// The part executions of a run, in start order.
+/// How many events a run's trace keeps by default (the latest ones; a
+/// continuous run's trace does not grow without end).
+pub const DEFAULT_TRACE_CAPACITY: usize = 100_000;
+
+/// A run's trace while it runs: the latest events, up to a capacity.
+#[derive(Debug)]
+pub(crate) struct TraceLog {
+    pub(crate) events: VecDeque<TraceEvent>,
+    pub(crate) capacity: usize,
+    pub(crate) dropped: u64,
+    /// The names of the threads events ran on.
+    pub(crate) threads: BTreeMap<u64, String>,
+}
+
+impl TraceLog {
+    pub(crate) fn new(capacity: usize) -> Self {
+        TraceLog {
+            events: VecDeque::new(),
+            capacity: capacity.max(1),
+            dropped: 0,
+            threads: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, event: TraceEvent) {
+        if self.events.len() >= self.capacity {
+            self.events.pop_front();
+            self.dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+}
+
+/// The part executions and iterations of a run, in start order (the
+/// latest ones, up to the run's trace capacity).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Trace {
     pub(crate) cycle: String,
     pub(crate) events: Vec<TraceEvent>,
+    pub(crate) dropped: u64,
+    pub(crate) threads: BTreeMap<u64, String>,
+}
+
+impl Trace {
+    /// Builds the run's trace from its log.
+    pub(crate) fn from_log(cycle: &str, log: TraceLog) -> Trace {
+        let mut events: Vec<TraceEvent> = log.events.into();
+        events.sort_by_key(|e| e.start);
+        Trace {
+            cycle: cycle.to_owned(),
+            events,
+            dropped: log.dropped,
+            threads: log.threads,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -49,19 +119,28 @@ struct ChromeEvent<'a> {
     name: &'a str,
     cat: &'a str,
     ph: &'static str,
-    ts: f64,
-    dur: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dur: Option<f64>,
     pid: u32,
     tid: u64,
     args: ChromeArgs<'a>,
 }
 
 #[derive(Serialize)]
-struct ChromeArgs<'a> {
-    coord: String,
-    lane: u32,
-    iteration: u64,
-    state: &'a str,
+#[serde(untagged)]
+enum ChromeArgs<'a> {
+    Run {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        coord: Option<String>,
+        lane: u32,
+        iteration: u64,
+        state: &'a str,
+        retries: u32,
+    },
+    /// Metadata: a thread's name.
+    Name { name: &'a str },
 }
 
 impl Trace {
@@ -70,29 +149,58 @@ impl Trace {
         &self.events
     }
 
+    /// How many of the oldest events were let go to keep the trace within
+    /// its capacity ([`Run::trace_capacity`](crate::Run::trace_capacity)).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
     /// The trace as Chrome trace event JSON: one complete (`"ph": "X"`)
-    /// event per part execution, times in microseconds.
+    /// event per part execution (its retries among its args) and per
+    /// iteration (on a row of its own per lane), a `thread_name` metadata
+    /// event per thread, times in microseconds.
     pub fn to_chrome_json(&self) -> String {
+        let pid = std::process::id();
+        let mut trace_events: Vec<ChromeEvent<'_>> = self
+            .threads
+            .iter()
+            .map(|(&tid, name)| (tid, name.as_str()))
+            .chain(
+                self.events
+                    .iter()
+                    .filter(|e| e.kind == TraceKind::Iteration)
+                    .map(|e| (e.tid, "iterations"))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .map(|(tid, name)| ChromeEvent {
+                name: "thread_name",
+                cat: "__metadata",
+                ph: "M",
+                ts: None,
+                dur: None,
+                pid,
+                tid,
+                args: ChromeArgs::Name { name },
+            })
+            .collect();
+        trace_events.extend(self.events.iter().map(|e| ChromeEvent {
+            name: &e.name,
+            cat: &self.cycle,
+            ph: "X",
+            ts: Some(e.start.as_secs_f64() * 1e6),
+            dur: Some(e.duration.as_secs_f64() * 1e6),
+            pid,
+            tid: e.tid,
+            args: ChromeArgs::Run {
+                coord: (e.kind == TraceKind::Part).then(|| e.coord.to_string()),
+                lane: e.lane,
+                iteration: e.iteration,
+                state: e.state.as_str(),
+                retries: e.retries,
+            },
+        }));
         let trace = ChromeTrace {
-            trace_events: self
-                .events
-                .iter()
-                .map(|e| ChromeEvent {
-                    name: &e.name,
-                    cat: &self.cycle,
-                    ph: "X",
-                    ts: e.start.as_secs_f64() * 1e6,
-                    dur: e.duration.as_secs_f64() * 1e6,
-                    pid: std::process::id(),
-                    tid: e.tid,
-                    args: ChromeArgs {
-                        coord: e.coord.to_string(),
-                        lane: e.lane,
-                        iteration: e.iteration,
-                        state: e.state.as_str(),
-                    },
-                })
-                .collect(),
+            trace_events,
             display_time_unit: "ms",
         };
         // Serializing plain strings and numbers cannot fail.

@@ -219,6 +219,7 @@ fn iterations_are_spaced_by_the_interval() {
             .unwrap()
             .events()
             .iter()
+            .filter(|e| e.kind == sk_cycle::TraceKind::Part)
             .map(|e| e.start)
             .collect();
         assert_eq!(starts.len(), 3);
@@ -274,19 +275,40 @@ fn the_trace_is_chrome_json_with_one_complete_event_per_part_execution() {
             .unwrap();
         let json = report.trace().unwrap().to_chrome_json();
         let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
-        let events = parsed["traceEvents"].as_array().unwrap();
+        let all = parsed["traceEvents"].as_array().unwrap();
+        let (metadata, events): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
+            all.iter().partition(|e| e["ph"] == "M");
+        let (iterations, parts): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
+            events.iter().partition(|e| e["name"] == "iteration");
         // Four parts run each iteration; "skipped" never runs.
-        assert_eq!(events.len(), 12);
-        for e in events {
+        assert_eq!(parts.len(), 12);
+        // A span per iteration, on a row of its own.
+        assert_eq!(iterations.len(), 3);
+        for e in &events {
             assert_eq!(e["ph"], "X");
             assert!(e["ts"].as_f64().unwrap() >= 0.0);
             assert!(e["dur"].as_f64().unwrap() >= 0.0);
             assert!(e["tid"].as_u64().is_some());
         }
-        let fails: Vec<_> = events.iter().filter(|e| e["name"] == "fails").collect();
+        // Every row is named: the threads parts ran on, and the lane's
+        // iteration row.
+        for e in &events {
+            let named = metadata
+                .iter()
+                .any(|m| m["name"] == "thread_name" && m["tid"] == e["tid"]);
+            assert!(named, "no thread_name for {e}");
+        }
+        assert!(
+            metadata.iter().any(|m| m["args"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("sk-cycle:traced"))),
+            "{metadata:?}"
+        );
+        let fails: Vec<_> = parts.iter().filter(|e| e["name"] == "fails").collect();
         assert_eq!(fails.len(), 3);
         assert_eq!(fails[0]["args"]["state"], "failed");
         assert_eq!(fails[0]["args"]["coord"], "4-1");
+        assert_eq!(fails[0]["args"]["retries"], 0);
     })
 }
 
@@ -316,5 +338,57 @@ fn a_running_run_gives_live_stats_without_stopping() {
         handle.stop();
         let report = handle.join().unwrap();
         assert!(report.stats().parts[0].states.succeeded > earlier);
+    })
+}
+
+#[test]
+fn a_continuous_runs_trace_keeps_the_latest_events_within_its_capacity() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("bounded");
+        b.add(CyclePart::new("tick", |_| ()), 1).unwrap();
+        let report = b
+            .build()
+            .unwrap()
+            .run(Run::times(50).trace(true).trace_capacity(20))
+            .unwrap();
+        let trace = report.trace().unwrap();
+        // 50 iterations made 100 events (a part and an iteration each).
+        assert_eq!(trace.events().len(), 20);
+        assert_eq!(trace.dropped(), 80);
+        // The latest ones are kept.
+        assert!(
+            trace.events().iter().all(|e| e.iteration > 40),
+            "{:?}",
+            trace.events()
+        );
+    })
+}
+
+#[test]
+fn a_retried_part_shows_its_retries_in_the_trace() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("retried");
+        b.add(
+            CyclePart::fallible("flaky", |ctx| {
+                if ctx.attempt() < 3 {
+                    Err("not yet")
+                } else {
+                    Ok(())
+                }
+            })
+            .retry(sk_core::RetryPolicy::fixed(Duration::from_millis(1)).max_attempts(5)),
+            1,
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once().trace(true)).unwrap();
+        let flaky = report
+            .trace()
+            .unwrap()
+            .events()
+            .iter()
+            .find(|e| e.name == "flaky")
+            .cloned()
+            .unwrap();
+        assert_eq!(flaky.retries, 2);
     })
 }

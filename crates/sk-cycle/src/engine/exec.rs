@@ -30,6 +30,8 @@ pub(crate) struct Finish {
     pub(crate) gated: bool,
     /// When it started running, and on which thread (for stats and trace).
     pub(crate) ran: Option<(Instant, u64)>,
+    /// Attempts beyond the first it took (for the trace).
+    pub(crate) retries: u32,
 }
 
 impl Finish {
@@ -43,6 +45,7 @@ impl Finish {
             instant_fail: false,
             gated: false,
             ran: None,
+            retries: 0,
         }
     }
 
@@ -300,7 +303,9 @@ impl Runtime {
         let started = self.start_clock();
         let _part = part_span(pp, iteration).entered();
         let env = self.env(pp.lane);
+        let mut attempts = 0;
         let result = with_retries(pp, part.timeout, &self.retries[node as usize], |number| {
+            attempts = number;
             check_input(pp, input)?;
             let ctx = self.context(pp, input, &env, stop, iteration, number);
             let value = caught(
@@ -318,7 +323,9 @@ impl Runtime {
             check_output(pp, &value)?;
             Ok(value)
         });
-        self.finish_with(pp, result, started)
+        let mut finish = self.finish_with(pp, result, started);
+        finish.retries = attempts.saturating_sub(1);
+        finish
     }
 
     /// Runs process part `node` in a worker, with retries under
@@ -341,7 +348,9 @@ impl Runtime {
             let error = failed(pp, "not a function handle".to_owned());
             return self.finish_with(pp, Err(Failure::new(error, false)), started);
         };
-        let result = with_retries(pp, None, &self.retries[node as usize], |_| {
+        let mut attempts = 0;
+        let result = with_retries(pp, None, &self.retries[node as usize], |number| {
+            attempts = number;
             check_input(pp, input)?;
             let value = runner
                 .call(&part.placement, handle, input, part.timeout)
@@ -360,12 +369,31 @@ impl Runtime {
             check_output(pp, &value)?;
             Ok(value)
         });
-        self.finish_with(pp, result, started)
+        let mut finish = self.finish_with(pp, result, started);
+        finish.retries = attempts.saturating_sub(1);
+        finish
     }
 
     /// When a part starts, if stats or the trace want it.
     fn start_clock(&self) -> Option<(Instant, u64)> {
+        if self.options.trace {
+            self.note_thread();
+        }
         (self.options.stats || self.options.trace).then(|| (Instant::now(), thread_number()))
+    }
+
+    /// Records the current thread's name in the trace, once per run.
+    fn note_thread(&self) {
+        thread_local! {
+            static NOTED: Cell<u64> = const { Cell::new(0) };
+        }
+        if NOTED.with(|n| n.replace(self.run_id)) != self.run_id {
+            let name = std::thread::current()
+                .name()
+                .unwrap_or("unnamed")
+                .to_owned();
+            self.trace.lock().threads.insert(thread_number(), name);
+        }
     }
 
     /// The end of a part whose attempts gave `result`.
@@ -460,6 +488,8 @@ impl Runtime {
         if self.options.trace {
             let pp = &self.plan.parts[node as usize];
             let event = TraceEvent {
+                kind: crate::trace::TraceKind::Part,
+                retries: finish.retries,
                 name: pp.part.name.to_string(),
                 coord: pp.coord,
                 lane: pp.lane,

@@ -38,7 +38,7 @@ use crate::mode::PartState;
 use crate::part::{ContextEnv, Input, PartError};
 use crate::plan::{DATA, Plan};
 use crate::store::Store;
-use crate::trace::TraceEvent;
+use crate::trace::TraceLog;
 
 pub(crate) use component::Component;
 pub(crate) use exec::Finish;
@@ -95,6 +95,7 @@ pub(crate) struct LaneRt {
 pub(crate) struct EngineOptions {
     pub(crate) stats: bool,
     pub(crate) trace: bool,
+    pub(crate) trace_capacity: usize,
 }
 
 /// One run of a cycle: the plan plus everything mutable.
@@ -128,7 +129,9 @@ pub(crate) struct Runtime {
     pub(crate) counts: Box<[[AtomicU64; 8]]>,
     /// Per part: attempts beyond each iteration's first.
     pub(crate) retries: Box<[AtomicU64]>,
-    pub(crate) trace: Mutex<Vec<TraceEvent>>,
+    pub(crate) trace: Mutex<TraceLog>,
+    /// This run's number (distinct from every other run's in the process).
+    pub(crate) run_id: u64,
     pub(crate) epoch: Instant,
     /// Latest output of every part, kept only when there are several lanes.
     latest: Box<[Mutex<Option<Arc<Value>>>]>,
@@ -191,7 +194,11 @@ impl Runtime {
             timed_running: AtomicUsize::new(0),
             own_threads: Mutex::new(Vec::new()),
             options,
-            trace: Mutex::new(Vec::new()),
+            trace: Mutex::new(TraceLog::new(options.trace_capacity)),
+            run_id: {
+                static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
+                NEXT_RUN.fetch_add(1, Ordering::Relaxed)
+            },
             epoch: Instant::now(),
         }
     }
