@@ -73,6 +73,15 @@ impl TraceLog {
         }
     }
 
+    /// Notes the name of thread `tid`; the oldest names go first when
+    /// there are more than the capacity (a thread per timed part run).
+    pub(crate) fn name_thread(&mut self, tid: u64, name: String) {
+        self.threads.insert(tid, name);
+        if self.threads.len() > self.capacity {
+            self.threads.pop_first();
+        }
+    }
+
     pub(crate) fn push(&mut self, event: TraceEvent) {
         if self.events.len() >= self.capacity {
             self.events.pop_front();

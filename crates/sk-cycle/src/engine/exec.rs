@@ -392,7 +392,7 @@ impl Runtime {
                 .name()
                 .unwrap_or("unnamed")
                 .to_owned();
-            self.trace.lock().threads.insert(thread_number(), name);
+            self.trace.lock().name_thread(thread_number(), name);
         }
     }
 
