@@ -213,29 +213,29 @@ pub enum BuildError {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The cycle has no part of that name.
-    #[error("part \"{reader}\" reads \"{part}\", but the cycle has no part of that name")]
+    #[error("{reader} reads \"{part}\", but the cycle has no part of that name")]
     Unknown {
-        /// The reading part.
+        /// Who read: `part "x"` (or `the report`).
         reader: String,
         /// The name it asked for.
         part: String,
     },
     /// The part did not declare the read (its input part needs none).
     #[error(
-        "part \"{reader}\" reads \"{part}\" without declaring it: add .reads([\"{part}\"]) (a part \
+        "{reader} reads \"{part}\" without declaring it: add .reads([\"{part}\"]) (a part \
          ordered before it) or .reads_latest([\"{part}\"]) to the reader"
     )]
     Undeclared {
-        /// The reading part.
+        /// Who read: `part "x"` (or `the report`).
         reader: String,
         /// The part it read.
         part: String,
     },
     /// The part read has no output to give (it failed, was skipped, or —
     /// for a latest-completed read — has not completed yet).
-    #[error("part \"{reader}\" reads \"{part}\", which has no output ({state})")]
+    #[error("{reader} reads \"{part}\", which has no output ({state})")]
     NoOutput {
-        /// The reading part.
+        /// Who read: `part "x"` (or `the report`).
         reader: String,
         /// The part it read.
         part: String,
@@ -244,9 +244,9 @@ pub enum ReadError {
     },
     /// The part has no input value (a root, or its input is a propagated
     /// error).
-    #[error("part \"{reader}\" has no input value ({why})")]
+    #[error("{reader} has no input value ({why})")]
     NoInput {
-        /// The reading part.
+        /// Who read: `part "x"` (or `the report`).
         reader: String,
         /// Why: `no input part` or the propagated error.
         why: String,

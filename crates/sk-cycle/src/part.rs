@@ -529,11 +529,11 @@ impl<'a> PartContext<'a> {
         match self.input {
             Input::Value(v) => Ok(v),
             Input::Error(e) => Err(ReadError::NoInput {
-                reader: self.part.to_owned(),
+                reader: format!("part \"{}\"", self.part),
                 why: format!("its input is an error: {e}"),
             }),
             Input::None => Err(ReadError::NoInput {
-                reader: self.part.to_owned(),
+                reader: format!("part \"{}\"", self.part),
                 why: "no input part".to_owned(),
             }),
         }
@@ -631,7 +631,7 @@ impl<'a> PartContext<'a> {
             .env
             .subtree_latest(name)
             .ok_or_else(|| ReadError::Unknown {
-                reader: self.part.to_owned(),
+                reader: format!("part \"{}\"", self.part),
                 part: name.to_owned(),
             })?;
         Ok(below
@@ -666,7 +666,7 @@ impl<'a> PartContext<'a> {
         match self.env.name_at(coord) {
             Some(name) => self.output(name),
             None => Err(ReadError::Unknown {
-                reader: self.part.to_owned(),
+                reader: format!("part \"{}\"", self.part),
                 part: coord.to_string(),
             }),
         }

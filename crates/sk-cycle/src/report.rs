@@ -9,6 +9,7 @@ use sk_core::{StatsSummary, Value};
 
 use crate::coord::Coord;
 use crate::engine::Runtime;
+use crate::error::{ReadError, short_type_name};
 use crate::mode::PartState;
 use crate::part::PartError;
 use crate::trace::Trace;
@@ -148,6 +149,37 @@ impl IterationReport {
         name: &str,
     ) -> Option<&T> {
         self.output_of(name)?.get()
+    }
+
+    /// The output of part `name` as a `T` — made on a thread or in a
+    /// worker process alike — or why not.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Unknown`] for a name the cycle does not have,
+    /// [`ReadError::NoOutput`] when the part has none this iteration (with
+    /// its end state), [`ReadError::Type`] naming both types by short name.
+    pub fn output<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<&T, ReadError> {
+        let reader = "the report";
+        let id = self.id_of(name).ok_or_else(|| ReadError::Unknown {
+            reader: reader.to_owned(),
+            part: name.to_owned(),
+        })?;
+        let value = self.outputs[id]
+            .as_deref()
+            .ok_or_else(|| ReadError::NoOutput {
+                reader: reader.to_owned(),
+                part: name.to_owned(),
+                state: self.states[id].map_or_else(|| "not run".to_owned(), |s| s.to_string()),
+            })?;
+        value.get::<T>().ok_or_else(|| ReadError::Type {
+            what: format!("the output of part \"{name}\""),
+            expected: short_type_name(std::any::type_name::<T>()),
+            found: short_type_name(value.type_name()),
+        })
     }
 
     /// The output of the part at `coord`.

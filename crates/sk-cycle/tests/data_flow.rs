@@ -401,3 +401,34 @@ fn a_part_asks_another_for_its_descendants_latest_data() {
         );
     });
 }
+
+#[test]
+fn a_report_reads_outputs_with_typed_errors() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("report-reads");
+        b.add(constant("root", 7), 1).unwrap();
+        b.add(
+            CyclePart::fallible("broken", |_| -> Result<u32, String> {
+                Err("no".to_owned())
+            })
+            .error_mode(sk_cycle::ErrorMode::Skip),
+            2,
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once()).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(last.output::<u32>("root").unwrap(), &7);
+        assert_eq!(
+            last.output::<u64>("root").unwrap_err().to_string(),
+            "the output of part \"root\" is a `u32`, not a `u64`"
+        );
+        assert_eq!(
+            last.output::<u32>("rot").unwrap_err().to_string(),
+            "the report reads \"rot\", but the cycle has no part of that name"
+        );
+        assert_eq!(
+            last.output::<u32>("broken").unwrap_err().to_string(),
+            "the report reads \"broken\", which has no output (failed)"
+        );
+    });
+}

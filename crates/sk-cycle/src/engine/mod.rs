@@ -765,7 +765,7 @@ impl ContextEnv for Env<'_> {
         let plan = &self.rt.plan;
         let Some(&id) = plan.by_name.get(part) else {
             return Err(ReadError::Unknown {
-                reader: reader.to_owned(),
+                reader: format!("part \"{reader}\""),
                 part: part.to_owned(),
             });
         };
@@ -774,7 +774,7 @@ impl ContextEnv for Env<'_> {
         let ordered = me.is_some_and(|me| me.input_from == Some(id) || me.reads.contains(&id));
         if !latest && !ordered {
             return Err(ReadError::Undeclared {
-                reader: reader.to_owned(),
+                reader: format!("part \"{reader}\""),
                 part: part.to_owned(),
             });
         }
@@ -784,7 +784,7 @@ impl ContextEnv for Env<'_> {
             self.rt.output(id, self.lane)
         };
         value.ok_or_else(|| ReadError::NoOutput {
-            reader: reader.to_owned(),
+            reader: format!("part \"{reader}\""),
             part: part.to_owned(),
             state: self
                 .rt
