@@ -1,0 +1,76 @@
+//! What a running part sees of the run: outputs it may read, the
+//! subtree below a part, the store.
+
+use std::sync::Arc;
+
+use sk_core::Value;
+
+use super::Runtime;
+use crate::coord::Coord;
+use crate::error::ReadError;
+use crate::part::ContextEnv;
+use crate::store::Store;
+
+/// The view a part's context has of the run.
+pub(crate) struct Env<'a> {
+    pub(super) rt: &'a Runtime,
+    pub(super) lane: u32,
+}
+
+impl ContextEnv for Env<'_> {
+    fn read(&self, reader: &str, part: &str) -> Result<Arc<Value>, ReadError> {
+        let plan = &self.rt.plan;
+        let Some(&id) = plan.by_name.get(part) else {
+            return Err(ReadError::Unknown {
+                reader: format!("part \"{reader}\""),
+                part: part.to_owned(),
+            });
+        };
+        let me = plan.by_name.get(reader).map(|&r| &plan.parts[r as usize]);
+        let latest = me.is_some_and(|me| me.reads_latest.contains(&id));
+        let ordered = me.is_some_and(|me| me.input_from == Some(id) || me.reads.contains(&id));
+        if !latest && !ordered {
+            return Err(ReadError::Undeclared {
+                reader: format!("part \"{reader}\""),
+                part: part.to_owned(),
+            });
+        }
+        let value = if latest {
+            self.rt.latest_output(id)
+        } else {
+            self.rt.output(id, self.lane)
+        };
+        value.ok_or_else(|| ReadError::NoOutput {
+            reader: format!("part \"{reader}\""),
+            part: part.to_owned(),
+            state: self
+                .rt
+                .state(id)
+                .map_or_else(|| "not run yet".to_owned(), |s| s.to_string()),
+        })
+    }
+
+    fn subtree_latest(&self, part: &str) -> Option<crate::part::LatestOutputs> {
+        let plan = &self.rt.plan;
+        let id = *plan.by_name.get(part)?;
+        let below = crate::plan::subtree(&plan.tree_children, id);
+        Some(
+            below
+                .into_iter()
+                .map(|p| {
+                    let name = Arc::clone(&plan.parts[p as usize].part.name);
+                    (name, self.rt.latest_output(p))
+                })
+                .collect(),
+        )
+    }
+
+    fn name_at(&self, coord: Coord) -> Option<&str> {
+        let id = *self.rt.plan.by_coord.get(&coord)?;
+        Some(&self.rt.plan.parts[id as usize].part.name)
+    }
+
+    fn store(&self) -> &Store {
+        &self.rt.store
+    }
+}
