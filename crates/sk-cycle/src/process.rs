@@ -32,17 +32,19 @@ pub(crate) const MAX_DELIVERIES: u32 = 8;
 
 /// How one delivery of a call ended.
 enum Delivery {
-    /// The call ran (or may have): its result is the part's.
-    Ran(Result<Value, WorkerError>),
+    /// The call ran (or may have) on the worker with this process id:
+    /// its result is the part's.
+    Ran(Result<Value, WorkerError>, u32),
     /// It surely never started; another worker may take it.
     NotRun(WorkerError),
 }
 
-impl From<Result<Value, WorkerError>> for Delivery {
-    fn from(result: Result<Value, WorkerError>) -> Self {
+impl Delivery {
+    /// What `worker`'s answer `result` makes of the call.
+    fn of(result: Result<Value, WorkerError>, worker: &Worker) -> Self {
         match result {
             Err(e) if e.never_ran() => Delivery::NotRun(e),
-            other => Delivery::Ran(other),
+            other => Delivery::Ran(other, worker.pid()),
         }
     }
 }
@@ -51,7 +53,7 @@ impl From<Result<Value, WorkerError>> for Delivery {
 /// program itself is wrong (no `init()`): that is the part's error.
 fn not_started(e: WorkerError) -> Delivery {
     match e {
-        e @ WorkerError::MissingInit { .. } => Delivery::Ran(Err(e)),
+        e @ WorkerError::MissingInit { .. } => Delivery::Ran(Err(e), 0),
         e => Delivery::NotRun(e),
     }
 }
@@ -95,13 +97,15 @@ impl ProcessRunner {
     }
 
     /// Runs `function` for a part placed at `placement`, with the part's
-    /// input bound as `input` when the function takes it.
+    /// input bound as `input` when the function takes it; `ran_on` is set
+    /// to the process id of the worker the call ran on (0: none).
     pub(crate) fn call(
         &self,
         placement: &Placement,
         function: &SkFunction,
         input: &Input,
         timeout: Option<Duration>,
+        ran_on: &mut u32,
     ) -> Result<Value, WorkerError> {
         let args = input_args(function, input);
         let mut deliveries = 0;
@@ -111,7 +115,10 @@ impl ProcessRunner {
                 _ => self.call_pooled(function, &args, timeout),
             };
             match delivery {
-                Delivery::Ran(result) => return result,
+                Delivery::Ran(result, pid) => {
+                    *ran_on = pid;
+                    return result;
+                }
                 Delivery::NotRun(e) => {
                     deliveries += 1;
                     if deliveries >= MAX_DELIVERIES || self.pooled.lock().closed {
@@ -132,9 +139,12 @@ impl ProcessRunner {
             let mut state = self.pooled.lock();
             loop {
                 if state.closed {
-                    return Delivery::Ran(Err(WorkerError::Closed {
-                        worker: format!("{}:pool", self.cycle),
-                    }));
+                    return Delivery::Ran(
+                        Err(WorkerError::Closed {
+                            worker: format!("{}:pool", self.cycle),
+                        }),
+                        0,
+                    );
                 }
                 if let Some(worker) = state.idle.pop() {
                     break Some(worker);
@@ -158,8 +168,10 @@ impl ProcessRunner {
             },
         };
         let result = worker.call(function, args, timeout);
+        let delivery = Delivery::of(result, &worker);
         let mut state = self.pooled.lock();
-        if worker.is_alive() && reusable(&result) && !state.closed {
+        let kept = matches!(&delivery, Delivery::Ran(result, _) if reusable(result));
+        if worker.is_alive() && kept && !state.closed {
             state.idle.push(worker);
         } else {
             state.live -= 1;
@@ -167,7 +179,7 @@ impl ProcessRunner {
             worker.kill();
         }
         self.idle_changed.notify_one();
-        result.into()
+        delivery
     }
 
     fn call_named(
@@ -196,7 +208,7 @@ impl ProcessRunner {
             worker.kill();
             *slot = None;
         }
-        result.into()
+        Delivery::of(result, &worker)
     }
 
     /// Stops every worker: finish, then kill after `grace`.

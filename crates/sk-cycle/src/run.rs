@@ -575,6 +575,7 @@ fn drive_lane(
                     PartState::Succeeded
                 },
                 retries: 0,
+                pid: 0,
             });
         }
         if run.stats {

@@ -47,6 +47,9 @@ pub struct TraceEvent {
     pub state: PartState,
     /// Attempts beyond the first (retries) it took.
     pub retries: u32,
+    /// The worker process a part placed in a process ran in (0: this
+    /// process).
+    pub pid: u32,
 }
 
 /// How many events a run's trace keeps by default (the latest ones; a
@@ -192,13 +195,32 @@ impl Trace {
                 args: ChromeArgs::Name { name },
             })
             .collect();
+        // A worker process is a process row of its own, named so.
+        let workers: std::collections::BTreeSet<u32> = self
+            .events
+            .iter()
+            .map(|e| e.pid)
+            .filter(|&p| p != 0 && p != pid)
+            .collect();
+        trace_events.extend(workers.into_iter().map(|worker| ChromeEvent {
+            name: "process_name",
+            cat: "__metadata",
+            ph: "M",
+            ts: None,
+            dur: None,
+            pid: worker,
+            tid: 0,
+            args: ChromeArgs::Name {
+                name: "worker process",
+            },
+        }));
         trace_events.extend(self.events.iter().map(|e| ChromeEvent {
             name: &e.name,
             cat: &self.cycle,
             ph: "X",
             ts: Some(e.start.as_secs_f64() * 1e6),
             dur: Some(e.duration.as_secs_f64() * 1e6),
-            pid,
+            pid: if e.pid == 0 { pid } else { e.pid },
             tid: e.tid,
             args: ChromeArgs::Run {
                 coord: (e.kind == TraceKind::Part).then(|| e.coord.to_string()),

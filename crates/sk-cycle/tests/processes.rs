@@ -229,3 +229,45 @@ fn closures_placed_in_a_process_are_build_errors_naming_the_part() {
         "{err}"
     );
 }
+
+#[test]
+fn a_process_part_is_traced_under_its_worker_process() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("proc-trace");
+        b.add(
+            CyclePart::function("pid", handle("part_pid")).in_process(),
+            1,
+        )
+        .unwrap();
+        let report = b
+            .build()
+            .unwrap()
+            .run(Run::times(2).threads(2).trace(true))
+            .unwrap();
+        let worker = *report.last().unwrap().output_get::<u32>("pid").unwrap();
+        let event = report
+            .trace()
+            .unwrap()
+            .events()
+            .iter()
+            .find(|e| e.name == "pid")
+            .cloned()
+            .unwrap();
+        assert_eq!(event.pid, worker, "the worker it ran in");
+        let json: serde_json::Value =
+            serde_json::from_str(&report.trace().unwrap().to_chrome_json()).unwrap();
+        let rows = json["traceEvents"].as_array().unwrap();
+        let on_worker = rows
+            .iter()
+            .any(|e| e["name"] == "pid" && e["pid"].as_u64() == Some(u64::from(worker)));
+        assert!(on_worker, "{json}");
+        if backend() == Backend::Process {
+            assert!(
+                rows.iter()
+                    .any(|e| e["name"] == "process_name"
+                        && e["pid"].as_u64() == Some(u64::from(worker))),
+                "{json}"
+            );
+        }
+    })
+}

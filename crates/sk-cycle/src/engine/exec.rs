@@ -32,6 +32,8 @@ pub(crate) struct Finish {
     pub(crate) ran: Option<(Instant, u64)>,
     /// Attempts beyond the first it took (for the trace).
     pub(crate) retries: u32,
+    /// The worker process it ran in (0: this process).
+    pub(crate) pid: u32,
 }
 
 impl Finish {
@@ -46,6 +48,7 @@ impl Finish {
             gated: false,
             ran: None,
             retries: 0,
+            pid: 0,
         }
     }
 
@@ -348,12 +351,13 @@ impl Runtime {
             let error = failed(pp, "not a function handle".to_owned());
             return self.finish_with(pp, Err(Failure::new(error, false)), started);
         };
+        let mut pid = 0;
         let mut attempts = 0;
         let result = with_retries(pp, None, &self.retries[node as usize], |number| {
             attempts = number;
             check_input(pp, input)?;
             let value = runner
-                .call(&part.placement, handle, input, part.timeout)
+                .call(&part.placement, handle, input, part.timeout, &mut pid)
                 .map_err(|e| match e {
                     sk_process::WorkerError::TimedOut { after, .. } => Failure {
                         error: PartError::TimedOut {
@@ -370,6 +374,7 @@ impl Runtime {
             Ok(value)
         });
         let mut finish = self.finish_with(pp, result, started);
+        finish.pid = pid;
         finish.retries = attempts.saturating_sub(1);
         finish
     }
@@ -490,6 +495,7 @@ impl Runtime {
             let event = TraceEvent {
                 kind: crate::trace::TraceKind::Part,
                 retries: finish.retries,
+                pid: finish.pid,
                 name: pp.part.name.to_string(),
                 coord: pp.coord,
                 lane: pp.lane,
