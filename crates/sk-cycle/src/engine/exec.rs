@@ -194,6 +194,7 @@ fn check_output(pp: &PlanPart, value: &Value) -> Result<(), Failure> {
 }
 
 /// The span of one run of a part (at TRACE: free when nobody listens).
+#[inline]
 fn part_span(pp: &PlanPart, iteration: u64) -> tracing::Span {
     tracing::trace_span!("part", name = %pp.part.name, coord = %pp.coord, iteration)
 }
@@ -380,14 +381,20 @@ impl Runtime {
     }
 
     /// When a part starts, if stats or the trace want it.
+    #[inline]
     fn start_clock(&self) -> Option<(Instant, u64)> {
+        if !(self.options.stats || self.options.trace) {
+            return None;
+        }
         if self.options.trace {
             self.note_thread();
         }
-        (self.options.stats || self.options.trace).then(|| (Instant::now(), thread_number()))
+        Some((Instant::now(), thread_number()))
     }
 
     /// Records the current thread's name in the trace, once per run.
+    #[cold]
+    #[inline(never)]
     fn note_thread(&self) {
         thread_local! {
             static NOTED: Cell<u64> = const { Cell::new(0) };
