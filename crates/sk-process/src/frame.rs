@@ -112,29 +112,25 @@ impl<R: Read> FrameReader<R> {
         }
         // The buffer grows as bytes arrive (at most doubling what has come),
         // so a header that lies about its length costs nothing up front.
+        // `buf` holds the bytes read (`filled`) and zeroed room after
+        // them; it is zero-filled once per growth, never again.
         let expected = self.expected;
         let mut filled = self.filled.unwrap_or(0);
         while filled < expected {
-            let step = (expected - filled).min(filled.max(GROW_STEP));
-            self.buf.resize(filled + step, 0);
-            let read = self.inner.read(&mut self.buf[filled..]);
-            match read {
+            if filled == self.buf.len() {
+                let step = (expected - filled).min(filled.max(GROW_STEP));
+                self.buf.resize(filled + step, 0);
+            }
+            match self.inner.read(&mut self.buf[filled..]) {
                 Ok(0) => {
-                    self.buf.truncate(filled);
                     return Err(ProtocolError::Truncated {
                         expected,
                         got: filled,
                     });
                 }
-                Ok(n) => {
-                    filled += n;
-                    self.buf.truncate(filled);
-                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.buf.truncate(filled);
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
                     self.filled = Some(filled);
                     return Err(e.into());
                 }

@@ -555,9 +555,12 @@ impl Worker {
                 return Err(e);
             }
         }
-        // The worker may have died between the check and the insert; its
-        // death fails every pending call, so re-check.
-        if !self.is_alive() {
+        // The worker's end may have been settled between the check and the
+        // insert (settling fails the calls pending then, not this one):
+        // fail it now, from the end as settled. A worker only marked dead
+        // (a kill under way) is left to settle, when its started mark is
+        // final.
+        if self.inner.exit.lock().is_some() {
             if let Some(call) = self.inner.pending.lock().remove(&id) {
                 let _ = call.reply.send(Err(lost(&self.inner, id, call.sent)));
             }

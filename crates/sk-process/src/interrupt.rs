@@ -88,6 +88,9 @@ pub fn stop_on_interrupt(token: StopToken) -> io::Result<InterruptGuard> {
     if state.previous.is_none() {
         state.previous = Some(install()?);
     }
+    // A new watcher starts from a clean slate: a signal that stopped the
+    // others does not make this one's first Ctrl-C the second.
+    RECEIVED.store(0, Ordering::Release);
     state.next += 1;
     let id = state.next;
     state.tokens.push((id, token));
@@ -179,6 +182,7 @@ extern "C" fn on_signal(
     info: *mut libc::siginfo_t,
     context: *mut libc::c_void,
 ) {
+    let _errno = crate::sys::SavedErrno::save();
     if RECEIVED.fetch_add(1, Ordering::AcqRel) > 0 {
         // A second signal while the first stop is under way: the default
         // action, now.

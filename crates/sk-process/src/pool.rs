@@ -629,6 +629,7 @@ impl Stream<'_> {
                         args,
                         attempts: 0,
                         deaths: 0,
+                        undelivered: 0,
                     }),
                     Err(e) => self.local.push_back((index, Err(ItemError::Encode(e)))),
                 }

@@ -14,11 +14,13 @@
 //! and then reads without blocking, so it keeps its deadline even inside a
 //! half-arrived frame.
 //!
-//! A frame that has begun must end within [`FRAME_STALL_LIMIT`]: a peer
-//! that stops inside a frame (frozen, or its header promised more bytes
-//! than it sent) would otherwise have every later byte it sends, heartbeats
-//! included, read as the rest of that frame. Past the limit the channel
-//! ends as broken ([`ProtocolError::Stalled`]).
+//! A frame that has begun must keep arriving: a peer that stops inside a
+//! frame (frozen, or its header promised more bytes than it sent) would
+//! otherwise have every later byte it sends, heartbeats included, read as
+//! the rest of that frame. A reader that finds no new byte of it for
+//! [`FRAME_STALL_LIMIT`] ends the channel as broken
+//! ([`ProtocolError::Stalled`]); bytes that wait in the socket while no
+//! reader is there do not count as a stall.
 
 use std::io::BufReader;
 use std::marker::PhantomData;
@@ -105,13 +107,17 @@ enum Step {
 /// How much a read takes from the socket at once.
 const READ_BUFFER: usize = 64 << 10;
 
-/// How long a frame that has begun may take to arrive whole.
+/// How long a frame that has begun may go without a new byte while a
+/// reader waits for it.
 pub(crate) const FRAME_STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// The frame reader and when its current frame was first seen partly read.
 struct Reading {
     frames: Frames,
+    /// When the partly read frame last grew.
     partial_since: Option<Instant>,
+    /// How many of its bytes had come then.
+    partial_bytes: usize,
     stall_limit: Duration,
 }
 
@@ -159,6 +165,7 @@ impl<M: DeserializeOwned> Relay<M> {
                     DEFAULT_MAX_FRAME,
                 ),
                 partial_since: None,
+                partial_bytes: 0,
                 stall_limit: FRAME_STALL_LIMIT,
             }),
             state: Mutex::new(State {
@@ -352,16 +359,6 @@ impl<M: DeserializeOwned> Relay<M> {
                 return Waited::Got(got);
             }
             let stall = reading.stall_deadline();
-            if stall.is_some_and(|s| Instant::now() >= s) {
-                let (expected, got) = reading.frames.partial().unwrap_or_default();
-                let stalled = ProtocolError::Stalled {
-                    expected,
-                    got,
-                    after: reading.stall_limit,
-                };
-                self.end(router, Some(stalled));
-                return ready().map_or(Waited::Closed, Waited::Got);
-            }
             // Nothing buffered: wait for the socket, in `recv` itself when
             // there is no deadline and no frame half read.
             let limit = match (deadline, stall) {
@@ -391,6 +388,19 @@ impl<M: DeserializeOwned> Relay<M> {
                 Step::Routed => {}
                 Step::Ended => return ready().map_or(Waited::Closed, Waited::Got),
                 Step::Empty => {
+                    // Nothing new came in this read: a frame begun that
+                    // has had no byte for the whole limit is stalled (not
+                    // one whose bytes wait in the socket for a reader).
+                    if reading.stall_deadline().is_some_and(|s| Instant::now() >= s) {
+                        let (expected, got) = reading.frames.partial().unwrap_or_default();
+                        let stalled = ProtocolError::Stalled {
+                            expected,
+                            got,
+                            after: reading.stall_limit,
+                        };
+                        self.end(router, Some(stalled));
+                        return ready().map_or(Waited::Closed, Waited::Got);
+                    }
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Waited::TimedOut;
                     }
@@ -422,9 +432,14 @@ impl<M: DeserializeOwned> Relay<M> {
         };
         if matches!(read, Ok(Some(_))) {
             reading.partial_since = None;
-        } else if frames.partial().is_some() {
-            // Nothing whole yet: the stall clock of a frame begun starts.
-            reading.partial_since.get_or_insert_with(Instant::now);
+            reading.partial_bytes = 0;
+        } else if let Some((_, got)) = frames.partial() {
+            // Nothing whole yet: the stall clock runs from the last byte
+            // of the frame that came.
+            if reading.partial_since.is_none() || got > reading.partial_bytes {
+                reading.partial_since = Some(Instant::now());
+                reading.partial_bytes = got;
+            }
         }
         match read {
             Ok(Some(Ok(message))) => {
@@ -688,6 +703,29 @@ mod tests {
                 }
                 assert_eq!(router.closed.load(Ordering::SeqCst), 1);
             }
+        });
+    }
+
+    #[test]
+    fn bytes_that_wait_for_a_reader_are_not_a_stall() {
+        hang_guard(Duration::from_secs(30), || {
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            let relay = Relay::<u64>::new(ours, None).stall_after(Duration::from_millis(100));
+            let router = Mailboxes::default();
+            let (tx, rx) = channel::bounded(1);
+            router.boxes.lock().insert(5, tx);
+            let whole = frame(5);
+            // Half a frame is drained; the rest comes at once, but no
+            // reader looks for longer than the stall limit (a long call).
+            theirs.write_all(&whole[..3]).unwrap();
+            relay.drain(&router, false);
+            theirs.write_all(&whole[3..]).unwrap();
+            thread::sleep(Duration::from_millis(300));
+            let waited = relay.wait(&router, Some(Instant::now() + Duration::from_secs(5)), || {
+                rx.try_recv().ok()
+            });
+            assert!(matches!(waited, Waited::Got(5)), "{waited:?}");
+            assert!(relay.ended().is_none(), "{:?}", relay.ended());
         });
     }
 

@@ -47,6 +47,25 @@ pub(crate) fn set_sigaction_handler(signal: libc::c_int, handler: InfoHandler) -
     set_sigaction(signal, &action)
 }
 
+/// The interrupted thread's `errno`, put back when dropped (a signal
+/// handler must leave it as it found it).
+pub(crate) struct SavedErrno(libc::c_int);
+
+impl SavedErrno {
+    pub(crate) fn save() -> Self {
+        // SAFETY: __errno_location gives this thread's errno slot; reading
+        // it is async-signal-safe.
+        SavedErrno(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for SavedErrno {
+    fn drop(&mut self) {
+        // SAFETY: as in `save`.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
+}
+
 /// Ends the process by `signal`'s default action (from inside a handler:
 /// only async-signal-safe calls).
 pub(crate) fn die_by(signal: libc::c_int) {

@@ -83,10 +83,11 @@ fn a_worker_lying_about_a_frame_length_fails_the_call_instead_of_hanging() {
         let err = worker
             .call(&handle("lie_about_a_frame"), &Args::new(), None)
             .unwrap_err();
+        // Its heartbeats only feed the frame it never finishes: no whole
+        // frame comes, and the silence limit ends it.
         match &err {
             WorkerError::Died { status, .. } => {
-                assert!(status.contains("a frame stalled at"), "{err}");
-                assert!(status.contains("of its 1004 bytes"), "{err}");
+                assert!(status.contains("no heartbeat for 10s"), "{err}");
             }
             other => panic!("{other:?}"),
         }

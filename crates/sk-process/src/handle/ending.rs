@@ -55,22 +55,24 @@ pub(super) fn not_delivered(inner: &Inner) -> WorkerError {
 
 /// The error of call `id`, sent as the `sent`th frame, whose worker ended
 /// without answering: [`WorkerError::NotDelivered`] where the call surely
-/// never started — the worker ended before it was ready, or its started
-/// mark is below the call (without a mark: it left bytes of ours unread
+/// never started — its started mark is below the call (without a mark:
+/// the worker ended before it was ready, or left bytes of ours unread
 /// while this call was the last thing sent) — and [`WorkerError::Died`]
 /// otherwise (it may have run).
 pub(super) fn lost(inner: &Inner, id: u64, sent: u64) -> WorkerError {
     let Link::Process(p) = &inner.link else {
         return died(inner);
     };
-    let never_ready = !p.ready.load(Ordering::Acquire);
+    // The mark, where there is one, is the worker's own word.
     let unstarted = match &p.mark {
         Some(mark) => mark.get() < id,
         None => {
-            matches!(p.relay.ended(), Some(Ended::Reset)) && p.sent.load(Ordering::Relaxed) == sent
+            !p.ready.load(Ordering::Acquire)
+                || matches!(p.relay.ended(), Some(Ended::Reset))
+                    && p.sent.load(Ordering::Relaxed) == sent
         }
     };
-    if never_ready || unstarted {
+    if unstarted {
         not_delivered(inner)
     } else {
         died(inner)

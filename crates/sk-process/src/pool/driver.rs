@@ -76,6 +76,8 @@ impl Job {
 pub(crate) struct Item {
     pub(crate) index: usize,
     pub(crate) args: Args,
+    /// Chunks of it that never reached a worker, in a row.
+    pub(crate) undelivered: u32,
     pub(crate) attempts: u32,
     pub(crate) deaths: u32,
 }
@@ -214,6 +216,34 @@ fn settle(job: &Job, item: Item, outcome: Outcome, retry: &mut Vec<Item>, free: 
     }
 }
 
+/// How many chunks in a row an item may see end before they reach a
+/// worker (each worker dying, or killed, as it takes them) before it
+/// fails as unrunnable: the pool does not start workers without end for
+/// work that never gets to run.
+const UNDELIVERED_LIMIT: u32 = 8;
+
+/// Re-queues `items`, whose chunk never reached its worker, at no cost
+/// to their attempts — up to [`UNDELIVERED_LIMIT`] times in a row.
+fn undelivered(job: &Job, items: Vec<Item>, e: &WorkerError, free: &mut Vec<Item>) {
+    for mut item in items {
+        item.undelivered += 1;
+        if item.undelivered < UNDELIVERED_LIMIT {
+            free.push(item);
+        } else {
+            job.deliver(
+                item.index,
+                Err(ItemError::Unrunnable {
+                    message: format!(
+                        "its workers ended {} times in a row before it reached them, the last: {}",
+                        item.undelivered,
+                        sk_core::error_chain(e)
+                    ),
+                }),
+            );
+        }
+    }
+}
+
 /// Fails every item with `message` (the chunk could not run at all).
 fn unrunnable(job: &Job, items: Vec<Item>, message: &str) {
     for item in items {
@@ -315,9 +345,11 @@ fn run_task(shared: &Arc<Shared>, worker: &Worker, task: Task) -> bool {
         Ok(p) => p,
         // The worker ended before the call reached it: nothing ran.
         Err(e) if e.never_ran() => {
+            let mut free = Vec::new();
+            undelivered(&job, items, &e, &mut free);
             shared.requeue(Task {
                 job,
-                items,
+                items: free,
                 stream: true,
             });
             return false;
@@ -351,6 +383,7 @@ fn run_task(shared: &Arc<Shared>, worker: &Worker, task: Task) -> bool {
             },
             // Which item killed it is unknown: re-run the chunk item by
             // item, where a death is pinned on the item that was running.
+            Err(e) if e.never_ran() => undelivered(&job, items, &e, &mut free),
             Err(e) if e.is_retryable() => free.extend(items),
             Err(e) => unrunnable(&job, items, &sk_core::error_chain(&e)),
         }
@@ -453,7 +486,7 @@ fn run_streaming(
         // Items the batch did not report (it stopped early), or a batch
         // that never reached the worker: re-run, at no cost.
         Some(Ok(_)) | None => free.extend(items),
-        Some(Err(e)) if e.never_ran() => free.extend(items),
+        Some(Err(e)) if e.never_ran() => undelivered(job, items.collect(), &e, free),
         Some(Err(e)) if e.is_retryable() => {
             // The item after the last report was running when the worker
             // died: that attempt counts; the rest never started.
