@@ -455,8 +455,9 @@ impl<T> std::ops::Deref for Output<T> {
     fn deref(&self) -> &T {
         match (self.view)(&self.value) {
             Some(value) => value,
-            // `Output::of` made it only after `view` gave a value, and a
-            // value's view gives it every time (a decoded one is kept).
+            // Every Output is made only after `view` gave a value
+            // (`Output::of`, `PartContext::output_by`), and a value's view
+            // gives it every time (a decoded one is kept).
             None => unreachable!("an Output is made only of a value that is a T"),
         }
     }
@@ -468,12 +469,14 @@ impl<T: fmt::Debug> fmt::Debug for Output<T> {
     }
 }
 
-/// `value` as a `T`, or the typed error saying what it is instead.
-fn typed<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+/// `value` seen as a `T` by `view` (decoding, or a plain downcast), or
+/// the typed error saying what `what` is instead.
+pub(crate) fn view_as<T>(
     value: &Value,
+    view: fn(&Value) -> Option<&T>,
     what: impl FnOnce() -> String,
 ) -> Result<&T, ReadError> {
-    value.get::<T>().ok_or_else(|| ReadError::Type {
+    view(value).ok_or_else(|| ReadError::Type {
         what: what(),
         expected: short_type_name(std::any::type_name::<T>()),
         found: short_type_name(value.type_name()),
@@ -517,7 +520,7 @@ impl<'a> PartContext<'a> {
     pub fn input_as<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
         &self,
     ) -> Result<&T, ReadError> {
-        typed(self.input_value()?, || self.input_what())
+        view_as(self.input_value()?, Value::get::<T>, || self.input_what())
     }
 
     /// The input value, untyped.
@@ -551,11 +554,8 @@ impl<'a> PartContext<'a> {
     ///
     /// As [`PartContext::input_as`].
     pub fn input_local<T: std::any::Any>(&self) -> Result<&T, ReadError> {
-        let v = self.input_value()?;
-        v.downcast_ref::<T>().ok_or_else(|| ReadError::Type {
-            what: self.input_what(),
-            expected: short_type_name(std::any::type_name::<T>()),
-            found: short_type_name(v.type_name()),
+        view_as(self.input_value()?, Value::downcast_ref::<T>, || {
+            self.input_what()
         })
     }
 
@@ -604,12 +604,8 @@ impl<'a> PartContext<'a> {
         view: fn(&Value) -> Option<&T>,
     ) -> Result<Output<T>, ReadError> {
         let value = self.output_value(name)?;
-        let found = short_type_name(value.type_name());
-        Output::of(value, view).ok_or_else(|| ReadError::Type {
-            what: format!("the output of part \"{name}\""),
-            expected: short_type_name(std::any::type_name::<T>()),
-            found,
-        })
+        view_as(&value, view, || format!("the output of part \"{name}\""))?;
+        Ok(Output { value, view })
     }
 
     /// Asks part `name` for its descendants' data: the latest completed

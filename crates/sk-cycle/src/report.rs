@@ -9,7 +9,7 @@ use sk_core::{StatsSummary, Value};
 
 use crate::coord::Coord;
 use crate::engine::Runtime;
-use crate::error::{ReadError, short_type_name};
+use crate::error::ReadError;
 use crate::mode::PartState;
 use crate::part::PartError;
 use crate::trace::Trace;
@@ -124,7 +124,7 @@ impl IterationReport {
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
         F: Fn(&str, &T) -> bool,
     {
-        let Some(id) = self.names.iter().position(|n| &**n == name) else {
+        let Some(id) = self.id_of(name) else {
             return Vec::new();
         };
         crate::plan::subtree(&self.tree, id as u32)
@@ -175,10 +175,8 @@ impl IterationReport {
                 part: name.to_owned(),
                 state: self.states[id].map_or_else(|| "not run".to_owned(), |s| s.to_string()),
             })?;
-        value.get::<T>().ok_or_else(|| ReadError::Type {
-            what: format!("the output of part \"{name}\""),
-            expected: short_type_name(std::any::type_name::<T>()),
-            found: short_type_name(value.type_name()),
+        crate::part::view_as(value, Value::get::<T>, || {
+            format!("the output of part \"{name}\"")
         })
     }
 
