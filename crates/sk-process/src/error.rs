@@ -148,6 +148,17 @@ pub enum WorkerError {
         /// How long the call waited for it.
         waited: Duration,
     },
+    /// A question the running code asked its parent
+    /// ([`ask_parent`](crate::ask_parent)) got no answer: nobody answers
+    /// questions for the call, the parent said why not, or it did not
+    /// answer in time.
+    #[error("worker \"{worker}\": the parent did not answer: {why}")]
+    Unanswered {
+        /// The worker.
+        worker: String,
+        /// Why.
+        why: String,
+    },
     /// This process was started as a worker, but its program runs `main`
     /// without calling `init()` first, so it got as far as starting
     /// workers of its own. Refused, so that one missing line cannot start

@@ -33,7 +33,7 @@ use crate::mark::StartedMark;
 
 mod ending;
 use ending::{died, lost, not_delivered};
-use crate::protocol::{FromWorker, ToWorker};
+use crate::protocol::{Answer, FromWorker, ToWorker};
 use crate::relay::{Relay, Router, Waited};
 use crate::spawn::spawn_worker;
 use crate::stamp::Stamp;
@@ -110,9 +110,24 @@ pub struct WorkerEvent {
 
 type Reply = Result<Value, WorkerError>;
 
+/// What the parent answers a question asked by the code a worker runs
+/// (see [`ask_parent`](crate::ask_parent)): the answer's bytes, or why
+/// there is none. It runs on the thread that waits for the call (see
+/// [`Worker::call_answering`]).
+pub type Answerer<'a> = &'a mut dyn FnMut(&[u8]) -> Result<Vec<u8>, String>;
+
+/// What comes back for a call: its end, or a question its code asks.
+enum CallEvent {
+    Done(Reply),
+    Ask { id: u64, question: Vec<u8> },
+}
+
+/// Said to a question asked by a call nobody answers questions for.
+const NO_ANSWERER: &str = "nobody answers questions for this call";
+
 /// A call sent and not yet answered.
 struct Pending {
-    reply: Sender<Reply>,
+    reply: Sender<CallEvent>,
     /// The number of frames sent to the worker once this call was out
     /// (`u64::MAX` until it is): while it is the last, a channel reset
     /// proves the call never reached the worker.
@@ -144,6 +159,9 @@ enum Link {
     Thread {
         tx: Mutex<Option<Sender<ToWorker>>>,
         messages: Sender<Vec<u8>>,
+        /// Answers to the running code's questions (dropped when the
+        /// worker is killed, which wakes a question waiting for one).
+        answers: Mutex<Option<Sender<(u64, Answer)>>>,
         stop: StopToken,
     },
 }
@@ -235,7 +253,7 @@ impl Inner {
         self.alive.store(false, Ordering::Release);
         let pending: Vec<_> = self.pending.lock().drain().collect();
         for (id, call) in pending {
-            let _ = call.reply.send(Err(lost(self, id, call.sent)));
+            let _ = call.reply.send(CallEvent::Done(Err(lost(self, id, call.sent))));
         }
         if exit.is_normal() {
             tracing::debug!(worker = %self.name, pid = self.pid, "worker exited");
@@ -269,6 +287,17 @@ impl Inner {
                 sent.map(|()| p.sent.fetch_add(1, Ordering::Relaxed) + 1)
             }
             Link::Thread { .. } => Ok(0),
+        }
+    }
+
+    /// Sends the answer to question `id`; whether it went out.
+    fn answer(&self, id: u64, answer: Answer) -> bool {
+        match &self.link {
+            Link::Process(_) => self.write(&ToWorker::Answer { id, answer }).is_ok(),
+            Link::Thread { answers, .. } => answers
+                .lock()
+                .as_ref()
+                .is_some_and(|tx| tx.send((id, answer)).is_ok()),
         }
     }
 }
@@ -360,7 +389,7 @@ pub struct PendingCall {
     worker: Worker,
     id: u64,
     function: String,
-    rx: Receiver<Reply>,
+    rx: Receiver<CallEvent>,
 }
 
 impl Worker {
@@ -531,7 +560,7 @@ impl Worker {
             return Err(self.closed());
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = channel::bounded(1);
+        let (tx, rx) = channel::unbounded();
         self.inner.pending.lock().insert(
             id,
             Pending {
@@ -562,7 +591,9 @@ impl Worker {
         // final.
         if self.inner.exit.lock().is_some() {
             if let Some(call) = self.inner.pending.lock().remove(&id) {
-                let _ = call.reply.send(Err(lost(&self.inner, id, call.sent)));
+                let _ = call
+                    .reply
+                    .send(CallEvent::Done(Err(lost(&self.inner, id, call.sent))));
             }
         }
         Ok(PendingCall {
@@ -610,8 +641,56 @@ impl Worker {
         extra: &Args,
         timeout: Option<Duration>,
     ) -> Result<Value, WorkerError> {
+        self.call_answering(function, extra, timeout, &mut refuse)
+    }
+
+    /// [`call`](Self::call), with `answer` answering the questions the
+    /// function asks while it runs ([`ask_parent`](crate::ask_parent)),
+    /// on this thread, one at a time; the answer goes back at once. The
+    /// timeout bounds the whole call, questions included.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sk_core::SkFunction;
+    /// use sk_process::{Backend, Worker, ask_parent};
+    ///
+    /// #[sk_core::function(crate = ::sk_core)]
+    /// fn greet() -> String {
+    ///     let name = ask_parent(b"name?", Duration::from_secs(5)).unwrap_or_default();
+    ///     format!("hello, {}", String::from_utf8_lossy(&name))
+    /// }
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     sk_process::init();
+    ///     let worker = Worker::spawn("greeter", Backend::Process)?;
+    ///     let value = worker.call_answering(
+    ///         &SkFunction::builder("greet").build()?,
+    ///         &Default::default(),
+    ///         Some(Duration::from_secs(10)),
+    ///         &mut |question| match question {
+    ///             b"name?" => Ok(b"Ada".to_vec()),
+    ///             _ => Err("no such question".to_owned()),
+    ///         },
+    ///     )?;
+    ///     assert_eq!(value.take::<String>()?, "hello, Ada");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn call_answering(
+        &self,
+        function: &SkFunction,
+        extra: &Args,
+        timeout: Option<Duration>,
+        answer: Answerer<'_>,
+    ) -> Result<Value, WorkerError> {
         let Link::Process(p) = &self.inner.link else {
-            return self.submit(function, extra)?.wait(timeout);
+            return self.submit(function, extra)?.wait_answering(timeout, answer);
         };
         // Be the channel's reader before the call goes out (see
         // `Relay::try_lead`).
@@ -626,7 +705,7 @@ impl Worker {
                 return Err(self.explain_send_error(e));
             }
         };
-        pending.wait_as(timeout, leading)
+        pending.wait_as(timeout, leading, answer)
     }
 
     /// Sends `message`; the number of frames sent to a process worker so
@@ -643,6 +722,7 @@ impl Worker {
             Link::Thread { tx, messages, .. } => {
                 let sent = match message {
                     ToWorker::Message { bytes } => messages.send(bytes).is_ok(),
+                    ToWorker::Answer { id, answer } => self.inner.answer(id, answer),
                     other => tx.lock().as_ref().is_some_and(|tx| tx.send(other).is_ok()),
                 };
                 if sent { Ok(0) } else { Err(self.closed()) }
@@ -733,13 +813,16 @@ impl Worker {
                 self.inner.alive.store(false, Ordering::Release);
                 let _ = p.child.lock().kill();
             }
-            Link::Thread { tx, stop, .. } => {
+            Link::Thread {
+                tx, answers, stop, ..
+            } => {
                 // Record the kill first: closing the channel wakes the
                 // thread, which would otherwise report a normal exit.
                 self.inner.record(Exit::Signal(libc::SIGKILL));
                 self.inner.settle();
                 stop.stop();
                 tx.lock().take();
+                answers.lock().take();
             }
         }
     }
@@ -765,32 +848,70 @@ impl PendingCall {
     ///
     /// As [`Worker::call`].
     pub fn wait(self, timeout: Option<Duration>) -> Result<Value, WorkerError> {
-        self.wait_as(timeout, false)
+        self.wait_as(timeout, false, &mut refuse)
     }
 
-    /// Waits, `leading` the channel's reading already or not.
-    fn wait_as(self, timeout: Option<Duration>, leading: bool) -> Result<Value, WorkerError> {
+    /// [`wait`](Self::wait), with `answer` answering the questions the
+    /// function asks meanwhile (see [`Worker::call_answering`]). Questions
+    /// asked before the wait began are answered when it begins.
+    ///
+    /// # Errors
+    ///
+    /// As [`Worker::call`].
+    pub fn wait_answering(
+        self,
+        timeout: Option<Duration>,
+        answer: Answerer<'_>,
+    ) -> Result<Value, WorkerError> {
+        self.wait_as(timeout, false, answer)
+    }
+
+    /// Waits, `leading` the channel's reading already or not, answering
+    /// questions with `answer`.
+    fn wait_as(
+        self,
+        timeout: Option<Duration>,
+        mut leading: bool,
+        answer: Answerer<'_>,
+    ) -> Result<Value, WorkerError> {
         let inner = &*self.worker.inner;
-        let received = match &inner.link {
-            Link::Process(p) => {
-                let deadline = timeout.map(|t| Instant::now() + t);
-                let ready = || self.rx.try_recv().ok();
-                let waited = if leading {
-                    p.relay.wait_leading(inner, deadline, ready)
-                } else {
-                    p.relay.wait(inner, deadline, ready)
-                };
-                match waited {
-                    Waited::Got(reply) => Ok(reply),
-                    Waited::TimedOut => Err(RecvTimeoutError::Timeout),
-                    // The channel ended: the report of the exit settles it.
-                    Waited::Closed => self.rx.recv_timeout(EXIT_REPORT_LIMIT),
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let received = loop {
+            let event = match &inner.link {
+                Link::Process(p) => {
+                    let ready = || self.rx.try_recv().ok();
+                    let waited = if leading {
+                        p.relay.wait_leading(inner, deadline, ready)
+                    } else {
+                        p.relay.wait(inner, deadline, ready)
+                    };
+                    match waited {
+                        Waited::Got(event) => Ok(event),
+                        Waited::TimedOut => Err(RecvTimeoutError::Timeout),
+                        // The channel ended: the report of the exit settles it.
+                        Waited::Closed => self.rx.recv_timeout(EXIT_REPORT_LIMIT),
+                    }
                 }
+                Link::Thread { .. } => match deadline {
+                    Some(deadline) => self.rx.recv_deadline(deadline),
+                    None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                },
+            };
+            match event {
+                Ok(CallEvent::Done(reply)) => break Ok(reply),
+                Ok(CallEvent::Ask { id, question }) => {
+                    let reply = answer(&question);
+                    // Be the reader before the answer goes out (see
+                    // `Relay::try_lead`); a lost answer shows as the
+                    // worker's end.
+                    leading = match &inner.link {
+                        Link::Process(p) => p.relay.try_lead(),
+                        Link::Thread { .. } => false,
+                    };
+                    inner.answer(id, reply);
+                }
+                Err(e) => break Err(e),
             }
-            Link::Thread { .. } => match timeout {
-                Some(limit) => self.rx.recv_timeout(limit),
-                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            },
         };
         match received {
             Ok(reply) => reply,
@@ -819,6 +940,11 @@ impl PendingCall {
     }
 }
 
+/// The answerer of calls made without one.
+fn refuse(_question: &[u8]) -> Result<Vec<u8>, String> {
+    Err(NO_ANSWERER.to_owned())
+}
+
 /// Routes a worker's message to whoever waits for it.
 fn dispatch(inner: &Inner, message: FromWorker) {
     match message {
@@ -831,7 +957,17 @@ fn dispatch(inner: &Inner, message: FromWorker) {
                         message: f.message,
                         retryable: f.retryable,
                     });
-                let _ = call.reply.send(result);
+                let _ = call.reply.send(CallEvent::Done(result));
+            }
+        }
+        FromWorker::Ask { call, id, question } => {
+            let asked = inner
+                .pending
+                .lock()
+                .get(&call)
+                .is_some_and(|c| c.reply.send(CallEvent::Ask { id, question }).is_ok());
+            if !asked {
+                inner.answer(id, Err("the call that asked is no longer waited for".to_owned()));
             }
         }
         FromWorker::Heartbeat => {}
@@ -1005,6 +1141,7 @@ impl Outbox for ThreadOutbox {
 fn start_thread(name: String) -> Result<Worker, WorkerError> {
     let (tx, rx) = channel::unbounded::<ToWorker>();
     let (messages, inbox) = channel::unbounded::<Vec<u8>>();
+    let (answers, answers_rx) = channel::unbounded();
     let stop = StopToken::new();
     let inner = Arc::new(Inner::new(
         name.clone(),
@@ -1013,6 +1150,7 @@ fn start_thread(name: String) -> Result<Worker, WorkerError> {
         Link::Thread {
             tx: Mutex::new(Some(tx)),
             messages,
+            answers: Mutex::new(Some(answers)),
             stop: stop.clone(),
         },
     ));
@@ -1024,7 +1162,7 @@ fn start_thread(name: String) -> Result<Worker, WorkerError> {
         .name(format!("sk-worker:{name}"))
         .spawn(move || {
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve_thread(&rx, inbox, outbox, &stop)
+                serve_thread(&rx, inbox, answers_rx, outbox, &stop)
             }));
             if let Some(inner) = weak.upgrade() {
                 inner.record(match served {

@@ -7,7 +7,9 @@
 //!   failed, the call timed out (a process is killed: true preemption), the
 //!   worker died with the call in hand, or its channel carried bad data.
 //!   [`Worker::tell`] / [`Worker::listen`] exchange messages with the
-//!   running code ([`tell_parent`] / [`listen_parent`] there). Worker
+//!   running code ([`tell_parent`] / [`listen_parent`] there), and the
+//!   running code asks the waiting caller questions with [`ask_parent`]
+//!   ([`Worker::call_answering`] answers them). Worker
 //!   stdout and stderr are forwarded, prefixed with the worker's name.
 //!   [`Worker::start`] returns before the worker is ready; calls sent at
 //!   once wait in its channel.
@@ -128,7 +130,7 @@ linux_only! {
     pub use error::{ItemError, PoolError};
     pub use error::{ProtocolError, ThreadError, WorkerError};
     pub use frame::{DEFAULT_MAX_FRAME, FrameReader, encode_frame, write_frame};
-    pub use handle::{Exit, PendingCall, Worker, WorkerEvent};
+    pub use handle::{Answerer, Exit, PendingCall, Worker, WorkerEvent};
     pub use interrupt::{InterruptGuard, stop_on_interrupt};
     pub use manager::{
         ChildInfo, ChildSpec, ChildState, DEFAULT_STOP_GRACE, ManagerEvent, ProcessManager,
@@ -142,7 +144,7 @@ linux_only! {
         ChildId, DEFAULT_MAX_RESTARTS, DEFAULT_WITHIN, Decision, Restart, RestartStrategy, Supervisor,
     };
     pub use threader::{ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader};
-    pub use worker::{init, is_worker, listen_parent, tell_parent};
+    pub use worker::{ask_parent, init, is_worker, listen_parent, tell_parent};
 
     /// Items the macros expand to. Not a public API.
     #[doc(hidden)]

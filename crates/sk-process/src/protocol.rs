@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 use sk_core::{Args, SkFunction};
 use sk_reg::{CasOutcome, StoredValue};
 
+/// The parent's answer to a question: its bytes, or why there is none.
+pub(crate) type Answer = Result<Vec<u8>, String>;
+
 /// Parent → worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToWorker {
@@ -15,6 +18,12 @@ pub(crate) enum ToWorker {
     },
     /// The answer to a storage request.
     Storage { id: u64, reply: StorageReply },
+    /// The answer to a question the running code asked
+    /// ([`FromWorker::Ask`]): the answer's bytes, or why there is none.
+    Answer {
+        id: u64,
+        answer: Answer,
+    },
     /// A message for the running code (`listen` in the worker).
     Message { bytes: Vec<u8> },
     /// Finish the current call, then exit cleanly.
@@ -35,6 +44,13 @@ pub(crate) enum FromWorker {
     Heartbeat,
     /// A global-storage operation, hosted by the parent.
     Storage { id: u64, op: StorageOp },
+    /// A question from the code running call `call`, for whoever waits
+    /// for that call in the parent (see `ask_parent`).
+    Ask {
+        call: u64,
+        id: u64,
+        question: Vec<u8>,
+    },
     /// A message from the running code (`tell` in the worker).
     Message { bytes: Vec<u8> },
     /// Sent instead of `Ready` by a process started as a worker whose

@@ -32,7 +32,7 @@ use sk_reg::{CasOutcome, GlobalStorage, SkRoot, StorageBackend, StorageError, St
 use crate::error::ProtocolError;
 use crate::frame::{DEFAULT_MAX_FRAME, encode_frame, send_frame};
 use crate::mark::StartedMark;
-use crate::protocol::{Encoded, FromWorker, RemoteFailure, StorageOp, StorageReply, ToWorker};
+use crate::protocol::{Answer, Encoded, FromWorker, RemoteFailure, StorageOp, StorageReply, ToWorker};
 use crate::relay::{Ended, Relay, Router, Waited};
 use crate::stamp::Stamp;
 
@@ -289,12 +289,102 @@ enum Line {
     Thread {
         outbox: Arc<dyn Outbox>,
         inbox: Receiver<Vec<u8>>,
+        answers: Receiver<(u64, Answer)>,
+        next_question: std::cell::Cell<u64>,
     },
     Process(Arc<WorkerLink>),
 }
 
 thread_local! {
     static LINE: std::cell::RefCell<Option<Line>> = const { std::cell::RefCell::new(None) };
+    /// The id of the call this thread runs (0: none).
+    static CALL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as running call `id` until dropped.
+struct InCall;
+
+impl InCall {
+    fn enter(id: u64) -> InCall {
+        CALL.with(|call| call.set(id));
+        InCall
+    }
+}
+
+impl Drop for InCall {
+    fn drop(&mut self) {
+        CALL.with(|call| call.set(0));
+    }
+}
+
+/// Asks the parent a question from the code a worker is running, and
+/// waits at most `timeout` for the answer: the bytes are the caller's
+/// own protocol (encode them with `sk_cereal`, say). The parent answers
+/// on the thread that waits for the call, with the answerer it gave
+/// [`Worker::call_answering`](crate::Worker::call_answering); a call made
+/// without one answers every question with
+/// [`WorkerError::Unanswered`](crate::WorkerError::Unanswered).
+///
+/// Only the thread that runs the call may ask (a thread the call starts
+/// has no call of its own). The same on both backends.
+///
+/// # Errors
+///
+/// [`WorkerError::Closed`](crate::WorkerError::Closed) when not called
+/// from the thread running a worker's call or when the channel has
+/// ended, [`WorkerError::Unanswered`](crate::WorkerError::Unanswered)
+/// when the parent gave no answer (saying why) or none came within
+/// `timeout`, a protocol error when the question cannot be sent.
+pub fn ask_parent(question: &[u8], timeout: Duration) -> Result<Vec<u8>, crate::WorkerError> {
+    let call = CALL.with(std::cell::Cell::get);
+    let closed = || crate::WorkerError::Closed {
+        worker: current_name(),
+    };
+    if call == 0 {
+        return Err(closed());
+    }
+    let unanswered = |why: String| crate::WorkerError::Unanswered {
+        worker: current_name(),
+        why,
+    };
+    let protocol = |source| crate::WorkerError::Protocol {
+        worker: current_name(),
+        source,
+    };
+    let deadline = Instant::now() + timeout;
+    let answer = LINE.with(|line| match line.borrow().as_ref() {
+        Some(Line::Thread {
+            outbox,
+            answers,
+            next_question,
+            ..
+        }) => {
+            let id = next_question.get() + 1;
+            next_question.set(id);
+            let question = question.to_vec();
+            outbox
+                .send(FromWorker::Ask { call, id, question })
+                .map_err(protocol)?;
+            loop {
+                match answers.recv_deadline(deadline) {
+                    Ok((got, answer)) if got == id => break Ok(answer),
+                    // An answer to an earlier question that timed out.
+                    Ok(_) => {}
+                    Err(channel::RecvTimeoutError::Timeout) => {
+                        break Err(unanswered(format!("no answer within {timeout:?}")));
+                    }
+                    Err(channel::RecvTimeoutError::Disconnected) => break Err(closed()),
+                }
+            }
+        }
+        Some(Line::Process(link)) => link.ask(call, question, deadline).map_err(|e| match e {
+            Asked::Send(source) => protocol(source),
+            Asked::TimedOut => unanswered(format!("no answer within {timeout:?}")),
+            Asked::Closed => closed(),
+        }),
+        None => Err(closed()),
+    })?;
+    answer.map_err(unanswered)
 }
 
 /// Sends `message` to the parent of this worker (read there with
@@ -378,6 +468,7 @@ pub(crate) enum ServeEnd {
 pub(crate) fn serve_thread(
     calls: &Receiver<ToWorker>,
     inbox: Receiver<Vec<u8>>,
+    answers: Receiver<(u64, Answer)>,
     outbox: Arc<dyn Outbox>,
     stop: &StopToken,
 ) -> ServeEnd {
@@ -385,6 +476,8 @@ pub(crate) fn serve_thread(
         *line.borrow_mut() = Some(Line::Thread {
             outbox: Arc::clone(&outbox),
             inbox,
+            answers,
+            next_question: std::cell::Cell::new(0),
         });
     });
     for message in calls {
@@ -396,14 +489,17 @@ pub(crate) fn serve_thread(
             } => {
                 // The call sees the worker's stop token (set when it is
                 // killed).
-                let outcome = stop.enter(|| run_call(&function, &extra));
+                let outcome = stop.enter(|| {
+                    let _call = InCall::enter(id);
+                    run_call(&function, &extra)
+                });
                 if outbox.send(FromWorker::Done { id, outcome }).is_err() {
                     return ServeEnd::ParentGone;
                 }
             }
             ToWorker::Stop => return ServeEnd::Stopped,
-            // Messages and storage answers do not come this way.
-            ToWorker::Message { .. } | ToWorker::Storage { .. } => {}
+            // Messages and answers do not come this way.
+            ToWorker::Message { .. } | ToWorker::Storage { .. } | ToWorker::Answer { .. } => {}
         }
     }
     ServeEnd::ParentGone
@@ -452,7 +548,10 @@ fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
                     let _ = function.spec();
                     mark.mark(id);
                 }
-                let outcome = run_call(&function, &extra);
+                let outcome = {
+                    let _call = InCall::enter(id);
+                    run_call(&function, &extra)
+                };
                 // Be the reader before the answer goes out (see
                 // `Relay::try_lead`).
                 let leading = link.relay.try_lead();
@@ -509,8 +608,10 @@ pub(crate) struct WorkerLink {
     out: Mutex<UnixStream>,
     commands: Mutex<VecDeque<Command>>,
     inbox: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
-    next_storage: AtomicU64,
+    /// The id of the next storage operation or question.
+    next_request: AtomicU64,
     storage: Mutex<HashMap<u64, Sender<StorageReply>>>,
+    answers: Mutex<HashMap<u64, Sender<Answer>>>,
     /// When a frame last went out (or the link was made).
     last_send: Stamp,
 }
@@ -539,8 +640,9 @@ impl WorkerLink {
             out: Mutex::new(out),
             commands: Mutex::new(VecDeque::new()),
             inbox: channel::unbounded(),
-            next_storage: AtomicU64::new(1),
+            next_request: AtomicU64::new(1),
             storage: Mutex::new(HashMap::new()),
+            answers: Mutex::new(HashMap::new()),
             last_send: Stamp::new(),
         })
     }
@@ -564,7 +666,7 @@ impl WorkerLink {
     }
 
     fn request(&self, op: StorageOp) -> Result<StorageReply, StorageError> {
-        let id = self.next_storage.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel::bounded(1);
         self.storage.lock().insert(id, tx);
         if let Err(e) = self.send(FromWorker::Storage { id, op }) {
@@ -584,6 +686,40 @@ impl WorkerLink {
             }
         }
     }
+
+    /// Asks the parent `question` for call `call`; waits until `deadline`.
+    fn ask(
+        &self,
+        call: u64,
+        question: &[u8],
+        deadline: Instant,
+    ) -> Result<Answer, Asked> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = channel::bounded(1);
+        self.answers.lock().insert(id, tx);
+        let question = question.to_vec();
+        if let Err(e) = self.send(FromWorker::Ask { call, id, question }) {
+            self.answers.lock().remove(&id);
+            return Err(Asked::Send(e));
+        }
+        match self.relay.wait(self, Some(deadline), || rx.try_recv().ok()) {
+            Waited::Got(answer) => Ok(answer),
+            waited => {
+                self.answers.lock().remove(&id);
+                Err(match waited {
+                    Waited::TimedOut => Asked::TimedOut,
+                    _ => Asked::Closed,
+                })
+            }
+        }
+    }
+}
+
+/// Why a question got no answer from the parent.
+enum Asked {
+    Send(ProtocolError),
+    TimedOut,
+    Closed,
 }
 
 impl Router<ToWorker> for WorkerLink {
@@ -601,6 +737,11 @@ impl Router<ToWorker> for WorkerLink {
             ToWorker::Storage { id, reply } => {
                 if let Some(waiter) = self.storage.lock().remove(&id) {
                     let _ = waiter.send(reply);
+                }
+            }
+            ToWorker::Answer { id, answer } => {
+                if let Some(waiter) = self.answers.lock().remove(&id) {
+                    let _ = waiter.send(answer);
                 }
             }
             ToWorker::Message { bytes } => {
