@@ -77,10 +77,11 @@ pub use sk_core::{
     instances, panic_message,
 };
 pub use sk_cycle::{
-    BuildError, Coord, Cycle, CycleBuilder, CyclePart, CycleRegistry, CycleStats, ErrorMode, Input,
-    IterationReport, Output, PartContext, PartError, PartHandle, PartRef, PartSource, PartState,
-    PartStats, Placement, ReadError, Run, RunError, RunHandle, RunReport, Split, SplitItem,
-    StopReason, Store, SubCycle, SyncMode, Trace, TraceEvent,
+    BuildError, Coord, CurrentPart, Cycle, CycleBuilder, CyclePart, CycleRegistry, CycleStats,
+    ErrorMode, Input, IterationReport, Output, PartContext, PartError, PartHandle, PartRef,
+    PartSource, PartState, PartStats, Placement, ReadError, Run, RunError, RunHandle, RunReport,
+    RunStore, Split, SplitItem, StopReason, Store, SubCycle, SyncMode, Trace, TraceEvent,
+    current_part,
 };
 pub use sk_process::{
     BACKEND_ENV, Backend, Budget, BudgetError, ChildId, ChildInfo, ChildSpec, ChildState, Exit,
@@ -88,8 +89,8 @@ pub use sk_process::{
     PoolError, ProcessCommander, ProcessConfig, ProcessContext, ProcessManager, ProtocolError,
     Restart, RestartStrategy, Side, SkProcess, SkProcessError, SkProcessHandle, ThreadError,
     ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader, Worker, WorkerError,
-    WorkerEvent, init, is_worker, listen_parent, process_init, register_process, tell_parent,
-    worker_test,
+    WorkerEvent, ask_parent, init, is_worker, listen_parent, process_init, register_process,
+    tell_parent, worker_test,
 };
 pub use sk_reg::{GlobalStorage, Layer, Registry, RegistryError, RootError, SkRoot, registry};
 
@@ -107,7 +108,7 @@ pub mod prelude {
         AnyFunction, Args, Cycle, CycleBuilder, CyclePart, ErrorMode, External, Format,
         FunctionError, GlobalStorage, Internal, Layer, PartContext, PartState, Registry,
         RetryPolicy, Run, SkFunction, SkLambda, SkRoot, Split, StopToken, SyncMode, TimingStats,
-        Value,
+        Value, current_part,
     };
     pub use crate::{
         BoxError, BuildError, CerealError, PoolError, ReadError, RunError, WorkerError, error_chain,

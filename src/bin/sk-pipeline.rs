@@ -215,7 +215,7 @@ fn build() -> Result<Cycle, Box<dyn std::error::Error>> {
             let score = ctx.output::<f64>("score").map_or(0.0, |s| *s);
             ctx.store().set("last_score", score);
             ctx.store()
-                .update("published", |n: Option<&u64>| n.copied().unwrap_or(0) + 1);
+                .update("published", |n: Option<&u64>| n.copied().unwrap_or(0) + 1)?;
             Ok::<_, ReadError>(summary.anomalies > 0)
         })
         .reads(["score"])
@@ -227,7 +227,7 @@ fn build() -> Result<Cycle, Box<dyn std::error::Error>> {
     )?;
     b.after("publish", "score")?;
     b.add(
-        CyclePart::new("report", |ctx| {
+        CyclePart::fallible("report", |ctx| {
             let alerted = ctx.input_as::<bool>().is_ok_and(|&a| a);
             let store: &Store = ctx.store();
             store.update("alerts", |n: Option<&u64>| {

@@ -210,7 +210,7 @@ pub enum BuildError {
 /// Why a part's input or another part's output could not be read as
 /// asked.
 #[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ReadError {
     /// The cycle has no part of that name.
     #[error("{reader} reads \"{part}\", but the cycle has no part of that name")]
@@ -260,6 +260,32 @@ pub enum ReadError {
         expected: String,
         /// The value's type (short name).
         found: String,
+    },
+    /// The run's store has no value under the key.
+    #[error("the store has no value under \"{key}\"")]
+    NotInStore {
+        /// The key.
+        key: String,
+    },
+    /// The value exists only in the run's process (made by a
+    /// [`CyclePart::local`](crate::CyclePart::local) part or set with
+    /// [`Store::set_local`](crate::Store::set_local)): a part in a worker
+    /// process cannot have it.
+    #[error("{what} exists only in the run's process; a part in a worker process cannot read it")]
+    LocalOnly {
+        /// What was read.
+        what: String,
+    },
+    /// [`current_part`](crate::current_part) was called outside a part's
+    /// code (not from the thread running a part).
+    #[error("not called from a part's code: only the thread running a part can see its run")]
+    NotInPart,
+    /// A part in a worker process could not reach its run (the channel
+    /// to the parent failed, or the call was not made by a cycle).
+    #[error("cannot reach the run: {why}")]
+    Unreachable {
+        /// Why.
+        why: String,
     },
 }
 

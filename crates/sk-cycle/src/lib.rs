@@ -49,6 +49,15 @@
 //! that cannot be served says why ([`ReadError`]: unknown or undeclared
 //! name, no output, or the type asked for against the type it is).
 //!
+//! A part made of a registered function has no context parameter; its
+//! code calls [`current_part`] for the same reads — declared outputs,
+//! descendants' data, the run's [`Store`] — and they work the same
+//! whether the part runs on a thread or in a worker process (there each
+//! read is a question answered by the run). Values cross a process
+//! boundary in the internal format; one that cannot (a
+//! [`CyclePart::local`] output, a [`Store::set_local`] value) is a
+//! [`ReadError::LocalOnly`] in the process, never a silent gap.
+//!
 //! # Error modes ([`ErrorMode`]) and end states ([`PartState`])
 //!
 //! | mode | the part | its dependents | iteration in error |
@@ -98,6 +107,7 @@ mod blueprint;
 mod builder;
 mod coord;
 mod ctrl_c;
+mod current;
 mod cycle;
 mod cycle_render;
 mod engine;
@@ -116,6 +126,7 @@ mod trace;
 pub use blueprint::Split;
 pub use builder::{CycleBuilder, PartHandle, PartRef, PartSource, SplitItem, SubCycle};
 pub use coord::Coord;
+pub use current::{CurrentPart, RunStore, current_part};
 pub use cycle::Cycle;
 pub use error::{BuildError, ReadError, RunError};
 pub use mode::{ErrorMode, PartState, Placement, SyncMode};

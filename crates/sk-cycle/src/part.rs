@@ -443,9 +443,20 @@ pub struct Output<T> {
 
 impl<T> Output<T> {
     /// `value` as a `T` by `view`, if it is one.
-    fn of(value: Arc<Value>, view: fn(&Value) -> Option<&T>) -> Option<Self> {
+    pub(crate) fn of(value: Arc<Value>, view: fn(&Value) -> Option<&T>) -> Option<Self> {
         view(&value)?;
         Some(Output { value, view })
+    }
+
+    /// `value` as a `T` by `view`, or the typed error saying what `what`
+    /// is instead.
+    pub(crate) fn checked(
+        value: Arc<Value>,
+        view: fn(&Value) -> Option<&T>,
+        what: impl FnOnce() -> String,
+    ) -> Result<Self, ReadError> {
+        view_as(&value, view, what)?;
+        Ok(Output { value, view })
     }
 }
 
@@ -467,6 +478,11 @@ impl<T: fmt::Debug> fmt::Debug for Output<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
     }
+}
+
+/// What a read of part `name`'s output reads, for errors.
+pub(crate) fn output_what(name: &str) -> String {
+    format!("the output of part \"{name}\"")
 }
 
 /// `value` seen as a `T` by `view` (decoding, or a plain downcast), or
@@ -603,9 +619,7 @@ impl<'a> PartContext<'a> {
         name: &str,
         view: fn(&Value) -> Option<&T>,
     ) -> Result<Output<T>, ReadError> {
-        let value = self.output_value(name)?;
-        view_as(&value, view, || format!("the output of part \"{name}\""))?;
-        Ok(Output { value, view })
+        Output::checked(self.output_value(name)?, view, || output_what(name))
     }
 
     /// Asks part `name` for its descendants' data: the latest completed

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use sk_core::{Args, SkFunction, Value};
-use sk_process::{Backend, Worker, WorkerError};
+use sk_process::{Answerer, Backend, Worker, WorkerError};
 
 use crate::mode::Placement;
 use crate::part::Input;
@@ -97,7 +97,8 @@ impl ProcessRunner {
     }
 
     /// Runs `function` for a part placed at `placement`, with the part's
-    /// input bound as `input` when the function takes it; `ran_on` is set
+    /// input bound as `input` when the function takes it, `answer`
+    /// answering the questions its code asks of the run; `ran_on` is set
     /// to the process id of the worker the call ran on (0: none).
     pub(crate) fn call(
         &self,
@@ -106,13 +107,16 @@ impl ProcessRunner {
         input: &Input,
         timeout: Option<Duration>,
         ran_on: &mut u32,
+        answer: Answerer<'_>,
     ) -> Result<Value, WorkerError> {
         let args = input_args(function, input);
         let mut deliveries = 0;
         loop {
             let delivery = match placement {
-                Placement::NamedProcess(name) => self.call_named(name, function, &args, timeout),
-                _ => self.call_pooled(function, &args, timeout),
+                Placement::NamedProcess(name) => {
+                    self.call_named(name, function, &args, timeout, answer)
+                }
+                _ => self.call_pooled(function, &args, timeout, answer),
             };
             match delivery {
                 Delivery::Ran(result, pid) => {
@@ -134,6 +138,7 @@ impl ProcessRunner {
         function: &SkFunction,
         args: &Args,
         timeout: Option<Duration>,
+        answer: Answerer<'_>,
     ) -> Delivery {
         let worker = {
             let mut state = self.pooled.lock();
@@ -167,7 +172,7 @@ impl ProcessRunner {
                 }
             },
         };
-        let result = worker.call(function, args, timeout);
+        let result = worker.call_answering(function, args, timeout, answer);
         let delivery = Delivery::of(result, &worker);
         let mut state = self.pooled.lock();
         let kept = matches!(&delivery, Delivery::Ran(result, _) if reusable(result));
@@ -188,6 +193,7 @@ impl ProcessRunner {
         function: &SkFunction,
         args: &Args,
         timeout: Option<Duration>,
+        answer: Answerer<'_>,
     ) -> Delivery {
         let slot = Arc::clone(self.named.lock().entry(name.to_owned()).or_default());
         // Parts bound to one named process run there one at a time.
@@ -203,7 +209,7 @@ impl ProcessRunner {
                 worker
             }
         };
-        let result = worker.call(function, args, timeout);
+        let result = worker.call_answering(function, args, timeout, answer);
         if !worker.is_alive() || !reusable(&result) {
             worker.kill();
             *slot = None;

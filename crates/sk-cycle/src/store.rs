@@ -1,16 +1,36 @@
 //! [`Store`]: the typed key/value store shared by the parts of a run.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sk_core::Value;
 
-type Slot = Arc<dyn Any + Send + Sync>;
+use crate::error::ReadError;
+use crate::part::view_as;
 
-/// A concurrent typed key/value store, shared by every part of a run (and
-/// kept across its iterations).
+/// One value and the revision it was written at.
+#[derive(Clone)]
+struct Slot {
+    value: Arc<Value>,
+    revision: u64,
+}
+
+/// A concurrent typed key/value store, shared by every part of a run —
+/// on threads and, through the run, in worker processes (see
+/// [`current_part`](crate::current_part)) — and kept across its
+/// iterations.
+///
+/// A value set with [`set`](Store::set) is serializable, so a part in a
+/// worker process reads it as a part on a thread does; one set with
+/// [`set_local`](Store::set_local) (a connection, a handle: anything
+/// without serde) is for the parts of this process only. Reads are
+/// typed: a missing key or a value of another type is a [`ReadError`]
+/// saying which, never a silent `None`.
 ///
 /// # Examples
 ///
@@ -18,12 +38,16 @@ type Slot = Arc<dyn Any + Send + Sync>;
 /// use sk_cycle::Store;
 /// let store = Store::new();
 /// store.set("seen", 1u64);
-/// store.update("seen", |n: Option<&u64>| n.copied().unwrap_or(0) + 1);
-/// assert_eq!(store.get::<u64>("seen"), Some(2));
+/// store.update("seen", |n: Option<&u64>| n.copied().unwrap_or(0) + 1)?;
+/// assert_eq!(store.get::<u64>("seen")?, 2);
+/// assert!(store.get::<String>("seen").is_err()); // a `u64`, not a `String`
+/// # Ok::<(), sk_cycle::ReadError>(())
 /// ```
 #[derive(Default)]
 pub struct Store {
     map: DashMap<String, Slot>,
+    /// The last revision given out (each write gets a new one).
+    revision: AtomicU64,
 }
 
 impl Store {
@@ -32,44 +56,170 @@ impl Store {
         Store::default()
     }
 
-    /// Sets `key` to `value`, replacing what was there.
-    pub fn set<T: Send + Sync + 'static>(&self, key: impl Into<String>, value: T) {
-        self.map.insert(key.into(), Arc::new(value));
+    fn next_revision(&self) -> u64 {
+        self.revision.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// A copy of the value under `key`, if it is a `T`.
-    pub fn get<T: Clone + 'static>(&self, key: &str) -> Option<T> {
+    /// Sets `key` to `value`, replacing what was there. Readable from
+    /// parts in worker processes too.
+    pub fn set<T: Serialize + Send + Sync + 'static>(&self, key: impl Into<String>, value: T) {
+        self.set_value(key, Value::new(value));
+    }
+
+    /// Sets `key` to `value`, a value of any type for the parts of this
+    /// process only (a part in a worker process reading it gets
+    /// [`ReadError::LocalOnly`]).
+    pub fn set_local<T: Send + Sync + 'static>(&self, key: impl Into<String>, value: T) {
+        self.set_value(key, Value::local(value));
+    }
+
+    /// Sets `key` to an untyped `value`; the new revision.
+    pub(crate) fn set_value(&self, key: impl Into<String>, value: Value) -> u64 {
+        let revision = self.next_revision();
+        let slot = Slot {
+            value: Arc::new(value),
+            revision,
+        };
+        self.map.insert(key.into(), slot);
+        revision
+    }
+
+    /// A copy of the value under `key` as a `T` (a value set in this
+    /// process, or sent from a worker process and decoded once).
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::NotInStore`] when `key` is not set, [`ReadError::Type`]
+    /// naming both types when the value is not a `T`.
+    pub fn get<T: DeserializeOwned + Clone + Send + Sync + 'static>(
+        &self,
+        key: &str,
+    ) -> Result<T, ReadError> {
+        let value = self.get_value(key)?;
+        view_as(&value, Value::get::<T>, || what(key)).cloned()
+    }
+
+    /// A copy of the value under `key` as a `T` of any type (set with
+    /// [`set_local`](Store::set_local), or a `T` set with
+    /// [`set`](Store::set)).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Store::get).
+    pub fn get_local<T: Clone + 'static>(&self, key: &str) -> Result<T, ReadError> {
+        let value = self.get_value(key)?;
+        view_as(&value, Value::downcast_ref::<T>, || what(key)).cloned()
+    }
+
+    /// The value under `key`, untyped.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::NotInStore`] when `key` is not set.
+    pub fn get_value(&self, key: &str) -> Result<Arc<Value>, ReadError> {
+        self.slot(key).map(|slot| slot.value)
+    }
+
+    fn slot(&self, key: &str) -> Result<Slot, ReadError> {
         self.map
             .get(key)
-            .and_then(|slot| slot.downcast_ref::<T>().cloned())
+            .map(|slot| slot.clone())
+            .ok_or_else(|| ReadError::NotInStore {
+                key: key.to_owned(),
+            })
     }
 
-    /// The value under `key` as a shared `Arc<T>`, if it is a `T`.
-    pub fn get_arc<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
-        let slot = self.map.get(key)?.clone();
-        slot.downcast::<T>().ok()
+    /// The value under `key` and the revision it was written at.
+    pub(crate) fn get_revision(&self, key: &str) -> Result<(Arc<Value>, u64), ReadError> {
+        self.slot(key).map(|slot| (slot.value, slot.revision))
     }
 
-    /// Atomically replaces the value under `key` with `f(current)` and
-    /// returns a copy of the new value. A value of another type counts as
-    /// absent (and is replaced).
-    pub fn update<T, F>(&self, key: &str, f: F) -> T
+    /// Sets `key` to `new` if it is still at revision `expected` (`None`:
+    /// not set); the new revision, or `None` when it was not.
+    pub(crate) fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        new: Value,
+    ) -> Option<u64> {
+        let revision = self.next_revision();
+        let slot = Slot {
+            value: Arc::new(new),
+            revision,
+        };
+        match (self.map.entry(key.to_owned()), expected) {
+            (Entry::Occupied(mut e), Some(expected)) if e.get().revision == expected => {
+                e.insert(slot);
+            }
+            (Entry::Vacant(e), None) => {
+                e.insert(slot);
+            }
+            _ => return None,
+        }
+        Some(revision)
+    }
+
+    /// Atomically replaces the value under `key` with `f(current)`
+    /// (`None`: not set) and returns a copy of the new value.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Type`] when the value there is not a `T` (it is left
+    /// as it was).
+    pub fn update<T, F>(&self, key: &str, f: F) -> Result<T, ReadError>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce(Option<&T>) -> T,
+    {
+        self.update_by(key, Value::get::<T>, f, Value::new)
+    }
+
+    /// [`update`](Store::update) for a value of any type, for the parts of
+    /// this process only (see [`set_local`](Store::set_local)).
+    ///
+    /// # Errors
+    ///
+    /// As [`update`](Store::update).
+    pub fn update_local<T, F>(&self, key: &str, f: F) -> Result<T, ReadError>
     where
         T: Clone + Send + Sync + 'static,
         F: FnOnce(Option<&T>) -> T,
     {
-        match self.map.entry(key.to_owned()) {
+        self.update_by(key, Value::downcast_ref::<T>, f, Value::local)
+    }
+
+    fn update_by<T: Clone, F>(
+        &self,
+        key: &str,
+        view: fn(&Value) -> Option<&T>,
+        f: F,
+        wrap: fn(T) -> Value,
+    ) -> Result<T, ReadError>
+    where
+        F: FnOnce(Option<&T>) -> T,
+    {
+        let new = match self.map.entry(key.to_owned()) {
             Entry::Occupied(mut e) => {
-                let new = f(e.get().downcast_ref::<T>());
-                e.insert(Arc::new(new.clone()));
+                let current = view_as(&e.get().value, view, || what(key))?;
+                let new = f(Some(current));
+                let revision = self.next_revision();
+                e.insert(Slot {
+                    value: Arc::new(wrap(new.clone())),
+                    revision,
+                });
                 new
             }
             Entry::Vacant(e) => {
                 let new = f(None);
-                e.insert(Arc::new(new.clone()));
+                let revision = self.next_revision();
+                e.insert(Slot {
+                    value: Arc::new(wrap(new.clone())),
+                    revision,
+                });
                 new
             }
-        }
+        };
+        Ok(new)
     }
 
     /// Removes `key`; whether it was there.
@@ -95,6 +245,11 @@ impl Store {
     }
 }
 
+/// What a read of `key` reads, for errors.
+pub(crate) fn what(key: &str) -> String {
+    format!("the store's value under \"{key}\"")
+}
+
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store").field("keys", &self.keys()).finish()
@@ -106,18 +261,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn typed_access_ignores_other_types() {
+    fn reads_are_typed_and_say_what_is_wrong() {
         let store = Store::new();
         store.set("k", 5u32);
-        assert_eq!(store.get::<u32>("k"), Some(5));
-        assert_eq!(store.get::<i64>("k"), None);
+        assert_eq!(store.get::<u32>("k").unwrap(), 5);
+        let err = store.get::<i64>("k").unwrap_err();
         assert_eq!(
-            store.update("k", |v: Option<&i64>| v.copied().unwrap_or(-1)),
-            -1
+            err.to_string(),
+            "the store's value under \"k\" is a `u32`, not a `i64`"
         );
-        assert_eq!(store.get::<i64>("k"), Some(-1));
+        // A value of another type is not replaced by an update.
+        assert!(
+            store
+                .update("k", |v: Option<&i64>| v.copied().unwrap_or(-1))
+                .is_err()
+        );
+        assert_eq!(store.get::<u32>("k").unwrap(), 5);
+        assert!(matches!(
+            store.get::<u32>("nope"),
+            Err(ReadError::NotInStore { key }) if key == "nope"
+        ));
         assert!(store.remove("k"));
         assert!(!store.contains("k"));
+    }
+
+    #[test]
+    fn local_values_hold_anything() {
+        let store = Store::new();
+        let conn = Arc::new(parking_lot::Mutex::new(vec![1u8]));
+        store.set_local("conn", Arc::clone(&conn));
+        let got = store
+            .get_local::<Arc<parking_lot::Mutex<Vec<u8>>>>("conn")
+            .unwrap();
+        got.lock().push(2);
+        assert_eq!(*conn.lock(), vec![1, 2]);
+        // A serializable value can be read locally too.
+        store.set("n", 1u64);
+        assert_eq!(store.get_local::<u64>("n").unwrap(), 1);
+        assert!(store.get_value("conn").unwrap().encode().is_err());
+    }
+
+    #[test]
+    fn compare_and_set_needs_the_revision_it_read() {
+        let store = Store::new();
+        assert!(
+            store
+                .compare_and_set("k", Some(1), Value::new(1u8))
+                .is_none()
+        );
+        let first = store.compare_and_set("k", None, Value::new(1u8)).unwrap();
+        assert!(store.compare_and_set("k", None, Value::new(2u8)).is_none());
+        let (_, revision) = store.get_revision("k").unwrap();
+        assert_eq!(revision, first);
+        store.set("k", 3u8);
+        assert!(
+            store
+                .compare_and_set("k", Some(first), Value::new(4u8))
+                .is_none()
+        );
+        assert_eq!(store.get::<u8>("k").unwrap(), 3);
     }
 
     #[test]
@@ -129,7 +331,9 @@ mod tests {
                     let store = Arc::clone(&store);
                     std::thread::spawn(move || {
                         for _ in 0..1000 {
-                            store.update("n", |v: Option<&u64>| v.copied().unwrap_or(0) + 1);
+                            store
+                                .update("n", |v: Option<&u64>| v.copied().unwrap_or(0) + 1)
+                                .unwrap();
                         }
                     })
                 })
@@ -137,7 +341,7 @@ mod tests {
             for t in threads {
                 t.join().unwrap();
             }
-            assert_eq!(store.get::<u64>("n"), Some(4000));
+            assert_eq!(store.get::<u64>("n").unwrap(), 4000);
         });
     }
 }

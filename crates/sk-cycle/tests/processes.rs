@@ -271,3 +271,194 @@ fn a_process_part_is_traced_under_its_worker_process() {
         }
     })
 }
+
+/// A function part that reads its run through `current_part`: the store,
+/// a declared output, its input's part, and some reads that must fail.
+#[sk_core::function(crate = ::sk_core)]
+fn scaled(input: u64) -> Result<(u64, u64, u64, Vec<String>), sk_cycle::ReadError> {
+    let part = sk_cycle::current_part()?;
+    assert_eq!(part.name(), "scaled");
+    let factor = part.store().get::<u64>("factor")?;
+    let offset = part.output::<u64>("offset")?;
+    let parent = part.output::<u64>("input")?;
+    assert_eq!(*parent, input);
+    let calls = part
+        .store()
+        .update("calls", |n: Option<&u64>| n.copied().unwrap_or(0) + 1)?;
+    part.store().set("last_input", input)?;
+    let failures = vec![
+        part.output::<u64>("nobody").unwrap_err().to_string(),
+        part.output::<u64>("side").unwrap_err().to_string(),
+        part.output::<String>("offset").unwrap_err().to_string(),
+        part.store().get::<u64>("missing").unwrap_err().to_string(),
+    ];
+    Ok((input * factor + *offset, part.iteration(), calls, failures))
+}
+
+/// The latest outputs below `offset` that are `u64`s over 5.
+#[sk_core::function(crate = ::sk_core)]
+fn tally() -> Result<Vec<(String, u64)>, sk_cycle::ReadError> {
+    let part = sk_cycle::current_part()?;
+    let below = part.descendants_where::<u64, _>("offset", |_, v| *v > 5)?;
+    Ok(below
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), *v))
+        .collect())
+}
+
+/// The cycle of [`a_function_part_sees_its_run_the_same_in_a_process_and_on_a_thread`],
+/// its function parts in processes or not.
+fn reading_cycle(in_process: bool) -> sk_cycle::Cycle {
+    let place = |part: CyclePart| if in_process { part.in_process() } else { part };
+    let mut b = CycleBuilder::new("reads");
+    b.add(
+        CyclePart::new("offset", |ctx| {
+            ctx.store().set("factor", 10u64);
+            ctx.store()
+                .set_local("conn", std::sync::Arc::new(std::sync::Mutex::new(0u8)));
+            1u64
+        }),
+        1,
+    )
+    .unwrap();
+    b.split(
+        [
+            CyclePart::new("input", |ctx| 3 + ctx.iteration()),
+            CyclePart::new("side", |_| 9u64),
+        ],
+        2,
+    )
+    .unwrap();
+    b.add(
+        place(CyclePart::function("scaled", handle("scaled"))).reads(["offset"]),
+        (4, 1),
+    )
+    .unwrap();
+    b.add(place(CyclePart::function("tally", handle("tally"))), (5, 1))
+        .unwrap();
+    b.build().unwrap()
+}
+
+#[test]
+fn a_function_part_sees_its_run_the_same_in_a_process_and_on_a_thread() {
+    guarded(|| {
+        for in_process in [true, false] {
+            let store = std::sync::Arc::new(sk_cycle::Store::new());
+            let report = reading_cycle(in_process)
+                .run(
+                    Run::times(3)
+                        .threads(2)
+                        .store(std::sync::Arc::clone(&store)),
+                )
+                .unwrap();
+            let last = report.last().unwrap();
+            assert_eq!(
+                last.state_of("scaled"),
+                Some(PartState::Succeeded),
+                "{in_process}"
+            );
+            let (value, iteration, calls, failures) = last
+                .output_get::<(u64, u64, u64, Vec<String>)>("scaled")
+                .unwrap()
+                .clone();
+            // Iteration 3: input 6, factor 10 from the store, offset 1.
+            assert_eq!(
+                (value, iteration, calls),
+                (61, 3, 3),
+                "in process: {in_process}"
+            );
+            assert_eq!(store.get::<u64>("calls").unwrap(), 3);
+            assert_eq!(store.get::<u64>("last_input").unwrap(), 6);
+            assert_eq!(
+                failures,
+                [
+                    "part \"scaled\" reads \"nobody\", but the cycle has no part of that name",
+                    "part \"scaled\" reads \"side\" without declaring it: add .reads([\"side\"]) \
+                     (a part ordered before it) or .reads_latest([\"side\"]) to the reader",
+                    "the output of part \"offset\" is a `u64`, not a `String`",
+                    "the store has no value under \"missing\"",
+                ],
+                "in process: {in_process}"
+            );
+            // The u64s over 5 below "offset": its own branch's input of
+            // this iteration, the other branch's latest.
+            let below = last.output_get::<Vec<(String, u64)>>("tally").unwrap();
+            assert_eq!(
+                below,
+                &[("input".to_owned(), 6), ("side".to_owned(), 9)],
+                "in process: {in_process}"
+            );
+        }
+    })
+}
+
+/// Reads a value set with `set_local` from wherever it runs.
+#[sk_core::function(crate = ::sk_core)]
+fn reads_local() -> String {
+    let part = sk_cycle::current_part().unwrap();
+    match part.store().get_value("conn") {
+        Ok(_) => "read".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_value_that_cannot_leave_the_run_is_a_clear_error_in_a_process() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("local-store");
+        b.add(
+            CyclePart::new("setup", |ctx| {
+                ctx.store()
+                    .set_local("conn", std::sync::Arc::new(std::sync::Mutex::new(0u8)));
+            }),
+            1,
+        )
+        .unwrap();
+        b.split(
+            [
+                CyclePart::function("far", handle("reads_local")).in_process(),
+                CyclePart::function("near", handle("reads_local")),
+            ],
+            2,
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once()).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(
+            last.output_get::<String>("far").map(String::as_str),
+            Some(
+                "the store's value under \"conn\" exists only in the run's process; a part in a \
+                 worker process cannot read it"
+            )
+        );
+        assert_eq!(
+            last.output_get::<String>("near").map(String::as_str),
+            Some("read")
+        );
+    })
+}
+
+#[test]
+fn current_part_outside_a_part_says_so() {
+    assert!(matches!(
+        sk_cycle::current_part(),
+        Err(sk_cycle::ReadError::NotInPart)
+    ));
+    guarded(|| {
+        // A worker's call made by someone other than a cycle: nobody
+        // answers for a run.
+        let worker = sk_process::Worker::spawn("not-a-cycle", backend()).unwrap();
+        let err = worker
+            .call(
+                &handle("tally"),
+                &sk_core::Args::new(),
+                Some(Duration::from_secs(20)),
+            )
+            .unwrap_err();
+        let text = sk_core::error_chain(&err);
+        assert!(
+            text.contains("cannot reach the run") && text.contains("nobody answers questions"),
+            "{text}"
+        );
+    })
+}

@@ -177,12 +177,13 @@ fn the_store_is_shared_by_parts_and_kept_across_iterations() {
                 let seed = ctx.store().get::<u64>("seed").unwrap();
                 ctx.store()
                     .update("seen", |n: Option<&u64>| n.copied().unwrap_or(seed) + 1)
+                    .unwrap()
             }),
             1,
         )
         .unwrap();
         b.add(
-            CyclePart::new("read", |ctx| ctx.store().get::<u64>("seen")),
+            CyclePart::new("read", |ctx| ctx.store().get::<u64>("seen").ok()),
             2,
         )
         .unwrap();
@@ -191,7 +192,7 @@ fn the_store_is_shared_by_parts_and_kept_across_iterations() {
             .unwrap()
             .run(Run::times(7).store(Arc::clone(&store)).threads(2))
             .unwrap();
-        assert_eq!(store.get::<u64>("seen"), Some(107));
+        assert_eq!(store.get::<u64>("seen").unwrap(), 107);
         assert_eq!(
             report.last().unwrap().output_as::<Option<u64>>("read"),
             Some(&Some(107))

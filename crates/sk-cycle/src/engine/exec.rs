@@ -316,12 +316,18 @@ impl Runtime {
                 pp,
                 panic::catch_unwind(AssertUnwindSafe(|| match &part.work {
                     Work::Context(f) => f(&ctx),
-                    Work::Function(f) => match f.as_handle() {
-                        Some(handle) => handle
-                            .execute_value_with(&crate::process::input_args(handle, input))
-                            .map_err(BoxError::from),
-                        None => f.execute_value().map_err(BoxError::from),
-                    },
+                    // A function has no context: its code asks for the
+                    // part with `current_part`.
+                    Work::Function(f) => {
+                        crate::current::enter(self, pp.lane, node, iteration, number, || {
+                            match f.as_handle() {
+                                Some(handle) => handle
+                                    .execute_value_with(&crate::process::input_args(handle, input))
+                                    .map_err(BoxError::from),
+                                None => f.execute_value().map_err(BoxError::from),
+                            }
+                        })
+                    }
                 })),
             )?;
             check_output(pp, &value)?;
@@ -354,11 +360,27 @@ impl Runtime {
         };
         let mut pid = 0;
         let mut attempts = 0;
+        let env = self.env(pp.lane);
         let result = with_retries(pp, None, &self.retries[node as usize], |number| {
             attempts = number;
             check_input(pp, input)?;
+            // The function's reads of its run come here as questions.
+            let asker = crate::current::Asker {
+                env: &env,
+                part: &part.name,
+                coord: pp.coord,
+                iteration,
+                attempt: number,
+            };
             let value = runner
-                .call(&part.placement, handle, input, part.timeout, &mut pid)
+                .call(
+                    &part.placement,
+                    handle,
+                    input,
+                    part.timeout,
+                    &mut pid,
+                    &mut |question| asker.answer(question),
+                )
                 .map_err(|e| match e {
                     sk_process::WorkerError::TimedOut { after, .. } => Failure {
                         error: PartError::TimedOut {
