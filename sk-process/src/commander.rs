@@ -6,14 +6,13 @@
 //! slot for a thread worker — and give it back when the child is removed
 //! or the manager shuts down. A restarted child keeps its slot.
 
-use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::backend::Backend;
 use crate::error::BudgetError;
+use crate::vocab::{Resource, Side};
 
 /// How many processes and threads may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,54 +59,10 @@ impl Default for Budget {
     }
 }
 
-/// A side of the commander's budget.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// Framework work (Suitkaise's own workers).
-    Internal,
-    /// User work.
-    #[default]
-    External,
-}
 
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Internal => "internal",
-            Side::External => "external",
-        })
-    }
-}
 
-/// What a budget slot is for.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Resource {
-    /// A worker process.
-    Processes,
-    /// A worker thread.
-    Threads,
-}
 
-impl Resource {
-    /// The resource a worker on `backend` uses.
-    pub fn of(backend: Backend) -> Resource {
-        match backend {
-            Backend::Thread => Resource::Threads,
-            Backend::Process => Resource::Processes,
-        }
-    }
-}
 
-impl fmt::Display for Resource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Resource::Processes => "process",
-            Resource::Threads => "thread",
-        })
-    }
-}
 
 #[derive(Debug)]
 struct SideState {

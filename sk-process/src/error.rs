@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use sk_cereal::CerealError;
 
+use crate::vocab::{ChildId, Hook, Resource, Side};
+
 /// A malformed or oversized frame, or a broken channel.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -408,9 +410,9 @@ pub enum BudgetError {
     #[error("the {side} budget is exhausted: all {limit} {resource} slots are in use")]
     Exhausted {
         /// The side drawn from.
-        side: crate::commander::Side,
+        side: Side,
         /// What the slot was for.
-        resource: crate::commander::Resource,
+        resource: Resource,
         /// The side's limit for that resource.
         limit: usize,
     },
@@ -424,7 +426,7 @@ pub enum BudgetError {
     #[error("the internal side asks for {asked} {resource} slots but the budget has {total}")]
     Oversplit {
         /// The resource.
-        resource: crate::commander::Resource,
+        resource: Resource,
         /// The slots asked for.
         asked: usize,
         /// The whole budget of that resource.
@@ -464,7 +466,7 @@ pub enum ManagerError {
         /// The manager.
         manager: String,
         /// The child asked for.
-        child: crate::supervisor::ChildId,
+        child: ChildId,
     },
     /// No budget slot for a new child.
     #[error("manager \"{manager}\": no budget for child \"{child}\"")]
@@ -574,7 +576,7 @@ pub enum SkProcessError {
         /// The process.
         process: String,
         /// The hook.
-        hook: crate::Hook,
+        hook: Hook,
         /// The run it failed in (the last run for `onfinish` and `result`).
         run: u64,
         /// The hook's error and its sources (it crossed a process boundary).
@@ -586,7 +588,7 @@ pub enum SkProcessError {
         /// The process.
         process: String,
         /// The hook.
-        hook: crate::Hook,
+        hook: Hook,
         /// The run it panicked in.
         run: u64,
         /// The panic message.
@@ -598,7 +600,7 @@ pub enum SkProcessError {
         /// The process.
         process: String,
         /// The hook.
-        hook: crate::Hook,
+        hook: Hook,
         /// Its timeout.
         after: Duration,
     },

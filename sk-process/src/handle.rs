@@ -37,6 +37,7 @@ use crate::protocol::{Answer, FromWorker, ToWorker};
 use crate::relay::{Relay, Router, Waited};
 use crate::spawn::spawn_worker;
 use crate::stamp::Stamp;
+use crate::vocab::Exit;
 use crate::worker::{Outbox, ServeEnd, serve_thread};
 
 /// How long a new worker process has to say it is ready.
@@ -55,47 +56,8 @@ const INIT_HINT: &str = " (does the program call `suitkaise::init()` first thing
 /// to be reported (it comes as soon as the process is reaped).
 const EXIT_REPORT_LIMIT: Duration = Duration::from_secs(10);
 
-/// How a worker ended.
-#[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Exit {
-    /// It exited with status 0 (or its thread returned) — a clean stop.
-    Normal,
-    /// It exited with a non-zero status.
-    Code(i32),
-    /// It was killed by a signal (e.g. by a timeout, or from outside).
-    Signal(i32),
-    /// Its thread panicked, or its channel carried bad data.
-    Failed(String),
-}
 
-impl Exit {
-    /// Whether the worker ended cleanly.
-    pub fn is_normal(&self) -> bool {
-        matches!(self, Exit::Normal)
-    }
 
-    fn of(status: std::process::ExitStatus) -> Exit {
-        use std::os::unix::process::ExitStatusExt;
-        match (status.code(), status.signal()) {
-            (Some(0), _) => Exit::Normal,
-            (Some(code), _) => Exit::Code(code),
-            (None, Some(sig)) => Exit::Signal(sig),
-            (None, None) => Exit::Failed(status.to_string()),
-        }
-    }
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Exit::Normal => f.write_str("exited normally"),
-            Exit::Code(c) => write!(f, "exited with status {c}"),
-            Exit::Signal(s) => write!(f, "killed by signal {s}"),
-            Exit::Failed(why) => write!(f, "failed: {why}"),
-        }
-    }
-}
 
 /// Something that happened to a worker.
 #[derive(Clone, Debug)]

@@ -121,16 +121,18 @@ linux_only! {
     mod supervisor;
     mod sys;
     mod threader;
+    mod vocab;
     mod worker;
 
     pub use backend::{BACKEND_ENV, Backend};
-    pub use commander::{Budget, BudgetSide, BudgetSlot, ProcessCommander, Resource, Side};
+    pub use commander::{Budget, BudgetSide, BudgetSlot, ProcessCommander};
     pub use error::SkProcessError;
     pub use error::{BudgetError, ManagerError};
     pub use error::{ItemError, PoolError};
     pub use error::{ProtocolError, ThreadError, WorkerError};
     pub use frame::{DEFAULT_MAX_FRAME, FrameReader, encode_frame, write_frame};
-    pub use handle::{Answerer, Exit, PendingCall, Worker, WorkerEvent};
+    pub use handle::{Answerer, PendingCall, Worker, WorkerEvent};
+    pub use vocab::{ChildId, Exit, Hook, Resource, Side};
     pub use interrupt::{InterruptGuard, stop_on_interrupt};
     pub use manager::{
         ChildInfo, ChildSpec, ChildState, DEFAULT_STOP_GRACE, ManagerEvent, ProcessManager,
@@ -138,10 +140,10 @@ linux_only! {
     };
     pub use pool::{Imap, ImapUnordered, Pool, PoolBuilder};
     pub use skprocess::{
-        Hook, HookTimings, ProcessConfig, ProcessContext, SkProcess, SkProcessHandle, start,
+        HookTimings, ProcessConfig, ProcessContext, SkProcess, SkProcessHandle, start,
     };
     pub use supervisor::{
-        ChildId, DEFAULT_MAX_RESTARTS, DEFAULT_WITHIN, Decision, Restart, RestartStrategy, Supervisor,
+        DEFAULT_MAX_RESTARTS, DEFAULT_WITHIN, Decision, Restart, RestartStrategy, Supervisor,
     };
     pub use threader::{ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader};
     pub use worker::{ask_parent, init, is_worker, listen_parent, tell_parent};

@@ -24,14 +24,15 @@ use parking_lot::{Condvar, Mutex};
 use sk_core::{Args, SkFunction, Value};
 
 use crate::backend::Backend;
-use crate::commander::{Budget, BudgetSide, BudgetSlot, ProcessCommander, Resource, Side};
+use crate::commander::{Budget, BudgetSide, BudgetSlot, ProcessCommander};
 use crate::error::{BudgetError, ManagerError, WorkerError};
-use crate::handle::{Exit, Worker, WorkerEvent};
+use crate::handle::{Worker, WorkerEvent};
+use crate::vocab::{ChildId, Exit, Resource, Side};
 mod supervise;
 
 use self::supervise::{stop_all, stop_and_reap, supervise, take_all};
 use crate::supervisor::{
-    ChildId, DEFAULT_MAX_RESTARTS, DEFAULT_WITHIN, Restart, RestartStrategy, Supervisor,
+    DEFAULT_MAX_RESTARTS, DEFAULT_WITHIN, Restart, RestartStrategy, Supervisor,
 };
 
 /// How long a child the manager stops itself (for a restart, an

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sk_core::{BoxError, StatsSummary, StopToken};
 
+use crate::vocab::Hook;
 use crate::error::SkProcessError;
 
 mod handle;
@@ -147,64 +148,8 @@ pub trait SkProcess: Serialize + DeserializeOwned + Send + 'static {
     }
 }
 
-/// One of the lifecycle hooks of an [`SkProcess`].
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Hook {
-    /// [`SkProcess::prerun`].
-    Prerun,
-    /// [`SkProcess::run`].
-    Run,
-    /// [`SkProcess::postrun`].
-    Postrun,
-    /// [`SkProcess::onfinish`].
-    Onfinish,
-    /// [`SkProcess::result`].
-    Result,
-    /// [`SkProcess::error`].
-    Error,
-}
 
-impl Hook {
-    /// Every hook, in the order a process calls them.
-    pub const ALL: [Hook; 6] = [
-        Hook::Prerun,
-        Hook::Run,
-        Hook::Postrun,
-        Hook::Onfinish,
-        Hook::Result,
-        Hook::Error,
-    ];
 
-    /// The hook's name, as in the trait (`"prerun"`, `"run"`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Hook::Prerun => "prerun",
-            Hook::Run => "run",
-            Hook::Postrun => "postrun",
-            Hook::Onfinish => "onfinish",
-            Hook::Result => "result",
-            Hook::Error => "error",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Hook::Prerun => 0,
-            Hook::Run => 1,
-            Hook::Postrun => 2,
-            Hook::Onfinish => 3,
-            Hook::Result => 4,
-            Hook::Error => 5,
-        }
-    }
-}
-
-impl fmt::Display for Hook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// How an [`SkProcess`] runs, returned by [`SkProcess::config`].
 ///

@@ -8,10 +8,9 @@
 //! without sleeping.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::handle::Exit;
+use crate::vocab::{ChildId, Exit};
 
 /// The restarts allowed within [`DEFAULT_WITHIN`] before a supervisor
 /// gives up (escalates).
@@ -20,24 +19,8 @@ pub const DEFAULT_MAX_RESTARTS: u32 = 3;
 /// The window [`DEFAULT_MAX_RESTARTS`] is counted in.
 pub const DEFAULT_WITHIN: Duration = Duration::from_secs(5);
 
-/// A child of one supervisor. Ids are given in start order and never
-/// reused; a restarted child keeps its id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ChildId(u64);
 
-impl ChildId {
-    /// The id as a number (the n-th child the supervisor was given,
-    /// counting from 1).
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
 
-impl fmt::Display for ChildId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
 
 /// Which children are restarted when one ends and must be restarted.
 #[non_exhaustive]

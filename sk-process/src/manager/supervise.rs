@@ -9,8 +9,10 @@ use crossbeam::channel::{self, Receiver, Select};
 use super::{ChildState, Control, ManagerEvent, Phase, REAP_WAIT, Shared, State};
 use crate::commander::BudgetSlot;
 use crate::error::WorkerError;
-use crate::handle::{Exit, Worker, WorkerEvent};
-use crate::supervisor::{ChildId, Decision};
+use crate::handle::{Worker, WorkerEvent};
+use crate::vocab::Exit;
+use crate::supervisor::Decision;
+use crate::vocab::ChildId;
 
 /// A child's worker and slot, taken out of the manager to be stopped.
 pub(super) struct Taken {

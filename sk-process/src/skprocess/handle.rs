@@ -19,7 +19,9 @@ use serde::de::DeserializeOwned;
 use sk_core::{Args, FunctionError, SkFunction};
 
 use super::runner::{Failure, Launch, Outcome, Report};
-use super::{ChildMsg, Hook, HookTimings, ParentMsg, ProcessConfig, SkProcess};
+use crate::vocab::Hook;
+
+use super::{ChildMsg, HookTimings, ParentMsg, ProcessConfig, SkProcess};
 use crate::backend::Backend;
 use crate::error::{SkProcessError, WorkerError};
 use crate::handle::{PendingCall, Worker};

@@ -18,7 +18,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sk_core::{Args, BoxError, FunctionSpec, ParamSpec, StopToken, TimingStats};
 
-use super::{ChildMsg, Hook, HookTimings, ParentMsg, ProcessConfig, ProcessContext, SkProcess};
+use crate::vocab::Hook;
+
+use super::{ChildMsg, HookTimings, ParentMsg, ProcessConfig, ProcessContext, SkProcess};
 use crate::error::SkProcessError;
 use crate::{listen_parent, tell_parent};
 
