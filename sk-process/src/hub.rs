@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::relay::HubArm;
+use crate::wire::HubArm;
 
 /// The hub thread's name.
 pub(crate) const THREAD_NAME: &str = "sk-io";

@@ -106,15 +106,12 @@ linux_only! {
     mod backend;
     mod commander;
     mod error;
-    mod frame;
-    mod handle;
     mod hub;
     mod interrupt;
     mod manager;
     mod mark;
     mod pool;
-    mod protocol;
-    mod relay;
+    mod reaper;
     mod skprocess;
     mod spawn;
     mod stamp;
@@ -122,6 +119,7 @@ linux_only! {
     mod sys;
     mod threader;
     mod vocab;
+    mod wire;
     mod worker;
 
     pub use backend::{BACKEND_ENV, Backend};
@@ -130,8 +128,8 @@ linux_only! {
     pub use error::{BudgetError, ManagerError};
     pub use error::{ItemError, PoolError};
     pub use error::{ProtocolError, ThreadError, WorkerError};
-    pub use frame::{DEFAULT_MAX_FRAME, FrameReader, encode_frame, write_frame};
-    pub use handle::{Answerer, PendingCall, Worker, WorkerEvent};
+    pub use wire::DEFAULT_MAX_FRAME;
+    pub use worker::{Answerer, PendingCall, Worker, WorkerEvent};
     pub use vocab::{ChildId, Exit, Hook, Resource, Side};
     pub use interrupt::{InterruptGuard, stop_on_interrupt};
     pub use manager::{
@@ -146,14 +144,14 @@ linux_only! {
         DEFAULT_MAX_RESTARTS, DEFAULT_WITHIN, Decision, Restart, RestartStrategy, Supervisor,
     };
     pub use threader::{ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader};
-    pub use worker::{ask_parent, init, is_worker, listen_parent, tell_parent};
+    pub use worker::child::{ask_parent, init, is_worker, listen_parent, tell_parent};
 
     /// Items the macros expand to. Not a public API.
     #[doc(hidden)]
     pub mod __private {
-        pub use crate::protocol::__call_frame_sizes;
+        pub use crate::wire::__call_frame_sizes;
         pub use crate::skprocess::process_spec;
-        pub use crate::worker::{
+        pub use crate::worker::child::{
             __close_channel_to_parent, __write_raw_to_parent, ProcessInit, WorkerEntry,
         };
         pub use inventory;

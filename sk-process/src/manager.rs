@@ -26,7 +26,7 @@ use sk_core::{Args, SkFunction, Value};
 use crate::backend::Backend;
 use crate::commander::{Budget, BudgetSide, BudgetSlot, ProcessCommander};
 use crate::error::{BudgetError, ManagerError, WorkerError};
-use crate::handle::{Worker, WorkerEvent};
+use crate::worker::{Worker, WorkerEvent};
 use crate::vocab::{ChildId, Exit, Resource, Side};
 mod supervise;
 

@@ -7,7 +7,7 @@
 //! 10 000. Each item succeeds or fails on its own; per-item timeouts,
 //! retries and worker deaths are handled item by item (see `pool/driver.rs`).
 
-mod batch;
+mod child;
 mod driver;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -25,7 +25,7 @@ use sk_core::{Args, FunctionError, RetryPolicy, SkFunction, Value};
 
 use crate::backend::Backend;
 use crate::error::{ItemError, PoolError};
-use crate::handle::{READY_TIMEOUT, Worker};
+use crate::worker::{READY_TIMEOUT, Worker};
 use driver::{Delivery, Item, Job, Msg, Shared, Task};
 
 /// Chunks per worker the automatic chunk size aims for: enough to balance
@@ -153,7 +153,7 @@ impl PoolBuilder {
             return Err(PoolError::ZeroItemTimeout);
         }
         self.retry.validate().map_err(PoolError::Policy)?;
-        let batch = SkFunction::builder(batch::BATCH)
+        let batch = SkFunction::builder(child::BATCH)
             .build()
             .map_err(|e| PoolError::Spawn(batch_missing(&e)))?;
         // Start them all, then wait for each: they get ready side by side.
@@ -203,7 +203,7 @@ impl PoolBuilder {
 /// only happens in a broken build; it is reported as a spawn failure.
 fn batch_missing(e: &FunctionError) -> crate::error::WorkerError {
     crate::error::WorkerError::Spawn {
-        worker: batch::BATCH.to_owned(),
+        worker: child::BATCH.to_owned(),
         source: std::io::Error::other(e.to_string()),
     }
 }

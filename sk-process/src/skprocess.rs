@@ -20,11 +20,11 @@ use crate::vocab::Hook;
 use crate::error::SkProcessError;
 
 mod handle;
-mod runner;
+mod child;
 
 pub use handle::{SkProcessHandle, start};
 #[doc(hidden)]
-pub use runner::process_spec;
+pub use child::process_spec;
 
 /// A long-lived worker: a state that crosses into a worker, and the hooks
 /// the worker runs on it.

@@ -22,7 +22,7 @@ use std::thread;
 use crossbeam::channel::{self, Sender};
 use parking_lot::Mutex;
 
-use crate::worker::{ENV_FD, ENV_NAME, ENV_PARENT, ENV_ROOT, WORKER_FD, worker_args};
+use crate::worker::child::{ENV_FD, ENV_NAME, ENV_PARENT, ENV_ROOT, WORKER_FD, worker_args};
 
 type Request = (Command, Sender<io::Result<Child>>);
 

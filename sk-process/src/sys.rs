@@ -112,3 +112,19 @@ pub(crate) fn chain(
         f(signal);
     }
 }
+
+/// Blocks until process `pid` (a child of this process) has exited,
+/// leaving it unreaped: whoever owns its `Child` collects the status.
+pub(crate) fn wait_exited(pid: u32) -> io::Result<()> {
+    use rustix::process::{Pid, WaitId, WaitIdOptions, waitid};
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::other(format!("not a process id: {pid}")))?;
+    loop {
+        match waitid(WaitId::Pid(pid), WaitIdOptions::EXITED | WaitIdOptions::NOWAIT) {
+            Err(rustix::io::Errno::INTR) => {}
+            other => return other.map(drop).map_err(io::Error::from),
+        }
+    }
+}

@@ -9,7 +9,7 @@ use crossbeam::channel::{self, Receiver, Select};
 use super::{ChildState, Control, ManagerEvent, Phase, REAP_WAIT, Shared, State};
 use crate::commander::BudgetSlot;
 use crate::error::WorkerError;
-use crate::handle::{Worker, WorkerEvent};
+use crate::worker::{Worker, WorkerEvent};
 use crate::vocab::Exit;
 use crate::supervisor::Decision;
 use crate::vocab::ChildId;

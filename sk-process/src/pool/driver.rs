@@ -18,8 +18,8 @@ use sk_core::{Args, RetryPolicy, SkFunction, Value};
 
 use crate::backend::Backend;
 use crate::error::{ItemError, WorkerError};
-use crate::handle::Worker;
-use crate::pool::batch::{FailureKind, Outcome, Report};
+use crate::worker::Worker;
+use crate::pool::child::{FailureKind, Outcome, Report};
 
 /// An item run by workers that died under it this many times fails with
 /// [`ItemError::WorkerDied`], whatever the retry policy says.
@@ -97,7 +97,7 @@ pub(crate) enum Msg {
 
 /// How an attempt of an item ended, when it did not succeed.
 enum Miss {
-    Failed(crate::pool::batch::Failure),
+    Failed(crate::pool::child::Failure),
     TimedOut(Duration),
     Died { worker: String, status: String },
 }
@@ -407,7 +407,7 @@ fn run_streaming(
     job: &Arc<Job>,
     chunk: u64,
     items: Vec<Item>,
-    pending: crate::handle::PendingCall,
+    pending: crate::worker::PendingCall,
     retry: &mut Vec<Item>,
     free: &mut Vec<Item>,
 ) -> bool {

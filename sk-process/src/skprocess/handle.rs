@@ -18,13 +18,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sk_core::{Args, FunctionError, SkFunction};
 
-use super::runner::{Failure, Launch, Outcome, Report};
+use super::child::{Failure, Launch, Outcome, Report};
 use crate::vocab::Hook;
 
 use super::{ChildMsg, HookTimings, ParentMsg, ProcessConfig, SkProcess};
 use crate::backend::Backend;
 use crate::error::{SkProcessError, WorkerError};
-use crate::handle::{PendingCall, Worker};
+use crate::worker::{PendingCall, Worker};
 
 /// How long the parent's poll for the process's messages blocks.
 const POLL: Duration = Duration::from_millis(2);

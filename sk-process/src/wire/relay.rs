@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 use sk_cereal::Internal;
 
 use crate::error::ProtocolError;
-use crate::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, poll_fd};
+use super::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, poll_fd};
 
 /// Where the frames a relay reads go.
 pub(crate) trait Router<M>: Send + Sync {
@@ -501,7 +501,7 @@ mod tests {
     use sk_testkit::hang_guard;
 
     use super::*;
-    use crate::frame::encode_frame;
+    use crate::wire::encode_frame;
 
     /// Routes each id to the mailbox registered for it.
     #[derive(Default)]

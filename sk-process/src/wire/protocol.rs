@@ -109,7 +109,7 @@ pub(crate) enum StorageReply {
 /// benchmarks that compare against a raw exchange of the same bytes.
 #[doc(hidden)]
 pub fn __call_frame_sizes(function: &SkFunction) -> (usize, usize) {
-    use crate::frame::{DEFAULT_MAX_FRAME, encode_frame};
+    use super::frame::{DEFAULT_MAX_FRAME, encode_frame};
     let call = ToWorker::Call {
         id: 1,
         function: function.clone(),

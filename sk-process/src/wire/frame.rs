@@ -7,13 +7,13 @@
 //! bytes costs a few bytes; a channel that ends inside a frame is a typed
 //! error, not a hang or a panic.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+
 use sk_cereal::Internal;
 
 use crate::error::ProtocolError;
@@ -30,7 +30,7 @@ const GROW_STEP: usize = 64 << 10;
 /// [`WouldBlock`](io::ErrorKind::WouldBlock) error keeps the part of the
 /// frame already read, and the next call goes on from there.
 #[derive(Debug)]
-pub struct FrameReader<R> {
+pub(crate) struct FrameReader<R> {
     inner: R,
     max: usize,
     header: [u8; 4],
@@ -70,6 +70,7 @@ impl<R: Read> FrameReader<R> {
     }
 
     /// Whether no frame is partly read.
+    #[cfg(test)]
     pub fn is_between_frames(&self) -> bool {
         self.have == 0 && self.filled.is_none()
     }
@@ -159,7 +160,8 @@ impl<R: Read> FrameReader<R> {
     ///
     /// As [`FrameReader::read_frame`], and [`ProtocolError::Malformed`]
     /// when the payload is not a `T`.
-    pub fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ProtocolError> {
+    #[cfg(test)]
+    pub fn read<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ProtocolError> {
         match self.read_frame()? {
             Some(bytes) => Internal::decode(bytes)
                 .map(Some)
@@ -176,7 +178,7 @@ impl<R: Read> FrameReader<R> {
 ///
 /// [`ProtocolError::Malformed`] when the message does not serialize, or
 /// [`ProtocolError::TooLarge`] when it exceeds `max`.
-pub fn encode_frame<T: Serialize>(message: &T, max: usize) -> Result<Vec<u8>, ProtocolError> {
+pub(crate) fn encode_frame<T: Serialize>(message: &T, max: usize) -> Result<Vec<u8>, ProtocolError> {
     let mut frame = vec![0u8; 4];
     Internal::encode_into(message, &mut frame).map_err(ProtocolError::Malformed)?;
     let len = frame.len() - 4;
@@ -188,17 +190,6 @@ pub fn encode_frame<T: Serialize>(message: &T, max: usize) -> Result<Vec<u8>, Pr
     }
     frame[..4].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(frame)
-}
-
-/// Writes one encoded frame.
-///
-/// # Errors
-///
-/// [`ProtocolError::Io`] when the channel fails.
-pub fn write_frame(w: &mut impl Write, frame: &[u8]) -> Result<(), ProtocolError> {
-    w.write_all(frame)?;
-    w.flush()?;
-    Ok(())
 }
 
 /// Whether `fd` became ready for `events` within `timeout` (`None`: no

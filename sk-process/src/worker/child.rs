@@ -30,10 +30,11 @@ use sk_core::{Args, FunctionError, SkFunction, StopToken, error_chain};
 use sk_reg::{CasOutcome, GlobalStorage, SkRoot, StorageBackend, StorageError, StoredValue};
 
 use crate::error::ProtocolError;
-use crate::frame::{DEFAULT_MAX_FRAME, encode_frame, send_frame};
 use crate::mark::StartedMark;
-use crate::protocol::{Answer, Encoded, FromWorker, RemoteFailure, StorageOp, StorageReply, ToWorker};
-use crate::relay::{Ended, Relay, Router, Waited};
+use crate::wire::{
+    Answer, DEFAULT_MAX_FRAME, Encoded, Ended, FromWorker, Relay, RemoteFailure, Router,
+    StorageOp, StorageReply, ToWorker, Waited, encode_frame, send_frame,
+};
 use crate::stamp::Stamp;
 
 /// The channel's file descriptor in a worker process, as started: its
