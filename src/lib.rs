@@ -70,11 +70,11 @@ pub use sk_cereal::{
 };
 pub use sk_core::{
     AnyFunction, ArgValue, Args, Attempt, Background, Backoff, BoxError, Circuit, CircuitError,
-    Clock, FunctionError, FunctionKind, FunctionSpec, Jitter, ManualClock, Modifiers, ParamSpec,
-    Permanent, RateLimitError, RateLimiter, Retry, RetryError, RetryPolicy, SharedStats,
-    SkFunction, SkFunctionBuilder, SkLambda, StatsSummary, StopToken, SystemClock, TakeError,
-    TimingStats, Value, ValueFuture, ValueStream, error_chain, function, functions, generator,
-    instances, panic_message,
+    Clock, Execute, FunctionError, FunctionKind, FunctionSpec, Jitter, ManualClock, Modifiers,
+    Modify, ParamSpec, Permanent, RateLimitError, RateLimiter, Retry, RetryError, RetryPolicy,
+    SharedStats, SkFunction, SkFunctionBuilder, SkLambda, StatsSummary, StopToken, SystemClock,
+    TakeError, TimingStats, Value, ValueFuture, ValueStream, error_chain, function, functions,
+    generator, instances, panic_message,
 };
 pub use sk_cycle::{
     BuildError, Coord, CurrentPart, Cycle, CycleBuilder, CyclePart, CycleRegistry, CycleStats,
@@ -105,8 +105,8 @@ pub struct ReadmeDoctests;
 /// The names most programs need: `use suitkaise::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AnyFunction, Args, Cycle, CycleBuilder, CyclePart, ErrorMode, External, Format,
-        FunctionError, GlobalStorage, Internal, Layer, PartContext, PartState, Registry,
+        AnyFunction, Args, Cycle, CycleBuilder, CyclePart, ErrorMode, Execute, External, Format,
+        FunctionError, GlobalStorage, Internal, Layer, Modify, PartContext, PartState, Registry,
         RetryPolicy, Run, SkFunction, SkLambda, SkRoot, Split, StopToken, SyncMode, TimingStats,
         Value, current_part,
     };

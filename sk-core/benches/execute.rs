@@ -16,7 +16,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sk_core::SkFunction;
+use sk_core::{Execute, SkFunction};
 
 #[sk_core::function(crate = ::sk_core)]
 fn add(a: u64, b: u64) -> u64 {

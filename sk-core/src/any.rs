@@ -7,21 +7,23 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::args::Args;
 use crate::error::FunctionError;
+use crate::execute::{Execute, Invocation};
 use crate::function::SkFunction;
 use crate::lambda::SkLambda;
-use crate::modifiers::Background;
+use crate::modifiers::{HasModifiers, Modified, Modify};
 use crate::value::Value;
 
 /// Any function: a [`SkFunction`] handle or a [`SkLambda`] closure.
 ///
 /// APIs that take a function take `impl Into<AnyFunction>`, so a handle, a
 /// lambda or a plain closure `Fn() -> R` can be passed (a bare closure is
-/// named after its type).
+/// named after its type). It takes modifiers ([`Modify`]) and runs
+/// ([`Execute`]) as the function it holds.
 ///
 /// # Examples
 ///
 /// ```
-/// use sk_core::{AnyFunction, FunctionError};
+/// use sk_core::{AnyFunction, Execute, FunctionError};
 ///
 /// fn run_twice(f: impl Into<AnyFunction>) -> Result<(u32, u32), FunctionError> {
 ///     let f = f.into();
@@ -82,52 +84,51 @@ impl AnyFunction {
             Inner::Lambda(f) => Err(f.local_only_error()),
         }
     }
+}
 
-    /// Executes the function (see [`SkFunction::execute`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`SkFunction::execute`].
-    pub fn execute<R: 'static>(&self) -> Result<R, FunctionError> {
+impl HasModifiers for AnyFunction {
+    fn modified(&self) -> &Modified {
         match &self.0 {
-            Inner::Handle(f) => f.execute(),
-            Inner::Lambda(f) => f.execute(),
+            Inner::Handle(f) => f.modified(),
+            Inner::Lambda(f) => f.modified(),
         }
     }
 
-    /// Executes the function with call-time arguments.
-    ///
-    /// # Errors
-    ///
-    /// As [`SkFunction::execute_with`].
-    pub fn execute_with<R: 'static>(&self, args: &Args) -> Result<R, FunctionError> {
+    fn modified_mut(&mut self) -> &mut Modified {
+        match &mut self.0 {
+            Inner::Handle(f) => f.modified_mut(),
+            Inner::Lambda(f) => f.modified_mut(),
+        }
+    }
+}
+
+impl Modify for AnyFunction {}
+
+impl Execute for AnyFunction {}
+
+impl Invocation for AnyFunction {
+    fn name(&self) -> &str {
+        AnyFunction::name(self)
+    }
+
+    fn attempt(&self) -> Result<Value, FunctionError> {
         match &self.0 {
-            Inner::Handle(f) => f.execute_with(args),
-            Inner::Lambda(f) => f.execute_with(args),
+            Inner::Handle(f) => f.attempt(),
+            Inner::Lambda(f) => f.attempt(),
         }
     }
 
-    /// Executes the function and returns the type-erased output.
-    ///
-    /// # Errors
-    ///
-    /// As [`SkFunction::execute_value`].
-    pub fn execute_value(&self) -> Result<Value, FunctionError> {
+    fn with_args(&self, extra: &Args) -> Self {
         match &self.0 {
-            Inner::Handle(f) => f.execute_value(),
-            Inner::Lambda(f) => f.execute_value(),
+            Inner::Handle(f) => AnyFunction(Inner::Handle(f.with_args(extra))),
+            Inner::Lambda(f) => AnyFunction(Inner::Lambda(f.with_args(extra))),
         }
     }
 
-    /// Runs the function on a new thread.
-    ///
-    /// # Errors
-    ///
-    /// [`FunctionError::Background`] when the thread cannot be started.
-    pub fn background<R: Send + 'static>(&self) -> Result<Background<R>, FunctionError> {
+    fn check(&self) -> Result<(), FunctionError> {
         match &self.0 {
-            Inner::Handle(f) => f.background(),
-            Inner::Lambda(f) => f.background(),
+            Inner::Handle(f) => f.check(),
+            Inner::Lambda(f) => f.check(),
         }
     }
 }

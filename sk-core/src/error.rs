@@ -18,6 +18,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use sk_cereal::CerealError;
@@ -255,6 +256,20 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "<non-string panic payload>".to_owned()
     }
+}
+
+/// Runs `f`, turning a panic into [`FunctionError::Panicked`] naming
+/// `function`.
+pub(crate) fn catch_panic<T>(
+    function: &str,
+    f: impl FnOnce() -> Result<T, FunctionError>,
+) -> Result<T, FunctionError> {
+    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        Err(FunctionError::Panicked {
+            function: function.to_owned(),
+            message: panic_message(&*payload),
+        })
+    })
 }
 
 /// An error and its sources, joined with ": " — the whole story in one

@@ -3,22 +3,24 @@
 
 use std::any::{TypeId, type_name};
 use std::fmt;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sk_reg::{Layer, Registry};
 
 use crate::args::{ArgValue, Args};
-use crate::error::{FunctionError, panic_message};
-use crate::modifiers::{self, Background, Invocation, LimiterCell, Modifiers};
-use crate::retry::RetryPolicy;
+use crate::error::{FunctionError, catch_panic};
+use crate::execute::{Execute, Invocation};
+use crate::modifiers::{HasModifiers, Modified, Modifiers, Modify};
 use crate::spec::{self, FunctionKind, FunctionSpec, Invoker, ValueFuture, ValueStream};
-use crate::value::Value;
+use crate::value::{Value, downcast_output};
 
 /// A handle to a registered function: its name, the arguments bound to it
 /// by parameter name, and its modifiers.
+///
+/// It takes the modifiers of [`Modify`] and runs through [`Execute`]
+/// (`execute`, `execute_with`, `background`, ...); streaming, async
+/// execution and the registry are its own methods.
 ///
 /// The handle is serializable (serde): it crosses process boundaries as a
 /// name plus encoded arguments, and the receiver resolves the name in its
@@ -29,7 +31,7 @@ use crate::value::Value;
 /// # Examples
 ///
 /// ```
-/// use sk_core::{FunctionSpec, ParamSpec, SkFunction, FunctionError};
+/// use sk_core::{Execute, FunctionSpec, ParamSpec, SkFunction, FunctionError};
 ///
 /// FunctionSpec::plain("doc_area", [ParamSpec::of::<u32>("w"), ParamSpec::of::<u32>("h")], |a| {
 ///     Ok::<_, FunctionError>(a.decode::<u32>("doc_area", "w")? * a.decode::<u32>("doc_area", "h")?)
@@ -50,14 +52,11 @@ pub struct SkFunction {
     name: String,
     #[serde(default)]
     args: Args,
-    #[serde(default)]
-    modifiers: Modifiers,
+    modifiers: Modified,
     /// The resolved spec, cached on first use; a receiving process resolves
     /// in its own registry.
     #[serde(skip)]
     resolved: OnceLock<Arc<FunctionSpec>>,
-    #[serde(skip)]
-    limiter: LimiterCell,
 }
 
 impl SkFunction {
@@ -70,7 +69,7 @@ impl SkFunction {
             spec,
             args: Args::new(),
             error: None,
-            modifiers: Modifiers::default(),
+            modifiers: Modified::default(),
         }
     }
 
@@ -98,11 +97,6 @@ impl SkFunction {
         &self.args
     }
 
-    /// The modifiers applied on execution.
-    pub fn modifiers(&self) -> &Modifiers {
-        &self.modifiers
-    }
-
     /// The resolved function spec.
     ///
     /// # Errors
@@ -126,104 +120,15 @@ impl SkFunction {
         Ok(self.spec()?.kind())
     }
 
-    /// Retries failed calls by `policy` (see [the modifier
-    /// order](crate#modifier-order)).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.modifiers.retry = Some(policy);
-        self
-    }
-
-    /// Bounds every call (each attempt, under retry) to `limit`; an overrun
-    /// sets the call's [`StopToken`](crate::StopToken) and is reported as
-    /// [`FunctionError::TimedOut`].
-    pub fn timeout(mut self, limit: Duration) -> Self {
-        self.modifiers.timeout = Some(limit);
-        self
-    }
-
-    /// Starts at most `per_sec` calls per second through this handle and its
-    /// clones (each attempt counts).
-    pub fn rate_limit(mut self, per_sec: f64) -> Self {
-        self.modifiers.rate_limit = Some(per_sec);
-        self.limiter = LimiterCell::for_rate(Some(per_sec));
-        self
-    }
-
-    /// Executes the function and returns its output as an `R`.
-    ///
-    /// A generator is collected into a `Vec` of its items; an async function
-    /// is driven to completion on this thread.
-    ///
-    /// # Errors
-    ///
-    /// Whatever [`SkFunction::execute_value`] gives, and
-    /// [`FunctionError::OutputType`] when the function does not return `R`.
-    pub fn execute<R: 'static>(&self) -> Result<R, FunctionError> {
-        downcast_output(&self.name, self.execute_value()?)
-    }
-
-    /// Executes the function with `extra` arguments layered over the bound
-    /// ones (an `extra` argument wins).
-    ///
-    /// # Errors
-    ///
-    /// As [`SkFunction::execute`].
-    pub fn execute_with<R: 'static>(&self, extra: &Args) -> Result<R, FunctionError> {
-        downcast_output(&self.name, self.execute_value_with(extra)?)
-    }
-
-    /// Executes the function with `extra` arguments layered over the bound
-    /// ones and returns the type-erased output.
-    ///
-    /// # Errors
-    ///
-    /// As [`SkFunction::execute_value`].
-    pub fn execute_value_with(&self, extra: &Args) -> Result<Value, FunctionError> {
-        if extra.is_empty() {
-            return self.execute_value();
-        }
-        let mut call = self.clone();
-        call.args = self.args.overlay(extra);
-        call.execute_value()
-    }
-
-    /// Executes the function, applying its modifiers, and returns the
-    /// type-erased output.
-    ///
-    /// # Errors
-    ///
-    /// [`FunctionError::NotRegistered`], argument errors
-    /// ([`FunctionError::MissingArgument`], [`FunctionError::ArgumentType`]),
-    /// the function's own failure ([`FunctionError::Failed`],
-    /// [`FunctionError::Panicked`]) and the modifiers' errors
-    /// ([`FunctionError::TimedOut`], [`FunctionError::RetriesExhausted`]).
-    pub fn execute_value(&self) -> Result<Value, FunctionError> {
-        self.spec()?;
-        modifiers::run(self, &self.modifiers, &self.limiter)
-    }
-
     /// Executes the function and encodes its output for another process:
     /// `(type name, internal-format bytes)`.
     ///
     /// # Errors
     ///
-    /// As [`SkFunction::execute_value`], and [`FunctionError::Cereal`] when
+    /// As [`Execute::execute_value`], and [`FunctionError::Cereal`] when
     /// the output does not serialize.
     pub fn execute_encoded(&self) -> Result<(String, Vec<u8>), FunctionError> {
         Ok(self.execute_value()?.into_encoded()?)
-    }
-
-    /// Runs the function on a new thread and returns a handle to join.
-    ///
-    /// The background call applies every other modifier (the outermost of
-    /// [the modifier order](crate#modifier-order)).
-    ///
-    /// # Errors
-    ///
-    /// [`FunctionError::Background`] when the thread cannot be started.
-    pub fn background<R: Send + 'static>(&self) -> Result<Background<R>, FunctionError> {
-        let this = self.clone();
-        Background::spawn(&self.name, move || this.execute_value())
     }
 
     /// Streams a generator's items, typed as `T`.
@@ -249,7 +154,7 @@ impl SkFunction {
     pub fn stream_values(&self) -> Result<ValueStream, FunctionError> {
         let spec = self.spec()?;
         match &spec.invoker {
-            Invoker::Generator { stream, .. } => guard(&self.name, || stream(&self.args)),
+            Invoker::Generator { stream, .. } => catch_panic(&self.name, || stream(&self.args)),
             _ => Err(self.wrong_kind(spec.kind(), "streamed")),
         }
     }
@@ -260,12 +165,12 @@ impl SkFunction {
     ///
     /// # Errors
     ///
-    /// As [`SkFunction::execute`], through the future.
+    /// As [`Execute::execute`], through the future.
     pub async fn execute_async<R: 'static>(&self) -> Result<R, FunctionError> {
         let spec = Arc::clone(self.spec()?);
         let value = match &spec.invoker {
             Invoker::Async(start) => {
-                let fut: ValueFuture = guard(&self.name, || start(&self.args))?;
+                let fut: ValueFuture = catch_panic(&self.name, || start(&self.args))?;
                 fut.await?
             }
             _ => self.attempt()?,
@@ -294,16 +199,28 @@ struct SkFunctionWire {
 
 impl From<SkFunctionWire> for SkFunction {
     fn from(wire: SkFunctionWire) -> Self {
-        let limiter = LimiterCell::for_rate(wire.modifiers.rate_limit);
         SkFunction {
             name: wire.name,
             args: wire.args,
-            modifiers: wire.modifiers,
+            modifiers: Modified::from(wire.modifiers),
             resolved: OnceLock::new(),
-            limiter,
         }
     }
 }
+
+impl HasModifiers for SkFunction {
+    fn modified(&self) -> &Modified {
+        &self.modifiers
+    }
+
+    fn modified_mut(&mut self) -> &mut Modified {
+        &mut self.modifiers
+    }
+}
+
+impl Modify for SkFunction {}
+
+impl Execute for SkFunction {}
 
 impl Invocation for SkFunction {
     fn name(&self) -> &str {
@@ -314,13 +231,23 @@ impl Invocation for SkFunction {
         let spec = self.spec()?;
         match &spec.invoker {
             Invoker::Plain(call) | Invoker::Generator { collect: call, .. } => {
-                guard(&self.name, || call(&self.args))
+                catch_panic(&self.name, || call(&self.args))
             }
             Invoker::Async(start) => {
-                let fut = guard(&self.name, || start(&self.args))?;
-                guard(&self.name, || pollster::block_on(fut))
+                let fut = catch_panic(&self.name, || start(&self.args))?;
+                catch_panic(&self.name, || pollster::block_on(fut))
             }
         }
+    }
+
+    fn with_args(&self, extra: &Args) -> Self {
+        let mut call = self.clone();
+        call.args = self.args.overlay(extra);
+        call
+    }
+
+    fn check(&self) -> Result<(), FunctionError> {
+        self.spec().map(drop)
     }
 }
 
@@ -340,32 +267,6 @@ impl PartialEq for SkFunction {
     }
 }
 
-/// Runs `f`, turning a panic into [`FunctionError::Panicked`].
-pub(crate) fn guard<T>(
-    function: &str,
-    f: impl FnOnce() -> Result<T, FunctionError>,
-) -> Result<T, FunctionError> {
-    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        Err(FunctionError::Panicked {
-            function: function.to_owned(),
-            message: panic_message(&*payload),
-        })
-    })
-}
-
-pub(crate) fn downcast_output<R: 'static>(
-    function: &str,
-    value: Value,
-) -> Result<R, FunctionError> {
-    value
-        .downcast::<R>()
-        .map_err(|v| FunctionError::OutputType {
-            function: function.to_owned(),
-            expected: type_name::<R>().to_owned(),
-            found: v.type_name().to_owned(),
-        })
-}
-
 /// Binds arguments to a registered function by parameter name, checking
 /// each against the function's signature as it is bound.
 ///
@@ -378,7 +279,7 @@ pub struct SkFunctionBuilder {
     spec: Result<Arc<FunctionSpec>, FunctionError>,
     args: Args,
     error: Option<FunctionError>,
-    modifiers: Modifiers,
+    modifiers: Modified,
 }
 
 impl SkFunctionBuilder {
@@ -426,28 +327,10 @@ impl SkFunctionBuilder {
         Ok(())
     }
 
-    /// Adds the [`SkFunction::retry`] modifier.
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.modifiers.retry = Some(policy);
-        self
-    }
-
-    /// Adds the [`SkFunction::timeout`] modifier.
-    pub fn timeout(mut self, limit: Duration) -> Self {
-        self.modifiers.timeout = Some(limit);
-        self
-    }
-
-    /// Adds the [`SkFunction::rate_limit`] modifier.
-    pub fn rate_limit(mut self, per_sec: f64) -> Self {
-        self.modifiers.rate_limit = Some(per_sec);
-        self
-    }
-
     /// Finishes the handle.
     ///
     /// Parameters left unbound may be supplied at call time with
-    /// [`SkFunction::execute_with`].
+    /// [`Execute::execute_with`].
     ///
     /// # Errors
     ///
@@ -460,13 +343,11 @@ impl SkFunctionBuilder {
         }
         let resolved = OnceLock::new();
         let _ = resolved.set(spec);
-        let limiter = LimiterCell::for_rate(self.modifiers.rate_limit);
         Ok(SkFunction {
             name: self.name,
             args: self.args,
             modifiers: self.modifiers,
             resolved,
-            limiter,
         })
     }
 
@@ -491,7 +372,7 @@ impl SkFunctionBuilder {
     /// # Errors
     ///
     /// As [`register_as`](SkFunctionBuilder::register_as) and
-    /// [`SkFunction::execute`].
+    /// [`Execute::execute`].
     pub fn register_and_execute<R: 'static>(
         self,
         instance: impl Into<String>,
@@ -499,6 +380,18 @@ impl SkFunctionBuilder {
         self.register_as(instance)?.execute()
     }
 }
+
+impl HasModifiers for SkFunctionBuilder {
+    fn modified(&self) -> &Modified {
+        &self.modifiers
+    }
+
+    fn modified_mut(&mut self) -> &mut Modified {
+        &mut self.modifiers
+    }
+}
+
+impl Modify for SkFunctionBuilder {}
 
 /// This process's registry of function instances: handles with bound
 /// arguments registered under their own names.

@@ -2,15 +2,13 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::args::Args;
-use crate::error::{BoxError, FunctionError};
-use crate::function::{downcast_output, guard};
-use crate::modifiers::{self, Background, Invocation, LimiterCell, Modifiers};
-use crate::retry::RetryPolicy;
+use crate::error::{BoxError, FunctionError, catch_panic};
+use crate::execute::{Execute, Invocation};
+use crate::modifiers::{HasModifiers, Modified, Modify};
 use crate::spec::into_function_error;
 use crate::value::Value;
 
@@ -19,15 +17,15 @@ type LambdaFn = dyn Fn(&Args) -> Result<Value, FunctionError> + Send + Sync;
 /// A named local closure.
 ///
 /// It runs wherever a function is expected (through
-/// [`AnyFunction`](crate::AnyFunction)) and takes the same modifiers as a
-/// handle, but it never leaves its process: serializing it is an error that
-/// names it.
+/// [`AnyFunction`](crate::AnyFunction)), takes the same modifiers as a
+/// handle ([`Modify`]) and runs the same way ([`Execute`]), but it never
+/// leaves its process: serializing it is an error that names it.
 ///
 /// # Examples
 ///
 /// ```
 /// use sk_cereal::Format;
-/// use sk_core::{SkLambda, FunctionError};
+/// use sk_core::{Execute, FunctionError, SkLambda};
 ///
 /// let base = 40;
 /// let add_two = SkLambda::new("add_two", move || base + 2);
@@ -42,9 +40,9 @@ type LambdaFn = dyn Fn(&Args) -> Result<Value, FunctionError> + Send + Sync;
 pub struct SkLambda {
     name: Arc<str>,
     call: Arc<LambdaFn>,
+    /// Call-time arguments, set only on the copy that runs a call.
     extra: Args,
-    modifiers: Modifiers,
-    limiter: LimiterCell,
+    modifiers: Modified,
 }
 
 impl SkLambda {
@@ -84,7 +82,7 @@ impl SkLambda {
     }
 
     /// A closure that reads call-time arguments (given with
-    /// [`SkLambda::execute_with`]).
+    /// [`Execute::execute_with`]).
     pub fn with_args<R, E, F>(name: impl Into<Arc<str>>, f: F) -> Self
     where
         R: Serialize + Send + Sync + 'static,
@@ -108,81 +106,13 @@ impl SkLambda {
             name,
             call: Arc::new(f),
             extra: Args::new(),
-            modifiers: Modifiers::default(),
-            limiter: LimiterCell::default(),
+            modifiers: Modified::default(),
         }
     }
 
     /// The lambda's name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The modifiers applied on execution.
-    pub fn modifiers(&self) -> &Modifiers {
-        &self.modifiers
-    }
-
-    /// Adds the retry modifier (see [`SkFunction::retry`](crate::SkFunction::retry)).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.modifiers.retry = Some(policy);
-        self
-    }
-
-    /// Adds the timeout modifier (see [`SkFunction::timeout`](crate::SkFunction::timeout)).
-    pub fn timeout(mut self, limit: Duration) -> Self {
-        self.modifiers.timeout = Some(limit);
-        self
-    }
-
-    /// Adds the rate-limit modifier (see
-    /// [`SkFunction::rate_limit`](crate::SkFunction::rate_limit)).
-    pub fn rate_limit(mut self, per_sec: f64) -> Self {
-        self.modifiers.rate_limit = Some(per_sec);
-        self.limiter = LimiterCell::for_rate(Some(per_sec));
-        self
-    }
-
-    /// Runs the closure and returns its output as an `R`.
-    ///
-    /// # Errors
-    ///
-    /// The closure's failure or panic, the modifiers' errors, and
-    /// [`FunctionError::OutputType`] when it does not return an `R`.
-    pub fn execute<R: 'static>(&self) -> Result<R, FunctionError> {
-        downcast_output(&self.name, self.execute_value()?)
-    }
-
-    /// Runs the closure with call-time arguments.
-    ///
-    /// # Errors
-    ///
-    /// As [`SkLambda::execute`].
-    pub fn execute_with<R: 'static>(&self, args: &Args) -> Result<R, FunctionError> {
-        let mut call = self.clone();
-        call.extra = args.clone();
-        downcast_output(&self.name, call.execute_value()?)
-    }
-
-    /// Runs the closure, applying its modifiers, and returns the
-    /// type-erased output.
-    ///
-    /// # Errors
-    ///
-    /// As [`SkLambda::execute`], without the output type check.
-    pub fn execute_value(&self) -> Result<Value, FunctionError> {
-        modifiers::run(self, &self.modifiers, &self.limiter)
-    }
-
-    /// Runs the closure on a new thread (see
-    /// [`SkFunction::background`](crate::SkFunction::background)).
-    ///
-    /// # Errors
-    ///
-    /// [`FunctionError::Background`] when the thread cannot be started.
-    pub fn background<R: Send + 'static>(&self) -> Result<Background<R>, FunctionError> {
-        let this = self.clone();
-        Background::spawn(&self.name, move || this.execute_value())
     }
 
     /// The error that refuses to send this lambda anywhere.
@@ -193,13 +123,33 @@ impl SkLambda {
     }
 }
 
+impl HasModifiers for SkLambda {
+    fn modified(&self) -> &Modified {
+        &self.modifiers
+    }
+
+    fn modified_mut(&mut self) -> &mut Modified {
+        &mut self.modifiers
+    }
+}
+
+impl Modify for SkLambda {}
+
+impl Execute for SkLambda {}
+
 impl Invocation for SkLambda {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn attempt(&self) -> Result<Value, FunctionError> {
-        guard(&self.name, || (self.call)(&self.extra))
+        catch_panic(&self.name, || (self.call)(&self.extra))
+    }
+
+    fn with_args(&self, extra: &Args) -> Self {
+        let mut call = self.clone();
+        call.extra = self.extra.overlay(extra);
+        call
     }
 }
 

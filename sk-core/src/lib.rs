@@ -20,8 +20,9 @@
 //! # Modifier order
 //!
 //! Handles and lambdas take modifiers — `.retry(policy)`, `.timeout(d)`,
-//! `.rate_limit(per_sec)`, and `.background()` — applied in one fixed order
-//! whatever the order they were set in:
+//! `.rate_limit(per_sec)` from [`Modify`], and `.background()` from
+//! [`Execute`] — applied in one fixed order whatever the order they were
+//! set in:
 //!
 //! ```text
 //! background( retry( rate_limit( timeout( call ) ) ) )
@@ -39,7 +40,7 @@
 //! ```
 //! use std::time::Duration;
 //! use sk_cereal::Format;
-//! use sk_core::{FunctionError, FunctionSpec, ParamSpec, RetryPolicy, SkFunction};
+//! use sk_core::{Execute, FunctionError, FunctionSpec, Modify, ParamSpec, RetryPolicy, SkFunction};
 //!
 //! // At run time; `#[suitkaise::function]` does the same statically.
 //! FunctionSpec::plain("lib_doc_scale", [ParamSpec::of::<f64>("x"), ParamSpec::of::<f64>("by")], |a| {
@@ -68,9 +69,11 @@
 
 mod any;
 mod args;
+mod background;
 mod circuit;
 mod clock;
 mod error;
+mod execute;
 mod function;
 mod lambda;
 mod modifiers;
@@ -84,12 +87,14 @@ mod window;
 
 pub use any::AnyFunction;
 pub use args::{ArgValue, Args};
+pub use background::Background;
 pub use circuit::{Circuit, CircuitBuilder, CircuitError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, FunctionError, Permanent, error_chain, panic_message};
+pub use execute::Execute;
 pub use function::{SkFunction, SkFunctionBuilder, instances};
 pub use lambda::SkLambda;
-pub use modifiers::{Background, Modifiers};
+pub use modifiers::{Modifiers, Modify};
 pub use rate::{RateLimitError, RateLimiter};
 pub use retry::{Attempt, Backoff, Jitter, PolicyError, Retry, RetryError, RetryPolicy};
 pub use sk_macros::{function, generator};

@@ -1,32 +1,25 @@
-//! Modifiers — retry, timeout, rate limit, background — applied to any
-//! function in one fixed order:
+//! The modifiers — retry, timeout, rate limit — three ways: as data that
+//! travels with a handle ([`Modifiers`]), as the state a handle, lambda or
+//! builder carries ([`Modified`], which adds the rate limiter its clones
+//! share), and as the builder methods every function type takes
+//! ([`Modify`], written once over `Modified`).
 //!
-//! ```text
-//! background( retry( rate_limit( timeout( call ) ) ) )
-//! ```
-//!
-//! `background` runs everything on a new thread; `retry` repeats the inner
-//! steps; every attempt waits for a rate-limit permit, then runs under the
-//! timeout (the shorter of the timeout and the retry policy's per-attempt
-//! timeout and remaining deadline).
+//! How they are applied is [`Execute`](crate::Execute)'s business (see
+//! [the modifier order](crate#modifier-order)).
 
-use std::marker::PhantomData;
+use std::fmt;
 use std::sync::{Arc, OnceLock};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 use serde::{Deserialize, Serialize};
 
-use crate::clock::SystemClock;
 use crate::error::FunctionError;
-use crate::function::downcast_output;
-use crate::rate::RateLimiter;
-use crate::retry::{Retry, RetryError, RetryPolicy};
-use crate::stop::StopToken;
-use crate::value::Value;
+use crate::rate::{RateLimitError, RateLimiter};
+use crate::retry::RetryPolicy;
 
 /// The modifiers of a function handle; they travel with it.
+///
+/// A copy of what is set, read with [`Modify::modifiers`].
 #[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Modifiers {
@@ -38,241 +31,202 @@ pub struct Modifiers {
     pub rate_limit: Option<f64>,
 }
 
-/// One attempt of a call: what the modifiers wrap.
-pub(crate) trait Invocation: Clone + Send + 'static {
-    fn name(&self) -> &str;
-    fn attempt(&self) -> Result<Value, FunctionError>;
+/// The modifier state of a handle, lambda or builder.
+///
+/// A rate and the limiter that enforces it are one field, so a rate without
+/// a limiter cannot be represented. Compares, prints and serializes as its
+/// [`Modifiers`].
+#[derive(Clone, Default)]
+pub struct Modified {
+    retry: Option<RetryPolicy>,
+    timeout: Option<Duration>,
+    rate: Option<RateLimit>,
 }
 
-/// The rate limiter of a handle, shared by its clones and built on first
-/// use (a handle decoded in another process gets its own). Nothing is
-/// allocated for a handle without a rate limit.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct LimiterCell(Option<Arc<OnceLock<Result<RateLimiter, String>>>>);
+/// A rate and its limiter, shared by the clones of a handle and built on
+/// first use (a handle decoded in another process gets its own). Nothing
+/// is allocated for a handle without a rate limit.
+#[derive(Clone)]
+struct RateLimit {
+    per_sec: f64,
+    limiter: Arc<OnceLock<Result<RateLimiter, RateLimitError>>>,
+}
 
-impl LimiterCell {
-    pub(crate) fn for_rate(per_sec: Option<f64>) -> Self {
-        LimiterCell(per_sec.map(|_| Arc::default()))
+impl RateLimit {
+    fn new(per_sec: f64) -> Self {
+        RateLimit {
+            per_sec,
+            limiter: Arc::default(),
+        }
     }
 
-    fn acquire(&self, function: &str, per_sec: f64) -> Result<(), FunctionError> {
-        let Some(cell) = &self.0 else {
-            // Unreachable: a cell is made whenever a rate is set.
-            return Ok(());
-        };
-        let limiter = cell.get_or_init(|| RateLimiter::new(per_sec).map_err(|e| e.to_string()));
-        match limiter {
+    fn acquire(&self, function: &str) -> Result<(), FunctionError> {
+        match self.limiter.get_or_init(|| RateLimiter::new(self.per_sec)) {
             Ok(limiter) => {
                 limiter.acquire();
                 Ok(())
             }
-            Err(reason) => Err(FunctionError::InvalidModifier {
+            Err(e) => Err(FunctionError::InvalidModifier {
                 function: function.to_owned(),
                 modifier: "rate_limit",
-                reason: reason.clone(),
+                reason: e.to_string(),
             }),
         }
     }
 }
 
-/// Runs `call` with `modifiers` applied (all but background).
-pub(crate) fn run<I: Invocation>(
-    call: &I,
-    modifiers: &Modifiers,
-    limiter: &LimiterCell,
-) -> Result<Value, FunctionError> {
-    let once = |timeout: Option<Duration>| {
-        if let Some(per_sec) = modifiers.rate_limit {
-            limiter.acquire(call.name(), per_sec)?;
-        }
-        match timeout {
-            Some(limit) => with_timeout(call, limit),
-            None => call.attempt(),
-        }
-    };
-    let Some(policy) = &modifiers.retry else {
-        return once(modifiers.timeout);
-    };
-    let mut rng = fastrand::Rng::new();
-    let classify = |e: &FunctionError| match e {
-        FunctionError::TimedOut { .. } if !policy.retries_timeouts() => Retry::No,
-        e if e.is_retryable() => Retry::Yes,
-        _ => Retry::No,
-    };
-    policy
-        .run(&SystemClock, &mut rng, classify, |attempt| {
-            once(shorter(modifiers.timeout, attempt.timeout))
-        })
-        .map_err(|e| match e {
-            RetryError::NonRetryable { error, .. } => error,
-            RetryError::InvalidPolicy(reason) => FunctionError::InvalidModifier {
-                function: call.name().to_owned(),
-                modifier: "retry",
-                reason: reason.to_string(),
-            },
-            gave_up => {
-                let attempts = gave_up.attempts();
-                match gave_up.into_last_error() {
-                    Some(last) if attempts > 1 => FunctionError::RetriesExhausted {
-                        function: call.name().to_owned(),
-                        attempts,
-                        last: Box::new(last),
-                    },
-                    Some(last) => last,
-                    None => FunctionError::InvalidModifier {
-                        function: call.name().to_owned(),
-                        modifier: "retry",
-                        reason: "the policy allowed no attempt".to_owned(),
-                    },
-                }
-            }
-        })
-}
+impl Modified {
+    /// The retry policy, if one is set.
+    pub(crate) fn retry(&self) -> Option<&RetryPolicy> {
+        self.retry.as_ref()
+    }
 
-fn shorter(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    /// The per-attempt timeout, if one is set.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Waits for a rate-limit permit, when a rate is set.
+    ///
+    /// # Errors
+    ///
+    /// [`FunctionError::InvalidModifier`] naming `function` when the rate
+    /// is not a positive finite number.
+    pub(crate) fn acquire(&self, function: &str) -> Result<(), FunctionError> {
+        match &self.rate {
+            Some(rate) => rate.acquire(function),
+            None => Ok(()),
+        }
+    }
+
+    /// What is set, as plain data.
+    pub(crate) fn to_modifiers(&self) -> Modifiers {
+        Modifiers {
+            retry: self.retry.clone(),
+            timeout: self.timeout,
+            rate_limit: self.rate.as_ref().map(|rate| rate.per_sec),
+        }
     }
 }
 
-/// Runs one attempt on its own thread and waits at most `limit`. On overrun
-/// the attempt's stop token is set (the thread notices cooperatively) and
-/// the call is reported timed out.
-fn with_timeout<I: Invocation>(call: &I, limit: Duration) -> Result<Value, FunctionError> {
-    let token = StopToken::current().map_or_else(StopToken::new, |t| t.child());
-    let (tx, rx) = bounded(1);
-    let (inner, inner_token) = (call.clone(), token.clone());
-    thread::Builder::new()
-        .name(format!("sk-timeout:{}", call.name()))
-        .spawn(move || {
-            let result = inner_token.enter(|| inner.attempt());
-            // The receiver is gone when the caller already timed out.
-            let _ = tx.send(result);
-        })
-        .map_err(|e| FunctionError::Background {
-            function: call.name().to_owned(),
-            reason: format!("cannot start the timeout thread: {e}"),
-        })?;
-    match rx.recv_timeout(limit) {
-        Ok(result) => result,
-        Err(RecvTimeoutError::Timeout) => {
-            token.stop();
-            Err(FunctionError::TimedOut {
-                function: call.name().to_owned(),
-                after: limit,
-            })
+impl From<Modifiers> for Modified {
+    fn from(modifiers: Modifiers) -> Self {
+        Modified {
+            retry: modifiers.retry,
+            timeout: modifiers.timeout,
+            rate: modifiers.rate_limit.map(RateLimit::new),
         }
-        Err(RecvTimeoutError::Disconnected) => Err(FunctionError::Background {
-            function: call.name().to_owned(),
-            reason: "the call's thread ended without a result".to_owned(),
-        }),
     }
 }
 
-/// A call running on a background thread, made by
-/// [`SkFunction::background`](crate::SkFunction::background).
+impl PartialEq for Modified {
+    fn eq(&self, other: &Self) -> bool {
+        self.retry == other.retry
+            && self.timeout == other.timeout
+            && self.rate.as_ref().map(|r| r.per_sec) == other.rate.as_ref().map(|r| r.per_sec)
+    }
+}
+
+impl fmt::Debug for Modified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.to_modifiers().fmt(f)
+    }
+}
+
+impl Serialize for Modified {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_modifiers().serialize(serializer)
+    }
+}
+
+/// What a type gives [`Modify`] to work on. Sealed: public in a private
+/// module, so only this crate's types implement it.
+pub trait HasModifiers {
+    /// The modifier state.
+    fn modified(&self) -> &Modified;
+    /// The modifier state, to change.
+    fn modified_mut(&mut self) -> &mut Modified;
+}
+
+/// The modifiers every function type takes: [`SkFunction`],
+/// [`SkFunctionBuilder`], [`SkLambda`] and [`AnyFunction`].
 ///
-/// Dropping it detaches the call (it still runs to its end).
-#[derive(Debug)]
-#[must_use = "a background call's result is lost unless it is joined"]
-pub struct Background<R> {
-    function: String,
-    result: Receiver<Result<Value, FunctionError>>,
-    stop: StopToken,
-    thread: Option<JoinHandle<()>>,
-    _output: PhantomData<fn() -> R>,
-}
-
-impl<R: Send + 'static> Background<R> {
-    pub(crate) fn spawn(
-        function: &str,
-        call: impl FnOnce() -> Result<Value, FunctionError> + Send + 'static,
-    ) -> Result<Self, FunctionError> {
-        let stop = StopToken::current().map_or_else(StopToken::new, |t| t.child());
-        let (tx, rx) = bounded(1);
-        let token = stop.clone();
-        let thread = thread::Builder::new()
-            .name(format!("sk-background:{function}"))
-            .spawn(move || {
-                let _ = tx.send(token.enter(call));
-            })
-            .map_err(|e| FunctionError::Background {
-                function: function.to_owned(),
-                reason: format!("cannot start the thread: {e}"),
-            })?;
-        Ok(Background {
-            function: function.to_owned(),
-            result: rx,
-            stop,
-            thread: Some(thread),
-            _output: PhantomData,
-        })
+/// They are applied in one fixed order whatever the order they were set in
+/// (see [the modifier order](crate#modifier-order)); setting one again
+/// replaces it. The trait is sealed: those four types are all that
+/// implement it.
+///
+/// [`SkFunction`]: crate::SkFunction
+/// [`SkFunctionBuilder`]: crate::SkFunctionBuilder
+/// [`SkLambda`]: crate::SkLambda
+/// [`AnyFunction`]: crate::AnyFunction
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sk_core::{Execute, Modify, RetryPolicy, SkLambda};
+///
+/// let f = SkLambda::new("answer", || 42u32)
+///     .retry(RetryPolicy::fixed(Duration::from_millis(1)))
+///     .timeout(Duration::from_secs(5))
+///     .rate_limit(100.0);
+/// assert_eq!(f.modifiers().rate_limit, Some(100.0));
+/// assert_eq!(f.execute::<u32>()?, 42);
+/// # Ok::<(), sk_core::FunctionError>(())
+/// ```
+pub trait Modify: HasModifiers + Sized {
+    /// Retries failed calls by `policy`.
+    fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.modified_mut().retry = Some(policy);
+        self
     }
 
-    /// Waits for the call to finish and returns its output.
+    /// Bounds every call (each attempt, under retry) to `limit`; an overrun
+    /// sets the call's [`StopToken`](crate::StopToken) and is reported as
+    /// [`FunctionError::TimedOut`].
+    fn timeout(mut self, limit: Duration) -> Self {
+        self.modified_mut().timeout = Some(limit);
+        self
+    }
+
+    /// Starts at most `per_sec` calls per second through this function and
+    /// its clones (each attempt counts).
     ///
-    /// # Errors
-    ///
-    /// The call's own error, or [`FunctionError::OutputType`] when it does
-    /// not return an `R`.
-    pub fn join(mut self) -> Result<R, FunctionError> {
-        let received = self.result.recv();
-        self.reap();
-        match received {
-            Ok(result) => downcast_output(&self.function, result?),
-            Err(_) => Err(self.lost()),
-        }
+    /// The rate is checked on the first call: one that is not a positive
+    /// finite number makes every call fail with
+    /// [`FunctionError::InvalidModifier`].
+    fn rate_limit(mut self, per_sec: f64) -> Self {
+        // A new limiter: clones made before this call keep their own.
+        self.modified_mut().rate = Some(RateLimit::new(per_sec));
+        self
     }
 
-    /// Waits at most `limit`; `Ok(None)` when the call is still running.
-    ///
-    /// # Errors
-    ///
-    /// As [`Background::join`]. After a result (or error) was returned,
-    /// later calls return [`FunctionError::Background`].
-    pub fn join_timeout(&mut self, limit: Duration) -> Result<Option<R>, FunctionError> {
-        match self.result.recv_timeout(limit) {
-            Ok(result) => {
-                self.reap();
-                downcast_output(&self.function, result?).map(Some)
-            }
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(self.lost()),
-        }
-    }
-
-    /// Whether the call has finished.
-    pub fn is_finished(&self) -> bool {
-        !self.result.is_empty() || self.thread.as_ref().is_none_or(|t| t.is_finished())
-    }
-
-    /// Asks the call to stop: sets its [`StopToken`].
-    pub fn stop(&self) {
-        self.stop.stop();
-    }
-
-    /// The call's stop token.
-    pub fn stop_token(&self) -> &StopToken {
-        &self.stop
-    }
-
-    fn reap(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            // The thread sent its result and is ending; a panic was already
-            // caught inside the call.
-            let _ = thread.join();
-        }
-    }
-
-    fn lost(&self) -> FunctionError {
-        FunctionError::Background {
-            function: self.function.clone(),
-            reason: "no result: it was already taken or the thread died".to_owned(),
-        }
+    /// The modifiers set, as plain data.
+    fn modifiers(&self) -> Modifiers {
+        self.modified().to_modifiers()
     }
 }
 
 #[cfg(test)]
-#[path = "modifiers_tests.rs"]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modified_round_trips_through_its_modifiers() {
+        let modifiers = Modifiers {
+            retry: Some(RetryPolicy::fixed(Duration::from_millis(3))),
+            timeout: Some(Duration::from_secs(2)),
+            rate_limit: Some(7.5),
+        };
+        let modified = Modified::from(modifiers.clone());
+        assert_eq!(modified.to_modifiers(), modifiers);
+        assert_eq!(format!("{modified:?}"), format!("{modifiers:?}"));
+        assert_eq!(Modified::default().to_modifiers(), Modifiers::default());
+    }
+
+    #[test]
+    fn without_a_rate_no_permit_is_needed() {
+        assert!(Modified::default().acquire("free").is_ok());
+    }
+}

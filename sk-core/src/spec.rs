@@ -118,7 +118,7 @@ pub(crate) enum Invoker {
 /// # Examples
 ///
 /// ```
-/// use sk_core::{FunctionError, FunctionSpec, ParamSpec, SkFunction};
+/// use sk_core::{Execute, FunctionError, FunctionSpec, ParamSpec, SkFunction};
 ///
 /// let params = [ParamSpec::of::<u32>("a"), ParamSpec::of::<u32>("b")];
 /// FunctionSpec::plain("spec_doc_add", params, |args| {

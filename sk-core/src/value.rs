@@ -9,6 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sk_cereal::{CerealError, Format, Internal, ValuePath};
 
+use crate::error::FunctionError;
+
 /// The output of a function, type-erased.
 ///
 /// In-process it holds the value itself and [`Value::take`] moves it out
@@ -242,6 +244,25 @@ impl fmt::Debug for Value {
                 .finish(),
         }
     }
+}
+
+/// Moves the output of `function` out as an `R`.
+///
+/// # Errors
+///
+/// [`FunctionError::OutputType`] naming `function` and both types when the
+/// output is not an `R`.
+pub(crate) fn downcast_output<R: 'static>(
+    function: &str,
+    value: Value,
+) -> Result<R, FunctionError> {
+    value
+        .downcast::<R>()
+        .map_err(|v| FunctionError::OutputType {
+            function: function.to_owned(),
+            expected: type_name::<R>().to_owned(),
+            found: v.type_name().to_owned(),
+        })
 }
 
 /// Why [`Value::take`] failed.

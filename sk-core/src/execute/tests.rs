@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sk_testkit::guarded;
 
-use crate::{FunctionError, Permanent, RetryPolicy, SkLambda, StopToken};
+use crate::{Execute, FunctionError, Modify, Permanent, RetryPolicy, SkLambda, StopToken};
 
 /// A lambda failing its first `failures` calls; returns it and its call count.
 fn flaky(name: &str, failures: u32) -> (SkLambda, Arc<AtomicU32>) {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sk_core::Execute as _;
 use sk_core::{
     BoxError, Permanent, Retry, StopToken, SystemClock, Value, error_chain, panic_message,
 };

@@ -13,7 +13,7 @@
 use std::panic::{self, AssertUnwindSafe};
 
 use serde::{Deserialize, Serialize};
-use sk_core::{Args, FunctionError, SkFunction, StopToken};
+use sk_core::{Args, Execute, FunctionError, SkFunction, StopToken};
 
 /// The registered name of the batch function.
 pub(crate) const BATCH: &str = "__sk_pool_batch";

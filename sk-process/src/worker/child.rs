@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, Sender};
 use parking_lot::Mutex;
-use sk_core::{Args, FunctionError, SkFunction, StopToken, error_chain};
+use sk_core::{Args, Execute, FunctionError, SkFunction, StopToken, error_chain};
 use sk_reg::{CasOutcome, GlobalStorage, SkRoot, StorageBackend, StorageError, StoredValue};
 
 use crate::error::ProtocolError;
