@@ -7,14 +7,6 @@
 //! that walks `source()`). An error that carries another only as data
 //! (e.g. `PoolError::Item`, which says why an item failed) shows it in its
 //! `Display` and does not return it as its source.
-//!
-//! One rule for every error of the workspace: an error's `Display` is its
-//! own sentence, and the error it wraps is its `source()` — never also
-//! written into its `Display`, so a chain printed link by link says each
-//! thing once. Print a whole chain with [`error_chain`] (or any reporter
-//! that walks `source()`). An error that carries another only as data
-//! (e.g. `PoolError::Item`, which says why an item failed) shows it in its
-//! `Display` and does not return it as its source.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -291,68 +283,4 @@ pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
         source = e.source();
     }
     text
-}
-
-#[cfg(test)]
-mod chain_tests {
-    use sk_testkit::assert_chain_says_each_thing_once as says_once;
-
-    use super::*;
-    use crate::{PolicyError, RetryError, TakeError};
-
-    fn failed() -> FunctionError {
-        FunctionError::failed("parse", Permanent::new("corrupt header"))
-    }
-
-    #[test]
-    fn every_error_with_a_source_says_it_once() {
-        let cereal = sk_cereal::Internal::decode::<String>(&[]).unwrap_err();
-        says_once(&failed());
-        says_once(&Permanent::new("corrupt header"));
-        says_once(&FunctionError::RetriesExhausted {
-            function: "parse".to_owned(),
-            attempts: 3,
-            last: Box::new(failed()),
-        });
-        says_once(&FunctionError::Cereal(cereal));
-        says_once(&FunctionError::Registry(RegistryError::NotFound {
-            registry: "functions".to_owned(),
-            name: "parse".to_owned(),
-        }));
-        let cereal = sk_cereal::Internal::decode::<String>(&[]).unwrap_err();
-        says_once(&TakeError::Decode(cereal));
-        let retry: [RetryError<FunctionError>; 6] = [
-            RetryError::NonRetryable {
-                attempt: 1,
-                error: failed(),
-            },
-            RetryError::Exhausted {
-                attempts: 3,
-                last: failed(),
-            },
-            RetryError::DeadlineExceeded {
-                attempts: 2,
-                elapsed: Duration::from_secs(1),
-                deadline: Duration::from_secs(1),
-                last: failed(),
-            },
-            RetryError::TimedOut {
-                attempt: 1,
-                timeout: Duration::from_secs(1),
-                error: failed(),
-            },
-            RetryError::Stopped {
-                attempts: 1,
-                last: failed(),
-            },
-            RetryError::InvalidPolicy(PolicyError::BadFactor(0.5)),
-        ];
-        for err in &retry {
-            says_once(err);
-        }
-        says_once(&crate::CircuitError::InvalidJitter {
-            name: "db".to_owned(),
-            source: PolicyError::BadJitterRatio(-1.0),
-        });
-    }
 }

@@ -239,4 +239,16 @@ fn with_timeout<I: Invocation>(call: &I, limit: Duration) -> Result<Value, Funct
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_gets_the_shorter_of_two_timeouts() {
+        let (short, long) = (Duration::from_millis(5), Duration::from_secs(5));
+        assert_eq!(shorter(Some(short), Some(long)), Some(short));
+        assert_eq!(shorter(Some(long), Some(short)), Some(short));
+        assert_eq!(shorter(None, Some(long)), Some(long));
+        assert_eq!(shorter(Some(long), None), Some(long));
+        assert_eq!(shorter(None, None), None);
+    }
+}

@@ -14,6 +14,10 @@
 //! - Kinds ([`FunctionKind`]): plain, generator (a stream of values), async,
 //!   and local closures ([`SkLambda`], in-process only). [`AnyFunction`] is
 //!   accepted wherever a function is expected.
+//! - Two traits, written once for all of them: [`Modify`] (the modifiers
+//!   below) and [`Execute`] (`execute`, `execute_with`, `background`, ...).
+//!   Bring them into scope to call those methods (`use sk_core::{Execute,
+//!   Modify};`, or `suitkaise::prelude::*`).
 //! - [`RetryPolicy`], [`StopToken`], [`TimingStats`], [`RateLimiter`],
 //!   [`Circuit`], and the [`Clock`] they run on ([`ManualClock`] in tests).
 //!
@@ -34,6 +38,35 @@
 //! rate), then runs under the timeout: the shorter of `.timeout` and the
 //! policy's per-attempt timeout and remaining deadline. A timed-out attempt
 //! has its [`StopToken`] set and is reported as [`FunctionError::TimedOut`].
+//!
+//! # Modules
+//!
+//! The modules are private; the items above are re-exported at the root.
+//! Each module uses only modules listed before it, so the graph has no
+//! circles (vocabulary at the bottom, function types at the top):
+//!
+//! | module | holds | uses |
+//! |---|---|---|
+//! | `error` | [`FunctionError`], [`Permanent`], [`error_chain`], the panic guard | — |
+//! | `stop` | [`StopToken`] | — |
+//! | `clock` | [`Clock`], [`SystemClock`], [`ManualClock`] | stop |
+//! | `value` | [`Value`] (a type-erased output), [`TakeError`] | error |
+//! | `args` | [`Args`], [`ArgValue`] (arguments bound by name, encoded) | error |
+//! | `retry` | [`RetryPolicy`] and its run loop, [`Backoff`], [`Jitter`], [`RetryError`] | clock, stop |
+//! | `rate` | [`RateLimiter`] (a token bucket) | clock |
+//! | `circuit` | [`Circuit`] (a circuit breaker) | clock, retry |
+//! | `stats` | [`TimingStats`], [`SharedStats`], [`StatsSummary`] | clock |
+//! | `window` | [`WindowStats`] (recent timings) | stats |
+//! | `spec` | [`FunctionSpec`], [`ParamSpec`], [`FunctionKind`], the function registry | args, error, value |
+//! | `modifiers` | [`Modifiers`], [`Modify`] and the state it sets | error, rate, retry |
+//! | `background` | [`Background`] (a call on its own thread) | error, stop, value |
+//! | `execute` | [`Execute`] and the modifier pipeline | args, background, clock, error, modifiers, retry, stop, value |
+//! | `function` | [`SkFunction`], [`SkFunctionBuilder`], [`instances`] | args, error, execute, modifiers, spec, value |
+//! | `lambda` | [`SkLambda`] | args, error, execute, modifiers, spec, value |
+//! | `any` | [`AnyFunction`] | args, error, execute, function, lambda, modifiers, value |
+//!
+//! Tests of one module sit beside it (`mod tests`, in `<module>/tests.rs`
+//! when long); tests of behaviour that spans modules are in `src/tests/`.
 //!
 //! # Examples
 //!
@@ -66,6 +99,8 @@
 //! ```
 
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
+#![warn(missing_debug_implementations)]
 
 mod any;
 mod args;
@@ -84,6 +119,9 @@ mod stats;
 mod stop;
 mod value;
 mod window;
+
+#[cfg(test)]
+mod tests;
 
 pub use any::AnyFunction;
 pub use args::{ArgValue, Args};

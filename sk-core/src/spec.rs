@@ -367,6 +367,7 @@ pub fn into_function_error(function: &str, error: impl Into<BoxError>) -> Functi
 /// A static registration, collected at link time from every
 /// `#[suitkaise::function]` in the binary. Not for direct use.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct StaticFunction {
     build: fn() -> FunctionSpec,
 }

@@ -1,9 +1,11 @@
-//! Unit tests for retry policies (kept apart to keep `retry.rs` short).
+//! Unit tests for retry policies.
+
+use std::cell::Cell;
+
+use proptest::prelude::*;
 
 use super::*;
 use crate::clock::ManualClock;
-use proptest::prelude::*;
-use std::cell::Cell;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

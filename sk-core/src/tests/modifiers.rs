@@ -1,4 +1,5 @@
-//! Modifier behaviour: each test would fail if its modifier were ignored.
+//! Modifiers applied to lambdas: each test would fail if its modifier
+//! were ignored.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
