@@ -14,17 +14,21 @@
 //! (both async-signal-safe); one thread, started on first use, reads the
 //! pipe and stops the tokens.
 
+use std::ffi::{c_int, c_void};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use parking_lot::Mutex;
+use rustix::process::Signal;
 use sk_core::StopToken;
 
+use crate::sys::{Chain, Disposition, SavedErrno, SigInfo};
+
 /// The signals watched.
-const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+const SIGNALS: [Signal; 2] = [Signal::INT, Signal::TERM];
 
 /// Keeps a token stopped on SIGINT and SIGTERM until it is dropped (see
 /// [`stop_on_interrupt`]).
@@ -38,11 +42,9 @@ struct State {
     next: u64,
     tokens: Vec<(u64, StopToken)>,
     /// The dispositions replaced while guards live.
-    previous: Option<[libc::sigaction; 2]>,
+    previous: Option<[Disposition; 2]>,
 }
 
-// SAFETY-relevant note: `libc::sigaction` holds plain data (a handler
-// address, flags, a mask); it is only read and written under the lock.
 static STATE: Mutex<State> = Mutex::new(State {
     next: 0,
     tokens: Vec::new(),
@@ -52,15 +54,14 @@ static STATE: Mutex<State> = Mutex::new(State {
 /// Signals received since the handler was installed.
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
 
-/// The pipe's write end (-1 before the reader thread exists).
-static WAKE: AtomicI32 = AtomicI32::new(-1);
+/// The pipe's write end, once the reader thread exists (it lives as long
+/// as the process). Reading a set `OnceLock` is one atomic load, so the
+/// signal handler may.
+static WAKE: OnceLock<OwnedFd> = OnceLock::new();
 
-/// The replaced handlers, for the signal handler to chain to: handler
-/// address and flags, per watched signal.
-static CHAIN: [(AtomicUsize, AtomicUsize); 2] = [
-    (AtomicUsize::new(0), AtomicUsize::new(0)),
-    (AtomicUsize::new(0), AtomicUsize::new(0)),
-];
+/// The replaced handlers, for the signal handler to chain to, per watched
+/// signal.
+static CHAIN: [Chain; 2] = [Chain::new(), Chain::new()];
 
 /// Stops `token` on SIGINT or SIGTERM until the guard is dropped.
 ///
@@ -116,13 +117,11 @@ fn start_reader() -> io::Result<()> {
         .get_or_init(|| {
             let start = || -> io::Result<()> {
                 let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-                let write: OwnedFd = write;
                 thread::Builder::new()
                     .name("sk-interrupt".to_owned())
                     .spawn(move || read_signals(&read))?;
-                // The write end lives as long as the process.
-                WAKE.store(write.as_raw_fd(), Ordering::Release);
-                std::mem::forget(write);
+                // Set only here, inside `READER`'s one initialization.
+                let _ = WAKE.set(write);
                 Ok(())
             };
             start().map_err(|e| e.to_string())
@@ -148,15 +147,16 @@ fn read_signals(read: &OwnedFd) {
 }
 
 /// Installs the handler for both signals; the dispositions it replaced.
-fn install() -> io::Result<[libc::sigaction; 2]> {
+fn install() -> io::Result<[Disposition; 2]> {
     RECEIVED.store(0, Ordering::Release);
-    let mut previous = [crate::sys::empty_sigaction(), crate::sys::empty_sigaction()];
-    for (i, &signal) in SIGNALS.iter().enumerate() {
-        let old = crate::sys::current_sigaction(signal)?;
-        CHAIN[i].0.store(old.sa_sigaction, Ordering::Release);
-        CHAIN[i].1.store(old.sa_flags as usize, Ordering::Release);
-        previous[i] = old;
-        if let Err(e) = crate::sys::set_sigaction_handler(signal, on_signal) {
+    let previous = [
+        Disposition::current(SIGNALS[0])?,
+        Disposition::current(SIGNALS[1])?,
+    ];
+    let ours = Disposition::handler(on_signal);
+    for (i, (&signal, old)) in SIGNALS.iter().zip(&previous).enumerate() {
+        CHAIN[i].keep(old);
+        if let Err(e) = ours.set(signal) {
             restore(&previous[..i]);
             return Err(e);
         }
@@ -166,37 +166,30 @@ fn install() -> io::Result<[libc::sigaction; 2]> {
 
 /// Puts back the dispositions in `previous` where ours is still the one
 /// installed (a handler someone set over ours stays).
-fn restore(previous: &[libc::sigaction]) {
+fn restore(previous: &[Disposition]) {
     for (&signal, old) in SIGNALS.iter().zip(previous) {
-        if crate::sys::current_sigaction(signal)
-            .is_ok_and(|now| now.sa_sigaction == on_signal as *const () as libc::sighandler_t)
-        {
-            let _ = crate::sys::set_sigaction(signal, old);
+        if Disposition::current(signal).is_ok_and(|now| now.is(on_signal)) {
+            let _ = old.set(signal);
         }
     }
 }
 
 /// The signal handler: async-signal-safe work only.
-extern "C" fn on_signal(
-    signal: libc::c_int,
-    info: *mut libc::siginfo_t,
-    context: *mut libc::c_void,
-) {
-    let _errno = crate::sys::SavedErrno::save();
+extern "C" fn on_signal(signal: c_int, info: *mut SigInfo, context: *mut c_void) {
+    let _errno = SavedErrno::save();
     if RECEIVED.fetch_add(1, Ordering::AcqRel) > 0 {
         // A second signal while the first stop is under way: the default
         // action, now.
         crate::sys::die_by(signal);
         return;
     }
-    let fd = WAKE.load(Ordering::Acquire);
-    if fd >= 0 {
-        crate::sys::write_byte(fd);
+    if let Some(wake) = WAKE.get() {
+        // write(2) is async-signal-safe; a handler can do nothing
+        // about a failure.
+        let _ = rustix::io::write(wake, &[1]);
     }
-    let Some(i) = SIGNALS.iter().position(|&s| s == signal) else {
+    let Some(i) = SIGNALS.iter().position(|s| s.as_raw() == signal) else {
         return;
     };
-    let handler = CHAIN[i].0.load(Ordering::Acquire);
-    let flags = CHAIN[i].1.load(Ordering::Acquire);
-    crate::sys::chain(handler, flags, signal, info, context);
+    CHAIN[i].call(signal, info, context);
 }

@@ -92,7 +92,9 @@ impl StartedMark {
         match (got.bytes, byte[0], file) {
             (1, HANDOVER, Some(file)) => {
                 let mut mark = StartedMark::of(file);
-                mark.mapped = map(&mark.file);
+                // Mapped for the rest of the process: a worker keeps its
+                // one mark until it exits.
+                mark.mapped = crate::sys::map_shared_u64(&mark.file);
                 Ok(mark)
             }
             (0, _, _) => Err(io::ErrorKind::UnexpectedEof.into()),
@@ -135,30 +137,6 @@ impl StartedMark {
             Ok(8) => u64::from_le_bytes(bytes),
             _ => 0,
         }
-    }
-}
-
-/// Maps the first 8 bytes of `file` shared, for the life of the process
-/// (a worker keeps its one mark until it exits).
-fn map(file: &OwnedFd) -> Option<&'static AtomicU64> {
-    use rustix::mm::{MapFlags, ProtFlags, mmap};
-    // SAFETY: a new shared mapping of a file of at least 8 bytes (the
-    // parent sized it), at an address the kernel picks, so it aliases
-    // nothing of ours; it is page-aligned, so aligned for an `AtomicU64`
-    // (same layout as `u64`), and never unmapped, so the reference is
-    // valid for the rest of the process. Another process writing the
-    // same page is what atomics are for.
-    unsafe {
-        let ptr = mmap(
-            std::ptr::null_mut(),
-            8,
-            ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::SHARED,
-            file,
-            0,
-        )
-        .ok()?;
-        ptr.cast::<AtomicU64>().as_ref()
     }
 }
 
