@@ -10,13 +10,17 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rustix::event::Timespec;
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::fs::OFlags;
+use rustix::process::{Pid, PidfdFlags};
 
 use crate::wire::HubArm;
 
@@ -65,14 +69,8 @@ pub(crate) fn hub() -> io::Result<&'static Hub> {
     static HUB: OnceLock<Result<&'static Hub, String>> = OnceLock::new();
     HUB.get_or_init(|| {
         let start = || -> io::Result<&'static Hub> {
-            // SAFETY: plain system call; the result is checked.
-            let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
             let hub: &'static Hub = Box::leak(Box::new(Hub {
-                // SAFETY: a fresh descriptor nothing else owns.
-                epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+                epoll: epoll::create(CreateFlags::CLOEXEC)?,
                 entries: Mutex::new(HashMap::new()),
                 next: AtomicU64::new(1),
             }));
@@ -93,31 +91,36 @@ impl Hub {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn ctl(&self, op: i32, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
-        let mut event = libc::epoll_event { events, u64: token };
-        // SAFETY: a valid epoll descriptor and event.
-        let r = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &raw mut event) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+    /// Adds `fd` to the epoll set under `token`, for `events`.
+    fn add(&self, fd: impl AsFd, token: u64, events: EventFlags) -> io::Result<()> {
+        Ok(epoll::add(
+            &self.epoll,
+            fd,
+            EventData::new_u64(token),
+            events,
+        )?)
+    }
+
+    /// Sets the events `fd`, in the epoll set under `token`, is watched
+    /// for (none: it stays in the set, silent).
+    fn modify(&self, fd: BorrowedFd<'_>, token: u64, events: EventFlags) -> io::Result<()> {
+        Ok(epoll::modify(
+            &self.epoll,
+            fd,
+            EventData::new_u64(token),
+            events,
+        )?)
     }
 
     /// Watches a worker's channel socket under `token`, armed once.
     pub(crate) fn watch_channel(
         &self,
         token: u64,
-        fd: RawFd,
+        socket: impl AsFd,
         worker: Weak<dyn Watched>,
     ) -> io::Result<()> {
         self.entries.lock().insert(token, Entry::Channel(worker));
-        let added = self.ctl(
-            libc::EPOLL_CTL_ADD,
-            fd,
-            token,
-            (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
-        );
+        let added = self.add(socket, token, EventFlags::IN | EventFlags::ONESHOT);
         if added.is_err() {
             self.entries.lock().remove(&token);
         }
@@ -126,22 +129,22 @@ impl Hub {
 
     /// Forwards a worker's output stream line by line; its token.
     pub(crate) fn forward(&self, worker: &str, stream: OwnedFd, err: bool) -> io::Result<u64> {
-        set_nonblocking(stream.as_raw_fd())?;
+        set_nonblocking(&stream)?;
         let token = self.token();
-        let fd = stream.as_raw_fd();
-        self.entries.lock().insert(
+        let stream = std::fs::File::from(stream);
+        // Added under the entries' lock: the hub, locking them for the
+        // first event, finds the entry.
+        let mut entries = self.entries.lock();
+        self.add(&stream, token, EventFlags::IN)?;
+        entries.insert(
             token,
             Entry::Output(Output {
                 worker: worker.to_owned(),
-                stream: std::fs::File::from(stream),
+                stream,
                 err,
                 partial: Vec::new(),
             }),
         );
-        if let Err(e) = self.ctl(libc::EPOLL_CTL_ADD, fd, token, libc::EPOLLIN as u32) {
-            self.entries.lock().remove(&token);
-            return Err(e);
-        }
         Ok(token)
     }
 
@@ -154,16 +157,17 @@ impl Hub {
         worker: Weak<dyn Watched>,
         outputs: Vec<u64>,
     ) -> io::Result<u64> {
-        // SAFETY: plain system call; the result is checked.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or(rustix::io::Errno::INVAL)?;
+        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
         let token = self.token();
-        let raw = pidfd.as_raw_fd();
-        self.entries.lock().insert(
+        // Added under the entries' lock: the hub, locking them for the
+        // event, finds the entry.
+        let mut entries = self.entries.lock();
+        self.add(&pidfd, token, EventFlags::IN)?;
+        entries.insert(
             token,
             Entry::Exit {
                 worker,
@@ -171,20 +175,16 @@ impl Hub {
                 outputs,
             },
         );
-        if let Err(e) = self.ctl(libc::EPOLL_CTL_ADD, raw, token, libc::EPOLLIN as u32) {
-            self.entries.lock().remove(&token);
-            return Err(e);
-        }
         Ok(token)
     }
 
     /// Drops the channel and exit entries under `tokens` (a worker handle
     /// going away). Output goes on being forwarded until it ends.
-    pub(crate) fn forget(&self, tokens: &[u64], channel_fd: RawFd) {
+    pub(crate) fn forget(&self, tokens: &[u64], channel: impl AsFd) {
         let mut entries = self.entries.lock();
         for token in tokens {
             if let Some(Entry::Channel(_)) = entries.get(token) {
-                let _ = self.ctl(libc::EPOLL_CTL_DEL, channel_fd, *token, 0);
+                let _ = epoll::delete(&self.epoll, &channel);
             }
             if matches!(
                 entries.get(token),
@@ -197,21 +197,18 @@ impl Hub {
     }
 
     fn run(&self) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut events = [Event {
+            flags: EventFlags::empty(),
+            data: EventData::new_u64(0),
+        }; 64];
+        // Never fails: a quarter second fits any `Timespec`.
+        let timeout = Timespec::try_from(SWEEP_EVERY).unwrap_or_default();
         let mut last_sweep = Instant::now();
         loop {
-            let timeout = i32::try_from(SWEEP_EVERY.as_millis()).unwrap_or(250);
-            // SAFETY: a valid epoll descriptor and a buffer of that many events.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout,
-                )
-            };
-            for event in events.iter().take(usize::try_from(n).unwrap_or(0)) {
-                self.handle(event.u64);
+            // An interrupted or failed wait reads as no events.
+            let n = epoll::wait(&self.epoll, &mut events, Some(&timeout)).unwrap_or(0);
+            for event in &events[..n] {
+                self.handle(event.data.u64());
             }
             let now = Instant::now();
             if now.duration_since(last_sweep) >= SWEEP_EVERY {
@@ -343,15 +340,9 @@ fn is_harness_noise(line: &str) -> bool {
         || line.trim_start_matches('.').is_empty()
 }
 
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own; results are checked.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    Ok(rustix::fs::fcntl_setfl(&fd, flags | OFlags::NONBLOCK)?)
 }
 
 /// A relay's link to the hub: re-arms or disarms its socket's entry.
@@ -361,16 +352,13 @@ pub(crate) struct Arm {
 }
 
 impl HubArm for Arm {
-    fn arm(&self, fd: RawFd) {
-        let _ = self.hub.ctl(
-            libc::EPOLL_CTL_MOD,
-            fd,
-            self.token,
-            (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
-        );
+    fn arm(&self, socket: BorrowedFd<'_>) {
+        let _ = self
+            .hub
+            .modify(socket, self.token, EventFlags::IN | EventFlags::ONESHOT);
     }
 
-    fn disarm(&self, fd: RawFd) {
-        let _ = self.hub.ctl(libc::EPOLL_CTL_MOD, fd, self.token, 0);
+    fn disarm(&self, socket: BorrowedFd<'_>) {
+        let _ = self.hub.modify(socket, self.token, EventFlags::empty());
     }
 }

@@ -8,10 +8,14 @@
 //! error, not a hang or a panic.
 
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
 use serde::Serialize;
 
 use sk_cereal::Internal;
@@ -194,27 +198,26 @@ pub(crate) fn encode_frame<T: Serialize>(message: &T, max: usize) -> Result<Vec<
 
 /// Whether `fd` became ready for `events` within `timeout` (`None`: no
 /// limit). An interrupted wait counts as not ready.
-pub(crate) fn poll_fd(fd: RawFd, events: i16, timeout: Option<Duration>) -> io::Result<bool> {
-    let mut entry = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // Round up, so a wait shorter than a millisecond does not spin.
-    let ms = timeout.map_or(-1, |t| {
-        i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+pub(crate) fn poll_fd(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    timeout: Option<Duration>,
+) -> io::Result<bool> {
+    const MAX_MS: u64 = i32::MAX as u64;
+    let mut entry = [PollFd::from_borrowed_fd(fd, events)];
+    // Whole milliseconds, rounded up (and at most `i32::MAX` of them), so
+    // a wait never ends before its deadline and a caller waiting for one
+    // does not spin on slivers of a millisecond.
+    let timeout = timeout.map(|t| {
+        let ms = u64::try_from(t.as_micros().div_ceil(1000)).map_or(MAX_MS, |ms| ms.min(MAX_MS));
+        // Never fails: the seconds of `MAX_MS` fit any `tv_sec`.
+        Timespec::try_from(Duration::from_millis(ms)).unwrap_or_default()
     });
-    // SAFETY: one valid pollfd, and its count.
-    let ready = unsafe { libc::poll(&raw mut entry, 1, ms) };
-    if ready < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(false)
-        } else {
-            Err(e)
-        };
+    match rustix::event::poll(&mut entry, timeout.as_ref()) {
+        Ok(ready) => Ok(ready > 0),
+        Err(Errno::INTR) => Ok(false),
+        Err(e) => Err(e.into()),
     }
-    Ok(ready > 0)
 }
 
 /// How long a write may wait for a peer that does not read.
@@ -227,27 +230,13 @@ const WRITE_STALL_LIMIT: Duration = Duration::from_secs(10);
 /// frame shuts the socket down (the peer would read the rest of the stream
 /// out of step) and is a `TimedOut` error.
 pub(crate) fn send_frame(stream: &UnixStream, frame: &[u8]) -> Result<(), ProtocolError> {
-    let fd = stream.as_raw_fd();
     let mut rest = frame;
     while !rest.is_empty() {
-        // SAFETY: a valid socket and buffer of that length.
-        let sent = unsafe {
-            libc::send(
-                fd,
-                rest.as_ptr().cast(),
-                rest.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent >= 0 {
-            rest = &rest[sent.unsigned_abs()..];
-            continue;
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock => {
-                if !poll_fd(fd, libc::POLLOUT, Some(WRITE_STALL_LIMIT))? {
+        match rustix::net::send(stream, rest, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Ok(sent) => rest = &rest[sent..],
+            Err(Errno::INTR) => {}
+            Err(Errno::WOULDBLOCK) => {
+                if !poll_fd(stream.as_fd(), PollFlags::OUT, Some(WRITE_STALL_LIMIT))? {
                     let midway = rest.len() < frame.len();
                     if midway {
                         let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -264,7 +253,7 @@ pub(crate) fn send_frame(stream: &UnixStream, frame: &[u8]) -> Result<(), Protoc
                     .into());
                 }
             }
-            _ => return Err(e.into()),
+            Err(e) => return Err(io::Error::from(e).into()),
         }
     }
     Ok(())
@@ -273,7 +262,9 @@ pub(crate) fn send_frame(stream: &UnixStream, frame: &[u8]) -> Result<(), Protoc
 /// A socket's receiving side that blocks or not, per read.
 #[derive(Debug)]
 pub(crate) struct Recv {
-    stream: UnixStream,
+    /// Shared with whoever waits for the socket or registers it (see
+    /// `relay.rs`).
+    stream: Arc<UnixStream>,
     /// Whether the next read may wait for data. Only one read waits:
     /// after it, the rest of a frame is read without blocking, so a frame
     /// that never completes cannot hold its reader (see `relay.rs`).
@@ -281,39 +272,23 @@ pub(crate) struct Recv {
 }
 
 impl Recv {
-    pub(crate) fn new(stream: UnixStream) -> Self {
+    pub(crate) fn new(stream: Arc<UnixStream>) -> Self {
         Recv {
             stream,
             wait: false,
         }
-    }
-
-    pub(crate) fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
     }
 }
 
 impl Read for Recv {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let flags = if std::mem::take(&mut self.wait) {
-            0
+            RecvFlags::empty()
         } else {
-            libc::MSG_DONTWAIT
+            RecvFlags::DONTWAIT
         };
-        // SAFETY: a valid socket and buffer of that length.
-        let got = unsafe {
-            libc::recv(
-                self.stream.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                flags,
-            )
-        };
-        if got < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(got.unsigned_abs())
-        }
+        let (got, _) = rustix::net::recv(&*self.stream, buf, flags)?;
+        Ok(got)
     }
 }
 

@@ -24,13 +24,15 @@
 
 use std::io::BufReader;
 use std::marker::PhantomData;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rustix::event::PollFlags;
 use serde::de::DeserializeOwned;
 use sk_cereal::Internal;
 
@@ -84,10 +86,10 @@ struct State {
 
 /// The hub's hooks for a relay it reads when no thread does.
 pub(crate) trait HubArm: Send + Sync {
-    /// Ask to be told when `fd` is readable (once).
-    fn arm(&self, fd: RawFd);
-    /// Stop listening for `fd`.
-    fn disarm(&self, fd: RawFd);
+    /// Ask to be told when `socket` is readable (once).
+    fn arm(&self, socket: BorrowedFd<'_>);
+    /// Stop listening for `socket`.
+    fn disarm(&self, socket: BorrowedFd<'_>);
 }
 
 /// How long a parked follower sleeps before looking again (a safety net;
@@ -130,7 +132,9 @@ impl Reading {
 
 /// The reading end of a channel carrying frames of `M`.
 pub(crate) struct Relay<M> {
-    fd: RawFd,
+    /// The socket, shared with the reader in `frames`: a thread polls it
+    /// and the hub registers it without taking the frame reader's lock.
+    socket: Arc<UnixStream>,
     frames: Mutex<Reading>,
     state: Mutex<State>,
     waiting: AtomicUsize,
@@ -141,7 +145,7 @@ pub(crate) struct Relay<M> {
 impl<M> std::fmt::Debug for Relay<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay")
-            .field("fd", &self.fd)
+            .field("fd", &self.socket.as_raw_fd())
             .field("state", &*self.state.lock())
             .finish_non_exhaustive()
     }
@@ -151,14 +155,15 @@ impl<M: DeserializeOwned> Relay<M> {
     /// A relay reading `stream`. With a `hub`, the hub reads whenever no
     /// thread does; the caller registers the socket with the hub, armed.
     pub(crate) fn new(stream: UnixStream, hub: Option<Box<dyn HubArm>>) -> Self {
-        let recv = Recv::new(stream);
+        let socket = Arc::new(stream);
+        let recv = Recv::new(Arc::clone(&socket));
         let reader = if hub.is_some() {
             Reader::Hub
         } else {
             Reader::Nobody
         };
         Relay {
-            fd: recv.fd(),
+            socket,
             frames: Mutex::new(Reading {
                 frames: FrameReader::new(
                     BufReader::with_capacity(READ_BUFFER, recv),
@@ -186,9 +191,10 @@ impl<M: DeserializeOwned> Relay<M> {
         self
     }
 
-    /// The socket's file descriptor.
-    pub(crate) fn fd(&self) -> RawFd {
-        self.fd
+    /// The socket, for the hub to register (by its descriptor: the hub
+    /// arms and disarms it through this relay's [`HubArm`]).
+    pub(crate) fn fd(&self) -> Arc<UnixStream> {
+        Arc::clone(&self.socket)
     }
 
     /// How the channel ended, once it has.
@@ -264,7 +270,7 @@ impl<M: DeserializeOwned> Relay<M> {
                 state.reader = Reader::Thread;
                 drop(state);
                 if let Some(hub) = &self.hub {
-                    hub.disarm(self.fd);
+                    hub.disarm(self.socket.as_fd());
                 }
                 true
             }
@@ -338,7 +344,7 @@ impl<M: DeserializeOwned> Relay<M> {
         drop(state);
         if to_hub {
             if let Some(hub) = &self.hub {
-                hub.arm(self.fd);
+                hub.arm(self.socket.as_fd());
             }
         }
     }
@@ -372,7 +378,7 @@ impl<M: DeserializeOwned> Relay<M> {
                     Some(d) => {
                         let left = d.saturating_duration_since(Instant::now());
                         if !left.is_zero() {
-                            match poll_fd(self.fd, libc::POLLIN, Some(left)) {
+                            match poll_fd(self.socket.as_fd(), PollFlags::IN, Some(left)) {
                                 Ok(true) => {}
                                 Ok(false) => continue,
                                 Err(e) => {
@@ -494,7 +500,6 @@ impl<M: DeserializeOwned> Relay<M> {
 mod tests {
     use std::collections::HashMap;
     use std::io::Write;
-    use std::sync::Arc;
     use std::sync::atomic::AtomicU32;
 
     use crossbeam::channel::{self, Sender};
@@ -585,11 +590,11 @@ mod tests {
     struct CountingHub(Arc<AtomicU32>);
 
     impl HubArm for CountingHub {
-        fn arm(&self, _fd: RawFd) {
+        fn arm(&self, _socket: BorrowedFd<'_>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
 
-        fn disarm(&self, _fd: RawFd) {}
+        fn disarm(&self, _socket: BorrowedFd<'_>) {}
     }
 
     #[test]
