@@ -78,8 +78,7 @@ pub(crate) fn spawn_worker(name: &str, mark: bool) -> io::Result<Spawned> {
     }
     // The main thread lives as long as the process: it may start workers
     // itself, saving the spawner thread's round trip.
-    // SAFETY: gettid and getpid have no preconditions.
-    let main_thread = unsafe { libc::gettid() == libc::getpid() };
+    let main_thread = rustix::thread::gettid() == rustix::process::getpid();
     if main_thread {
         return Ok(Spawned {
             child: command.spawn()?,

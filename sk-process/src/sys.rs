@@ -1,12 +1,15 @@
-//! System calls that need `unsafe`, and the few no safe crate wraps.
+//! The crate's system calls that need `unsafe`, and the few no safe crate
+//! wraps: the only module with `unsafe` code. Everything else calls
+//! [`rustix`] where it is used.
 //!
 //! What is here, and why:
 //!
-//! - Signal dispositions, for `interrupt.rs`: `sigaction` with a handler
-//!   of ours, calling the handler it replaced, re-raising a signal from
-//!   inside a handler (`signal`, `raise`), and keeping the interrupted
-//!   thread's `errno`. rustix has none of these outside its unstable
-//!   `runtime` API, so they call `libc`.
+//! - Signal dispositions, for `interrupt.rs` and the worker: `sigaction`
+//!   with a handler of ours, calling the handler it replaced, re-raising a
+//!   signal from inside a handler (`signal`, `raise`), ignoring a signal,
+//!   and keeping the interrupted thread's `errno`. rustix has none of these
+//!   outside its unstable `runtime` API, so they call `libc`; `libc`
+//!   appears nowhere else in the crate's system calls.
 //! - Mapping the started-call mark (`mark.rs`) into memory: rustix's
 //!   `mmap` is `unsafe` (the mapping's lifetime and aliasing are ours to
 //!   prove).
@@ -120,6 +123,15 @@ impl Chain {
             };
             f(signal);
         }
+    }
+}
+
+/// Ignores `signal` from now on (and in programs this process starts).
+pub(crate) fn ignore(signal: Signal) {
+    // SAFETY: setting a standard disposition (no handler of ours) has no
+    // preconditions.
+    unsafe {
+        libc::signal(signal.as_raw(), libc::SIG_IGN);
     }
 }
 

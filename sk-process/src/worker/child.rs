@@ -17,7 +17,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -38,8 +37,10 @@ use crate::wire::{
 use crate::stamp::Stamp;
 
 /// The channel's file descriptor in a worker process, as started: its
-/// standard input.
-pub(crate) const WORKER_FD: i32 = 0;
+/// standard input (which the worker side reads as [`stdin`]).
+///
+/// [`stdin`]: rustix::stdio::stdin
+pub(crate) const WORKER_FD: i32 = rustix::stdio::raw_stdin();
 pub(crate) const ENV_FD: &str = "SK_WORKER_FD";
 pub(crate) const ENV_NAME: &str = "SK_WORKER_NAME";
 pub(crate) const ENV_PARENT: &str = "SK_PARENT_PID";
@@ -127,10 +128,10 @@ pub(crate) fn missing_init(name: &str) -> Option<crate::WorkerError> {
     }
     static TOLD: AtomicBool = AtomicBool::new(false);
     if !TOLD.swap(true, Ordering::AcqRel) {
-        // SAFETY: descriptor 0 is open (the process's standard input, the
-        // channel of a worker launch); it is only borrowed to duplicate it.
-        let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(WORKER_FD) };
-        let told = stdin.try_clone_to_owned().map(UnixStream::from);
+        // Standard input is still the channel of this worker launch.
+        let told = rustix::stdio::stdin()
+            .try_clone_to_owned()
+            .map(UnixStream::from);
         if let (Ok(channel), Ok(frame)) = (
             told,
             encode_frame(&FromWorker::MissingInit, DEFAULT_MAX_FRAME),
@@ -201,16 +202,15 @@ pub fn __close_channel_to_parent() -> io::Result<()> {
 /// ignored (the parent stops its workers), and an exit if the parent is
 /// already gone. Whether to go on.
 fn bind_to_parent() -> bool {
-    // SAFETY: plain system calls on this process's own attributes.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-    }
+    use rustix::process::{Pid, Signal, getppid, set_parent_process_death_signal};
+    let _ = set_parent_process_death_signal(Some(Signal::KILL));
+    crate::sys::ignore(Signal::INT);
     let parent = std::env::var(ENV_PARENT)
         .ok()
         .and_then(|p| p.parse::<u32>().ok());
-    // SAFETY: getppid has no preconditions.
-    let current = unsafe { libc::getppid() } as u32;
+    // No parent in this process's pid namespace reads as 0, as getppid(2)
+    // says it.
+    let current = u32::try_from(Pid::as_raw(getppid())).unwrap_or(0);
     // The parent died before the signal was set: the worker was reparented.
     parent.is_none_or(|p| p == current)
 }
@@ -218,21 +218,15 @@ fn bind_to_parent() -> bool {
 /// Moves the channel off standard input to a descriptor closed on exec,
 /// and puts `/dev/null` on standard input.
 fn take_channel() -> io::Result<UnixStream> {
-    // SAFETY: fcntl/open/dup2 on descriptors of this process; every
-    // result is checked, and the new descriptor is owned by the stream.
-    unsafe {
-        let fd: RawFd = libc::fcntl(WORKER_FD, libc::F_DUPFD_CLOEXEC, 3);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = UnixStream::from_raw_fd(fd);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if null >= 0 {
-            libc::dup2(null, WORKER_FD);
-            libc::close(null);
-        }
-        Ok(stream)
+    use rustix::fs::{Mode, OFlags, open};
+    use rustix::stdio::{dup2_stdin, stdin};
+    let channel = rustix::io::fcntl_dupfd_cloexec(stdin(), 3)?;
+    // Best effort: if /dev/null does not open, standard input stays the
+    // channel.
+    if let Ok(null) = open(c"/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+        let _ = dup2_stdin(&null);
     }
+    Ok(UnixStream::from(channel))
 }
 
 fn run_process_worker() -> i32 {
