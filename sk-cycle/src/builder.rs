@@ -8,14 +8,22 @@
 //! others in fresh columns (columns never used before in this builder).
 //! Only the coordinate directly below a leaf part is open.
 //!
-//! Unlike the owned builders of the workspace (`fn x(mut self) -> Self`),
-//! the placement methods take `&mut self` and return a `Result` at once, as
-//! petgraph's `Acyclic::try_add_edge` does: each placement can fail on its
-//! own, the error names the coordinate, and a failed placement leaves the
-//! builder unchanged, so the caller can react (or `?`) placement by
-//! placement. Placements also hand back [`PartHandle`]s, which the handle
-//! API ([`root`](CycleBuilder::root), [`then`](CycleBuilder::then),
-//! [`fork`](CycleBuilder::fork)) uses instead of coordinates.
+//! # One builder style, two kinds of method
+//!
+//! - **Options are set by value**, as on every builder of the workspace
+//!   (`fn x(mut self) -> Self`): [`sync`](CycleBuilder::sync),
+//!   [`concurrency_limit`](CycleBuilder::concurrency_limit) and
+//!   [`rate_limit`](CycleBuilder::rate_limit) chain from
+//!   [`new`](CycleBuilder::new), and [`build`](CycleBuilder::build) takes
+//!   the builder: `CycleBuilder::new("x").sync(SyncMode::Level).build()`.
+//! - **Placements and edges take `&mut self` and return a `Result` at
+//!   once**, as petgraph's `Acyclic::try_add_edge` does: each can fail on
+//!   its own, the error names the coordinate, and a failed one leaves the
+//!   builder unchanged, so the caller can react (or `?`) one at a time.
+//!   Each returns what it made: a placement its [`PartHandle`]s (which the
+//!   handle API — [`root`](CycleBuilder::root), [`then`](CycleBuilder::then),
+//!   [`fork`](CycleBuilder::fork) — uses instead of coordinates), an edge
+//!   nothing.
 
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -127,14 +135,16 @@ impl CycleBuilder {
     }
 
     /// Sets the cycle-wide sync mode; it overrides every split's.
-    pub fn sync(&mut self, mode: SyncMode) -> &mut Self {
+    #[must_use]
+    pub fn sync(mut self, mode: SyncMode) -> Self {
         self.tree.sync = Some(mode);
         self
     }
 
     /// At most `n` parts of the cycle run at once; `0` means no limit.
     /// Overrides every split's limit.
-    pub fn concurrency_limit(&mut self, n: usize) -> &mut Self {
+    #[must_use]
+    pub fn concurrency_limit(mut self, n: usize) -> Self {
         self.tree.concurrency_limit = NonZeroUsize::new(n);
         self
     }
@@ -145,7 +155,8 @@ impl CycleBuilder {
     /// rates, and parts wait their turn without holding a thread. Not a
     /// finite number above zero: [`BuildError::InvalidRateLimit`] at
     /// [`build`](CycleBuilder::build).
-    pub fn rate_limit(&mut self, per_sec: f64) -> &mut Self {
+    #[must_use]
+    pub fn rate_limit(mut self, per_sec: f64) -> Self {
         self.tree.rate_limit = Some(per_sec);
         self
     }
@@ -330,15 +341,15 @@ impl CycleBuilder {
         &mut self,
         waiter: impl Into<PartRef>,
         waits_for: impl Into<PartRef>,
-    ) -> Result<&mut Self, BuildError> {
+    ) -> Result<(), BuildError> {
         let waiter = self.resolve_ref(waiter.into(), "after edge")?;
         let waits_for = self.resolve_ref(waits_for.into(), "after edge")?;
         if self.tree.has_after((waiter, waits_for)) {
-            return Ok(self);
+            return Ok(());
         }
         self.tree.add_order_edge(waits_for, waiter)?;
         self.tree.push_after((waiter, waits_for));
-        Ok(self)
+        Ok(())
     }
 
     /// Pipes `from`'s output to `to`: `to` waits for `from` and gets its
@@ -353,11 +364,11 @@ impl CycleBuilder {
         &mut self,
         from: impl Into<PartRef>,
         to: impl Into<PartRef>,
-    ) -> Result<&mut Self, BuildError> {
+    ) -> Result<(), BuildError> {
         let from = self.resolve_ref(from.into(), "pipe edge")?;
         let to = self.resolve_ref(to.into(), "pipe edge")?;
         if self.tree.pipe_into(to) == Some(from) {
-            return Ok(self);
+            return Ok(());
         }
         if let Some(first) = self.tree.pipe_into(to) {
             return Err(BuildError::SecondPipe {
@@ -369,7 +380,7 @@ impl CycleBuilder {
         }
         self.tree.add_order_edge(from, to)?;
         self.tree.push_pipe((from, to));
-        Ok(self)
+        Ok(())
     }
 
     /// The coordinates where a part or split can be placed next, sorted:

@@ -210,7 +210,7 @@ fn workers_killed_at_random_while_idle_cost_no_part_anything() {
         // After every part of a level has ended (a barrier per level), a
         // thread part kills some of the run's workers, now idle, at a
         // random moment.
-        b.sync(SyncMode::Level);
+        b = b.sync(SyncMode::Level);
         b.add(
             CyclePart::new("killer", |_| {
                 let mut rng = fastrand::Rng::new();

@@ -89,8 +89,7 @@ fn level_sync_holds_the_next_level_until_the_level_ends() {
 fn cycle_wide_level_sync_overrides_the_splits() {
     guarded(|| {
         let log = Log::default();
-        let mut b = CycleBuilder::new("levels-wide");
-        b.sync(SyncMode::Level);
+        let mut b = CycleBuilder::new("levels-wide").sync(SyncMode::Level);
         b.add(log.noop("root"), 1).unwrap();
         let wait_log = log.clone();
         b.split_with(
@@ -320,7 +319,7 @@ fn concurrency_limited(limit: usize, cycle_limit: Option<usize>) -> usize {
     let max = Arc::new(AtomicUsize::new(0));
     let mut b = CycleBuilder::new("rate");
     if let Some(n) = cycle_limit {
-        b.concurrency_limit(n);
+        b = b.concurrency_limit(n);
     }
     b.add(CyclePart::new("root", |_| ()), 1).unwrap();
     let parts: Vec<CyclePart> = (0..8)
@@ -376,7 +375,7 @@ fn starts_under_rate(n: u64, per_sec: f64, on: &str) -> Vec<std::time::Instant> 
         "part" => part = part.rate_limit(per_sec),
         "split" => split = split.rate_limit(per_sec),
         _ => {
-            b.rate_limit(per_sec);
+            b = b.rate_limit(per_sec);
         }
     }
     b.split_with([part, CyclePart::new("free", |_| ())], 2, split)
@@ -424,7 +423,7 @@ fn a_rate_limit_that_is_not_a_positive_number_is_a_build_error() {
     }
     let mut b = CycleBuilder::new("bad-cycle-rate");
     b.add(CyclePart::new("root", |_| ()), 1).unwrap();
-    b.rate_limit(0.0);
+    b = b.rate_limit(0.0);
     let text = b.build().unwrap_err().to_string();
     assert!(
         text.starts_with("cycle \"bad-cycle-rate\": a rate limit"),

@@ -249,7 +249,8 @@ fn a_part_cannot_wait_for_itself() {
 #[test]
 fn loops_through_after_edges_are_rejected_with_their_path() {
     let mut b = notes_prefix();
-    b.after("b", "a").unwrap().after("c", "b").unwrap();
+    b.after("b", "a").unwrap();
+    b.after("c", "b").unwrap();
     let err = b.after("a", "c").unwrap_err();
     assert!(matches!(&err, BuildError::OrderingLoop { path } if path == &["a", "b", "c", "a"]));
     assert_eq!(err.to_string(), "ordering loop: a -> b -> c -> a");
@@ -385,8 +386,7 @@ fn sub_cycle() -> CycleBuilder {
         .unwrap();
     sub.after("s3", "s2").unwrap();
     sub.pipe("s2", "s4").unwrap();
-    sub.sync(SyncMode::Independent).concurrency_limit(2);
-    sub
+    sub.sync(SyncMode::Independent).concurrency_limit(2)
 }
 
 #[test]
@@ -495,8 +495,7 @@ fn golden() -> Cycle {
         .unwrap();
     b.after("right", "left").unwrap();
     b.pipe("left", "sum").unwrap();
-    b.concurrency_limit(2);
-    b.build().unwrap()
+    b.concurrency_limit(2).build().unwrap()
 }
 
 #[test]
@@ -566,11 +565,28 @@ flowchart TD
 fn cycle_wide_sync_shows_in_the_title_and_names_are_escaped() {
     let mut b = CycleBuilder::new("q\"uote");
     b.add(part("a\"b"), 1).unwrap();
-    b.sync(SyncMode::Pipeline);
+    let b = b.sync(SyncMode::Pipeline);
     let dot = b.to_dot();
     assert!(dot.starts_with("digraph \"q\\\"uote\" {\n    label=\"q\\\"uote\\nsync: pipeline\";"));
     assert!(dot.contains("n1_1 [label=\"a\\\"b\\n1-1\"];"));
     let mermaid = b.to_mermaid();
     assert!(mermaid.starts_with("---\ntitle: \"q\\\"uote (sync: pipeline)\"\n---\n"));
     assert!(mermaid.contains("n1_1[\"a#quot;b<br/>1-1\"]"));
+}
+
+#[test]
+fn options_chain_from_new_and_build_takes_the_builder() {
+    let err = CycleBuilder::new("chained")
+        .sync(SyncMode::Level)
+        .concurrency_limit(2)
+        .rate_limit(10.0)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Empty { .. }), "{err}");
+    let mut b = CycleBuilder::new("chained").sync(SyncMode::Level);
+    b.add(part("a"), 1).unwrap();
+    b.split([part("b"), part("c")], 2).unwrap();
+    b.after("c", "b").unwrap();
+    let cycle = b.build().unwrap();
+    assert_eq!(cycle.name(), "chained");
 }
