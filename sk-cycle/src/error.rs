@@ -345,6 +345,15 @@ pub enum RunError {
         /// The cycle.
         cycle: String,
     },
+    /// The thread running the cycle (see
+    /// [`Cycle::spawn`](crate::Cycle::spawn)) panicked outside any part.
+    #[error("cycle \"{cycle}\": the run thread panicked: {message}")]
+    Panicked {
+        /// The cycle.
+        cycle: String,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 #[cfg(test)]

@@ -169,6 +169,11 @@ impl PartState {
     pub(crate) fn from_u8(v: u8) -> Option<PartState> {
         PartState::ALL.get(usize::from(v).wrapping_sub(1)).copied()
     }
+
+    /// Where the state is in [`PartState::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize - 1
+    }
 }
 
 impl fmt::Display for PartState {

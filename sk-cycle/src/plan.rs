@@ -50,7 +50,23 @@ pub(crate) struct PlanPart {
     pub(crate) reads: Box<[u32]>,
     pub(crate) reads_latest: Box<[u32]>,
     pub(crate) lane: u32,
-    pub(crate) component: Option<u32>,
+    /// Where it runs (see `engine/place.rs`).
+    pub(crate) site: Site,
+}
+
+/// Where a part runs, chosen when the plan is compiled; the engine runs
+/// each site through one implementation of its `Place` trait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Site {
+    /// On the run's thread pool.
+    Pool,
+    /// On a thread of its own, raced by the watchdog at its timeout.
+    Timed,
+    /// On the long-lived component thread of this index (with its
+    /// timeout, if any, kept there).
+    Component(u32),
+    /// In a worker process, its call waited for on a thread of its own.
+    Process,
 }
 
 /// One lane: a set of nodes that iterate together.
@@ -204,9 +220,11 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                 } else {
                     frame.lane
                 };
-                let component = match &part.placement {
-                    Placement::Component(name) => Some(intern(&mut components, name)),
-                    _ => None,
+                let site = match &part.placement {
+                    Placement::Component(name) => Site::Component(intern(&mut components, name)),
+                    p if p.is_process() => Site::Process,
+                    _ if part.timeout.is_some() => Site::Timed,
+                    _ => Site::Pool,
                 };
                 if let Some(parent) = frame.data_parent {
                     edges.push((parent, id, true));
@@ -248,7 +266,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                     reads: Box::new([]),
                     reads_latest: Box::new([]),
                     lane,
-                    component,
+                    site,
                 });
                 for &child in &node.children {
                     stack.push(Frame {

@@ -245,17 +245,17 @@ pub struct StateCounts {
 }
 
 impl StateCounts {
-    /// Counts in [`PartState::ALL`] order.
-    pub(crate) fn from_array(c: [u64; 8]) -> Self {
+    /// The count of each state as `count` gives it.
+    pub(crate) fn from_fn(count: impl Fn(PartState) -> u64) -> Self {
         StateCounts {
-            succeeded: c[0],
-            succeeded_with_fallback: c[1],
-            failed: c[2],
-            upstream_failed: c[3],
-            skipped: c[4],
-            not_taken: c[5],
-            timed_out: c[6],
-            cancelled: c[7],
+            succeeded: count(PartState::Succeeded),
+            succeeded_with_fallback: count(PartState::SucceededWithFallback),
+            failed: count(PartState::Failed),
+            upstream_failed: count(PartState::UpstreamFailed),
+            skipped: count(PartState::Skipped),
+            not_taken: count(PartState::NotTaken),
+            timed_out: count(PartState::TimedOut),
+            cancelled: count(PartState::Cancelled),
         }
     }
 

@@ -12,10 +12,10 @@ use sk_core::{StopToken, TimingStats};
 
 use crate::coord::Coord;
 use crate::cycle::Cycle;
-use crate::engine::{Component, EngineOptions, Runtime, Watchdog};
+use crate::engine::{Engine, EngineOptions, EngineSetup, Runtime};
 use crate::error::RunError;
 use crate::mode::PartState;
-use crate::report::{CycleStats, IterationReport, PartStats, RunReport, StateCounts, StopReason};
+use crate::report::{CycleStats, IterationReport, PartStats, RunReport, StopReason};
 use crate::store::Store;
 use crate::trace::{Trace, TraceEvent, TraceKind, TraceLog};
 
@@ -271,21 +271,16 @@ impl RunHandle {
     pub fn join(mut self) -> Result<RunReport, RunError> {
         let cycle = self.cycle.clone();
         match self.thread.take() {
-            Some(thread) => thread.join().unwrap_or_else(|_| {
-                Err(RunError::Start {
+            Some(thread) => thread.join().unwrap_or_else(|payload| {
+                Err(RunError::Panicked {
                     cycle,
-                    what: "the run thread (it panicked)".to_owned(),
-                    source: std::io::Error::other("run thread panicked"),
+                    message: sk_core::panic_message(&*payload),
                 })
             }),
             None => Err(RunError::AlreadyRunning { cycle }),
         }
     }
 }
-
-/// The threads of a run's own pool, spawned by us so that the run can
-/// join them: a run returns only once they have exited.
-type PoolThreads = Arc<Mutex<Vec<JoinHandle<()>>>>;
 
 /// What one lane's driver loop ended with.
 struct LaneOutcome {
@@ -308,77 +303,25 @@ impl Cycle {
         let _run = tracing::info_span!("run", cycle = %self.name()).entered();
         let started = Instant::now();
         let cycle: Arc<str> = Arc::from(self.name());
-        let start_error = |what: &str, source| RunError::Start {
-            cycle: cycle.to_string(),
-            what: what.to_owned(),
-            source,
-        };
-        let mut own_threads: Option<PoolThreads> = None;
-        let pool = match &run.pool {
-            Some(pool) => Arc::clone(pool),
-            None => {
-                let threads: PoolThreads = Arc::default();
-                own_threads = Some(Arc::clone(&threads));
-                let name = Arc::clone(&cycle);
-                let mut builder = rayon::ThreadPoolBuilder::new().spawn_handler(move |worker| {
-                    let handle = thread::Builder::new()
-                        .name(format!("sk-cycle:{name}:{}", worker.index()))
-                        // Deep inline chains and nested splits want room.
-                        .stack_size(16 << 20)
-                        .spawn(move || worker.run())?;
-                    threads.lock().push(handle);
-                    Ok(())
-                });
-                if let Some(n) = run.threads {
-                    builder = builder.num_threads(n);
-                }
-                Arc::new(
-                    builder
-                        .build()
-                        .map_err(|e| start_error("the thread pool", std::io::Error::other(e)))?,
-                )
-            }
-        };
-        let store = run.store.clone().unwrap_or_default();
-        let options = EngineOptions {
-            stats: run.stats,
-            trace: run.trace,
-            trace_capacity: run.trace_capacity,
-        };
-        let mut rt = Runtime::new(
-            Arc::clone(&self.plan),
-            Arc::clone(&cycle),
-            pool,
-            store,
-            options,
-        );
-        for name in &self.plan.components {
-            let component = Component::start(&cycle, name)
-                .map_err(|e| start_error(&format!("component thread \"{name}\""), e))?;
-            rt.components.push(component);
-        }
-        if self
-            .plan
-            .parts
-            .iter()
-            .any(|p| p.part.placement.is_process())
-        {
-            let backend = run.backend.unwrap_or_else(sk_process::Backend::from_env);
-            rt.processes = Some(Arc::new(crate::process::ProcessRunner::new(
-                Arc::clone(&cycle),
-                backend,
-                run.process_workers,
-            )));
-        }
-        // The watchdog fires timeouts, and starts parts put off by a rate.
-        let timed = self.plan.parts.iter().any(|p| p.part.timeout.is_some());
-        if timed || !self.plan.rates.is_empty() {
-            let dog = Watchdog::start(&cycle).map_err(|e| start_error("the watchdog thread", e))?;
-            *rt.watchdog.lock() = Some(dog);
-        }
-        let rt = Arc::new(rt);
+        let engine = Engine::start(
+            &self.plan,
+            &cycle,
+            EngineSetup {
+                pool: run.pool.clone(),
+                threads: run.threads,
+                store: run.store.clone().unwrap_or_default(),
+                options: EngineOptions {
+                    stats: run.stats,
+                    trace: run.trace,
+                    trace_capacity: run.trace_capacity,
+                },
+                backend: run.backend,
+                process_workers: run.process_workers,
+            },
+        )?;
+        let rt = engine.runtime();
         if let Some(live) = &run.live {
-            *live.lock() = Some(Arc::downgrade(&rt));
+            *live.lock() = Some(Arc::downgrade(rt));
         }
         let stop = run.stop.clone().unwrap_or_default();
         let _ctrl_c = if run.ctrl_c {
@@ -397,17 +340,16 @@ impl Cycle {
         let coords: Arc<[Coord]> = self.plan.parts.iter().map(|p| p.coord).collect();
         let lanes = self.plan.lanes.len();
         let outcomes: Vec<LaneOutcome> = if lanes == 1 {
-            let rt2 = Arc::clone(&rt);
             vec![
                 rt.pool
-                    .install(|| drive_lane(&rt2, 0, &run, &halt, true, &names, &coords)),
+                    .install(|| drive_lane(rt, 0, &run, &halt, true, &names, &coords)),
             ]
         } else {
             let results = Mutex::new(Vec::new());
             thread::scope(|scope| {
                 for lane in 0..lanes {
-                    let (rt, run, halt, names, coords, results) =
-                        (&rt, &run, &halt, &names, &coords, &results);
+                    let (run, halt, names, coords, results) =
+                        (&run, &halt, &names, &coords, &results);
                     let spawned = thread::Builder::new()
                         .name(format!("sk-lane:{cycle}:{lane}"))
                         .spawn_scoped(scope, move || {
@@ -423,51 +365,14 @@ impl Cycle {
             results.sort_by_key(|(lane, _)| *lane);
             results.into_iter().map(|(_, o)| o).collect()
         };
-        // Let component and watchdog threads finish their last jobs.
-        if let Some(mut dog) = rt.watchdog.lock().take() {
-            dog.shutdown();
-        }
+        let finished = engine.finish();
+        let rt = finished.runtime();
         let trace = run.trace.then(|| {
             let log = std::mem::replace(&mut *rt.trace.lock(), TraceLog::new(1));
             Trace::from_log(&cycle, log)
         });
-        let report = build_report(&rt, outcomes, trace, started.elapsed());
-        for component in &rt.components {
-            component.shutdown();
-        }
-        if let Some(processes) = &rt.processes {
-            processes.shutdown(Duration::from_secs(2));
-        }
-        // Pool jobs that just finished may still hold the runtime for a
-        // moment, and so may a timed part's thread that has completed its
-        // part but not yet returned; a timed part that ignored its stop
-        // token holds it until it returns (its thread then ends the pool),
-        // and is not waited for past a short grace.
-        let begun = Instant::now();
-        let settle = begun + Duration::from_secs(5);
-        let late_grace = begun + Duration::from_secs(1);
-        while Arc::strong_count(&rt) > 1 && Instant::now() < settle {
-            if rt.timed_running.load(Ordering::Acquire) > 0 && Instant::now() >= late_grace {
-                break;
-            }
-            thread::yield_now();
-        }
-        let lingering = Arc::strong_count(&rt) > 1;
-        let part_threads = std::mem::take(&mut *rt.own_threads.lock());
-        drop(rt);
-        if !lingering {
-            // Every part's own thread has let go of the runtime: each has
-            // returned, or is about to.
-            for handle in part_threads {
-                let _ = handle.join();
-            }
-        }
-        if let (Some(threads), false) = (own_threads, lingering) {
-            // The pool is gone with the runtime; its threads are ending.
-            for handle in std::mem::take(&mut *threads.lock()) {
-                let _ = handle.join();
-            }
-        }
+        let report = build_report(rt, outcomes, trace, started.elapsed());
+        finished.join();
         Ok(report)
     }
 
@@ -685,9 +590,7 @@ fn part_stats(rt: &Runtime) -> Vec<PartStats> {
         .map(|(id, p)| PartStats {
             name: p.part.name.to_string(),
             coord: p.coord,
-            states: StateCounts::from_array(std::array::from_fn(|s| {
-                rt.counts[id][s].load(Ordering::Relaxed)
-            })),
+            states: rt.tallies[id].counts(),
             retries: rt.retries[id].load(Ordering::Relaxed),
             timing: rt
                 .stats

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::wait_for;
 use parking_lot::Mutex;
-use sk_cycle::{CycleBuilder, CyclePart, PartState, Run, StopReason, Store};
+use sk_cycle::{CycleBuilder, CyclePart, PartState, Run, RunError, StopReason, Store};
 use sk_testkit::guarded;
 
 /// Names of this process's threads whose name contains `marker`.
@@ -391,5 +391,25 @@ fn a_retried_part_shows_its_retries_in_the_trace() {
             .cloned()
             .unwrap();
         assert_eq!(flaky.retries, 2);
+    })
+}
+
+#[test]
+fn a_run_thread_that_panics_outside_any_part_is_its_own_error() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("observer-panics");
+        b.add(CyclePart::new("a", |_| 1u8), 1).unwrap();
+        let handle = b
+            .build()
+            .unwrap()
+            .spawn(Run::times(3).on_iteration(|_| panic!("the observer broke")))
+            .unwrap();
+        match handle.join() {
+            Err(RunError::Panicked { cycle, message }) => {
+                assert_eq!(cycle, "observer-panics");
+                assert_eq!(message, "the observer broke");
+            }
+            other => panic!("expected a panicked run thread, got {other:?}"),
+        }
     })
 }

@@ -12,7 +12,7 @@ use sk_core::{
     BoxError, Permanent, Retry, StopToken, SystemClock, Value, error_chain, panic_message,
 };
 
-use super::{Runtime, poison};
+use super::{Poison, Runtime};
 use crate::mode::{ErrorMode, PartState};
 use crate::part::{Input, PartContext, PartError, PartFn, ValidatorFn, Work};
 use crate::plan::PlanPart;
@@ -24,7 +24,7 @@ pub(crate) struct Finish {
     pub(crate) output: Option<Arc<Value>>,
     pub(crate) error: Option<Arc<PartError>>,
     /// What the node passes to its data successors.
-    pub(crate) poison: u8,
+    pub(crate) poison: Poison,
     pub(crate) error_state: bool,
     pub(crate) instant_fail: bool,
     /// Whether the node holds a gate permit to give back.
@@ -43,7 +43,7 @@ impl Finish {
             state,
             output: None,
             error: None,
-            poison: poison::NONE,
+            poison: Poison::None,
             error_state: false,
             instant_fail: false,
             gated: false,
@@ -59,7 +59,7 @@ impl Finish {
     }
 
     /// A part that did not run, ending in `state`.
-    pub(crate) fn resolved(state: PartState, poison: u8) -> Self {
+    pub(crate) fn resolved(state: PartState, poison: Poison) -> Self {
         Finish {
             poison,
             ..Finish::new(state)
@@ -67,11 +67,11 @@ impl Finish {
     }
 
     /// A part that did not run because a data parent did not provide.
-    pub(crate) fn poisoned(poison: u8) -> Self {
+    pub(crate) fn poisoned(poison: Poison) -> Self {
         let state = match poison {
-            poison::NOT_TAKEN => PartState::NotTaken,
-            poison::SKIPPED => PartState::Skipped,
-            _ => PartState::UpstreamFailed,
+            Poison::NotTaken => PartState::NotTaken,
+            Poison::Skipped => PartState::Skipped,
+            Poison::None | Poison::UpstreamFailed => PartState::UpstreamFailed,
         };
         Finish::resolved(state, poison)
     }
@@ -85,7 +85,7 @@ impl Finish {
         };
         Finish {
             error: Some(Arc::new(error)),
-            poison: poison::UPSTREAM_FAILED,
+            poison: Poison::UpstreamFailed,
             error_state: true,
             ..Finish::new(PartState::Failed)
         }
@@ -486,7 +486,7 @@ impl Runtime {
             }
             (ErrorMode::Skip, _) => Finish {
                 error,
-                poison: poison::SKIPPED,
+                poison: Poison::Skipped,
                 ..Finish::new(failed)
             },
             (ErrorMode::Propagate, _) => Finish {
@@ -495,7 +495,7 @@ impl Runtime {
             },
             (ErrorMode::InstantFail, _) => Finish {
                 error,
-                poison: poison::UPSTREAM_FAILED,
+                poison: Poison::UpstreamFailed,
                 error_state: true,
                 instant_fail: true,
                 ..Finish::new(failed)
@@ -504,7 +504,7 @@ impl Runtime {
             // without a fallback value (rejected when the cycle is built).
             _ => Finish {
                 error,
-                poison: poison::UPSTREAM_FAILED,
+                poison: Poison::UpstreamFailed,
                 error_state: true,
                 ..Finish::new(failed)
             },

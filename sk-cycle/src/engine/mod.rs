@@ -21,6 +21,8 @@ mod component;
 mod env;
 mod exec;
 mod gate;
+mod life;
+mod place;
 mod timer;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -43,6 +45,7 @@ pub(crate) use component::Component;
 pub(crate) use env::Env;
 pub(crate) use exec::Finish;
 use gate::Gate;
+pub(crate) use life::{Engine, EngineSetup};
 pub(crate) use timer::Watchdog;
 
 /// Above this many successors, a finishing node splits them across the
@@ -53,12 +56,51 @@ const WIDE_FANOUT: usize = 16;
 /// before further ones are spawned instead (bounding stack use).
 const MAX_JOIN_DEPTH: u32 = 48;
 
-/// What poisons a data successor, by strength: the strongest wins.
-pub(crate) mod poison {
-    pub(crate) const NONE: u8 = 0;
-    pub(crate) const NOT_TAKEN: u8 = 1;
-    pub(crate) const SKIPPED: u8 = 2;
-    pub(crate) const UPSTREAM_FAILED: u8 = 3;
+/// What a node passes to its data successors instead of data, by
+/// strength: the strongest wins (a node keeps it in an `AtomicU8`, merged
+/// with `fetch_max`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Poison {
+    /// Nothing: the data is there.
+    None = 0,
+    /// A parent's condition was false: not taken.
+    NotTaken = 1,
+    /// A parent failed under skip: skipped.
+    Skipped = 2,
+    /// A parent failed: upstream failed.
+    UpstreamFailed = 3,
+}
+
+impl Poison {
+    /// The poison stored as `v`.
+    fn from_u8(v: u8) -> Poison {
+        match v {
+            0 => Poison::None,
+            1 => Poison::NotTaken,
+            2 => Poison::Skipped,
+            _ => Poison::UpstreamFailed,
+        }
+    }
+}
+
+/// How many iterations a part ended in each state.
+#[derive(Default)]
+pub(crate) struct Tally([AtomicU64; PartState::ALL.len()]);
+
+impl Tally {
+    /// One more end in `state`. One thread completes a node per
+    /// iteration, and iterations of a lane are ordered: a plain increment,
+    /// not a read-modify-write.
+    fn bump(&self, state: PartState) {
+        let count = &self.0[state.index()];
+        count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub(crate) fn counts(&self) -> crate::report::StateCounts {
+        crate::report::StateCounts::from_fn(|state| self.0[state.index()].load(Ordering::Relaxed))
+    }
 }
 
 /// The value reported for parts whose output is `()`.
@@ -126,7 +168,7 @@ pub(crate) struct Runtime {
     pub(crate) options: EngineOptions,
     /// Per-part timing: a few hundred bytes each, however large the cycle.
     pub(crate) stats: Box<[Mutex<WindowStats>]>,
-    pub(crate) counts: Box<[[AtomicU64; 8]]>,
+    pub(crate) tallies: Box<[Tally]>,
     /// Per part: attempts beyond each iteration's first.
     pub(crate) retries: Box<[AtomicU64]>,
     pub(crate) trace: Mutex<TraceLog>,
@@ -135,6 +177,43 @@ pub(crate) struct Runtime {
     pub(crate) epoch: Instant,
     /// Latest output of every part, kept only when there are several lanes.
     latest: Box<[Mutex<Option<Arc<Value>>>]>,
+    /// Where parts run, one per site (see `place.rs`).
+    places: Box<[Box<dyn place::Place>]>,
+    /// Jobs and threads holding the runtime for work in flight.
+    holds: Holds,
+}
+
+/// Counts the [`Held`] runtimes, so that a finishing run can wait until
+/// none is left (see `life.rs`).
+#[derive(Default)]
+struct Holds {
+    count: AtomicUsize,
+    lock: Mutex<()>,
+    released: parking_lot::Condvar,
+}
+
+/// The runtime, held by a job or thread for work in flight (a pool job, a
+/// part's own thread, a component job, a watchdog timer).
+pub(crate) struct Held(Arc<Runtime>);
+
+impl std::ops::Deref for Held {
+    type Target = Arc<Runtime>;
+
+    fn deref(&self) -> &Arc<Runtime> {
+        &self.0
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let holds = &self.0.holds;
+        if holds.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Under the lock: a waiter between its check and its wait
+            // cannot miss this.
+            let _lock = holds.lock.lock();
+            holds.released.notify_all();
+        }
+    }
 }
 
 /// Successors a completed node made ready, for its thread to run.
@@ -175,11 +254,13 @@ impl Runtime {
             stats: (0..if options.stats { parts } else { 0 })
                 .map(|_| Mutex::new(WindowStats::new()))
                 .collect(),
-            counts: (0..parts).map(|_| Default::default()).collect(),
+            tallies: (0..parts).map(|_| Tally::default()).collect(),
             retries: (0..parts).map(|_| AtomicU64::new(0)).collect(),
             latest: (0..if multi_lane { parts } else { 0 })
                 .map(|_| Mutex::new(None))
                 .collect(),
+            places: place::places(&plan),
+            holds: Holds::default(),
             plan,
             cycle,
             pool,
@@ -214,7 +295,7 @@ impl Runtime {
             let n = &self.nodes[node as usize];
             n.pending
                 .store(self.plan.pred_count[node as usize], Ordering::Relaxed);
-            n.poison.store(poison::NONE, Ordering::Relaxed);
+            n.poison.store(Poison::None as u8, Ordering::Relaxed);
             n.state.store(0, Ordering::Relaxed);
             n.claim.store(0, Ordering::Relaxed);
             // Between iterations nothing else touches the node: plain loads
@@ -309,9 +390,15 @@ impl Runtime {
 
     // ----- scheduling -------------------------------------------------
 
+    /// The runtime, held for work in flight until the [`Held`] is dropped.
+    pub(crate) fn hold(self: &Arc<Self>) -> Held {
+        self.holds.count.fetch_add(1, Ordering::AcqRel);
+        Held(Arc::clone(self))
+    }
+
     /// Runs `node` (and whatever becomes ready after it) on the pool.
     fn spawn(self: &Arc<Self>, node: u32, admitted: bool) {
-        let this = Arc::clone(self);
+        let this = self.hold();
         self.pool.spawn(move || {
             let sinks = this.drive(node, admitted, 0);
             this.sinks_ended(node, sinks);
@@ -359,7 +446,7 @@ impl Runtime {
 
     /// Completes `node` from off the pool (component or timed thread).
     pub(crate) fn complete_from_outside(self: &Arc<Self>, node: u32, finish: Finish) {
-        let this = Arc::clone(self);
+        let this = self.hold();
         self.pool.spawn(move || {
             let sinks = this.finish_and_follow(node, finish, 0);
             this.sinks_ended(node, sinks);
@@ -375,22 +462,21 @@ impl Runtime {
         // A node handed a gate permit (`admitted`) must give it back
         // whatever it ends as.
         if self.abort.load(Ordering::Acquire) {
-            let finish = Finish::resolved(PartState::Cancelled, poison::NONE);
+            let finish = Finish::resolved(PartState::Cancelled, Poison::None);
             return Step::Done(finish.gated(admitted));
         }
-        match n.poison.load(Ordering::Acquire) {
-            poison::NONE => {}
+        match Poison::from_u8(n.poison.load(Ordering::Acquire)) {
+            Poison::None => {}
             p => return Step::Done(Finish::poisoned(p).gated(admitted)),
         }
         let part = &self.plan.parts[node as usize];
         if let Some(work) = &part.plain {
             return Step::Done(self.execute_plain(node, part, &**work));
         }
-        let lane = part.lane as usize;
         let input = self.input_for(node);
         if !admitted {
             if !self.conditions_hold(node, &input) {
-                return Step::Done(Finish::resolved(PartState::NotTaken, poison::NOT_TAKEN));
+                return Step::Done(Finish::resolved(PartState::NotTaken, Poison::NotTaken));
             }
             if let Some(gate) = part.gate {
                 if !self.gates[gate as usize].enter(node) {
@@ -412,7 +498,7 @@ impl Runtime {
             if !wait.is_zero() {
                 if let Some(dog) = self.watchdog.lock().as_ref() {
                     n.rate_cleared.store(true, Ordering::Release);
-                    let this = Arc::clone(self);
+                    let this = self.hold();
                     dog.schedule(
                         Instant::now() + wait,
                         Box::new(move || this.spawn(node, true)),
@@ -421,138 +507,31 @@ impl Runtime {
                 }
             }
         }
-        if part.part.placement.is_process() {
-            self.run_in_process(node, input, gated);
-            return Step::Deferred;
-        }
-        if let Some(component) = part.component {
-            self.run_on_component(node, component as usize, input, gated);
-            return Step::Deferred;
-        }
-        if let Some(limit) = part.part.timeout {
-            self.run_timed(node, input, limit, gated);
-            return Step::Deferred;
-        }
-        let iteration = self.lanes[lane].iteration.load(Ordering::Relaxed);
-        Step::Done(
-            self.execute(node, &input, &self.cancel, iteration)
-                .gated(gated),
-        )
+        self.places[place::place_index(part.site)].run(self, node, input, gated)
     }
 
-    fn run_on_component(self: &Arc<Self>, node: u32, component: usize, input: Input, gated: bool) {
-        let this = Arc::clone(self);
-        let job = Box::new(move || {
-            let part = &this.plan.parts[node as usize];
-            let iteration = this.lanes[part.lane as usize]
-                .iteration
-                .load(Ordering::Relaxed);
-            match part.part.timeout {
-                Some(limit) => this.run_claimed(node, input, limit, gated, iteration),
-                None => {
-                    let finish = this.execute(node, &input, &this.cancel, iteration);
-                    this.complete_from_outside(node, finish.gated(gated));
-                }
-            }
-        });
-        if let Err(job) = self.components[component].send(job) {
-            // The component thread is gone (only at shutdown): run here.
-            job();
-        }
+    /// The current iteration of `node`'s lane.
+    fn iteration_of(&self, node: u32) -> u64 {
+        let lane = self.plan.parts[node as usize].lane as usize;
+        self.lanes[lane].iteration.load(Ordering::Relaxed)
     }
 
-    /// Runs a process part: its call blocks a thread of its own (not the
-    /// pool) until the worker answers, fails, dies or is killed at the
-    /// part's timeout.
-    fn run_in_process(self: &Arc<Self>, node: u32, input: Input, gated: bool) {
-        self.on_own_thread(node, gated, "sk-call", move |this| {
-            let finish = this.execute_in_process(node, &input);
-            this.complete_from_outside(node, finish.gated(gated));
-        });
-    }
-
-    /// Runs a timed part on its own thread, racing the watchdog.
-    fn run_timed(self: &Arc<Self>, node: u32, input: Input, limit: Duration, gated: bool) {
-        let part = &self.plan.parts[node as usize];
-        let iteration = self.lanes[part.lane as usize]
-            .iteration
-            .load(Ordering::Relaxed);
-        self.on_own_thread(node, gated, "sk-part", move |this| {
-            this.run_claimed(node, input, limit, gated, iteration);
-        });
-    }
-
-    /// Runs `body` for part `node` on a new thread named `prefix:<part>`; if
-    /// the thread cannot start, the part fails (and still completes).
-    fn on_own_thread(
-        self: &Arc<Self>,
-        node: u32,
-        gated: bool,
-        prefix: &str,
-        body: impl FnOnce(Arc<Self>) + Send + 'static,
-    ) {
-        let part = &self.plan.parts[node as usize];
-        let this = Arc::clone(self);
-        let spawned = thread::Builder::new()
-            .name(format!("{prefix}:{}", part.part.name))
-            .spawn(move || body(this));
-        match spawned {
-            Ok(handle) => {
-                let mut threads = self.own_threads.lock();
-                threads.retain(|t| !t.is_finished());
-                threads.push(handle);
-            }
-            Err(_) => {
-                let finish = Finish::spawn_failed(part);
-                self.complete_from_outside(node, finish.gated(gated));
-            }
-        }
-    }
-
-    /// Runs a timed part on the current thread; whichever of it and the
-    /// watchdog claims the completion first completes it.
-    fn run_claimed(
-        self: &Arc<Self>,
-        node: u32,
-        input: Input,
-        limit: Duration,
-        gated: bool,
-        iteration: u64,
-    ) {
-        self.timed_running.fetch_add(1, Ordering::AcqRel);
-        let n = &self.nodes[node as usize];
+    /// Opens a claim on completing timed part `node`: its number.
+    fn claim(&self, node: u32) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        n.claim.store(generation, Ordering::Release);
-        let token = self.cancel.child();
-        let started = Instant::now();
-        {
-            let this = Arc::clone(self);
-            let token = token.clone();
-            let fire = Box::new(move || {
-                let n = &this.nodes[node as usize];
-                if n.claim
-                    .compare_exchange(generation, 0, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    token.stop();
-                    let finish = this.timed_out(node, limit, started);
-                    this.complete_from_outside(node, finish.gated(gated));
-                }
-            });
-            let deadline = started + limit;
-            match self.watchdog.lock().as_ref() {
-                Some(dog) => dog.schedule(deadline, fire),
-                None => fire(),
-            }
-        }
-        let finish = token.enter(|| self.execute(node, &input, &token, iteration));
-        if n.claim
+        self.nodes[node as usize]
+            .claim
+            .store(generation, Ordering::Release);
+        generation
+    }
+
+    /// Takes claim `generation` on completing `node`: whether it was still
+    /// open (the part's own thread and the watchdog race for it).
+    fn settle_claim(&self, node: u32, generation: u64) -> bool {
+        self.nodes[node as usize]
+            .claim
             .compare_exchange(generation, 0, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
-        {
-            self.complete_from_outside(node, finish.gated(gated));
-        }
-        self.timed_running.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Records `node`'s end, releases its successors and gate, and returns
@@ -560,7 +539,7 @@ impl Runtime {
     /// others) and how many sinks ended here (not yet counted).
     fn complete(self: &Arc<Self>, node: u32, mut finish: Finish, depth: u32) -> (Ready, usize) {
         let lane = self.plan.node_lane[node as usize] as usize;
-        let mut data_poison = poison::NONE;
+        let mut data_poison = Poison::None;
         if self.plan.is_part(node) {
             if finish.state.is_success() && self.abort.load(Ordering::Acquire) {
                 // It was still running when an instant fail stopped
@@ -569,7 +548,7 @@ impl Runtime {
                 finish = Finish {
                     gated: finish.gated,
                     ran: finish.ran,
-                    ..Finish::resolved(PartState::Cancelled, poison::NONE)
+                    ..Finish::resolved(PartState::Cancelled, Poison::None)
                 };
             }
             data_poison = finish.poison;
@@ -622,11 +601,11 @@ impl Runtime {
     /// Counts one predecessor of `edge`'s target as done; the target if
     /// that made it ready.
     #[inline]
-    fn release(&self, edge: u32, data_poison: u8) -> Option<u32> {
+    fn release(&self, edge: u32, data_poison: Poison) -> Option<u32> {
         let target = edge & !DATA;
         let n = &self.nodes[target as usize];
-        if edge & DATA != 0 && data_poison != poison::NONE {
-            n.poison.fetch_max(data_poison, Ordering::Relaxed);
+        if edge & DATA != 0 && data_poison != Poison::None {
+            n.poison.fetch_max(data_poison as u8, Ordering::Relaxed);
         }
         (n.pending.fetch_sub(1, Ordering::AcqRel) == 1).then_some(target)
     }
@@ -663,10 +642,7 @@ impl Runtime {
         if finish.error_state {
             self.lanes[lane].error_state.store(true, Ordering::Relaxed);
         }
-        // One thread completes a node per iteration, and iterations of a
-        // lane are ordered: a plain increment, not a read-modify-write.
-        let count = &self.counts[node as usize][state as usize - 1];
-        count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.tallies[node as usize].bump(state);
         n.state.store(state as u8, Ordering::Release);
     }
 
