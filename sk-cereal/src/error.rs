@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::envelope::MAGIC;
 use crate::path::{Segment, ValuePath};
 
 /// A boxed error kept as the [`source`](std::error::Error::source) of a
@@ -76,7 +77,7 @@ pub enum CerealError {
         count: usize,
     },
     /// External bytes do not start with the magic `SKCE`.
-    #[error("not external-format bytes: expected magic {expected}, found {found}", expected = Bytes(crate::external::MAGIC), found = Bytes(found))]
+    #[error("not external-format bytes: expected magic {expected}, found {found}", expected = Bytes(MAGIC), found = Bytes(found))]
     BadMagic {
         /// The first (up to four) bytes of the input.
         found: Vec<u8>,
@@ -233,53 +234,5 @@ impl fmt::Display for Bytes<'_> {
             write!(f, "{}", std::ascii::escape_default(b))?;
         }
         f.write_str("\"")
-    }
-}
-
-#[cfg(test)]
-mod chain_tests {
-    use sk_testkit::assert_chain_says_each_thing_once as says_once;
-
-    use super::*;
-    use crate::{Format, Internal, Segment};
-
-    #[test]
-    fn every_error_with_a_source_says_it_once() {
-        let path = || ValuePath::from(vec![Segment::arg("size")]);
-        let deserialize = Internal::decode::<String>(&[]).unwrap_err();
-        says_once(&deserialize);
-        says_once(&deserialize.with_context(Segment::arg("a")));
-        let envelope = crate::External::decode::<u32>(b"SKCE\xff\xff\xff\xff").unwrap_err();
-        assert!(
-            matches!(envelope, CerealError::Envelope { .. }),
-            "{envelope:?}"
-        );
-        says_once(&envelope);
-        for err in [
-            CerealError::Serialize {
-                format: Internal::NAME,
-                path: path(),
-                source: "width must be positive".into(),
-            },
-            CerealError::Deserialize {
-                format: Internal::NAME,
-                path: path(),
-                source: "expected bool".into(),
-            },
-            CerealError::Snapshot {
-                type_name: "Conn",
-                source: "socket closed".into(),
-            },
-            CerealError::Restore {
-                type_name: "Conn",
-                source: "socket closed".into(),
-            },
-            CerealError::BadMagic { found: vec![1, 2] }.with_context(Segment::arg("b")),
-        ] {
-            says_once(&err);
-        }
-        says_once(&crate::AccumulatorError::Spawn(std::io::Error::other(
-            "no threads left",
-        )));
     }
 }

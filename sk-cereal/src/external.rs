@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use serde::Serialize;
 use serde::de::{Deserialize, DeserializeOwned, Deserializer};
 
+use crate::envelope::{Envelope, MAGIC};
 use crate::error::{BoxError, CerealError, Message};
 use crate::format::Format;
 use crate::guard::{Guard, Report, State};
@@ -12,22 +13,6 @@ use crate::internal::decode_error;
 use crate::limits::Limits;
 use crate::path::ValuePath;
 use crate::track_ser::{SerState, Tracked};
-
-/// The four bytes every external encoding starts with.
-pub(crate) const MAGIC: &[u8; 4] = b"SKCE";
-
-/// The protobuf envelope (see the crate docs for its `.proto` text).
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct Envelope {
-    #[prost(uint32, tag = "1")]
-    pub(crate) format_version: u32,
-    #[prost(string, tag = "2")]
-    pub(crate) type_name: String,
-    #[prost(string, tag = "3")]
-    pub(crate) payload_encoding: String,
-    #[prost(bytes = "vec", tag = "4")]
-    pub(crate) payload: Vec<u8>,
-}
 
 /// The stable, self-describing format for disk and other programs.
 ///

@@ -11,7 +11,7 @@
 //!   [`ValuePath`] (`field "inner" > index 3`), and callers add their own
 //!   [`Segment`]s with [`CerealError::with_context`].
 //! - [`Snapshot`] — live objects that give a serializable state and are
-//!   rebuilt from it; [`Accumulator`] is a working example.
+//!   rebuilt from it, encoded with [`Format::encode_snapshot`].
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
@@ -34,6 +34,28 @@
 //! assert_eq!(err.path().unwrap().to_string(), r#"arg "size" > field "w""#);
 //! # Ok::<(), CerealError>(())
 //! ```
+//!
+//! # Modules
+//!
+//! The modules are private; the items above are re-exported at the root.
+//! Each module uses only modules listed before it:
+//!
+//! | module | holds | uses |
+//! |---|---|---|
+//! | `path` | [`ValuePath`], [`Segment`]: where a value sits in a larger one | — |
+//! | `limits` | [`Limits`] for decoding untrusted input | — |
+//! | `envelope` | the external format's magic bytes and protobuf envelope | — |
+//! | `snapshot` | the [`Snapshot`] trait | — |
+//! | `error` | [`CerealError`], [`BoxError`] | path, envelope |
+//! | `format` | the [`Format`] trait | error, snapshot |
+//! | `guard` | the path-tracking, depth-bounding `Deserializer` wrapper (failure path) | path |
+//! | `bounded` | the depth-bounding `Deserializer` wrapper (fast path) | — |
+//! | `track_ser` | the path-tracking `Serializer` wrapper (failure path) | guard, path |
+//! | `internal` | [`Internal`] (postcard) | bounded, error, format, guard, limits, path, track_ser |
+//! | `external` | [`External`], [`EnvelopeInfo`] (protobuf + CBOR) | envelope, error, format, guard, internal, limits, path, track_ser |
+//!
+//! Tests of behaviour that spans modules (round trips, hostile input,
+//! error paths, the wire fixture, snapshots) are in `src/tests/`.
 //!
 //! # Decoding untrusted bytes
 //!
@@ -110,7 +132,12 @@
 //! Readers reject newer versions ([`CerealError::UnsupportedVersion`]). A
 //! checked-in fixture in the tests pins these bytes.
 
+#![warn(missing_docs)]
+#![deny(unreachable_pub)]
+#![warn(missing_debug_implementations)]
+
 mod bounded;
+mod envelope;
 mod error;
 mod external;
 mod format;
@@ -130,4 +157,4 @@ pub use format::Format;
 pub use internal::Internal;
 pub use limits::Limits;
 pub use path::{Segment, ValuePath};
-pub use snapshot::{Accumulator, AccumulatorError, AccumulatorState, Snapshot};
+pub use snapshot::Snapshot;

@@ -6,7 +6,7 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::hostile::external_bytes;
-use crate::external::Envelope;
+use crate::envelope::Envelope;
 use crate::{CerealError, External, Format, Internal, Segment};
 
 /// A value that refuses to serialize.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{Outer, Tree, outer};
 use crate::bounded::Bounded;
-use crate::external::Envelope;
+use crate::envelope::Envelope;
 use crate::guard::{Guard, State};
 use crate::{CerealError, External, Internal, Limits};
 

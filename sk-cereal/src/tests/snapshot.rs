@@ -1,6 +1,7 @@
-//! The `Snapshot` example: a live accumulator survives encode/decode.
+//! Snapshots: a live accumulator survives encode/decode and keeps running.
 
-use crate::{Accumulator, AccumulatorState, CerealError, External, Format, Internal, Snapshot};
+use super::accumulator::{Accumulator, AccumulatorState};
+use crate::{CerealError, External, Format, Internal, Snapshot};
 
 fn check_continues<F: Format>() {
     let acc = Accumulator::new().unwrap();

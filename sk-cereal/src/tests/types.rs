@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Shape {
+pub(super) enum Shape {
     Unit,
     Tuple(i32, String),
     Struct { w: u32, h: Option<u64> },
@@ -14,28 +14,28 @@ pub enum Shape {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Inner {
-    pub name: String,
-    pub flag: bool,
-    pub ratio: f64,
-    pub bytes: Vec<u8>,
+pub(super) struct Inner {
+    pub(super) name: String,
+    pub(super) flag: bool,
+    pub(super) ratio: f64,
+    pub(super) bytes: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Outer {
-    pub id: u64,
-    pub signed: i64,
-    pub label: Option<String>,
-    pub inner: Inner,
-    pub shapes: Vec<Shape>,
-    pub by_id: HashMap<u32, String>,
-    pub by_pair: BTreeMap<(i16, bool), Vec<i8>>,
-    pub by_shape: BTreeMap<String, Shape>,
-    pub chars: Vec<char>,
-    pub tuple: (u8, i128, Option<bool>),
+pub(super) struct Outer {
+    pub(super) id: u64,
+    pub(super) signed: i64,
+    pub(super) label: Option<String>,
+    pub(super) inner: Inner,
+    pub(super) shapes: Vec<Shape>,
+    pub(super) by_id: HashMap<u32, String>,
+    pub(super) by_pair: BTreeMap<(i16, bool), Vec<i8>>,
+    pub(super) by_shape: BTreeMap<String, Shape>,
+    pub(super) chars: Vec<char>,
+    pub(super) tuple: (u8, i128, Option<bool>),
 }
 
-pub fn inner() -> impl Strategy<Value = Inner> {
+pub(super) fn inner() -> impl Strategy<Value = Inner> {
     (
         any::<String>(),
         any::<bool>(),
@@ -50,7 +50,7 @@ pub fn inner() -> impl Strategy<Value = Inner> {
         })
 }
 
-pub fn shape() -> impl Strategy<Value = Shape> {
+pub(super) fn shape() -> impl Strategy<Value = Shape> {
     prop_oneof![
         Just(Shape::Unit),
         (any::<i32>(), any::<String>()).prop_map(|(a, b)| Shape::Tuple(a, b)),
@@ -59,7 +59,7 @@ pub fn shape() -> impl Strategy<Value = Shape> {
     ]
 }
 
-pub fn outer() -> impl Strategy<Value = Outer> {
+pub(super) fn outer() -> impl Strategy<Value = Outer> {
     (
         (any::<u64>(), any::<i64>(), any::<Option<String>>(), inner()),
         proptest::collection::vec(shape(), 0..8),
@@ -91,14 +91,14 @@ pub fn outer() -> impl Strategy<Value = Outer> {
 
 /// A recursive type for depth tests.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
-pub enum Tree {
+pub(super) enum Tree {
     Leaf,
     Node(Box<Tree>),
 }
 
 impl Tree {
     /// A chain of `depth` nodes, built without recursion.
-    pub fn chain(depth: usize) -> Self {
+    pub(super) fn chain(depth: usize) -> Self {
         let mut tree = Tree::Leaf;
         for _ in 0..depth {
             tree = Tree::Node(Box::new(tree));
@@ -107,7 +107,7 @@ impl Tree {
     }
 
     /// Drops a deep chain without recursing.
-    pub fn dismantle(mut self) {
+    pub(super) fn dismantle(mut self) {
         while let Tree::Node(next) = self {
             self = *next;
         }
