@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sk_cereal::Internal;
 
-use crate::StorageError;
+use crate::error::StorageError;
 
 /// A value as a [`StorageBackend`] keeps it: the Rust type name it was
 /// stored as, and its [`sk_cereal::Internal`] encoding.

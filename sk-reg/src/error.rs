@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use sk_cereal::CerealError;
 
-use crate::Layer;
+use crate::layer::Layer;
 
 /// An error from a [`Registry`](crate::Registry).
 #[non_exhaustive]
@@ -184,7 +184,7 @@ impl StorageError {
 }
 
 #[cfg(test)]
-mod chain_tests {
+mod tests {
     use sk_testkit::assert_chain_says_each_thing_once as says_once;
 
     use super::*;

@@ -16,6 +16,24 @@
 //!   IPC by its workers. [`GlobalStorage::update`] is an atomic
 //!   read-modify-write in both cases.
 //!
+//! # Modules
+//!
+//! The modules are private; the items above are re-exported at the root.
+//! Each module uses only modules listed before it:
+//!
+//! | module | holds | uses |
+//! |---|---|---|
+//! | `layer` | [`Layer`] and the resolution order | — |
+//! | `error` | [`RegistryError`], [`RootError`], [`StorageError`] | layer |
+//! | `registry` | [`Registry`], [`Entry`] | error, layer |
+//! | `type_map` | [`registry`]: one registry per type (or per project root) | registry |
+//! | `root` | [`SkRoot`], [`SkRootBuilder`] | error, registry, type_map |
+//! | `backend` | [`StorageBackend`], [`StoredValue`], [`CasOutcome`], [`InProcessBackend`] | error |
+//! | `storage` | [`GlobalStorage`], [`Key`] | backend, error |
+//!
+//! Tests sit beside their module (`mod tests`, in `<module>/tests.rs` when
+//! long).
+//!
 //! # Examples
 //!
 //! ```
@@ -38,6 +56,10 @@
 //! assert_eq!(n, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![warn(missing_docs)]
+#![deny(unreachable_pub)]
+#![warn(missing_debug_implementations)]
 
 mod backend;
 mod error;

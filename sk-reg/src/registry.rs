@@ -7,7 +7,8 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 
-use crate::{Layer, RegistryError};
+use crate::error::RegistryError;
+use crate::layer::Layer;
 
 /// A thread-safe store of named values in three [`Layer`]s.
 ///

@@ -5,8 +5,9 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::error::RootError;
+use crate::registry::Registry;
 use crate::type_map::root_registry;
-use crate::{Registry, RootError};
 
 /// The root directory of a project.
 ///

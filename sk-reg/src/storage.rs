@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{CasOutcome, InProcessBackend, StorageBackend, StorageError, StoredValue};
+use crate::backend::{CasOutcome, InProcessBackend, StorageBackend, StoredValue};
+use crate::error::StorageError;
 
 /// A typed key/value store, shared by every thread of a process and —
 /// through a remote [`StorageBackend`] — by the worker processes of the

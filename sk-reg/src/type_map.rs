@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use dashmap::DashMap;
 
-use crate::Registry;
+use crate::registry::Registry;
 
 type Leaked = &'static (dyn Any + Send + Sync);
 
@@ -87,7 +87,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::Layer;
+    use crate::layer::Layer;
 
     #[test]
     fn one_registry_per_type() {
