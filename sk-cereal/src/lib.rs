@@ -133,6 +133,7 @@
 //! checked-in fixture in the tests pins these bytes.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_debug_implementations)]
 

@@ -99,6 +99,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_debug_implementations)]
 
