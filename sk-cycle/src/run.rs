@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -14,10 +13,9 @@ use crate::coord::Coord;
 use crate::cycle::Cycle;
 use crate::engine::{Engine, EngineOptions, EngineSetup, Runtime};
 use crate::error::RunError;
-use crate::mode::PartState;
-use crate::report::{CycleStats, IterationReport, PartStats, RunReport, StopReason};
+use crate::report::{CycleStats, IterationReport, RunReport, StopReason};
 use crate::store::Store;
-use crate::trace::{Trace, TraceEvent, TraceKind, TraceLog};
+use crate::trace::Trace;
 
 type Predicate = Arc<dyn Fn(&IterationReport) -> bool + Send + Sync>;
 type Observer = Arc<dyn Fn(&IterationReport) + Send + Sync>;
@@ -243,7 +241,7 @@ impl RunHandle {
         let rt = self.live.lock().as_ref()?.upgrade()?;
         Some(CycleStats {
             iterations: sk_core::StatsSummary::default(),
-            parts: part_stats(&rt),
+            parts: rt.part_stats(),
         })
     }
 
@@ -367,10 +365,7 @@ impl Cycle {
         };
         let finished = engine.finish();
         let rt = finished.runtime();
-        let trace = run.trace.then(|| {
-            let log = std::mem::replace(&mut *rt.trace.lock(), TraceLog::new(1));
-            Trace::from_log(&cycle, log)
-        });
+        let trace = run.trace.then(|| Trace::from_log(&cycle, rt.take_trace()));
         let report = build_report(rt, outcomes, trace, started.elapsed());
         finished.join();
         Ok(report)
@@ -448,7 +443,7 @@ fn drive_lane(
             outcome.reason = StopReason::Stopped;
             break;
         }
-        if rt.abort.load(Ordering::Acquire) {
+        if rt.aborted() {
             outcome.reason = StopReason::InstantFail;
             break;
         }
@@ -464,30 +459,13 @@ fn drive_lane(
         last_duration = began.map_or(Duration::ZERO, |b| b.elapsed());
         last_iteration = iteration;
         if let (true, Some(began)) = (run.trace, began) {
-            let error = rt.lanes[lane].error_state.load(Ordering::Relaxed);
-            rt.trace.lock().push(TraceEvent {
-                kind: TraceKind::Iteration,
-                name: "iteration".to_owned(),
-                coord: Coord::new(0, 0),
-                lane: lane as u32,
-                iteration,
-                tid: crate::trace::lane_tid(lane as u32),
-                start: began.saturating_duration_since(rt.epoch),
-                duration: last_duration,
-                state: if error {
-                    PartState::Failed
-                } else {
-                    PartState::Succeeded
-                },
-                retries: 0,
-                pid: 0,
-            });
+            rt.trace_iteration(lane, iteration, began, last_duration);
         }
         if run.stats {
             outcome.timing.record(last_duration);
         }
         outcome.iterations += 1;
-        if rt.lanes[lane].error_state.load(Ordering::Relaxed) {
+        if rt.lane_in_error(lane) {
             outcome.errors += 1;
         }
         if wants_report {
@@ -504,7 +482,7 @@ fn drive_lane(
                 break;
             }
         }
-        if rt.abort.load(Ordering::Acquire) {
+        if rt.aborted() {
             outcome.reason = StopReason::InstantFail;
             halt.stop();
             break;
@@ -541,7 +519,7 @@ fn build_report(
     trace: Option<Trace>,
     wall: Duration,
 ) -> RunReport {
-    let reason = if rt.abort.load(Ordering::Acquire) {
+    let reason = if rt.aborted() {
         StopReason::InstantFail
     } else if outcomes.iter().any(|o| o.reason == StopReason::Predicate) {
         StopReason::Predicate
@@ -550,7 +528,7 @@ fn build_report(
     } else {
         StopReason::Completed
     };
-    let parts = part_stats(rt);
+    let parts = rt.part_stats();
     let iterations = outcomes
         .first()
         .map(|o| o.timing.summary())
@@ -573,30 +551,10 @@ fn build_report(
         iterations: lane_iterations,
         error_iterations: errors,
         reason,
-        instant_fail: rt.instant_error.lock().clone(),
+        instant_fail: rt.instant_error(),
         last: last.flatten(),
         stats: CycleStats { iterations, parts },
         trace,
         wall,
     }
-}
-
-/// Every part's stats as the runtime has them now.
-fn part_stats(rt: &Runtime) -> Vec<PartStats> {
-    rt.plan
-        .parts
-        .iter()
-        .enumerate()
-        .map(|(id, p)| PartStats {
-            name: p.part.name.to_string(),
-            coord: p.coord,
-            states: rt.tallies[id].counts(),
-            retries: rt.retries[id].load(Ordering::Relaxed),
-            timing: rt
-                .stats
-                .get(id)
-                .map(|s| s.lock().summary())
-                .unwrap_or_default(),
-        })
-        .collect()
 }

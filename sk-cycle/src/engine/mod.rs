@@ -16,6 +16,15 @@
 //! lane has ended: every other node is an ancestor of a sink. Ended sinks
 //! are counted per pool job and subtracted from the lane's counter once, so
 //! parallel branches do not contend on it.
+//!
+//! The modules: this file schedules nodes and records their ends;
+//! `exec.rs` runs one part (retries, validators, timeouts, stats);
+//! `place.rs` holds the [`Place`](place::Place) trait, where a part runs
+//! (the pool, its own thread, a component thread, a worker process);
+//! `life.rs` the [`Engine`], the one owner of a run's setup and teardown;
+//! `env.rs` what a running part sees of the run; `readout.rs` what the
+//! run reads back; `gate.rs` concurrency limits; `timer.rs` the watchdog;
+//! `component.rs` component threads.
 
 mod component;
 mod env;
@@ -23,6 +32,7 @@ mod exec;
 mod gate;
 mod life;
 mod place;
+mod readout;
 mod timer;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -143,38 +153,38 @@ pub(crate) struct EngineOptions {
 /// One run of a cycle: the plan plus everything mutable.
 pub(crate) struct Runtime {
     pub(crate) plan: Arc<Plan>,
-    pub(crate) cycle: Arc<str>,
-    pub(crate) pool: Arc<rayon::ThreadPool>,
+    pub(super) cycle: Arc<str>,
+    pub(super) pool: Arc<rayon::ThreadPool>,
     nodes: Box<[NodeRt]>,
-    pub(crate) lanes: Box<[LaneRt]>,
-    pub(crate) store: Arc<Store>,
+    pub(super) lanes: Box<[LaneRt]>,
+    pub(super) store: Arc<Store>,
     /// Set on instant fail: parts see it through their stop token.
-    pub(crate) cancel: StopToken,
-    pub(crate) abort: AtomicBool,
-    pub(crate) instant_error: Mutex<Option<Arc<PartError>>>,
+    pub(super) cancel: StopToken,
+    pub(super) abort: AtomicBool,
+    pub(super) instant_error: Mutex<Option<Arc<PartError>>>,
     gates: Box<[Gate]>,
     /// Part starts per second (see `PlanPart::rates`).
     rates: Box<[RateLimiter]>,
-    pub(crate) components: Vec<Component>,
-    pub(crate) watchdog: Mutex<Option<Watchdog>>,
+    pub(super) components: Vec<Component>,
+    pub(super) watchdog: Mutex<Option<Watchdog>>,
     /// Worker processes for parts placed in processes.
-    pub(crate) processes: Option<Arc<crate::process::ProcessRunner>>,
+    pub(super) processes: Option<Arc<crate::process::ProcessRunner>>,
     generation: AtomicU64,
     /// Timed parts still running on their own threads (late ones too).
-    pub(crate) timed_running: AtomicUsize,
+    pub(super) timed_running: AtomicUsize,
     /// The threads parts ran on of their own (timed, process calls), so
     /// the run can join them; finished ones are let go as new ones come.
-    pub(crate) own_threads: Mutex<Vec<thread::JoinHandle<()>>>,
-    pub(crate) options: EngineOptions,
+    pub(super) own_threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    pub(super) options: EngineOptions,
     /// Per-part timing: a few hundred bytes each, however large the cycle.
-    pub(crate) stats: Box<[Mutex<WindowStats>]>,
-    pub(crate) tallies: Box<[Tally]>,
+    pub(super) stats: Box<[Mutex<WindowStats>]>,
+    pub(super) tallies: Box<[Tally]>,
     /// Per part: attempts beyond each iteration's first.
-    pub(crate) retries: Box<[AtomicU64]>,
-    pub(crate) trace: Mutex<TraceLog>,
+    pub(super) retries: Box<[AtomicU64]>,
+    pub(super) trace: Mutex<TraceLog>,
     /// This run's number (distinct from every other run's in the process).
-    pub(crate) run_id: u64,
-    pub(crate) epoch: Instant,
+    pub(super) run_id: u64,
+    pub(super) epoch: Instant,
     /// Latest output of every part, kept only when there are several lanes.
     latest: Box<[Mutex<Option<Arc<Value>>>]>,
     /// Where parts run, one per site (see `place.rs`).

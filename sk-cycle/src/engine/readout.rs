@@ -1,0 +1,83 @@
+//! What a run reads of its runtime once iterations end: whether an
+//! instant fail stopped it, each lane's error state, the trace and every
+//! part's stats.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Runtime;
+use crate::mode::PartState;
+use crate::part::PartError;
+use crate::trace::TraceLog;
+
+impl Runtime {
+    /// Whether an instant fail stopped the run.
+    pub(crate) fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
+    }
+
+    /// The error of the part whose instant fail stopped the run.
+    pub(crate) fn instant_error(&self) -> Option<Arc<PartError>> {
+        self.instant_error.lock().clone()
+    }
+
+    /// Whether `lane`'s last iteration ended in error state.
+    pub(crate) fn lane_in_error(&self, lane: usize) -> bool {
+        self.lanes[lane].error_state.load(Ordering::Relaxed)
+    }
+
+    /// Records iteration `iteration` of `lane`, begun at `began` and
+    /// taking `duration`, in the trace.
+    pub(crate) fn trace_iteration(
+        &self,
+        lane: usize,
+        iteration: u64,
+        began: Instant,
+        duration: Duration,
+    ) {
+        let state = if self.lane_in_error(lane) {
+            PartState::Failed
+        } else {
+            PartState::Succeeded
+        };
+        self.trace.lock().push(crate::trace::TraceEvent {
+            kind: crate::trace::TraceKind::Iteration,
+            name: "iteration".to_owned(),
+            coord: crate::coord::Coord::new(0, 0),
+            lane: lane as u32,
+            iteration,
+            tid: crate::trace::lane_tid(lane as u32),
+            start: began.saturating_duration_since(self.epoch),
+            duration,
+            state,
+            retries: 0,
+            pid: 0,
+        });
+    }
+
+    /// The trace so far, taken out.
+    pub(crate) fn take_trace(&self) -> TraceLog {
+        std::mem::replace(&mut *self.trace.lock(), TraceLog::new(1))
+    }
+
+    /// Every part's stats as they are now.
+    pub(crate) fn part_stats(&self) -> Vec<crate::report::PartStats> {
+        self.plan
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(id, p)| crate::report::PartStats {
+                name: p.part.name.to_string(),
+                coord: p.coord,
+                states: self.tallies[id].counts(),
+                retries: self.retries[id].load(Ordering::Relaxed),
+                timing: self
+                    .stats
+                    .get(id)
+                    .map(|s| s.lock().summary())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+}
