@@ -399,3 +399,38 @@ pub fn instances() -> &'static Registry<SkFunction> {
     static INSTANCES: OnceLock<Registry<SkFunction>> = OnceLock::new();
     INSTANCES.get_or_init(|| Registry::new("function instances"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sk_cereal::Internal;
+
+    use super::*;
+    use crate::retry::RetryPolicy;
+    use crate::spec::ParamSpec;
+
+    #[test]
+    fn a_handle_travels_as_its_name_args_and_modifiers() {
+        FunctionSpec::plain("function_wire_double", [ParamSpec::of::<u8>("x")], |a| {
+            Ok::<_, FunctionError>(a.decode::<u8>("function_wire_double", "x")? * 2)
+        })
+        .register()
+        .unwrap();
+        let handle = SkFunction::builder("function_wire_double")
+            .arg("x", 4u8)
+            .rate_limit(500.0)
+            .build()
+            .unwrap()
+            .retry(RetryPolicy::fixed(Duration::from_millis(1)))
+            .timeout(Duration::from_secs(5));
+        let bytes = Internal::encode(&handle).unwrap();
+        let fields = (handle.name(), handle.args(), handle.modifiers());
+        assert_eq!(bytes, Internal::encode(&fields).unwrap());
+
+        let back: SkFunction = Internal::decode(&bytes).unwrap();
+        assert_eq!(back, handle);
+        assert_eq!(back.modifiers().rate_limit, Some(500.0));
+        assert_eq!(back.execute::<u8>().unwrap(), 8);
+    }
+}
