@@ -176,9 +176,11 @@ impl PoolBuilder {
             next_chunk: AtomicU64::new(0),
             closing: AtomicBool::new(false),
         });
+        let (ended_tx, drivers_ended) = crossbeam::channel::bounded::<()>(0);
         let mut pool = Pool {
             shared,
             drivers: Vec::with_capacity(self.workers),
+            drivers_ended,
             chunk_size: self.chunk_size,
             item_timeout: self.item_timeout,
             retry: self.retry,
@@ -186,9 +188,15 @@ impl PoolBuilder {
         for (slot, worker) in workers.into_iter().enumerate() {
             let name = format!("sk-pool:{}-{slot}", self.name);
             let shared = Arc::clone(&pool.shared);
+            // Dropped when the driver's thread ends: closing waits for the
+            // channel to disconnect.
+            let ended = ended_tx.clone();
             let spawned = thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || driver::drive(shared, slot, worker));
+                .spawn(move || {
+                    let _ended = ended;
+                    driver::drive(shared, slot, worker);
+                });
             match spawned {
                 Ok(handle) => pool.drivers.push(handle),
                 // Dropping `pool` stops what was started.
@@ -263,6 +271,8 @@ fn batch_missing(e: &FunctionError) -> crate::error::WorkerError {
 pub struct Pool {
     shared: Arc<Shared>,
     drivers: Vec<JoinHandle<()>>,
+    /// Disconnects once every driver thread has ended.
+    drivers_ended: crossbeam::channel::Receiver<()>,
     chunk_size: Option<usize>,
     item_timeout: Option<Duration>,
     retry: RetryPolicy,
@@ -525,10 +535,11 @@ impl Drop for Pool {
         for _ in &self.drivers {
             let _ = self.shared.queue.send(Msg::Stop);
         }
-        let deadline = Instant::now() + CLOSE_GRACE;
-        while self.drivers.iter().any(|d| !d.is_finished()) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(2));
-        }
+        // Nothing is ever sent: this returns when every driver has ended
+        // (disconnected) or at the deadline.
+        let _ = self
+            .drivers_ended
+            .recv_deadline(Instant::now() + CLOSE_GRACE);
         // Drivers still busy are waiting on a chunk: end their workers.
         for worker in self.workers() {
             if worker.is_alive() {

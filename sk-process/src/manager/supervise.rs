@@ -1,7 +1,6 @@
 //! The supervision thread of a [`ProcessManager`](super::ProcessManager)
 //! and the stopping of children it shares with the manager.
 
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, Select};
@@ -59,10 +58,9 @@ pub(super) fn stop_all(taken: &[Taken], grace: Duration) -> Vec<String> {
 /// be reported.
 pub(super) fn stop_and_reap(worker: &Worker, grace: Duration) {
     worker.stop(grace);
-    let deadline = Instant::now() + REAP_WAIT;
-    while worker.is_alive() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(2));
-    }
+    let (ended, end) = crossbeam::channel::bounded(1);
+    worker.watch(ended);
+    let _ = end.recv_timeout(REAP_WAIT);
 }
 
 /// The supervision loop: waits for an exit of a current incarnation (or a
