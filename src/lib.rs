@@ -37,6 +37,9 @@
 //! ```
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
+#![warn(missing_debug_implementations)]
 
 /// Serialization (`sk-cereal`): every public item.
 pub mod cereal {

@@ -102,6 +102,9 @@
 //! ```
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
+#![warn(missing_debug_implementations)]
 
 mod blueprint;
 mod builder;

@@ -64,6 +64,30 @@
 //! and the parent-death signal; on any other system it stops the build
 //! with one message saying so.
 //!
+//! # Modules
+//!
+//! Each layer uses only the ones below it (no import circles; `.ci/run`
+//! checks):
+//!
+//! ```text
+//! pool/  manager/ (+ supervisor, commander)  skprocess/  threader  interrupt
+//!    \        |                                  /
+//!     worker/  — Worker, PendingCall; link.rs: the Link trait with
+//!                process.rs and thread.rs; child.rs: the serving loop
+//!        |      \
+//!      hub   spawn  mark  reaper        (the I/O thread, exec, started
+//!        |                               marks, ending dropped workers)
+//!      wire/  — frame.rs, protocol.rs, relay.rs: frames on the channel
+//!        |
+//!  error  vocab (Exit, ChildId, Side, Resource, Hook)  backend  stamp  sys
+//! ```
+//!
+//! In every module with both sides, `child.rs` is the code that runs in
+//! the worker (`worker/child.rs`, `pool/child.rs`, `skprocess/child.rs`);
+//! the rest runs in the parent. `sys.rs` is the only module with `unsafe`
+//! (signal dispositions and one `mmap`, which no safe crate wraps); every
+//! other system call goes through `rustix`.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -89,6 +113,9 @@
 //! ```
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
+#![deny(unreachable_pub)]
+#![warn(missing_debug_implementations)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
@@ -116,6 +143,8 @@ linux_only! {
     mod spawn;
     mod stamp;
     mod supervisor;
+    // The one module with `unsafe`: what no safe crate wraps.
+    #[allow(unsafe_code)]
     mod sys;
     mod threader;
     mod vocab;

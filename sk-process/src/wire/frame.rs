@@ -50,7 +50,7 @@ pub(crate) struct FrameReader<R> {
 
 impl<R: Read> FrameReader<R> {
     /// A reader refusing frames above `max` bytes.
-    pub fn new(inner: R, max: usize) -> Self {
+    pub(crate) fn new(inner: R, max: usize) -> Self {
         FrameReader {
             inner,
             max,
@@ -63,19 +63,19 @@ impl<R: Read> FrameReader<R> {
     }
 
     /// The underlying stream.
-    pub fn get_ref(&self) -> &R {
+    pub(crate) fn get_ref(&self) -> &R {
         &self.inner
     }
 
     /// The underlying stream, mutably (reading from it directly would
     /// break the framing).
-    pub fn get_mut(&mut self) -> &mut R {
+    pub(crate) fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }
 
     /// Whether no frame is partly read.
     #[cfg(test)]
-    pub fn is_between_frames(&self) -> bool {
+    pub(crate) fn is_between_frames(&self) -> bool {
         self.have == 0 && self.filled.is_none()
     }
 
@@ -88,7 +88,7 @@ impl<R: Read> FrameReader<R> {
     /// [`ProtocolError::Truncated`] when the stream ends inside a frame,
     /// [`ProtocolError::Io`] when reading fails (a `WouldBlock` error can
     /// be resumed by calling again).
-    pub fn read_frame(&mut self) -> Result<Option<&[u8]>, ProtocolError> {
+    pub(crate) fn read_frame(&mut self) -> Result<Option<&[u8]>, ProtocolError> {
         if self.filled.is_none() {
             while self.have < self.header.len() {
                 match self.inner.read(&mut self.header[self.have..]) {
@@ -165,7 +165,7 @@ impl<R: Read> FrameReader<R> {
     /// As [`FrameReader::read_frame`], and [`ProtocolError::Malformed`]
     /// when the payload is not a `T`.
     #[cfg(test)]
-    pub fn read<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ProtocolError> {
+    pub(crate) fn read<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ProtocolError> {
         match self.read_frame()? {
             Some(bytes) => Internal::decode(bytes)
                 .map(Some)
