@@ -3,7 +3,8 @@
 
 A file's module is its first path component under src/ (src/handle/x.rs
 belongs to `handle`; lib.rs to the crate root, which is left out: it only
-declares and re-exports). An edge A -> B is any `crate::B` path in A's
+declares and re-exports; test code — files named `*tests.rs` and inline
+`#[cfg(test)] mod` blocks — is left out). An edge A -> B is any `crate::B` path in A's
 files, including inside grouped `use crate::{B::.., C}` imports, and any
 `crate::Name` that lib.rs re-exports from B. Prints
 every strongly connected set of more than one module and exits 1 if any.
@@ -39,6 +40,11 @@ def top_names(group):
 
 
 def edges_of(text):
+    # Test code is left out: an inline `#[cfg(test)] mod x { .. }` runs to
+    # the end of its file by the house convention.
+    test = re.search(r"#\[cfg\(test\)\]\s*(#\[[^\]]*\]\s*)*mod \w+ \{", text)
+    if test:
+        text = text[: test.start()]
     text = re.sub(r"//[^\n]*", "", text)
     out = set()
     for m in re.finditer(r"crate::(\{)?", text):
@@ -73,7 +79,7 @@ def cycles(src):
     mods = {}
     for f in src.rglob("*.rs"):
         rel = f.relative_to(src).parts
-        if rel == ("lib.rs",) or rel == ("main.rs",):
+        if rel == ("lib.rs",) or rel == ("main.rs",) or f.name.endswith("tests.rs"):
             continue
         mod = rel[0][:-3] if rel[0].endswith(".rs") else rel[0]
         mods.setdefault(mod, set()).update(edges_of(f.read_text()))

@@ -1,8 +1,12 @@
 //! The errors of sk-cycle: building a cycle and running it.
 
+use std::time::Duration;
+
+use sk_core::Value;
 use sk_reg::RegistryError;
 
 use crate::coord::Coord;
+use crate::mode::ErrorMode;
 
 /// Why a part, split or edge could not be placed, or a cycle not built.
 ///
@@ -191,7 +195,7 @@ pub enum BuildError {
         /// Its coordinate.
         coord: Coord,
         /// The error mode.
-        mode: crate::mode::ErrorMode,
+        mode: ErrorMode,
     },
     /// A part placed in a process cannot leave this one.
     #[error(
@@ -337,7 +341,7 @@ pub enum RunError {
         iteration: u64,
         /// The part's error.
         #[source]
-        source: std::sync::Arc<crate::part::PartError>,
+        source: std::sync::Arc<PartError>,
     },
     /// The cycle is already running.
     #[error("cycle \"{cycle}\" is already running")]
@@ -356,6 +360,69 @@ pub enum RunError {
     },
 }
 
+/// The error a failed part passes downstream under
+/// [`ErrorMode::Propagate`], and reports in its iteration's outcome.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    /// The part's function returned an error.
+    #[error("part \"{part}\" at {coord} failed: {message}")]
+    Failed {
+        /// The part.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// The error's message (with its sources).
+        message: String,
+    },
+    /// The part overran its timeout.
+    #[error("part \"{part}\" at {coord} timed out after {after:?}")]
+    TimedOut {
+        /// The part.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The part panicked.
+    #[error("part \"{part}\" at {coord} panicked: {message}")]
+    Panicked {
+        /// The part.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// The panic message.
+        message: String,
+    },
+    /// A validator rejected the part's input or output.
+    #[error("part \"{part}\" at {coord}: {which} rejected: {reason}")]
+    Invalid {
+        /// The part.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// `input` or `output`.
+        which: &'static str,
+        /// The validator's message.
+        reason: String,
+    },
+}
+
+/// `value` seen as a `T` by `view` (decoding, or a plain downcast), or
+/// the typed error saying what `what` is instead.
+pub(crate) fn view_as<T>(
+    value: &Value,
+    view: fn(&Value) -> Option<&T>,
+    what: impl FnOnce() -> String,
+) -> Result<&T, ReadError> {
+    view(value).ok_or_else(|| ReadError::Type {
+        what: what(),
+        expected: short_type_name(std::any::type_name::<T>()),
+        found: short_type_name(value.type_name()),
+    })
+}
+
 #[cfg(test)]
 mod chain_tests {
     use sk_testkit::assert_chain_says_each_thing_once as says_once;
@@ -372,7 +439,7 @@ mod chain_tests {
         says_once(&RunError::InstantFail {
             cycle: "c".to_owned(),
             iteration: 3,
-            source: std::sync::Arc::new(crate::part::PartError::Failed {
+            source: std::sync::Arc::new(PartError::Failed {
                 part: "p".to_owned(),
                 coord: crate::Coord::new(1, 1),
                 message: "disk on fire".to_owned(),

@@ -106,6 +106,7 @@
 #![deny(unreachable_pub)]
 #![warn(missing_debug_implementations)]
 
+mod ask;
 mod blueprint;
 mod builder;
 mod coord;
@@ -131,9 +132,9 @@ pub use builder::{CycleBuilder, PartHandle, PartRef, PartSource, SplitItem, SubC
 pub use coord::Coord;
 pub use current::{CurrentPart, RunStore, current_part};
 pub use cycle::Cycle;
-pub use error::{BuildError, ReadError, RunError};
+pub use error::{BuildError, PartError, ReadError, RunError};
 pub use mode::{ErrorMode, PartState, Placement, SyncMode};
-pub use part::{CyclePart, Descendants, Input, Output, PartContext, PartError};
+pub use part::{CyclePart, Descendants, Input, Output, PartContext};
 pub use registry::CycleRegistry;
 pub use report::{CycleStats, IterationReport, PartStats, RunReport, StateCounts, StopReason};
 pub use run::{Run, RunHandle};

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sk_core::{AnyFunction, BoxError, RetryPolicy, StopToken, Value};
 
 use crate::coord::Coord;
-use crate::error::{ReadError, short_type_name};
+use crate::error::{PartError, ReadError, view_as};
 use crate::mode::{ErrorMode, Placement};
 use crate::store::Store;
 
@@ -354,55 +354,6 @@ pub enum Input {
     Error(Arc<PartError>),
 }
 
-/// The error a failed part passes downstream under
-/// [`ErrorMode::Propagate`], and reports in its iteration's outcome.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum PartError {
-    /// The part's function returned an error.
-    #[error("part \"{part}\" at {coord} failed: {message}")]
-    Failed {
-        /// The part.
-        part: String,
-        /// Its coordinate.
-        coord: Coord,
-        /// The error's message (with its sources).
-        message: String,
-    },
-    /// The part overran its timeout.
-    #[error("part \"{part}\" at {coord} timed out after {after:?}")]
-    TimedOut {
-        /// The part.
-        part: String,
-        /// Its coordinate.
-        coord: Coord,
-        /// The timeout.
-        after: Duration,
-    },
-    /// The part panicked.
-    #[error("part \"{part}\" at {coord} panicked: {message}")]
-    Panicked {
-        /// The part.
-        part: String,
-        /// Its coordinate.
-        coord: Coord,
-        /// The panic message.
-        message: String,
-    },
-    /// A validator rejected the part's input or output.
-    #[error("part \"{part}\" at {coord}: {which} rejected: {reason}")]
-    Invalid {
-        /// The part.
-        part: String,
-        /// Its coordinate.
-        coord: Coord,
-        /// `input` or `output`.
-        which: &'static str,
-        /// The validator's message.
-        reason: String,
-    },
-}
-
 /// Everything a running part can see: its input, the outputs of completed
 /// parts, the run's shared store, its stop token.
 pub struct PartContext<'a> {
@@ -483,20 +434,6 @@ impl<T: fmt::Debug> fmt::Debug for Output<T> {
 /// What a read of part `name`'s output reads, for errors.
 pub(crate) fn output_what(name: &str) -> String {
     format!("the output of part \"{name}\"")
-}
-
-/// `value` seen as a `T` by `view` (decoding, or a plain downcast), or
-/// the typed error saying what `what` is instead.
-pub(crate) fn view_as<T>(
-    value: &Value,
-    view: fn(&Value) -> Option<&T>,
-    what: impl FnOnce() -> String,
-) -> Result<&T, ReadError> {
-    view(value).ok_or_else(|| ReadError::Type {
-        what: what(),
-        expected: short_type_name(std::any::type_name::<T>()),
-        found: short_type_name(value.type_name()),
-    })
 }
 
 impl<'a> PartContext<'a> {

@@ -8,10 +8,9 @@ use std::time::Duration;
 use sk_core::{StatsSummary, Value};
 
 use crate::coord::Coord;
-use crate::engine::Runtime;
+use crate::error::PartError;
 use crate::error::ReadError;
 use crate::mode::PartState;
-use crate::part::PartError;
 use crate::trace::Trace;
 
 /// The end of one iteration of one lane: every part's state, output and
@@ -33,43 +32,6 @@ pub struct IterationReport {
 }
 
 impl IterationReport {
-    pub(crate) fn capture(
-        rt: &Runtime,
-        lane: u32,
-        iteration: u64,
-        duration: Duration,
-        names: &Arc<[Arc<str>]>,
-        coords: &Arc<[Coord]>,
-    ) -> IterationReport {
-        let parts = rt.plan.parts.len();
-        let mut states = vec![None; parts];
-        let mut outputs = vec![None; parts];
-        let mut errors = vec![None; parts];
-        for (id, part) in rt.plan.parts.iter().enumerate() {
-            if part.lane != lane {
-                continue;
-            }
-            let id32 = id as u32;
-            states[id] = rt.state(id32);
-            outputs[id] = rt.output(id32, lane);
-            errors[id] = rt.error(id32);
-        }
-        IterationReport {
-            lane,
-            iteration,
-            duration,
-            error_state: rt.lanes[lane as usize]
-                .error_state
-                .load(std::sync::atomic::Ordering::Relaxed),
-            names: Arc::clone(names),
-            coords: Arc::clone(coords),
-            tree: Arc::clone(&rt.plan.tree_children),
-            states,
-            outputs,
-            errors,
-        }
-    }
-
     fn id_of(&self, name: &str) -> Option<usize> {
         self.names.iter().position(|n| &**n == name)
     }
@@ -175,7 +137,7 @@ impl IterationReport {
                 part: name.to_owned(),
                 state: self.states[id].map_or_else(|| "not run".to_owned(), |s| s.to_string()),
             })?;
-        crate::part::view_as(value, Value::get::<T>, || {
+        crate::error::view_as(value, Value::get::<T>, || {
             format!("the output of part \"{name}\"")
         })
     }

@@ -338,10 +338,7 @@ impl Cycle {
         let coords: Arc<[Coord]> = self.plan.parts.iter().map(|p| p.coord).collect();
         let lanes = self.plan.lanes.len();
         let outcomes: Vec<LaneOutcome> = if lanes == 1 {
-            vec![
-                rt.pool
-                    .install(|| drive_lane(rt, 0, &run, &halt, true, &names, &coords)),
-            ]
+            vec![rt.install(|| drive_lane(rt, 0, &run, &halt, true, &names, &coords))]
         } else {
             let results = Mutex::new(Vec::new());
             thread::scope(|scope| {
@@ -469,8 +466,7 @@ fn drive_lane(
             outcome.errors += 1;
         }
         if wants_report {
-            let report =
-                IterationReport::capture(rt, lane as u32, iteration, last_duration, names, coords);
+            let report = rt.iteration_report(lane as u32, iteration, last_duration, names, coords);
             if let Some(observer) = &run.observer {
                 observer(&report);
             }
@@ -501,14 +497,8 @@ fn drive_lane(
             .as_ref()
             .is_none_or(|l| l.iteration != last_iteration)
     {
-        outcome.last = Some(IterationReport::capture(
-            rt,
-            lane as u32,
-            last_iteration,
-            last_duration,
-            names,
-            coords,
-        ));
+        outcome.last =
+            Some(rt.iteration_report(lane as u32, last_iteration, last_duration, names, coords));
     }
     outcome
 }
@@ -547,7 +537,7 @@ fn build_report(
         errors += o.errors;
     }
     RunReport {
-        cycle: rt.cycle.to_string(),
+        cycle: rt.cycle().to_owned(),
         iterations: lane_iterations,
         error_iterations: errors,
         reason,

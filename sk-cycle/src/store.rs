@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use sk_core::Value;
 
 use crate::error::ReadError;
-use crate::part::view_as;
+use crate::error::view_as;
 
 /// One value and the revision it was written at.
 #[derive(Clone)]

@@ -180,8 +180,9 @@ linux_only! {
     pub mod __private {
         pub use crate::wire::__call_frame_sizes;
         pub use crate::skprocess::process_spec;
+        pub use crate::spawn::WorkerEntry;
         pub use crate::worker::child::{
-            __close_channel_to_parent, __write_raw_to_parent, ProcessInit, WorkerEntry,
+            __close_channel_to_parent, __write_raw_to_parent, ProcessInit,
         };
         pub use inventory;
         pub use sk_core::__private::StaticFunction;

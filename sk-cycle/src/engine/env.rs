@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sk_core::Value;
 
 use super::Runtime;
+use crate::ask::{Asker, Question, Reply};
 use crate::coord::Coord;
 use crate::error::ReadError;
 use crate::part::ContextEnv;
@@ -73,4 +74,51 @@ impl ContextEnv for Env<'_> {
     fn store(&self) -> &Store {
         &self.rt.store
     }
+}
+
+scoped_tls::scoped_thread_local!(static RUNTIME: Runtime);
+
+thread_local! {
+    /// The part this thread runs, when it runs a function part of the
+    /// run in `RUNTIME`: (lane, node, iteration, attempt).
+    static AT: std::cell::Cell<(u32, u32, u64, u32)> = const { std::cell::Cell::new((0, 0, 0, 0)) };
+}
+
+/// Runs `f`, function part `node` of `rt` on this thread, so that its
+/// code's questions (`current_part`) are answered here.
+pub(crate) fn enter<R>(
+    rt: &Runtime,
+    lane: u32,
+    node: u32,
+    iteration: u64,
+    attempt: u32,
+    f: impl FnOnce() -> R,
+) -> R {
+    let outer = AT.with(|at| at.replace((lane, node, iteration, attempt)));
+    let result = RUNTIME.set(rt, f);
+    AT.with(|at| at.set(outer));
+    result
+}
+
+/// Answers `question` for the function part this thread runs; the
+/// question back when it runs none.
+pub(crate) fn respond_here(
+    question: Question<Value>,
+) -> Result<Reply<Arc<Value>>, Question<Value>> {
+    if !RUNTIME.is_set() {
+        return Err(question);
+    }
+    let (lane, node, iteration, attempt) = AT.with(std::cell::Cell::get);
+    Ok(RUNTIME.with(|rt| {
+        let env = rt.env(lane);
+        let pp = &rt.plan.parts[node as usize];
+        Asker {
+            env: &env,
+            part: &pp.part.name,
+            coord: pp.coord,
+            iteration,
+            attempt,
+        }
+        .respond(question)
+    }))
 }

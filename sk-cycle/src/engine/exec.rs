@@ -13,8 +13,9 @@ use sk_core::{
 };
 
 use super::{Poison, Runtime};
+use crate::error::PartError;
 use crate::mode::{ErrorMode, PartState};
-use crate::part::{Input, PartContext, PartError, PartFn, ValidatorFn, Work};
+use crate::part::{Input, PartContext, PartFn, ValidatorFn, Work};
 use crate::plan::PlanPart;
 use crate::trace::TraceEvent;
 
@@ -320,7 +321,7 @@ impl Runtime {
                     // A function has no context: its code asks for the
                     // part with `current_part`.
                     Work::Function(f) => {
-                        crate::current::enter(self, pp.lane, node, iteration, number, || {
+                        super::enter(self, pp.lane, node, iteration, number, || {
                             match f.as_handle() {
                                 Some(handle) => handle
                                     .execute_value_with(&crate::process::input_args(handle, input))
@@ -366,7 +367,7 @@ impl Runtime {
             attempts = number;
             check_input(pp, input)?;
             // The function's reads of its run come here as questions.
-            let asker = crate::current::Asker {
+            let asker = crate::ask::Asker {
                 env: &env,
                 part: &part.name,
                 coord: pp.coord,

@@ -45,14 +45,15 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use sk_core::{RateLimiter, StopToken, Value, WindowStats};
 
+use crate::error::PartError;
 use crate::mode::PartState;
-use crate::part::{Input, PartError};
+use crate::part::Input;
 use crate::plan::{DATA, Plan};
 use crate::store::Store;
 use crate::trace::TraceLog;
 
 pub(crate) use component::Component;
-pub(crate) use env::Env;
+pub(crate) use env::{Env, enter, respond_here};
 pub(crate) use exec::Finish;
 use gate::Gate;
 pub(crate) use life::{Engine, EngineSetup};
@@ -152,39 +153,39 @@ pub(crate) struct EngineOptions {
 
 /// One run of a cycle: the plan plus everything mutable.
 pub(crate) struct Runtime {
-    pub(crate) plan: Arc<Plan>,
-    pub(super) cycle: Arc<str>,
-    pub(super) pool: Arc<rayon::ThreadPool>,
+    plan: Arc<Plan>,
+    cycle: Arc<str>,
+    pool: Arc<rayon::ThreadPool>,
     nodes: Box<[NodeRt]>,
-    pub(super) lanes: Box<[LaneRt]>,
-    pub(super) store: Arc<Store>,
+    lanes: Box<[LaneRt]>,
+    store: Arc<Store>,
     /// Set on instant fail: parts see it through their stop token.
-    pub(super) cancel: StopToken,
-    pub(super) abort: AtomicBool,
-    pub(super) instant_error: Mutex<Option<Arc<PartError>>>,
+    cancel: StopToken,
+    abort: AtomicBool,
+    instant_error: Mutex<Option<Arc<PartError>>>,
     gates: Box<[Gate]>,
     /// Part starts per second (see `PlanPart::rates`).
     rates: Box<[RateLimiter]>,
-    pub(super) components: Vec<Component>,
-    pub(super) watchdog: Mutex<Option<Watchdog>>,
+    components: Vec<Component>,
+    watchdog: Mutex<Option<Watchdog>>,
     /// Worker processes for parts placed in processes.
-    pub(super) processes: Option<Arc<crate::process::ProcessRunner>>,
+    processes: Option<Arc<crate::process::ProcessRunner>>,
     generation: AtomicU64,
     /// Timed parts still running on their own threads (late ones too).
-    pub(super) timed_running: AtomicUsize,
+    timed_running: AtomicUsize,
     /// The threads parts ran on of their own (timed, process calls), so
     /// the run can join them; finished ones are let go as new ones come.
-    pub(super) own_threads: Mutex<Vec<thread::JoinHandle<()>>>,
-    pub(super) options: EngineOptions,
+    own_threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    options: EngineOptions,
     /// Per-part timing: a few hundred bytes each, however large the cycle.
-    pub(super) stats: Box<[Mutex<WindowStats>]>,
-    pub(super) tallies: Box<[Tally]>,
+    stats: Box<[Mutex<WindowStats>]>,
+    tallies: Box<[Tally]>,
     /// Per part: attempts beyond each iteration's first.
-    pub(super) retries: Box<[AtomicU64]>,
-    pub(super) trace: Mutex<TraceLog>,
+    retries: Box<[AtomicU64]>,
+    trace: Mutex<TraceLog>,
     /// This run's number (distinct from every other run's in the process).
-    pub(super) run_id: u64,
-    pub(super) epoch: Instant,
+    run_id: u64,
+    epoch: Instant,
     /// Latest output of every part, kept only when there are several lanes.
     latest: Box<[Mutex<Option<Arc<Value>>>]>,
     /// Where parts run, one per site (see `place.rs`).

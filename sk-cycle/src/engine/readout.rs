@@ -7,11 +7,23 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Runtime;
+use crate::coord::Coord;
+use crate::error::PartError;
 use crate::mode::PartState;
-use crate::part::PartError;
 use crate::trace::TraceLog;
 
 impl Runtime {
+    /// The cycle's name.
+    pub(crate) fn cycle(&self) -> &str {
+        &self.cycle
+    }
+
+    /// Runs `f` on the run's pool (the calling thread becomes one of its
+    /// threads until `f` returns).
+    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     /// Whether an instant fail stopped the run.
     pub(crate) fn aborted(&self) -> bool {
         self.abort.load(Ordering::Acquire)
@@ -79,5 +91,42 @@ impl Runtime {
                     .unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// What iteration `iteration` of `lane`, which took `duration`, came
+    /// to: every part's state, output and error.
+    pub(crate) fn iteration_report(
+        &self,
+        lane: u32,
+        iteration: u64,
+        duration: Duration,
+        names: &Arc<[Arc<str>]>,
+        coords: &Arc<[Coord]>,
+    ) -> crate::report::IterationReport {
+        let parts = self.plan.parts.len();
+        let mut states = vec![None; parts];
+        let mut outputs = vec![None; parts];
+        let mut errors = vec![None; parts];
+        for (id, part) in self.plan.parts.iter().enumerate() {
+            if part.lane != lane {
+                continue;
+            }
+            let id32 = id as u32;
+            states[id] = self.state(id32);
+            outputs[id] = self.output(id32, lane);
+            errors[id] = self.error(id32);
+        }
+        crate::report::IterationReport {
+            lane,
+            iteration,
+            duration,
+            error_state: self.lane_in_error(lane as usize),
+            names: Arc::clone(names),
+            coords: Arc::clone(coords),
+            tree: Arc::clone(&self.plan.tree_children),
+            states,
+            outputs,
+            errors,
+        }
     }
 }

@@ -34,6 +34,7 @@ use crate::wire::{
     Answer, DEFAULT_MAX_FRAME, Encoded, Ended, FromWorker, Relay, RemoteFailure, Router,
     StorageOp, StorageReply, ToWorker, Waited, encode_frame, send_frame,
 };
+use crate::spawn::{ENV_FD, ENV_NAME, ENV_PARENT, ENV_ROOT};
 use crate::stamp::Stamp;
 
 mod talk;
@@ -41,16 +42,6 @@ mod talk;
 use talk::{InCall, LINE, Line};
 pub use talk::{ask_parent, listen_parent, tell_parent};
 
-/// The channel's file descriptor in a worker process, as started: its
-/// standard input (which the worker side reads as [`stdin`]).
-///
-/// [`stdin`]: rustix::stdio::stdin
-pub(crate) const WORKER_FD: i32 = rustix::stdio::raw_stdin();
-pub(crate) const ENV_FD: &str = "SK_WORKER_FD";
-pub(crate) const ENV_NAME: &str = "SK_WORKER_NAME";
-pub(crate) const ENV_PARENT: &str = "SK_PARENT_PID";
-/// The parent's project root ([`SkRoot`](sk_reg::SkRoot)), when it has one.
-pub(crate) const ENV_ROOT: &str = "SK_ROOT";
 
 /// How often a worker process says it is alive.
 const HEARTBEAT: Duration = Duration::from_millis(250);
@@ -84,37 +75,6 @@ impl ProcessInit {
 
 inventory::collect!(ProcessInit);
 
-/// How the test harness must be started to reach the worker entry test
-/// made by [`worker_test!`](crate::worker_test).
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct WorkerEntry {
-    pub(crate) test_name: &'static str,
-}
-
-impl WorkerEntry {
-    #[doc(hidden)]
-    pub const fn test(test_name: &'static str) -> Self {
-        WorkerEntry { test_name }
-    }
-}
-
-inventory::collect!(WorkerEntry);
-
-/// The arguments that start this binary as a worker.
-pub(crate) fn worker_args() -> Vec<String> {
-    match inventory::iter::<WorkerEntry>.into_iter().next() {
-        Some(entry) => vec![
-            entry.test_name.to_owned(),
-            "--exact".to_owned(),
-            "--include-ignored".to_owned(),
-            "--nocapture".to_owned(),
-            "--test-threads=1".to_owned(),
-            "--quiet".to_owned(),
-        ],
-        None => Vec::new(),
-    }
-}
 
 /// Whether this process is a worker.
 pub fn is_worker() -> bool {

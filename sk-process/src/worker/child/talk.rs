@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver};
 
-use super::{Asked, ENV_NAME, Outbox, WorkerLink};
+use super::{Asked, Outbox, WorkerLink};
+use crate::spawn::ENV_NAME;
 use crate::error::ProtocolError;
 use crate::wire::{Answer, FromWorker};
 

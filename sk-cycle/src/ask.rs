@@ -1,0 +1,235 @@
+//! The questions a part's code asks its run, and how the run answers
+//! them: [`Asker`] answers by the rules a `PartContext` reads by —
+//! directly for a function part on a thread of the run, or as bytes for a
+//! part in a worker process (see `current.rs` for the asking side).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sk_core::Value;
+
+use crate::coord::Coord;
+use crate::error::ReadError;
+use crate::part::{ContextEnv, output_what};
+use crate::store;
+
+/// The part a running part's code belongs to, as its run sees it.
+pub(crate) struct Asker<'a> {
+    pub(crate) env: &'a dyn ContextEnv,
+    pub(crate) part: &'a str,
+    pub(crate) coord: Coord,
+    pub(crate) iteration: u64,
+    pub(crate) attempt: u32,
+}
+
+/// What a part's code asks its run.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Question<V> {
+    Who,
+    Output(String),
+    OutputAt(Coord),
+    Below(String),
+    StoreGet(String),
+    StoreSet(String, V),
+    StoreSwap {
+        key: String,
+        expected: Option<u64>,
+        new: V,
+    },
+    StoreRemove(String),
+    StoreContains(String),
+    StoreKeys,
+}
+
+/// The run's answer.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Reply<V> {
+    Who(Identity),
+    Value(Result<V, ReadError>),
+    Below(Result<Vec<(String, Option<V>)>, ReadError>),
+    Revision(Result<(V, u64), ReadError>),
+    Written(Option<u64>),
+    Flag(bool),
+    Keys(Vec<String>),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Identity {
+    pub(crate) part: String,
+    pub(crate) coord: Coord,
+    pub(crate) iteration: u64,
+    pub(crate) attempt: u32,
+}
+
+/// A value crossing the process boundary: its type name and its bytes in
+/// the internal format.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Wire {
+    type_name: String,
+    bytes: Vec<u8>,
+}
+
+impl Wire {
+    fn of(value: &Value, what: impl FnOnce() -> String) -> Result<Wire, ReadError> {
+        match value.encode() {
+            Ok(bytes) => Ok(Wire {
+                type_name: value.type_name().to_owned(),
+                bytes,
+            }),
+            Err(_) => Err(ReadError::LocalOnly { what: what() }),
+        }
+    }
+
+    fn value(self) -> Arc<Value> {
+        Arc::new(Value::from_encoded(self.type_name, self.bytes))
+    }
+}
+
+impl Asker<'_> {
+    fn reader(&self) -> String {
+        format!("part \"{}\"", self.part)
+    }
+
+    /// Answers `question` by the rules a [`PartContext`](crate::PartContext)
+    /// reads by.
+    pub(crate) fn respond(&self, question: Question<Value>) -> Reply<Arc<Value>> {
+        let store = self.env.store();
+        match question {
+            Question::Who => Reply::Who(Identity {
+                part: self.part.to_owned(),
+                coord: self.coord,
+                iteration: self.iteration,
+                attempt: self.attempt,
+            }),
+            Question::Output(name) => Reply::Value(self.env.read(self.part, &name)),
+            Question::OutputAt(coord) => Reply::Value(match self.env.name_at(coord) {
+                Some(name) => self.env.read(self.part, name),
+                None => Err(ReadError::Unknown {
+                    reader: self.reader(),
+                    part: coord.to_string(),
+                }),
+            }),
+            Question::Below(name) => Reply::Below(
+                self.env
+                    .subtree_latest(&name)
+                    .map(|below| {
+                        below
+                            .into_iter()
+                            .map(|(part, value)| (part.to_string(), value))
+                            .collect()
+                    })
+                    .ok_or_else(|| ReadError::Unknown {
+                        reader: self.reader(),
+                        part: name,
+                    }),
+            ),
+            Question::StoreGet(key) => Reply::Revision(store.get_revision(&key)),
+            Question::StoreSet(key, value) => Reply::Written(Some(store.set_value(key, value))),
+            Question::StoreSwap { key, expected, new } => {
+                Reply::Written(store.compare_and_set(&key, expected, new))
+            }
+            Question::StoreRemove(key) => Reply::Flag(store.remove(&key)),
+            Question::StoreContains(key) => Reply::Flag(store.contains(&key)),
+            Question::StoreKeys => Reply::Keys(store.keys()),
+        }
+    }
+
+    /// Answers a question from a part in a worker process: `question` and
+    /// the answer in the internal format.
+    pub(crate) fn answer(&self, question: &[u8]) -> Result<Vec<u8>, String> {
+        let question: Question<Wire> = sk_cereal::Internal::decode(question)
+            .map_err(|e| format!("a question the run cannot read: {e}"))?;
+        let what = match &question {
+            Question::Output(name) => output_what(name),
+            Question::OutputAt(coord) => format!("the output of the part at {coord}"),
+            Question::StoreGet(key) => store::what(key),
+            _ => String::new(),
+        };
+        let reply = self.respond(question_from_wire(question));
+        let reply = reply_to_wire(reply, what);
+        sk_cereal::Internal::encode(&reply).map_err(|e| format!("cannot send the answer: {e}"))
+    }
+}
+
+fn question_from_wire(question: Question<Wire>) -> Question<Value> {
+    let value = |wire: Wire| Value::from_encoded(wire.type_name, wire.bytes);
+    match question {
+        Question::StoreSet(key, new) => Question::StoreSet(key, value(new)),
+        Question::StoreSwap { key, expected, new } => Question::StoreSwap {
+            key,
+            expected,
+            new: value(new),
+        },
+        Question::Who => Question::Who,
+        Question::Output(name) => Question::Output(name),
+        Question::OutputAt(coord) => Question::OutputAt(coord),
+        Question::Below(name) => Question::Below(name),
+        Question::StoreGet(key) => Question::StoreGet(key),
+        Question::StoreRemove(key) => Question::StoreRemove(key),
+        Question::StoreContains(key) => Question::StoreContains(key),
+        Question::StoreKeys => Question::StoreKeys,
+    }
+}
+
+pub(crate) fn question_to_wire(question: Question<Value>) -> Result<Question<Wire>, ReadError> {
+    Ok(match question {
+        Question::StoreSet(key, new) => {
+            let new = Wire::of(&new, || store::what(&key))?;
+            Question::StoreSet(key, new)
+        }
+        Question::StoreSwap { key, expected, new } => Question::StoreSwap {
+            new: Wire::of(&new, || store::what(&key))?,
+            key,
+            expected,
+        },
+        Question::Who => Question::Who,
+        Question::Output(name) => Question::Output(name),
+        Question::OutputAt(coord) => Question::OutputAt(coord),
+        Question::Below(name) => Question::Below(name),
+        Question::StoreGet(key) => Question::StoreGet(key),
+        Question::StoreRemove(key) => Question::StoreRemove(key),
+        Question::StoreContains(key) => Question::StoreContains(key),
+        Question::StoreKeys => Question::StoreKeys,
+    })
+}
+
+/// `reply` for the wire; a value that cannot cross is `what`'s
+/// [`ReadError::LocalOnly`] (a descendant's is left out).
+fn reply_to_wire(reply: Reply<Arc<Value>>, what: String) -> Reply<Wire> {
+    match reply {
+        Reply::Value(value) => Reply::Value(value.and_then(|v| Wire::of(&v, || what))),
+        Reply::Revision(got) => {
+            Reply::Revision(got.and_then(|(v, revision)| Ok((Wire::of(&v, || what)?, revision))))
+        }
+        Reply::Below(below) => Reply::Below(below.map(|below| {
+            below
+                .into_iter()
+                .map(|(part, v)| {
+                    let wire = v.and_then(|v| Wire::of(&v, String::new).ok());
+                    (part, wire)
+                })
+                .collect()
+        })),
+        Reply::Who(who) => Reply::Who(who),
+        Reply::Written(revision) => Reply::Written(revision),
+        Reply::Flag(flag) => Reply::Flag(flag),
+        Reply::Keys(keys) => Reply::Keys(keys),
+    }
+}
+
+pub(crate) fn reply_from_wire(reply: Reply<Wire>) -> Reply<Arc<Value>> {
+    match reply {
+        Reply::Value(value) => Reply::Value(value.map(Wire::value)),
+        Reply::Revision(got) => Reply::Revision(got.map(|(v, revision)| (v.value(), revision))),
+        Reply::Below(below) => Reply::Below(below.map(|below| {
+            below
+                .into_iter()
+                .map(|(part, v)| (part, v.map(Wire::value)))
+                .collect()
+        })),
+        Reply::Who(who) => Reply::Who(who),
+        Reply::Written(revision) => Reply::Written(revision),
+        Reply::Flag(flag) => Reply::Flag(flag),
+        Reply::Keys(keys) => Reply::Keys(keys),
+    }
+}
