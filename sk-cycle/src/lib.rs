@@ -76,6 +76,25 @@
 //! `pipe`) carry a failure to dependents; ordering edges (`after`, level
 //! barriers, sequential order) only order.
 //!
+//! # Modules
+//!
+//! Each layer uses only the ones below it (no import circles; `.ci/run`
+//! checks):
+//!
+//! ```text
+//! run, registry, cycle, current            running a cycle; function parts' reads
+//!   |
+//! engine/  — life (Engine: setup, teardown), mod (scheduling), exec (one
+//!   |        part), place (Place: where a part runs), env, readout, gate,
+//!   |        timer, component
+//!   |
+//! plan  process  ask  trace  render, cycle_render   compiled cycle; worker
+//!   |                                               processes; questions
+//! builder/ (tree, items) -> blueprint              placing parts
+//!   |
+//! part  store  report  mode  coord  error  ctrl_c   the vocabulary
+//! ```
+//!
 //! # Examples
 //!
 //! ```

@@ -121,21 +121,21 @@ impl fmt::Display for ChildId {
     }
 }
 
-/// One of the lifecycle hooks of an [`SkProcess`].
+/// One of the lifecycle hooks of an [`SkProcess`](crate::SkProcess).
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Hook {
-    /// [`SkProcess::prerun`].
+    /// [`SkProcess::prerun`](crate::SkProcess::prerun).
     Prerun,
-    /// [`SkProcess::run`].
+    /// [`SkProcess::run`](crate::SkProcess::run).
     Run,
-    /// [`SkProcess::postrun`].
+    /// [`SkProcess::postrun`](crate::SkProcess::postrun).
     Postrun,
-    /// [`SkProcess::onfinish`].
+    /// [`SkProcess::onfinish`](crate::SkProcess::onfinish).
     Onfinish,
-    /// [`SkProcess::result`].
+    /// [`SkProcess::result`](crate::SkProcess::result).
     Result,
-    /// [`SkProcess::error`].
+    /// [`SkProcess::error`](crate::SkProcess::error).
     Error,
 }
 
