@@ -87,8 +87,8 @@ pub use sk_cycle::{
     current_part,
 };
 pub use sk_process::{
-    BACKEND_ENV, Backend, Budget, BudgetError, ChildId, ChildInfo, ChildSpec, ChildState, Exit,
-    Hook, HookTimings, ItemError, ManagerError, ManagerEvent, PendingCall, Pool, PoolBuilder,
+    Answerer, BACKEND_ENV, Backend, Budget, BudgetError, ChildId, ChildInfo, ChildSpec, ChildState,
+    Exit, Hook, HookTimings, ItemError, ManagerError, ManagerEvent, PendingCall, Pool, PoolBuilder,
     PoolError, ProcessCommander, ProcessConfig, ProcessContext, ProcessManager, ProtocolError,
     Restart, RestartStrategy, Side, SkProcess, SkProcessError, SkProcessHandle, ThreadError,
     ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader, Worker, WorkerError,
