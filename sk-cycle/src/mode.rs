@@ -171,6 +171,7 @@ impl PartState {
     }
 
     /// Where the state is in [`PartState::ALL`].
+    #[inline]
     pub(crate) fn index(self) -> usize {
         self as usize - 1
     }

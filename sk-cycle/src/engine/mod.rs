@@ -85,6 +85,7 @@ pub(crate) enum Poison {
 
 impl Poison {
     /// The poison stored as `v`.
+    #[inline]
     fn from_u8(v: u8) -> Poison {
         match v {
             0 => Poison::None,
@@ -103,6 +104,7 @@ impl Tally {
     /// One more end in `state`. One thread completes a node per
     /// iteration, and iterations of a lane are ordered: a plain increment,
     /// not a read-modify-write.
+    #[inline]
     fn bump(&self, state: PartState) {
         let count = &self.0[state.index()];
         count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -484,6 +486,16 @@ impl Runtime {
         if let Some(work) = &part.plain {
             return Step::Done(self.execute_plain(node, part, &**work));
         }
+        self.process_placed(node, admitted)
+    }
+
+    /// [`process`](Self::process) for a part off the fast path: its
+    /// conditions, gate and rate, then its place. Kept out of line, so the
+    /// fast path stays small enough to inline where it is hot.
+    #[inline(never)]
+    fn process_placed(self: &Arc<Self>, node: u32, admitted: bool) -> Step {
+        let n = &self.nodes[node as usize];
+        let part = &self.plan.parts[node as usize];
         let input = self.input_for(node);
         if !admitted {
             if !self.conditions_hold(node, &input) {
