@@ -10,6 +10,10 @@
 //! assert_eq!(answer, 42);
 //! ```
 
+#![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
+#![warn(missing_debug_implementations)]
+
 use std::panic;
 use std::sync::mpsc;
 use std::thread;
