@@ -151,46 +151,44 @@ impl Asker<'_> {
     }
 }
 
+impl<V> Question<V> {
+    /// The same question with its value (if any) mapped by `f`, which is
+    /// given the store key the value is for.
+    fn try_map<W, E>(self, f: impl FnOnce(&str, V) -> Result<W, E>) -> Result<Question<W>, E> {
+        Ok(match self {
+            Question::StoreSet(key, new) => {
+                let new = f(&key, new)?;
+                Question::StoreSet(key, new)
+            }
+            Question::StoreSwap { key, expected, new } => Question::StoreSwap {
+                new: f(&key, new)?,
+                key,
+                expected,
+            },
+            Question::Who => Question::Who,
+            Question::Output(name) => Question::Output(name),
+            Question::OutputAt(coord) => Question::OutputAt(coord),
+            Question::Below(name) => Question::Below(name),
+            Question::StoreGet(key) => Question::StoreGet(key),
+            Question::StoreRemove(key) => Question::StoreRemove(key),
+            Question::StoreContains(key) => Question::StoreContains(key),
+            Question::StoreKeys => Question::StoreKeys,
+        })
+    }
+}
+
 fn question_from_wire(question: Question<Wire>) -> Question<Value> {
-    let value = |wire: Wire| Value::from_encoded(wire.type_name, wire.bytes);
-    match question {
-        Question::StoreSet(key, new) => Question::StoreSet(key, value(new)),
-        Question::StoreSwap { key, expected, new } => Question::StoreSwap {
-            key,
-            expected,
-            new: value(new),
-        },
-        Question::Who => Question::Who,
-        Question::Output(name) => Question::Output(name),
-        Question::OutputAt(coord) => Question::OutputAt(coord),
-        Question::Below(name) => Question::Below(name),
-        Question::StoreGet(key) => Question::StoreGet(key),
-        Question::StoreRemove(key) => Question::StoreRemove(key),
-        Question::StoreContains(key) => Question::StoreContains(key),
-        Question::StoreKeys => Question::StoreKeys,
+    let decoded = question.try_map(|_, wire| {
+        Ok::<_, std::convert::Infallible>(Value::from_encoded(wire.type_name, wire.bytes))
+    });
+    match decoded {
+        Ok(question) => question,
+        Err(never) => match never {},
     }
 }
 
 pub(crate) fn question_to_wire(question: Question<Value>) -> Result<Question<Wire>, ReadError> {
-    Ok(match question {
-        Question::StoreSet(key, new) => {
-            let new = Wire::of(&new, || store::what(&key))?;
-            Question::StoreSet(key, new)
-        }
-        Question::StoreSwap { key, expected, new } => Question::StoreSwap {
-            new: Wire::of(&new, || store::what(&key))?,
-            key,
-            expected,
-        },
-        Question::Who => Question::Who,
-        Question::Output(name) => Question::Output(name),
-        Question::OutputAt(coord) => Question::OutputAt(coord),
-        Question::Below(name) => Question::Below(name),
-        Question::StoreGet(key) => Question::StoreGet(key),
-        Question::StoreRemove(key) => Question::StoreRemove(key),
-        Question::StoreContains(key) => Question::StoreContains(key),
-        Question::StoreKeys => Question::StoreKeys,
-    })
+    question.try_map(|key, value| Wire::of(&value, || store::what(key)))
 }
 
 /// `reply` for the wire; a value that cannot cross is `what`'s
