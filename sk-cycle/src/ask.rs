@@ -188,7 +188,17 @@ fn question_from_wire(question: Question<Wire>) -> Question<Value> {
 }
 
 pub(crate) fn question_to_wire(question: Question<Value>) -> Result<Question<Wire>, ReadError> {
-    question.try_map(|key, value| Wire::of(&value, || store::what(key)))
+    // Only serializable values are written (`RunStore::set`, `update`):
+    // one that does not encode failed to serialize.
+    question.try_map(|key, value| match value.encode() {
+        Ok(bytes) => Ok(Wire {
+            type_name: value.type_name().to_owned(),
+            bytes,
+        }),
+        Err(e) => Err(ReadError::Unreachable {
+            why: format!("cannot send the value for \"{key}\": {e}"),
+        }),
+    })
 }
 
 /// `reply` for the wire; a value that cannot cross is `what`'s

@@ -462,3 +462,58 @@ fn current_part_outside_a_part_says_so() {
         );
     })
 }
+
+/// Panics: a function part that never returns.
+#[sk_core::function(crate = ::sk_core)]
+fn boom() -> u8 {
+    panic!("boom")
+}
+
+/// The run's one-thread pool, shared by `outer` and the cycle it runs.
+static SHARED_POOL: std::sync::OnceLock<std::sync::Arc<rayon::ThreadPool>> =
+    std::sync::OnceLock::new();
+
+/// Runs a cycle whose function part panics, on this same pool thread, then
+/// asks who it is.
+#[sk_core::function(crate = ::sk_core)]
+fn outer() -> String {
+    let pool = std::sync::Arc::clone(SHARED_POOL.get().expect("set by the test"));
+    let mut b = CycleBuilder::new("inner");
+    b.add(CyclePart::function("boom", handle("boom")), 1)
+        .unwrap();
+    let inner = b.build().unwrap().run(Run::once().pool(pool)).unwrap();
+    assert_eq!(
+        inner.last().unwrap().state_of("boom"),
+        Some(PartState::Failed)
+    );
+    sk_cycle::current_part()
+        .map(|p| p.name().to_owned())
+        .unwrap_or_else(|e| e.to_string())
+}
+
+#[test]
+fn a_function_part_keeps_its_identity_after_a_nested_part_panics() {
+    guarded(|| {
+        let pool = std::sync::Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap(),
+        );
+        SHARED_POOL.set(std::sync::Arc::clone(&pool)).unwrap();
+        // `outer` is the outer cycle's second part, `boom` the inner one's
+        // first: a thread left with boom's place would name `start`.
+        let mut b = CycleBuilder::new("outer-cycle");
+        b.add(CyclePart::new("start", |_| ()), 1).unwrap();
+        b.add(CyclePart::function("outer", handle("outer")), 2).unwrap();
+        let report = b.build().unwrap().run(Run::once().pool(pool)).unwrap();
+        assert_eq!(
+            report
+                .last()
+                .unwrap()
+                .output_get::<String>("outer")
+                .map(String::as_str),
+            Some("outer")
+        );
+    })
+}

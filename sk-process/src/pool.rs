@@ -199,8 +199,12 @@ impl PoolBuilder {
                 });
             match spawned {
                 Ok(handle) => pool.drivers.push(handle),
-                // Dropping `pool` stops what was started.
-                Err(source) => return Err(PoolError::Thread { name, source }),
+                Err(source) => {
+                    // Dropping `pool` stops what was started; it waits for
+                    // the drivers' channel to close, so close our end first.
+                    drop(ended_tx);
+                    return Err(PoolError::Thread { name, source });
+                }
             }
         }
         Ok(pool)

@@ -43,14 +43,16 @@ pub(crate) fn reap(mut child: Child, grace: Duration) {
     });
     let deadline = Instant::now() + grace;
     match reaper {
-        Some(tx) if !grace.is_zero() => {
+        // Even without grace: the wait for a killed process is the
+        // reaper's, never the caller's (it may be the I/O thread).
+        Some(tx) => {
             if let Err(e) = tx.send((child, deadline)) {
                 let (mut child, _) = e.into_inner();
                 settle(&mut child, deadline, deadline);
             }
         }
-        // No reaper thread (or no grace): kill and reap here.
-        _ => {
+        // No reaper thread: kill and reap here.
+        None => {
             settle(&mut child, deadline, deadline);
         }
     }

@@ -111,3 +111,40 @@ fn a_question_nobody_answers_fails_in_the_worker_saying_why() {
         ));
     })
 }
+
+/// Asks once and returns how many bytes the answer had, or the error.
+#[sk_core::function(crate = ::sk_core)]
+fn answer_size() -> Result<usize, String> {
+    sk_process::ask_parent(b"big", Duration::from_secs(20))
+        .map(|answer| answer.len())
+        .map_err(|e| sk_core::error_chain(&e))
+}
+
+#[test]
+fn an_answer_too_large_for_the_channel_is_refused_at_once_not_lost() {
+    guarded(|| {
+        let worker = Worker::spawn("w-big-answer", backend()).unwrap();
+        let f = SkFunction::builder("answer_size").build().unwrap();
+        let big = sk_process::DEFAULT_MAX_FRAME + 1;
+        let started = std::time::Instant::now();
+        let got =
+            worker.call_answering(&f, &Args::new(), Some(Duration::from_secs(30)), &mut |_| {
+                Ok(vec![7; big])
+            });
+        match backend() {
+            // A frame over the limit cannot go out: the worker hears why,
+            // at once, and its call fails saying so.
+            Backend::Process => {
+                let err = sk_core::error_chain(&got.unwrap_err());
+                assert!(err.contains("the answer cannot be sent"), "{err}");
+                assert!(err.contains("exceeds the limit"), "{err}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "the question waited for its timeout"
+                );
+            }
+            // Threads pass the bytes as they are.
+            _ => assert_eq!(got.unwrap().take::<usize>().unwrap(), big),
+        }
+    })
+}

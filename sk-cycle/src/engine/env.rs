@@ -94,10 +94,16 @@ pub(crate) fn enter<R>(
     attempt: u32,
     f: impl FnOnce() -> R,
 ) -> R {
-    let outer = AT.with(|at| at.replace((lane, node, iteration, attempt)));
-    let result = RUNTIME.set(rt, f);
-    AT.with(|at| at.set(outer));
-    result
+    /// Puts the outer part back, however `f` ends (a panicking part is
+    /// caught further up, and this thread goes on).
+    struct Restore((u32, u32, u64, u32));
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            AT.with(|at| at.set(self.0));
+        }
+    }
+    let _restore = Restore(AT.with(|at| at.replace((lane, node, iteration, attempt))));
+    RUNTIME.set(rt, f)
 }
 
 /// Answers `question` for the function part this thread runs; the

@@ -464,7 +464,8 @@ impl Worker {
     /// [`call`](Self::call), with `answer` answering the questions the
     /// function asks while it runs ([`ask_parent`](crate::ask_parent)),
     /// on this thread, one at a time; the answer goes back at once. The
-    /// timeout bounds the whole call, questions included.
+    /// timeout bounds the whole call, questions included (an answerer that
+    /// itself runs past it delays the kill until it returns).
     ///
     /// # Errors
     ///
@@ -598,10 +599,23 @@ fn refuse(_question: &[u8]) -> Result<Vec<u8>, String> {
     Err(NO_ANSWERER.to_owned())
 }
 
-/// Sends the answer to question `id`; whether it went out (a lost answer
-/// shows as the worker's end).
-fn answer(link: &dyn Link, id: u64, answer: Result<Vec<u8>, String>) -> bool {
-    link.send(ToWorker::Answer { id, answer }).is_ok()
+/// Sends the answer to question `id`. An answer the channel cannot carry
+/// (too large, say) is replaced by the reason, so the question does not
+/// wait in vain; a channel that fails shows as the worker's end.
+fn answer(link: &dyn Link, id: u64, answer: Result<Vec<u8>, String>) {
+    match link.send(ToWorker::Answer { id, answer }) {
+        Err(e @ WorkerError::Encode { .. })
+        | Err(
+            e @ WorkerError::Protocol {
+                source: ProtocolError::TooLarge { .. },
+                ..
+            },
+        ) => {
+            let why = format!("the answer cannot be sent: {}", sk_core::error_chain(&e));
+            let _ = link.send(ToWorker::Answer { id, answer: Err(why) });
+        }
+        _ => {}
+    }
 }
 
 /// Routes a worker's message to whoever waits for it.

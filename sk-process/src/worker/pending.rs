@@ -60,8 +60,7 @@ impl PendingCall {
                 Ok(CallEvent::Ask { id, question }) => {
                     let reply = answer(&question);
                     // Be the reader before the answer goes out (see
-                    // `Relay::try_lead`); a lost answer shows as the
-                    // worker's end.
+                    // `Relay::try_lead`).
                     leading = link.lead();
                     super::answer(link, id, reply);
                 }
@@ -81,7 +80,7 @@ impl PendingCall {
                 self.worker.kill();
                 Err(WorkerError::TimedOut {
                     worker: shared.name.clone(),
-                    function: self.function,
+                    function: self.function.clone(),
                     after: timeout.unwrap_or_default(),
                 })
             }
@@ -95,3 +94,20 @@ impl PendingCall {
     }
 }
 
+impl Drop for PendingCall {
+    /// A call nobody waits for any more: forget it, and refuse the
+    /// questions its code asked meanwhile (they would wait in vain).
+    fn drop(&mut self) {
+        let link = &*self.worker.link;
+        link.shared().pending.lock().remove(&self.id);
+        while let Ok(event) = self.rx.try_recv() {
+            if let CallEvent::Ask { id, .. } = event {
+                super::answer(
+                    link,
+                    id,
+                    Err("the call that asked is no longer waited for".to_owned()),
+                );
+            }
+        }
+    }
+}

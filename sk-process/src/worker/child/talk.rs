@@ -60,11 +60,12 @@ impl Drop for InCall {
 ///
 /// # Errors
 ///
-/// [`WorkerError::Closed`](crate::WorkerError::Closed) when not called
-/// from the thread running a worker's call or when the channel has
-/// ended, [`WorkerError::Unanswered`](crate::WorkerError::Unanswered)
-/// when the parent gave no answer (saying why) or none came within
-/// `timeout`, a protocol error when the question cannot be sent.
+/// [`WorkerError::Closed`](crate::WorkerError::Closed) only when not
+/// called from the thread running a worker's call;
+/// [`WorkerError::Unanswered`](crate::WorkerError::Unanswered) when the
+/// parent gave no answer (saying why), none came within `timeout`, or the
+/// channel to the parent ended; a protocol error when the question cannot
+/// be sent.
 pub fn ask_parent(question: &[u8], timeout: Duration) -> Result<Vec<u8>, crate::WorkerError> {
     let call = CALL.with(std::cell::Cell::get);
     let closed = || crate::WorkerError::Closed {
@@ -103,14 +104,16 @@ pub fn ask_parent(question: &[u8], timeout: Duration) -> Result<Vec<u8>, crate::
                     Err(channel::RecvTimeoutError::Timeout) => {
                         break Err(unanswered(format!("no answer within {timeout:?}")));
                     }
-                    Err(channel::RecvTimeoutError::Disconnected) => break Err(closed()),
+                    Err(channel::RecvTimeoutError::Disconnected) => {
+                        break Err(unanswered("the channel to the parent closed".to_owned()));
+                    }
                 }
             }
         }
         Some(Line::Process(link)) => link.ask(call, question, deadline).map_err(|e| match e {
             Asked::Send(source) => protocol(source),
             Asked::TimedOut => unanswered(format!("no answer within {timeout:?}")),
-            Asked::Closed => closed(),
+            Asked::Closed => unanswered("the channel to the parent closed".to_owned()),
         }),
         None => Err(closed()),
     })?;
