@@ -505,7 +505,8 @@ fn a_function_part_keeps_its_identity_after_a_nested_part_panics() {
         // first: a thread left with boom's place would name `start`.
         let mut b = CycleBuilder::new("outer-cycle");
         b.add(CyclePart::new("start", |_| ()), 1).unwrap();
-        b.add(CyclePart::function("outer", handle("outer")), 2).unwrap();
+        b.add(CyclePart::function("outer", handle("outer")), 2)
+            .unwrap();
         let report = b.build().unwrap().run(Run::once().pool(pool)).unwrap();
         assert_eq!(
             report
