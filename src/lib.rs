@@ -68,6 +68,11 @@ pub mod cycle {
     pub use sk_cycle::*;
 }
 
+/// Durable runs (`sk-journal`): the journal on embedded SQLite.
+pub mod journal {
+    pub use sk_journal::*;
+}
+
 pub use sk_cereal::{
     CerealError, External, Format, Internal, Limits, Segment, Snapshot, ValuePath,
 };
