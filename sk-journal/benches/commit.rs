@@ -27,10 +27,7 @@ fn record(iteration: u64, n: u32) -> PartRecord {
 }
 
 fn plan() -> Fingerprint {
-    Fingerprint {
-        cycle: "parallel".to_owned(),
-        parts: vec![("part".to_owned(), "1-1".to_owned())],
-    }
+    Fingerprint::new("parallel", [("part", "1-1")])
 }
 
 /// Records per second: `n` records sent at once, then waited for.

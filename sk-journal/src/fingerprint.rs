@@ -24,6 +24,22 @@ pub struct Drift {
 }
 
 impl Fingerprint {
+    /// The fingerprint of a cycle with settings `cycle` and `parts`
+    /// (`(name, description)` in plan order).
+    pub fn new<N, D>(cycle: impl Into<String>, parts: impl IntoIterator<Item = (N, D)>) -> Self
+    where
+        N: Into<String>,
+        D: Into<String>,
+    {
+        Fingerprint {
+            cycle: cycle.into(),
+            parts: parts
+                .into_iter()
+                .map(|(name, desc)| (name.into(), desc.into()))
+                .collect(),
+        }
+    }
+
     /// Where `now` first differs from `self` (the journaled plan), if it
     /// does.
     pub fn first_difference(&self, now: &Fingerprint) -> Option<Drift> {
@@ -106,13 +122,7 @@ mod tests {
     use super::*;
 
     fn print(parts: &[(&str, &str)]) -> Fingerprint {
-        Fingerprint {
-            cycle: "sync=parallel".to_owned(),
-            parts: parts
-                .iter()
-                .map(|(n, d)| ((*n).to_owned(), (*d).to_owned()))
-                .collect(),
-        }
+        Fingerprint::new("sync=parallel", parts.iter().copied())
     }
 
     #[test]

@@ -31,7 +31,7 @@
 //!
 //! let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("run.journal");
-//! let plan = Fingerprint { cycle: "parallel".into(), parts: vec![("load".into(), "1-1".into())] };
+//! let plan = Fingerprint::new("parallel", [("load", "1-1")]);
 //! {
 //!     let journal = Journal::open(&path, Durability::default())?;
 //!     assert!(!journal.begin("nightly", &plan)?.resumed);

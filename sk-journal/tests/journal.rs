@@ -10,13 +10,7 @@ use sk_journal::{Durability, Fingerprint, Journal, JournalError, PartRecord};
 use sk_testkit::guarded;
 
 fn plan(parts: &[(&str, &str)]) -> Fingerprint {
-    Fingerprint {
-        cycle: "sync=parallel".to_owned(),
-        parts: parts
-            .iter()
-            .map(|(n, d)| ((*n).to_owned(), (*d).to_owned()))
-            .collect(),
-    }
+    Fingerprint::new("sync=parallel", parts.iter().copied())
 }
 
 fn part(iteration: u64, name: &str, output: &[u8]) -> PartRecord {
