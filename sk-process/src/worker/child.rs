@@ -456,46 +456,50 @@ impl WorkerLink {
     }
 
     fn request(&self, op: StorageOp) -> Result<StorageReply, StorageError> {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = channel::bounded(1);
-        self.storage.lock().insert(id, tx);
-        if let Err(e) = self.send(FromWorker::Storage { id, op }) {
-            self.storage.lock().remove(&id);
-            return Err(StorageError::backend_with(
+        let deadline = Instant::now() + STORAGE_TIMEOUT;
+        let frame = |id| FromWorker::Storage { id, op };
+        match self.round_trip(&self.storage, frame, deadline) {
+            Ok(StorageReply::Failed(message)) => Err(StorageError::backend(message)),
+            Ok(reply) => Ok(reply),
+            Err(Asked::Send(e)) => Err(StorageError::backend_with(
                 "cannot reach the parent's storage",
                 e,
-            ));
-        }
-        let deadline = Instant::now() + STORAGE_TIMEOUT;
-        match self.relay.wait(self, Some(deadline), || rx.try_recv().ok()) {
-            Waited::Got(StorageReply::Failed(message)) => Err(StorageError::backend(message)),
-            Waited::Got(reply) => Ok(reply),
-            Waited::TimedOut | Waited::Closed => {
-                self.storage.lock().remove(&id);
+            )),
+            Err(Asked::TimedOut | Asked::Closed) => {
                 Err(StorageError::backend("the parent's storage did not answer"))
             }
         }
     }
 
     /// Asks the parent `question` for call `call`; waits until `deadline`.
-    fn ask(
+    fn ask(&self, call: u64, question: &[u8], deadline: Instant) -> Result<Answer, Asked> {
+        let question = question.to_vec();
+        self.round_trip(
+            &self.answers,
+            |id| FromWorker::Ask { call, id, question },
+            deadline,
+        )
+    }
+
+    /// Sends the frame `frame(id)` for a new request id and waits until
+    /// `deadline` for the reply routed to `waiters` under that id.
+    fn round_trip<R>(
         &self,
-        call: u64,
-        question: &[u8],
+        waiters: &Mutex<HashMap<u64, Sender<R>>>,
+        frame: impl FnOnce(u64) -> FromWorker,
         deadline: Instant,
-    ) -> Result<Answer, Asked> {
+    ) -> Result<R, Asked> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel::bounded(1);
-        self.answers.lock().insert(id, tx);
-        let question = question.to_vec();
-        if let Err(e) = self.send(FromWorker::Ask { call, id, question }) {
-            self.answers.lock().remove(&id);
+        waiters.lock().insert(id, tx);
+        if let Err(e) = self.send(frame(id)) {
+            waiters.lock().remove(&id);
             return Err(Asked::Send(e));
         }
         match self.relay.wait(self, Some(deadline), || rx.try_recv().ok()) {
-            Waited::Got(answer) => Ok(answer),
+            Waited::Got(reply) => Ok(reply),
             waited => {
-                self.answers.lock().remove(&id);
+                waiters.lock().remove(&id);
                 Err(match waited {
                     Waited::TimedOut => Asked::TimedOut,
                     _ => Asked::Closed,
@@ -505,7 +509,8 @@ impl WorkerLink {
     }
 }
 
-/// Why a question got no answer from the parent.
+/// Why a request (a question, a storage operation) got no reply from the
+/// parent.
 enum Asked {
     Send(ProtocolError),
     TimedOut,

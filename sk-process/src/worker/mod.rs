@@ -618,6 +618,15 @@ fn answer(link: &dyn Link, id: u64, answer: Result<Vec<u8>, String>) {
     }
 }
 
+/// Refuses question `id`: nobody waits for the call that asked it.
+fn refuse_unwaited(link: &dyn Link, id: u64) {
+    answer(
+        link,
+        id,
+        Err("the call that asked is no longer waited for".to_owned()),
+    );
+}
+
 /// Routes a worker's message to whoever waits for it.
 fn dispatch(link: &dyn Link, message: FromWorker) {
     let shared = link.shared();
@@ -641,11 +650,7 @@ fn dispatch(link: &dyn Link, message: FromWorker) {
                 .get(&call)
                 .is_some_and(|c| c.reply.send(CallEvent::Ask { id, question }).is_ok());
             if !asked {
-                answer(
-                    link,
-                    id,
-                    Err("the call that asked is no longer waited for".to_owned()),
-                );
+                refuse_unwaited(link, id);
             }
         }
         FromWorker::Heartbeat => {}

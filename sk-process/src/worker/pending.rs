@@ -102,11 +102,7 @@ impl Drop for PendingCall {
         link.shared().pending.lock().remove(&self.id);
         while let Ok(event) = self.rx.try_recv() {
             if let CallEvent::Ask { id, .. } = event {
-                super::answer(
-                    link,
-                    id,
-                    Err("the call that asked is no longer waited for".to_owned()),
-                );
+                super::refuse_unwaited(link, id);
             }
         }
     }

@@ -100,8 +100,6 @@ impl Link for ThreadLink {
                 .lock()
                 .as_ref()
                 .is_some_and(|tx| tx.send((id, answer)).is_ok()),
-            // The thread shares this process's global storage.
-            ToWorker::Storage { .. } => true,
             other => self
                 .tx
                 .lock()

@@ -82,6 +82,7 @@ pub fn ask_parent(question: &[u8], timeout: Duration) -> Result<Vec<u8>, crate::
         worker: current_name(),
         source,
     };
+    let channel_closed = || unanswered("the channel to the parent closed".to_owned());
     let deadline = Instant::now() + timeout;
     let answer = LINE.with(|line| match line.borrow().as_ref() {
         Some(Line::Thread {
@@ -105,7 +106,7 @@ pub fn ask_parent(question: &[u8], timeout: Duration) -> Result<Vec<u8>, crate::
                         break Err(unanswered(format!("no answer within {timeout:?}")));
                     }
                     Err(channel::RecvTimeoutError::Disconnected) => {
-                        break Err(unanswered("the channel to the parent closed".to_owned()));
+                        break Err(channel_closed());
                     }
                 }
             }
@@ -113,7 +114,7 @@ pub fn ask_parent(question: &[u8], timeout: Duration) -> Result<Vec<u8>, crate::
         Some(Line::Process(link)) => link.ask(call, question, deadline).map_err(|e| match e {
             Asked::Send(source) => protocol(source),
             Asked::TimedOut => unanswered(format!("no answer within {timeout:?}")),
-            Asked::Closed => unanswered("the channel to the parent closed".to_owned()),
+            Asked::Closed => channel_closed(),
         }),
         None => Err(closed()),
     })?;
