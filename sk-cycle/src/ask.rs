@@ -201,43 +201,35 @@ pub(crate) fn question_to_wire(question: Question<Value>) -> Result<Question<Wir
     })
 }
 
-/// `reply` for the wire; a value that cannot cross is `what`'s
-/// [`ReadError::LocalOnly`] (a descendant's is left out).
-fn reply_to_wire(reply: Reply<Arc<Value>>, what: String) -> Reply<Wire> {
-    match reply {
-        Reply::Value(value) => Reply::Value(value.and_then(|v| Wire::of(&v, || what))),
-        Reply::Revision(got) => {
-            Reply::Revision(got.and_then(|(v, revision)| Ok((Wire::of(&v, || what)?, revision))))
+impl<V> Reply<V> {
+    /// The same reply with each value mapped by `f`: a value `f` cannot
+    /// map makes the reply its error, and a descendant's is left out.
+    fn try_map<W>(self, mut f: impl FnMut(V) -> Result<W, ReadError>) -> Reply<W> {
+        match self {
+            Reply::Value(value) => Reply::Value(value.and_then(&mut f)),
+            Reply::Revision(got) => {
+                Reply::Revision(got.and_then(|(v, revision)| Ok((f(v)?, revision))))
+            }
+            Reply::Below(below) => Reply::Below(below.map(|below| {
+                below
+                    .into_iter()
+                    .map(|(part, v)| (part, v.and_then(|v| f(v).ok())))
+                    .collect()
+            })),
+            Reply::Who(who) => Reply::Who(who),
+            Reply::Written(revision) => Reply::Written(revision),
+            Reply::Flag(flag) => Reply::Flag(flag),
+            Reply::Keys(keys) => Reply::Keys(keys),
         }
-        Reply::Below(below) => Reply::Below(below.map(|below| {
-            below
-                .into_iter()
-                .map(|(part, v)| {
-                    let wire = v.and_then(|v| Wire::of(&v, String::new).ok());
-                    (part, wire)
-                })
-                .collect()
-        })),
-        Reply::Who(who) => Reply::Who(who),
-        Reply::Written(revision) => Reply::Written(revision),
-        Reply::Flag(flag) => Reply::Flag(flag),
-        Reply::Keys(keys) => Reply::Keys(keys),
     }
 }
 
+/// `reply` for the wire; a value that cannot cross is `what`'s
+/// [`ReadError::LocalOnly`] (a descendant's is left out).
+fn reply_to_wire(reply: Reply<Arc<Value>>, what: String) -> Reply<Wire> {
+    reply.try_map(|v| Wire::of(&v, || what.clone()))
+}
+
 pub(crate) fn reply_from_wire(reply: Reply<Wire>) -> Reply<Arc<Value>> {
-    match reply {
-        Reply::Value(value) => Reply::Value(value.map(Wire::value)),
-        Reply::Revision(got) => Reply::Revision(got.map(|(v, revision)| (v.value(), revision))),
-        Reply::Below(below) => Reply::Below(below.map(|below| {
-            below
-                .into_iter()
-                .map(|(part, v)| (part, v.map(Wire::value)))
-                .collect()
-        })),
-        Reply::Who(who) => Reply::Who(who),
-        Reply::Written(revision) => Reply::Written(revision),
-        Reply::Flag(flag) => Reply::Flag(flag),
-        Reply::Keys(keys) => Reply::Keys(keys),
-    }
+    reply.try_map(|wire| Ok(wire.value()))
 }

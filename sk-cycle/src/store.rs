@@ -56,8 +56,12 @@ impl Store {
         Store::default()
     }
 
-    fn next_revision(&self) -> u64 {
-        self.revision.fetch_add(1, Ordering::Relaxed) + 1
+    /// `value` in a slot of its own, at a new revision.
+    fn slot_of(&self, value: Value) -> Slot {
+        Slot {
+            value: Arc::new(value),
+            revision: self.revision.fetch_add(1, Ordering::Relaxed) + 1,
+        }
     }
 
     /// Sets `key` to `value`, replacing what was there. Readable from
@@ -75,11 +79,8 @@ impl Store {
 
     /// Sets `key` to an untyped `value`; the new revision.
     pub(crate) fn set_value(&self, key: impl Into<String>, value: Value) -> u64 {
-        let revision = self.next_revision();
-        let slot = Slot {
-            value: Arc::new(value),
-            revision,
-        };
+        let slot = self.slot_of(value);
+        let revision = slot.revision;
         self.map.insert(key.into(), slot);
         revision
     }
@@ -142,11 +143,8 @@ impl Store {
         expected: Option<u64>,
         new: Value,
     ) -> Option<u64> {
-        let revision = self.next_revision();
-        let slot = Slot {
-            value: Arc::new(new),
-            revision,
-        };
+        let slot = self.slot_of(new);
+        let revision = slot.revision;
         match (self.map.entry(key.to_owned()), expected) {
             (Entry::Occupied(mut e), Some(expected)) if e.get().revision == expected => {
                 e.insert(slot);
@@ -198,27 +196,12 @@ impl Store {
     where
         F: FnOnce(Option<&T>) -> T,
     {
-        let new = match self.map.entry(key.to_owned()) {
-            Entry::Occupied(mut e) => {
-                let current = view_as(&e.get().value, view, || what(key))?;
-                let new = f(Some(current));
-                let revision = self.next_revision();
-                e.insert(Slot {
-                    value: Arc::new(wrap(new.clone())),
-                    revision,
-                });
-                new
-            }
-            Entry::Vacant(e) => {
-                let new = f(None);
-                let revision = self.next_revision();
-                e.insert(Slot {
-                    value: Arc::new(wrap(new.clone())),
-                    revision,
-                });
-                new
-            }
+        let entry = self.map.entry(key.to_owned());
+        let new = match &entry {
+            Entry::Occupied(e) => f(Some(view_as(&e.get().value, view, || what(key))?)),
+            Entry::Vacant(_) => f(None),
         };
+        entry.insert(self.slot_of(wrap(new.clone())));
         Ok(new)
     }
 

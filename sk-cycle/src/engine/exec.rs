@@ -347,9 +347,7 @@ impl Runtime {
         let pp = &self.plan.parts[node as usize];
         let part = &pp.part;
         let started = self.start_clock();
-        let iteration = self.lanes[pp.lane as usize]
-            .iteration
-            .load(Ordering::Relaxed);
+        let iteration = self.iteration_of(node);
         let _part = part_span(pp, iteration).entered();
         let handle = match (&part.work, &self.processes) {
             (Work::Function(f), Some(runner)) => f.as_handle().map(|handle| (handle, runner)),
