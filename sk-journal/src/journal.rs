@@ -15,6 +15,12 @@ use crate::open::{Durability, Lock, connect, lock};
 /// The most records one commit takes.
 const BATCH: usize = 512;
 
+/// An iteration number as SQLite stores it (an `i64`; numbers past it,
+/// never reached, are kept at the largest).
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// One finished part of one iteration, as the journal keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PartRecord {
@@ -234,7 +240,7 @@ impl Journal {
             });
         }
         let done = u64::try_from(done).unwrap_or(0);
-        let next = i64::try_from(done + 1).unwrap_or(i64::MAX);
+        let next = sql_int(done + 1);
         let read = self.sqlite(format!("cannot read run \"{run}\""));
         let resume = (|| {
             let mut completed = Vec::new();
@@ -359,12 +365,7 @@ impl Journal {
             .query_row(
                 "SELECT value FROM steps WHERE run = ?1 AND iteration = ?2 AND part = ?3 \
                  AND step = ?4",
-                params![
-                    run,
-                    i64::try_from(iteration).unwrap_or(i64::MAX),
-                    part,
-                    step
-                ],
+                params![run, sql_int(iteration), part, step],
                 |r| r.get(0),
             )
             .optional()
@@ -425,7 +426,7 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
                      output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         run,
-                        i64::try_from(record.iteration).unwrap_or(i64::MAX),
+                        sql_int(record.iteration),
                         record.part,
                         record.state,
                         record.attempts,
@@ -449,7 +450,7 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
             Write::Iteration { run, iteration } => {
                 tx.execute(
                     "UPDATE runs SET iterations_done = max(iterations_done, ?2) WHERE run = ?1",
-                    params![run, i64::try_from(*iteration).unwrap_or(i64::MAX)],
+                    params![run, sql_int(*iteration)],
                 )?;
             }
             Write::Step {
@@ -462,13 +463,7 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
                 tx.execute(
                     "INSERT OR REPLACE INTO steps (run, iteration, part, step, value) \
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        run,
-                        i64::try_from(*iteration).unwrap_or(i64::MAX),
-                        part,
-                        step,
-                        value
-                    ],
+                    params![run, sql_int(*iteration), part, step, value],
                 )?;
             }
             Write::Intent {
@@ -478,7 +473,7 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
             } => {
                 tx.execute(
                     "INSERT OR IGNORE INTO intents (run, iteration, part) VALUES (?1, ?2, ?3)",
-                    params![run, i64::try_from(*iteration).unwrap_or(i64::MAX), part],
+                    params![run, sql_int(*iteration), part],
                 )?;
             }
             Write::Flush => {}
