@@ -6,16 +6,19 @@ use std::borrow::Cow;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sk_cereal::{Internal, Segment};
+use sk_cereal::{External, Internal, Segment};
 
 use crate::error::FunctionError;
+use crate::value::Encoding;
 
-/// One bound argument: the type it was bound as and its internal-format
-/// bytes.
+/// One bound argument: the type it was bound as and its bytes (in the
+/// internal format, or the external one for a value read back from disk).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArgValue {
     type_name: Cow<'static, str>,
     bytes: Vec<u8>,
+    #[serde(default)]
+    encoding: Encoding,
 }
 
 impl ArgValue {
@@ -33,6 +36,7 @@ impl ArgValue {
         Ok(ArgValue {
             type_name: Cow::Borrowed(type_name::<T>()),
             bytes,
+            encoding: Encoding::Internal,
         })
     }
 
@@ -41,9 +45,14 @@ impl ArgValue {
         &self.type_name
     }
 
-    /// The argument's internal-format bytes.
+    /// The argument's bytes, in [`ArgValue::encoding`].
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The format of [`ArgValue::bytes`].
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
     }
 }
 
@@ -80,14 +89,28 @@ impl Args {
     /// Binds an already encoded value (e.g. a part's input that arrived
     /// from another process) to `param`, as the type `type_name`.
     pub fn with_encoded(
+        self,
+        param: impl Into<Cow<'static, str>>,
+        type_name: impl Into<String>,
+        bytes: Vec<u8>,
+    ) -> Self {
+        self.with_bytes(param, type_name, Encoding::Internal, bytes)
+    }
+
+    /// Binds a value's bytes in `encoding` (see
+    /// [`Value::encode_any`](crate::Value::encode_any)) to `param`, as
+    /// the type `type_name`.
+    pub fn with_bytes(
         mut self,
         param: impl Into<Cow<'static, str>>,
         type_name: impl Into<String>,
+        encoding: Encoding,
         bytes: Vec<u8>,
     ) -> Self {
         let value = ArgValue {
             type_name: Cow::Owned(type_name.into()),
             bytes,
+            encoding,
         };
         self.insert(param.into(), value);
         self
@@ -157,7 +180,11 @@ impl Args {
                 found: arg.type_name.to_string(),
             });
         }
-        Internal::decode(&arg.bytes).map_err(|e| {
+        let decoded = match arg.encoding {
+            Encoding::Internal => Internal::decode(&arg.bytes),
+            Encoding::External => External::decode(&arg.bytes),
+        };
+        decoded.map_err(|e| {
             FunctionError::Cereal(
                 e.with_context(Segment::arg(param))
                     .with_context(Segment::context("function", function)),
@@ -187,6 +214,14 @@ mod tests {
         assert!(matches!(missing, FunctionError::MissingArgument { .. }));
         let wrong = args.decode::<i64>("f", "n").unwrap_err();
         assert!(wrong.to_string().contains("expects `i64`"), "{wrong}");
+    }
+
+    #[test]
+    fn an_argument_in_the_external_format_decodes_too() {
+        let bytes = External::encode(&7u32).unwrap();
+        let args = Args::new().with_bytes("n", type_name::<u32>(), Encoding::External, bytes);
+        assert_eq!(args.get("n").unwrap().encoding(), Encoding::External);
+        assert_eq!(args.decode::<u32>("f", "n").unwrap(), 7);
     }
 
     #[test]

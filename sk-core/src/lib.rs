@@ -142,7 +142,7 @@ pub use spec::{
 };
 pub use stats::{SharedStats, StatsSummary, TimingStats};
 pub use stop::StopToken;
-pub use value::{TakeError, Value};
+pub use value::{Encoding, TakeError, Value};
 pub use window::{WINDOW, WindowStats};
 
 /// Items the macros expand to. Not a public API.

@@ -7,15 +7,32 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sk_cereal::{CerealError, Format, Internal, ValuePath};
+use sk_cereal::{CerealError, External, Format, Internal, ValuePath};
 
 use crate::error::FunctionError;
+
+/// Which of the two sk-cereal formats a value's bytes are in.
+#[non_exhaustive]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Encoding {
+    /// The internal format: compact and fast, read back in a build of
+    /// the same program (the default).
+    #[default]
+    Internal,
+    /// The external format (see [`sk_cereal::External`]): self-describing
+    /// and stable, to keep on disk (e.g. in a journal).
+    External,
+}
 
 /// The output of a function, type-erased.
 ///
 /// In-process it holds the value itself and [`Value::take`] moves it out
 /// without any copying. A value that arrived from another process holds the
-/// internal-format bytes and its type name, and `take` decodes it.
+/// internal-format bytes and its type name, and `take` decodes it; one
+/// read back from disk ([`Value::from_external`]) holds external-format
+/// bytes, decoded the same way.
 pub struct Value {
     repr: Repr,
 }
@@ -28,11 +45,19 @@ enum Repr {
         /// The value decoded by [`Value::get`], kept for later reads.
         decoded: OnceLock<Box<dyn Any + Send + Sync>>,
     },
+    /// External-format bytes (see [`sk_cereal::External`]): their
+    /// envelope names the type.
+    External {
+        type_name: String,
+        bytes: Vec<u8>,
+        decoded: OnceLock<Box<dyn Any + Send + Sync>>,
+    },
 }
 
 trait Erased: Send + Sync {
     fn type_name(&self) -> &'static str;
     fn encode(&self) -> Result<Vec<u8>, CerealError>;
+    fn encode_external(&self) -> Result<Vec<u8>, CerealError>;
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
     fn as_any(&self) -> &(dyn Any + Send);
 }
@@ -45,6 +70,9 @@ impl<T: Serialize + Send + Sync + 'static> Erased for Serializable<T> {
     }
     fn encode(&self) -> Result<Vec<u8>, CerealError> {
         Internal::encode(&self.0)
+    }
+    fn encode_external(&self) -> Result<Vec<u8>, CerealError> {
+        External::encode(&self.0)
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
         Box::new(self.0)
@@ -61,15 +89,10 @@ impl<T: Send + Sync + 'static> Erased for LocalOnly<T> {
         type_name::<T>()
     }
     fn encode(&self) -> Result<Vec<u8>, CerealError> {
-        Err(CerealError::Serialize {
-            format: Internal::NAME,
-            path: ValuePath::root(),
-            source: format!(
-                "a `{}` is local to its process (made with Value::local) and cannot be serialized",
-                type_name::<T>()
-            )
-            .into(),
-        })
+        Err(local_only::<T>(Internal::NAME))
+    }
+    fn encode_external(&self) -> Result<Vec<u8>, CerealError> {
+        Err(local_only::<T>(External::NAME))
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
         Box::new(self.0)
@@ -77,6 +100,31 @@ impl<T: Send + Sync + 'static> Erased for LocalOnly<T> {
     fn as_any(&self) -> &(dyn Any + Send) {
         &self.0
     }
+}
+
+/// Why a value made with [`Value::local`] does not encode in `format`.
+fn local_only<T>(format: &'static str) -> CerealError {
+    CerealError::Serialize {
+        format,
+        path: ValuePath::root(),
+        source: format!(
+            "a `{}` is local to its process (made with Value::local) and cannot be serialized",
+            type_name::<T>()
+        )
+        .into(),
+    }
+}
+
+/// Decodes `bytes` as a `T` once, keeping it in `decoded` for later reads.
+fn decode_once<T: DeserializeOwned + Send + Sync + 'static>(
+    decoded: &OnceLock<Box<dyn Any + Send + Sync>>,
+    decode: impl FnOnce() -> Result<T, CerealError>,
+) -> Option<&T> {
+    if decoded.get().is_none() {
+        let value: T = decode().ok()?;
+        let _ = decoded.set(Box::new(value));
+    }
+    decoded.get()?.downcast_ref()
 }
 
 impl Value {
@@ -107,11 +155,30 @@ impl Value {
         }
     }
 
+    /// A value read back from disk or another program: external-format
+    /// bytes (see [`sk_cereal::External`]), whose envelope names its type.
+    /// Typed reads ([`Value::get`], [`Value::take`]) decode them.
+    ///
+    /// # Errors
+    ///
+    /// The [`CerealError`] of [`External::inspect`] when the bytes are not
+    /// an external envelope this build reads.
+    pub fn from_external(bytes: Vec<u8>) -> Result<Self, CerealError> {
+        let info = External::inspect(&bytes)?;
+        Ok(Value {
+            repr: Repr::External {
+                type_name: info.type_name,
+                bytes,
+                decoded: OnceLock::new(),
+            },
+        })
+    }
+
     /// The Rust type name of the value.
     pub fn type_name(&self) -> &str {
         match &self.repr {
             Repr::Live(v) => v.type_name(),
-            Repr::Encoded { type_name, .. } => type_name,
+            Repr::Encoded { type_name, .. } | Repr::External { type_name, .. } => type_name,
         }
     }
 
@@ -120,6 +187,9 @@ impl Value {
         match &self.repr {
             Repr::Live(v) => v.as_any().is::<T>(),
             Repr::Encoded {
+                type_name: name, ..
+            }
+            | Repr::External {
                 type_name: name, ..
             } => name == type_name::<T>(),
         }
@@ -140,11 +210,17 @@ impl Value {
                 if name != type_name::<T>() {
                     return None;
                 }
-                if decoded.get().is_none() {
-                    let value: T = Internal::decode(bytes).ok()?;
-                    let _ = decoded.set(Box::new(value));
+                decode_once(decoded, || Internal::decode(bytes))
+            }
+            Repr::External {
+                type_name: name,
+                bytes,
+                decoded,
+            } => {
+                if name != type_name::<T>() {
+                    return None;
                 }
-                decoded.get()?.downcast_ref()
+                decode_once(decoded, || External::decode(bytes))
             }
         }
     }
@@ -154,7 +230,7 @@ impl Value {
     pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
         match &self.repr {
             Repr::Live(v) => v.as_any().downcast_ref(),
-            Repr::Encoded { .. } => None,
+            Repr::Encoded { .. } | Repr::External { .. } => None,
         }
     }
 
@@ -195,6 +271,19 @@ impl Value {
                 }
                 Internal::decode(&bytes).map_err(TakeError::Decode)
             }
+            Repr::External {
+                type_name: name,
+                bytes,
+                ..
+            } => {
+                if name != type_name::<T>() {
+                    return Err(TakeError::Type {
+                        expected: type_name::<T>(),
+                        found: name,
+                    });
+                }
+                External::decode(&bytes).map_err(TakeError::Decode)
+            }
             repr @ Repr::Live(_) => Value { repr }.downcast::<T>().map_err(|v| TakeError::Type {
                 expected: type_name::<T>(),
                 found: v.type_name().to_owned(),
@@ -212,7 +301,66 @@ impl Value {
         match &self.repr {
             Repr::Live(v) => v.encode(),
             Repr::Encoded { bytes, .. } => Ok(bytes.clone()),
+            Repr::External { type_name, .. } => Err(not_transcodable(type_name, Internal::NAME)),
         }
+    }
+
+    /// The value's bytes to send to another process of this program, and
+    /// their encoding: the internal format, or the external bytes a value
+    /// read back from disk holds (they are sent as they are).
+    ///
+    /// # Errors
+    ///
+    /// A [`CerealError`] when the value does not serialize or was made
+    /// with [`Value::local`].
+    pub fn encode_any(&self) -> Result<(Encoding, Vec<u8>), CerealError> {
+        match &self.repr {
+            Repr::Live(v) => v.encode().map(|bytes| (Encoding::Internal, bytes)),
+            Repr::Encoded { bytes, .. } => Ok((Encoding::Internal, bytes.clone())),
+            Repr::External { bytes, .. } => Ok((Encoding::External, bytes.clone())),
+        }
+    }
+
+    /// A value received from another process as `bytes` in `encoding`
+    /// (see [`Value::encode_any`]); `type_name` is used for internal bytes
+    /// (external bytes name their type).
+    ///
+    /// # Errors
+    ///
+    /// As [`Value::from_external`], for external bytes.
+    pub fn from_any(
+        encoding: Encoding,
+        type_name: impl Into<String>,
+        bytes: Vec<u8>,
+    ) -> Result<Self, CerealError> {
+        match encoding {
+            Encoding::Internal => Ok(Value::from_encoded(type_name, bytes)),
+            Encoding::External => Value::from_external(bytes),
+        }
+    }
+
+    /// Encodes the value in the external format (see
+    /// [`sk_cereal::External`]), to keep on disk or hand to another
+    /// program.
+    ///
+    /// # Errors
+    ///
+    /// A [`CerealError`] when the value does not serialize, was made with
+    /// [`Value::local`], or arrived from another process in the internal
+    /// format (its bytes carry no type information to re-encode from:
+    /// ask the worker for external bytes instead).
+    pub fn encode_external(&self) -> Result<Vec<u8>, CerealError> {
+        match &self.repr {
+            Repr::Live(v) => v.encode_external(),
+            Repr::External { bytes, .. } => Ok(bytes.clone()),
+            Repr::Encoded { type_name, .. } => Err(not_transcodable(type_name, External::NAME)),
+        }
+    }
+
+    /// Whether the value holds external-format bytes (see
+    /// [`Value::from_external`]).
+    pub fn is_external(&self) -> bool {
+        matches!(self.repr, Repr::External { .. })
     }
 
     /// Converts the value into its encoded form, ready to cross a process
@@ -227,7 +375,21 @@ impl Value {
             Repr::Encoded {
                 type_name, bytes, ..
             } => Ok((type_name, bytes)),
+            Repr::External { type_name, .. } => Err(not_transcodable(&type_name, Internal::NAME)),
         }
+    }
+}
+
+/// Why encoded bytes of a `type_name` cannot be re-encoded in `format`
+/// without their type.
+fn not_transcodable(type_name: &str, format: &'static str) -> CerealError {
+    CerealError::Serialize {
+        format,
+        path: ValuePath::root(),
+        source: format!(
+            "a `{type_name}` held as bytes of another format cannot be re-encoded without its type"
+        )
+        .into(),
     }
 }
 
@@ -236,6 +398,9 @@ impl fmt::Debug for Value {
         match &self.repr {
             Repr::Live(v) => f.debug_tuple("Value").field(&v.type_name()).finish(),
             Repr::Encoded {
+                type_name, bytes, ..
+            }
+            | Repr::External {
                 type_name, bytes, ..
             } => f
                 .debug_struct("Value")
@@ -325,5 +490,59 @@ mod tests {
         let err = Value::local(Handle).encode().unwrap_err();
         let text = crate::error_chain(&err);
         assert!(text.contains("Handle"), "{text}");
+    }
+
+    #[test]
+    fn a_value_crosses_to_another_process_in_the_encoding_it_holds() {
+        let live = Value::new(vec![1u16, 2]);
+        let (encoding, bytes) = live.encode_any().unwrap();
+        assert_eq!(encoding, Encoding::Internal);
+        let back = Value::from_any(encoding, live.type_name(), bytes).unwrap();
+        assert_eq!(back.get::<Vec<u16>>(), Some(&vec![1, 2]));
+
+        let external = Value::from_external(live.encode_external().unwrap()).unwrap();
+        let (encoding, bytes) = external.encode_any().unwrap();
+        assert_eq!(
+            encoding,
+            Encoding::External,
+            "external bytes are sent as they are"
+        );
+        let back = Value::from_any(encoding, "ignored", bytes).unwrap();
+        assert_eq!(back.get::<Vec<u16>>(), Some(&vec![1, 2]));
+        assert!(Value::from_any(Encoding::External, "x", vec![1, 2, 3]).is_err());
+        assert!(Value::local(1u8).encode_any().is_err());
+    }
+
+    #[test]
+    fn external_values_round_trip_and_read_like_encoded_ones() {
+        let bytes = Value::new(vec![String::from("a"), String::from("b")])
+            .encode_external()
+            .unwrap();
+        let v = Value::from_external(bytes.clone()).unwrap();
+        assert!(v.is_external() && v.is::<Vec<String>>());
+        assert_eq!(v.get::<Vec<String>>().map(Vec::len), Some(2));
+        assert_eq!(v.get::<Vec<u8>>(), None);
+        assert_eq!(v.encode_external().unwrap(), bytes);
+        let err = Value::from_external(bytes)
+            .unwrap()
+            .take::<u8>()
+            .unwrap_err();
+        assert!(matches!(err, TakeError::Type { .. }), "{err}");
+    }
+
+    #[test]
+    fn bytes_that_are_no_envelope_are_refused() {
+        assert!(Value::from_external(b"not an envelope".to_vec()).is_err());
+    }
+
+    #[test]
+    fn internal_bytes_do_not_pretend_to_re_encode() {
+        let (name, bytes) = Value::new(3u32).into_encoded().unwrap();
+        let err = Value::from_encoded(name, bytes)
+            .encode_external()
+            .unwrap_err();
+        assert!(crate::error_chain(&err).contains("u32"), "{err}");
+        struct Handle;
+        assert!(Value::local(Handle).encode_external().is_err());
     }
 }
