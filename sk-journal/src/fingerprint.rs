@@ -52,7 +52,7 @@ impl Fingerprint {
         }
         let absent = || "absent".to_owned();
         let longest = self.parts.len().max(now.parts.len());
-        (0..longest).find_map(|i| match (self.parts.get(i), now.parts.get(i)) {
+        let drift = |i: usize| match (self.parts.get(i), now.parts.get(i)) {
             (Some(a), Some(b)) if a == b => None,
             (Some((name, was)), Some((other, is))) if name == other => Some(Drift {
                 what: format!("part \"{name}\""),
@@ -75,7 +75,16 @@ impl Fingerprint {
                 now: is.clone(),
             }),
             (None, None) => None,
-        })
+        };
+        // A part renamed, added or removed changes its neighbours'
+        // descriptions too: name it rather than the first neighbour.
+        let renamed = (0..longest).find(|&i| {
+            self.parts.get(i).map(|(name, _)| name) != now.parts.get(i).map(|(name, _)| name)
+        });
+        match renamed {
+            Some(i) => drift(i),
+            None => (0..longest).find_map(drift),
+        }
     }
 
     /// The fingerprint as one text (what the journal stores).
@@ -141,6 +150,15 @@ mod tests {
         let renamed = print(&[("load", "1-1 pool"), ("rank", "2-1 process retry")]);
         assert!(
             was.first_difference(&renamed)
+                .unwrap()
+                .what
+                .contains("\"rank\" now")
+        );
+        // The renamed part is named, not the neighbour it changed.
+        let was = print(&[("load", "1-1 then [score]"), ("score", "2-1")]);
+        let now = print(&[("load", "1-1 then [rank]"), ("rank", "2-1")]);
+        assert!(
+            was.first_difference(&now)
                 .unwrap()
                 .what
                 .contains("\"rank\" now")

@@ -2,6 +2,8 @@
 //! writer thread, and reads back where a run was.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam::channel::{self, Receiver, Sender};
@@ -14,6 +16,12 @@ use crate::open::{Durability, Lock, connect, lock};
 
 /// The most records one commit takes.
 const BATCH: usize = 512;
+
+/// How many ended iterations of a run are kept by default.
+pub(crate) const DEFAULT_KEEP: u64 = 100;
+
+/// The most lanes a run's record is read back for.
+const MAX_LANES: usize = 1 << 16;
 
 /// An iteration number as SQLite stores it (an `i64`; numbers past it,
 /// never reached, are kept at the largest).
@@ -42,19 +50,34 @@ pub struct PartRecord {
 }
 
 /// Where a journaled run was when it stopped.
+///
+/// A run has one or more *lanes* (independent loops of iterations, e.g.
+/// the parts of a cycle under independent sync), each with its own
+/// iteration count; a run of one lane uses lane 0.
+#[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resume {
     /// Whether the run was in the journal already.
     pub resumed: bool,
-    /// Iterations that ended completely.
-    pub iterations_done: u64,
-    /// The parts of the next iteration that had finished.
+    /// Per lane (by index), the iterations that ended completely; a lane
+    /// past the end of the list has none.
+    pub lanes_done: Vec<u64>,
+    /// The finished parts of iterations no lane has ended yet (at least
+    /// every part of the iteration after each lane's last ended one), in
+    /// the order they were recorded.
     pub completed: Vec<PartRecord>,
     /// The run's store as recorded.
     pub store: Vec<(String, Vec<u8>)>,
-    /// Parts of the next iteration that recorded an intent (see
+    /// `(iteration, part)`s that recorded an intent (see
     /// [`Journal::record_intent`]) and no end: their outcome is unknown.
-    pub intents: Vec<String>,
+    pub intents: Vec<(u64, String)>,
+}
+
+impl Resume {
+    /// The iterations lane `lane` ended completely.
+    pub fn iterations_done(&self, lane: usize) -> u64 {
+        self.lanes_done.get(lane).copied().unwrap_or(0)
+    }
 }
 
 /// The answer to a write: wait on it to know the write is committed.
@@ -85,6 +108,23 @@ impl Ticket {
     }
 }
 
+/// Who to tell when a write is committed (or why it never will be).
+enum Notify {
+    Ticket(Sender<Result<(), String>>),
+    Then(Box<dyn FnOnce(Result<(), String>) + Send>),
+}
+
+impl Notify {
+    fn send(self, result: Result<(), String>) {
+        match self {
+            Notify::Ticket(done) => {
+                let _ = done.send(result);
+            }
+            Notify::Then(then) => then(result),
+        }
+    }
+}
+
 /// What the writer thread does.
 enum Write {
     Part {
@@ -93,6 +133,7 @@ enum Write {
     },
     Iteration {
         run: String,
+        lane: u32,
         iteration: u64,
     },
     Step {
@@ -112,7 +153,7 @@ enum Write {
 }
 
 /// A write and who to tell when it is committed.
-type Job = (Write, Sender<Result<(), String>>);
+type Job = (Write, Notify);
 
 /// A journal file, open for one process.
 ///
@@ -124,6 +165,9 @@ type Job = (Write, Sender<Result<(), String>>);
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
+    /// How many ended iterations of a run to keep (see
+    /// [`Journal::keep_iterations`]), shared with the writer.
+    keep: Arc<AtomicU64>,
     writes: Option<Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     reader: Mutex<ConnectionCell>,
@@ -144,7 +188,9 @@ impl Journal {
     ///
     /// # Errors
     ///
-    /// [`JournalError::Busy`] when a live run holds it,
+    /// [`JournalError::Busy`] when a live run holds it (a held journal is
+    /// waited for up to one second first: a run killed a moment ago can
+    /// leave its lock to a child it was starting until that child runs),
     /// [`JournalError::Foreign`] for a file that is not a journal,
     /// [`JournalError::Corrupt`] for a damaged one,
     /// [`JournalError::NewerVersion`], [`JournalError::Sqlite`],
@@ -156,15 +202,18 @@ impl Journal {
         let reader = connect(&path, durability)?;
         let (writes, jobs) = channel::unbounded::<Job>();
         let thread_path = path.clone();
+        let keep = Arc::new(AtomicU64::new(DEFAULT_KEEP));
+        let writer_keep = Arc::clone(&keep);
         let writer = std::thread::Builder::new()
             .name("sk-journal".to_owned())
-            .spawn(move || write_loop(&thread_path, writer_conn, &jobs))
+            .spawn(move || write_loop(&thread_path, writer_conn, &jobs, &writer_keep))
             .map_err(|source| JournalError::Lock {
                 path: path.clone(),
                 source,
             })?;
         Ok(Journal {
             path,
+            keep,
             writes: Some(writes),
             writer: Some(writer),
             reader: Mutex::new(ConnectionCell(reader)),
@@ -177,15 +226,28 @@ impl Journal {
         &self.path
     }
 
+    /// Keeps the records of the last `iterations` ended iterations of each
+    /// run (at least 1; default 100): older ones are deleted as
+    /// iterations end, so a continuous run's journal stops growing. The
+    /// store is kept whole (it is a snapshot, one value per key).
+    pub fn keep_iterations(&self, iterations: u64) {
+        self.keep.store(iterations.max(1), Ordering::Relaxed);
+    }
+
     fn send(&self, write: Write) -> Ticket {
         let (done, wait) = channel::bounded(1);
-        if let Some(writes) = &self.writes {
-            // A writer that has stopped drops the job: the ticket says so.
-            let _ = writes.send((write, done));
-        }
+        self.send_notifying(write, Notify::Ticket(done));
         Ticket {
             path: self.path.clone(),
             done: wait,
+        }
+    }
+
+    fn send_notifying(&self, write: Write, notify: Notify) {
+        if let Some(writes) = &self.writes {
+            if let Err(channel::SendError((_, notify))) = writes.send((write, notify)) {
+                notify.send(Err("the writer thread ended".to_owned()));
+            }
         }
     }
 
@@ -206,17 +268,38 @@ impl Journal {
     /// run was journaled with another plan; [`JournalError::Corrupt`]
     /// when its fingerprint cannot be read; [`JournalError::Sqlite`].
     pub fn begin(&self, run: &str, fingerprint: &Fingerprint) -> Result<Resume, JournalError> {
+        self.begin_lanes(run, fingerprint, 1)
+    }
+
+    /// [`begin`](Self::begin) for a run of `lanes` lanes (see [`Resume`]):
+    /// a lane that has ended no iteration yet still holds back the
+    /// pruning of the others' records.
+    ///
+    /// # Errors
+    ///
+    /// As [`begin`](Self::begin).
+    pub fn begin_lanes(
+        &self,
+        run: &str,
+        fingerprint: &Fingerprint,
+        lanes: u32,
+    ) -> Result<Resume, JournalError> {
         self.flush()?;
         let conn = &self.reader.lock().0;
-        let row: Option<(String, i64)> = conn
-            .query_row(
-                "SELECT fingerprint, iterations_done FROM runs WHERE run = ?1",
-                [run],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+        for lane in 0..lanes.max(1) {
+            conn.execute(
+                "INSERT OR IGNORE INTO lanes (run, lane, done) VALUES (?1, ?2, 0)",
+                params![run, lane],
             )
+            .map_err(self.sqlite(format!("cannot record the lanes of run \"{run}\"")))?;
+        }
+        let stored: Option<String> = conn
+            .query_row("SELECT fingerprint FROM runs WHERE run = ?1", [run], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(self.sqlite(format!("cannot read run \"{run}\"")))?;
-        let Some((stored, done)) = row else {
+        let Some(stored) = stored else {
             conn.execute(
                 "INSERT INTO runs (run, fingerprint) VALUES (?1, ?2)",
                 params![run, fingerprint.encode()],
@@ -239,24 +322,36 @@ impl Journal {
                 now: drift.now,
             });
         }
-        let done = u64::try_from(done).unwrap_or(0);
-        let next = sql_int(done + 1);
         let read = self.sqlite(format!("cannot read run \"{run}\""));
         let resume = (|| {
+            let mut lanes_done = Vec::new();
+            let mut rows = conn.prepare("SELECT lane, done FROM lanes WHERE run = ?1")?;
+            let mut found = rows.query([run])?;
+            while let Some(r) = found.next()? {
+                let (lane, done): (i64, i64) = (r.get(0)?, r.get(1)?);
+                let lane = usize::try_from(lane).unwrap_or(usize::MAX);
+                if lane < MAX_LANES {
+                    if lanes_done.len() <= lane {
+                        lanes_done.resize(lane + 1, 0);
+                    }
+                    lanes_done[lane] = u64::try_from(done).unwrap_or(0);
+                }
+            }
+            let least = lanes_done.iter().copied().min().unwrap_or(0);
             let mut completed = Vec::new();
             let mut rows = conn.prepare(
-                "SELECT part, state, attempts, error, output FROM parts \
-                 WHERE run = ?1 AND iteration = ?2 ORDER BY rowid",
+                "SELECT iteration, part, state, attempts, error, output FROM parts \
+                 WHERE run = ?1 AND iteration > ?2 ORDER BY rowid",
             )?;
-            let mut found = rows.query(params![run, next])?;
+            let mut found = rows.query(params![run, sql_int(least)])?;
             while let Some(r) = found.next()? {
                 completed.push(PartRecord {
-                    iteration: done + 1,
-                    part: r.get(0)?,
-                    state: r.get(1)?,
-                    attempts: r.get(2)?,
-                    error: r.get(3)?,
-                    output: r.get(4)?,
+                    iteration: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    part: r.get(1)?,
+                    state: r.get(2)?,
+                    attempts: r.get(3)?,
+                    error: r.get(4)?,
+                    output: r.get(5)?,
                     store: Vec::new(),
                 });
             }
@@ -269,17 +364,17 @@ impl Journal {
             }
             let mut intents = Vec::new();
             let mut rows = conn.prepare(
-                "SELECT i.part FROM intents i WHERE i.run = ?1 AND i.iteration = ?2 AND NOT EXISTS \
-                 (SELECT 1 FROM parts p WHERE p.run = i.run AND p.iteration = i.iteration \
-                  AND p.part = i.part) ORDER BY i.part",
+                "SELECT i.iteration, i.part FROM intents i WHERE i.run = ?1 AND i.iteration > ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.run = i.run \
+                 AND p.iteration = i.iteration AND p.part = i.part) ORDER BY i.iteration, i.part",
             )?;
-            let mut found = rows.query(params![run, next])?;
+            let mut found = rows.query(params![run, sql_int(least)])?;
             while let Some(r) = found.next()? {
-                intents.push(r.get(0)?);
+                intents.push((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?));
             }
             Ok(Resume {
                 resumed: true,
-                iterations_done: done,
+                lanes_done,
                 completed,
                 store,
                 intents,
@@ -300,10 +395,35 @@ impl Journal {
         })
     }
 
-    /// Records that iteration `iteration` of `run` ended completely.
-    pub fn finish_iteration(&self, run: &str, iteration: u64) -> Ticket {
+    /// As [`record`](Self::record), calling `then` on the writer thread
+    /// once the record is committed (or with why it never will be),
+    /// instead of handing back a ticket. `then` should be quick: the
+    /// next commit waits for it.
+    pub fn record_then(
+        &self,
+        run: &str,
+        record: PartRecord,
+        then: impl FnOnce(Result<(), JournalError>) + Send + 'static,
+    ) {
+        let path = self.path.clone();
+        let notify = Notify::Then(Box::new(move |result: Result<(), String>| {
+            then(result.map_err(|why| JournalError::Stopped { path, why }));
+        }));
+        let write = Write::Part {
+            run: run.to_owned(),
+            record,
+        };
+        self.send_notifying(write, notify);
+    }
+
+    /// Records that iteration `iteration` of lane `lane` of `run` ended
+    /// completely (a run of one lane: lane 0), and lets go of the records
+    /// of iterations older than the ones kept (see
+    /// [`keep_iterations`](Self::keep_iterations)).
+    pub fn finish_iteration(&self, run: &str, lane: u32, iteration: u64) -> Ticket {
         self.send(Write::Iteration {
             run: run.to_owned(),
+            lane,
             iteration,
         })
     }
@@ -347,6 +467,63 @@ impl Journal {
         self.send(Write::Flush).wait()
     }
 
+    /// Every part record the journal holds for run `run` (the iterations
+    /// kept), by iteration, then in the order they were committed —
+    /// to inspect a run, or watch its journal stay bounded. Store writes
+    /// are not included (see [`Resume::store`]).
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Sqlite`].
+    pub fn records(&self, run: &str) -> Result<Vec<PartRecord>, JournalError> {
+        let conn = &self.reader.lock().0;
+        (|| {
+            let mut rows = conn.prepare(
+                "SELECT iteration, part, state, attempts, error, output FROM parts \
+                 WHERE run = ?1 ORDER BY iteration, rowid",
+            )?;
+            let mut found = rows.query([run])?;
+            let mut records = Vec::new();
+            while let Some(r) = found.next()? {
+                records.push(PartRecord {
+                    iteration: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    part: r.get(1)?,
+                    state: r.get(2)?,
+                    attempts: r.get(3)?,
+                    error: r.get(4)?,
+                    output: r.get(5)?,
+                    store: Vec::new(),
+                });
+            }
+            Ok(records)
+        })()
+        .map_err(self.sqlite(format!("cannot read the records of run \"{run}\"")))
+    }
+
+    /// Runs SQLite's full `PRAGMA integrity_check` on the journal: `Ok`
+    /// when it finds nothing wrong.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Corrupt`] with what it found;
+    /// [`JournalError::Sqlite`].
+    pub fn check_integrity(&self) -> Result<(), JournalError> {
+        let found: String = self
+            .reader
+            .lock()
+            .0
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(self.sqlite("cannot check the journal's integrity".to_owned()))?;
+        if found == "ok" {
+            Ok(())
+        } else {
+            Err(JournalError::Corrupt {
+                path: self.path.clone(),
+                why: found,
+            })
+        }
+    }
+
     /// The recorded value of step `step` of a part, if it was recorded.
     ///
     /// # Errors
@@ -386,7 +563,7 @@ impl Drop for Journal {
 /// The writer thread: takes what has arrived (up to [`BATCH`]), commits
 /// it in one transaction, tells each sender, and goes on; after a failed
 /// commit it tells everyone why and stops.
-fn write_loop(path: &Path, mut conn: Connection, jobs: &Receiver<Job>) {
+fn write_loop(path: &Path, mut conn: Connection, jobs: &Receiver<Job>, keep: &AtomicU64) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -395,20 +572,20 @@ fn write_loop(path: &Path, mut conn: Connection, jobs: &Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match commit(&mut conn, &batch) {
+        match commit(&mut conn, &batch, keep.load(Ordering::Relaxed)) {
             Ok(()) => {
                 for (_, done) in batch {
-                    let _ = done.send(Ok(()));
+                    done.send(Ok(()));
                 }
             }
             Err(e) => {
                 let why = format!("cannot commit to {}: {e}", path.display());
                 tracing::error!(journal = %path.display(), error = %e, "journal write failed");
                 for (_, done) in batch {
-                    let _ = done.send(Err(why.clone()));
+                    done.send(Err(why.clone()));
                 }
-                while let Ok((_, done)) = jobs.try_recv() {
-                    let _ = done.send(Err(why.clone()));
+                while let Ok((_, done)) = jobs.recv() {
+                    done.send(Err(why.clone()));
                 }
                 return;
             }
@@ -416,42 +593,59 @@ fn write_loop(path: &Path, mut conn: Connection, jobs: &Receiver<Job>) {
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
+fn commit(conn: &mut Connection, batch: &[Job], keep: u64) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for (write, _) in batch {
         match write {
             Write::Part { run, record } => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR REPLACE INTO parts (run, iteration, part, state, attempts, error, \
                      output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        run,
-                        sql_int(record.iteration),
-                        record.part,
-                        record.state,
-                        record.attempts,
-                        record.error,
-                        record.output
-                    ],
-                )?;
+                )?
+                .execute(params![
+                    run,
+                    sql_int(record.iteration),
+                    record.part,
+                    record.state,
+                    record.attempts,
+                    record.error,
+                    record.output
+                ])?;
                 for (key, value) in &record.store {
                     match value {
-                        Some(value) => tx.execute(
-                            "INSERT OR REPLACE INTO store (run, key, value) VALUES (?1, ?2, ?3)",
-                            params![run, key, value],
-                        )?,
-                        None => tx.execute(
-                            "DELETE FROM store WHERE run = ?1 AND key = ?2",
-                            params![run, key],
-                        )?,
+                        Some(value) => tx
+                            .prepare_cached(
+                                "INSERT OR REPLACE INTO store (run, key, value) VALUES (?1, ?2, ?3)",
+                            )?
+                            .execute(params![run, key, value])?,
+                        None => tx
+                            .prepare_cached("DELETE FROM store WHERE run = ?1 AND key = ?2")?
+                            .execute(params![run, key])?,
                     };
                 }
             }
-            Write::Iteration { run, iteration } => {
-                tx.execute(
-                    "UPDATE runs SET iterations_done = max(iterations_done, ?2) WHERE run = ?1",
-                    params![run, sql_int(*iteration)],
-                )?;
+            Write::Iteration {
+                run,
+                lane,
+                iteration,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO lanes (run, lane, done) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (run, lane) DO UPDATE SET done = max(done, excluded.done)",
+                )?
+                .execute(params![run, lane, sql_int(*iteration)])?;
+                let least: i64 = tx
+                    .prepare_cached("SELECT min(done) FROM lanes WHERE run = ?1")?
+                    .query_row([run], |row| row.get(0))?;
+                let before = least.saturating_sub(sql_int(keep));
+                if before > 0 {
+                    tx.prepare_cached("DELETE FROM parts WHERE run = ?1 AND iteration <= ?2")?
+                        .execute(params![run, before])?;
+                    tx.prepare_cached("DELETE FROM steps WHERE run = ?1 AND iteration <= ?2")?
+                        .execute(params![run, before])?;
+                    tx.prepare_cached("DELETE FROM intents WHERE run = ?1 AND iteration <= ?2")?
+                        .execute(params![run, before])?;
+                }
             }
             Write::Step {
                 run,
@@ -460,21 +654,21 @@ fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<()> {
                 step,
                 value,
             } => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR REPLACE INTO steps (run, iteration, part, step, value) \
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![run, sql_int(*iteration), part, step, value],
-                )?;
+                )?
+                .execute(params![run, sql_int(*iteration), part, step, value])?;
             }
             Write::Intent {
                 run,
                 iteration,
                 part,
             } => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR IGNORE INTO intents (run, iteration, part) VALUES (?1, ?2, ?3)",
-                    params![run, sql_int(*iteration), part],
-                )?;
+                )?
+                .execute(params![run, sql_int(*iteration), part])?;
             }
             Write::Flush => {}
         }

@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -33,8 +34,13 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     run TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    iterations_done INTEGER NOT NULL DEFAULT 0
+    fingerprint TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lanes (
+    run TEXT NOT NULL,
+    lane INTEGER NOT NULL,
+    done INTEGER NOT NULL,
+    PRIMARY KEY (run, lane)
 );
 CREATE TABLE IF NOT EXISTS parts (
     run TEXT NOT NULL,
@@ -88,18 +94,35 @@ pub(crate) fn lock(path: &Path) -> Result<Lock, JournalError> {
             path: path.to_owned(),
             source,
         })?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Lock { _file: file }),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(JournalError::Busy {
-            path: path.to_owned(),
-            lock: lock_path,
-        }),
-        Err(e) => Err(JournalError::Lock {
-            path: path.to_owned(),
-            source: e.into(),
-        }),
+    // A process that has just died can leave its lock held for a moment
+    // by a child it was starting (a spawned process shares the lock until
+    // it runs its program): a busy lock is tried again for a while.
+    let deadline = Instant::now() + LOCK_PATIENCE;
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(Lock { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(JournalError::Busy {
+                    path: path.to_owned(),
+                    lock: lock_path,
+                });
+            }
+            Err(e) => {
+                return Err(JournalError::Lock {
+                    path: path.to_owned(),
+                    source: e.into(),
+                });
+            }
+        }
     }
 }
+
+/// How long a busy journal lock is waited for before
+/// [`JournalError::Busy`].
+pub(crate) const LOCK_PATIENCE: Duration = Duration::from_secs(1);
 
 fn lock_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();

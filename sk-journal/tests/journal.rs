@@ -43,7 +43,7 @@ fn a_reopened_journal_resumes_where_the_run_was() {
             for name in ["a", "b", "c"] {
                 let _ = j.record("r1", part(1, name, name.as_bytes()));
             }
-            j.finish_iteration("r1", 1).wait().unwrap();
+            j.finish_iteration("r1", 0, 1).wait().unwrap();
             let mut a = part(2, "a", b"a2");
             a.store = vec![
                 ("seen".to_owned(), Some(b"2".to_vec())),
@@ -55,7 +55,7 @@ fn a_reopened_journal_resumes_where_the_run_was() {
         let j = Journal::open(&path, Durability::default()).unwrap();
         let resume = j.begin("r1", &fp).unwrap();
         assert!(resume.resumed);
-        assert_eq!(resume.iterations_done, 1);
+        assert_eq!(resume.iterations_done(0), 1);
         assert_eq!(resume.completed, vec![part(2, "a", b"a2")]);
         assert_eq!(resume.store, vec![("seen".to_owned(), b"2".to_vec())]);
         assert!(resume.intents.is_empty());
@@ -124,7 +124,7 @@ fn steps_and_intents_survive_a_reopen() {
         }
         let j = Journal::open(&path, Durability::default()).unwrap();
         let resume = j.begin("r", &fp).unwrap();
-        assert_eq!(resume.intents, ["submit"]);
+        assert_eq!(resume.intents, [(1, "submit".to_owned())]);
         assert_eq!(
             j.step("r", 1, "submit", "create").unwrap().as_deref(),
             Some(&b"job-42"[..])
@@ -310,5 +310,111 @@ fn a_run_killed_after_a_commit_keeps_it_and_frees_the_journal() {
         let resume = j.begin("killed", &plan(&[("a", "1-1")])).unwrap();
         assert_eq!(resume.completed.len(), 50);
         assert_eq!(resume.completed[49], part(1, "p49", &49u32.to_le_bytes()));
+    })
+}
+
+#[test]
+fn a_continuous_run_keeps_its_last_iterations_and_the_file_plateaus() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let fp = plan(&[("a", "1-1"), ("b", "2-1")]);
+        let j = Journal::open(&path, Durability::default()).unwrap();
+        j.keep_iterations(10);
+        j.begin("r", &fp).unwrap();
+        let wal = path.with_extension("journal-wal");
+        let size = || {
+            std::fs::metadata(&path).map_or(0, |m| m.len())
+                + std::fs::metadata(&wal).map_or(0, |m| m.len())
+        };
+        let mut sizes = Vec::new();
+        for iteration in 1..=100_000u64 {
+            for name in ["a", "b"] {
+                let mut record = part(iteration, name, &iteration.to_le_bytes());
+                record.store = vec![("last".to_owned(), Some(iteration.to_le_bytes().to_vec()))];
+                j.record_then("r", record, |_| {});
+            }
+            let ticket = j.finish_iteration("r", 0, iteration);
+            if iteration % 20_000 == 0 {
+                ticket.wait().unwrap();
+                sizes.push(size());
+            } else {
+                drop(ticket);
+            }
+        }
+        j.flush().unwrap();
+        assert_eq!(
+            j.records("r").unwrap().len(),
+            2 * 10,
+            "only the last 10 iterations are kept"
+        );
+        let resume = j.begin("r", &fp).unwrap();
+        assert_eq!(resume.iterations_done(0), 100_000);
+        assert_eq!(
+            resume.store,
+            vec![("last".to_owned(), 100_000u64.to_le_bytes().to_vec())]
+        );
+        // After the first sample, the file no longer grows with iterations.
+        let first = sizes[0];
+        assert!(
+            sizes.iter().all(|&s| s <= first * 2),
+            "journal size kept growing: {sizes:?}"
+        );
+        j.check_integrity().unwrap();
+    })
+}
+
+#[test]
+fn lanes_end_iterations_on_their_own_and_keep_what_the_slowest_needs() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let fp = plan(&[("fast", "1-1 lane 0"), ("slow", "1-2 lane 1")]);
+        {
+            let j = Journal::open(&path, Durability::default()).unwrap();
+            j.keep_iterations(1);
+            j.begin_lanes("r", &fp, 2).unwrap();
+            for i in 1..=5 {
+                let _ = j.record("r", part(i, "fast", b"f"));
+                let _ = j.finish_iteration("r", 0, i);
+            }
+            let _ = j.record("r", part(1, "slow", b"s"));
+            let _ = j.finish_iteration("r", 1, 1);
+            j.record("r", part(2, "slow", b"s")).wait().unwrap();
+        }
+        let j = Journal::open(&path, Durability::default()).unwrap();
+        let resume = j.begin_lanes("r", &fp, 2).unwrap();
+        assert_eq!(resume.lanes_done, [5, 1]);
+        assert_eq!(resume.iterations_done(7), 0);
+        // Everything after the slowest lane's last ended iteration is there.
+        let kept: Vec<_> = resume
+            .completed
+            .iter()
+            .map(|r| (r.part.as_str(), r.iteration))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("fast", 2),
+                ("fast", 3),
+                ("fast", 4),
+                ("fast", 5),
+                ("slow", 2)
+            ]
+        );
+    })
+}
+
+#[test]
+fn record_then_reports_the_commit_on_the_writer_thread() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let j = Journal::open(&path, Durability::default()).unwrap();
+        j.begin("r", &plan(&[])).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        j.record_then("r", part(1, "a", b"x"), move |result| {
+            let _ = tx.send(result.is_ok());
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap());
+        // Committed: a reader sees it.
+        assert_eq!(j.records("r").unwrap().len(), 1);
     })
 }
