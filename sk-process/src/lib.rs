@@ -158,7 +158,7 @@ linux_only! {
     pub use error::{ItemError, PoolError};
     pub use error::{ProtocolError, ThreadError, WorkerError};
     pub use wire::DEFAULT_MAX_FRAME;
-    pub use worker::{Answerer, PendingCall, Worker, WorkerEvent};
+    pub use worker::{Answerer, CallOptions, PendingCall, Worker, WorkerEvent};
     pub use vocab::{ChildId, Exit, Hook, Resource, Side};
     pub use interrupt::{InterruptGuard, stop_on_interrupt};
     pub use manager::{

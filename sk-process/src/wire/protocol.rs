@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use sk_core::{Args, SkFunction};
 use sk_reg::{CasOutcome, StoredValue};
 
+use sk_core::Encoding;
+
 /// The parent's answer to a question: its bytes, or why there is none.
 pub(crate) type Answer = Result<Vec<u8>, String>;
 
@@ -15,6 +17,8 @@ pub(crate) enum ToWorker {
         id: u64,
         function: SkFunction,
         extra: Args,
+        /// The format to send the output back in.
+        output: Encoding,
     },
     /// The answer to a storage request.
     Storage { id: u64, reply: StorageReply },
@@ -59,11 +63,12 @@ pub(crate) enum FromWorker {
     MissingInit,
 }
 
-/// A value in internal format with its Rust type name.
+/// A value, encoded as the call asked, with its Rust type name.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Encoded {
     pub(crate) type_name: String,
     pub(crate) bytes: Vec<u8>,
+    pub(crate) format: Encoding,
 }
 
 /// A call that failed in the worker.
@@ -114,12 +119,14 @@ pub fn __call_frame_sizes(function: &SkFunction) -> (usize, usize) {
         id: 1,
         function: function.clone(),
         extra: Args::new(),
+        output: Encoding::Internal,
     };
     let done = FromWorker::Done {
         id: 1,
         outcome: Ok(Encoded {
             type_name: std::any::type_name::<()>().to_owned(),
             bytes: Vec::new(),
+            format: Encoding::Internal,
         }),
     };
     let size = |frame: Result<Vec<u8>, _>| frame.map_or(0, |f: Vec<u8>| f.len());

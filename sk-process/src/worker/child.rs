@@ -36,6 +36,7 @@ use crate::wire::{
 };
 use crate::spawn::{ENV_FD, ENV_NAME, ENV_PARENT, ENV_ROOT};
 use crate::stamp::Stamp;
+use sk_core::Encoding;
 
 mod talk;
 
@@ -276,12 +277,13 @@ pub(crate) fn serve_thread(
                 id,
                 function,
                 extra,
+                output,
             } => {
                 // The call sees the worker's stop token (set when it is
                 // killed).
                 let outcome = stop.enter(|| {
                     let _call = InCall::enter(id);
-                    run_call(&function, &extra)
+                    run_call(&function, &extra, output)
                 });
                 if outbox.send(FromWorker::Done { id, outcome }).is_err() {
                     return ServeEnd::ParentGone;
@@ -330,7 +332,7 @@ fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
     loop {
         match waited {
             Waited::Got(Command::Call(call)) => {
-                let (id, function, extra) = *call;
+                let (id, function, extra, output) = *call;
                 if let Some(mark) = &link.mark {
                     // The function is looked up first (a new process's
                     // first lookup takes a while): the mark then comes as
@@ -340,7 +342,7 @@ fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
                 }
                 let outcome = {
                     let _call = InCall::enter(id);
-                    run_call(&function, &extra)
+                    run_call(&function, &extra, output)
                 };
                 // Be the reader before the answer goes out (see
                 // `Relay::try_lead`).
@@ -366,8 +368,12 @@ fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
     }
 }
 
-/// Runs one call and encodes its outcome.
-fn run_call(function: &SkFunction, extra: &Args) -> Result<Encoded, RemoteFailure> {
+/// Runs one call and encodes its outcome as `format` asks.
+fn run_call(
+    function: &SkFunction,
+    extra: &Args,
+    format: Encoding,
+) -> Result<Encoded, RemoteFailure> {
     let failure = |e: &FunctionError| RemoteFailure {
         message: error_chain(e),
         retryable: e.is_retryable(),
@@ -375,15 +381,23 @@ fn run_call(function: &SkFunction, extra: &Args) -> Result<Encoded, RemoteFailur
     let value = function
         .execute_value_with(extra)
         .map_err(|e| failure(&e))?;
-    let (type_name, bytes) = value
-        .into_encoded()
-        .map_err(|e| failure(&FunctionError::Cereal(e)))?;
-    Ok(Encoded { type_name, bytes })
+    let encoded = match format {
+        Encoding::External => value
+            .encode_external()
+            .map(|bytes| (value.type_name().to_owned(), bytes)),
+        _ => value.into_encoded(),
+    };
+    let (type_name, bytes) = encoded.map_err(|e| failure(&FunctionError::Cereal(e)))?;
+    Ok(Encoded {
+        type_name,
+        bytes,
+        format,
+    })
 }
 
 /// What the serving thread does next.
 enum Command {
-    Call(Box<(u64, SkFunction, Args)>),
+    Call(Box<(u64, SkFunction, Args, Encoding)>),
     Stop,
 }
 
@@ -524,10 +538,11 @@ impl Router<ToWorker> for WorkerLink {
                 id,
                 function,
                 extra,
+                output,
             } => self
                 .commands
                 .lock()
-                .push_back(Command::Call(Box::new((id, function, extra)))),
+                .push_back(Command::Call(Box::new((id, function, extra, output)))),
             ToWorker::Stop => self.commands.lock().push_back(Command::Stop),
             ToWorker::Storage { id, reply } => {
                 if let Some(waiter) = self.storage.lock().remove(&id) {

@@ -42,6 +42,7 @@ use crate::backend::Backend;
 use crate::error::{ProtocolError, WorkerError};
 use crate::stamp::Stamp;
 use crate::vocab::Exit;
+use sk_core::Encoding;
 use crate::wire::{FromWorker, ToWorker};
 
 pub(crate) mod child;
@@ -367,12 +368,17 @@ impl Worker {
     /// [`WorkerError::Closed`] when the worker has ended,
     /// [`WorkerError::Encode`] when the call cannot be sent.
     pub fn submit(&self, function: &SkFunction, extra: &Args) -> Result<PendingCall, WorkerError> {
-        self.send_call(function, extra)
+        self.send_call(function, extra, Encoding::Internal)
             .map_err(|e| self.explain_send_error(e))
     }
 
     /// [`submit`](Self::submit) without waiting to explain a failed send.
-    fn send_call(&self, function: &SkFunction, extra: &Args) -> Result<PendingCall, WorkerError> {
+    fn send_call(
+        &self,
+        function: &SkFunction,
+        extra: &Args,
+        output: Encoding,
+    ) -> Result<PendingCall, WorkerError> {
         if !self.is_alive() {
             return Err(self.shared().closed());
         }
@@ -389,6 +395,7 @@ impl Worker {
             id,
             function: function.clone(),
             extra: extra.clone(),
+            output,
         };
         match self.send(message) {
             Ok(sent) => {
@@ -507,10 +514,29 @@ impl Worker {
         timeout: Option<Duration>,
         answer: Answerer<'_>,
     ) -> Result<Value, WorkerError> {
+        self.call_with(function, extra, CallOptions::new().timeout(timeout), answer)
+    }
+
+    /// [`call_answering`](Self::call_answering) with [`CallOptions`]: a
+    /// timeout, and the format the output comes back in (e.g. the
+    /// external format, to keep the output on disk).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call); a worker's output in the external format
+    /// that is not a valid envelope is [`WorkerError::Protocol`].
+    pub fn call_with(
+        &self,
+        function: &SkFunction,
+        extra: &Args,
+        options: CallOptions,
+        answer: Answerer<'_>,
+    ) -> Result<Value, WorkerError> {
+        let timeout = options.timeout;
         // Be the channel's reader before the call goes out (see
         // `Relay::try_lead`).
         let leading = self.link.lead();
-        let pending = match self.send_call(function, extra) {
+        let pending = match self.send_call(function, extra, options.output) {
             Ok(pending) => pending,
             Err(e) => {
                 if leading {
@@ -627,6 +653,48 @@ fn refuse_unwaited(link: &dyn Link, id: u64) {
     );
 }
 
+/// How [`Worker::call_with`] calls: its timeout and the format of the
+/// output.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sk_core::Encoding;
+/// use sk_process::CallOptions;
+/// let options = CallOptions::new()
+///     .timeout(Some(Duration::from_secs(5)))
+///     .output(Encoding::External);
+/// # let _ = options;
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallOptions {
+    /// The longest the call may take (`None`: no limit).
+    pub timeout: Option<Duration>,
+    /// The format the output comes back in.
+    pub output: Encoding,
+}
+
+impl CallOptions {
+    /// No timeout, output in the internal format.
+    pub fn new() -> Self {
+        CallOptions::default()
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the output format.
+    pub fn output(mut self, output: Encoding) -> Self {
+        self.output = output;
+        self
+    }
+}
+
 /// Routes a worker's message to whoever waits for it.
 fn dispatch(link: &dyn Link, message: FromWorker) {
     let shared = link.shared();
@@ -634,11 +702,18 @@ fn dispatch(link: &dyn Link, message: FromWorker) {
         FromWorker::Done { id, outcome } => {
             if let Some(call) = shared.pending.lock().remove(&id) {
                 let result = outcome
-                    .map(|e| Value::from_encoded(e.type_name, e.bytes))
                     .map_err(|f| WorkerError::Remote {
                         worker: shared.name.clone(),
                         message: f.message,
                         retryable: f.retryable,
+                    })
+                    .and_then(|e| {
+                        Value::from_any(e.format, e.type_name, e.bytes).map_err(|e| {
+                            WorkerError::Protocol {
+                                worker: shared.name.clone(),
+                                source: ProtocolError::Malformed(e),
+                            }
+                        })
                     });
                 let _ = call.reply.send(CallEvent::Done(result));
             }
