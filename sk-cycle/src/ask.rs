@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sk_core::Value;
+use sk_core::{Encoding, Value};
 
 use crate::coord::Coord;
 use crate::error::ReadError;
@@ -39,6 +39,12 @@ pub(crate) enum Question<V> {
     StoreRemove(String),
     StoreContains(String),
     StoreKeys,
+    /// The part's idempotency key.
+    Key,
+    /// The recorded value of a step of the part.
+    Step(String),
+    /// Record a step of the part with its value (external format).
+    RecordStep(String, Vec<u8>),
 }
 
 /// The run's answer.
@@ -51,6 +57,10 @@ pub(crate) enum Reply<V> {
     Written(Option<u64>),
     Flag(bool),
     Keys(Vec<String>),
+    Key(String),
+    /// A step's recorded value (`None`: not recorded), or why it cannot
+    /// be read or recorded.
+    Step(Result<Option<Vec<u8>>, String>),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -61,27 +71,42 @@ pub(crate) struct Identity {
     pub(crate) attempt: u32,
 }
 
-/// A value crossing the process boundary: its type name and its bytes in
-/// the internal format.
+/// A value crossing the process boundary: its type name and its bytes
+/// (internal format, or the external bytes of a value read back from a
+/// journal).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Wire {
     type_name: String,
+    encoding: Encoding,
     bytes: Vec<u8>,
 }
 
 impl Wire {
-    fn of(value: &Value, what: impl FnOnce() -> String) -> Result<Wire, ReadError> {
-        match value.encode() {
-            Ok(bytes) => Ok(Wire {
-                type_name: value.type_name().to_owned(),
-                bytes,
-            }),
-            Err(_) => Err(ReadError::LocalOnly { what: what() }),
-        }
+    /// `value`'s bytes; `Err` with the encoding error when it does not
+    /// encode (a local value).
+    fn encode(value: &Value) -> Result<Wire, sk_cereal::CerealError> {
+        value.encode_any().map(|(encoding, bytes)| Wire {
+            type_name: value.type_name().to_owned(),
+            encoding,
+            bytes,
+        })
     }
 
-    fn value(self) -> Arc<Value> {
-        Arc::new(Value::from_encoded(self.type_name, self.bytes))
+    fn of(value: &Value, what: impl FnOnce() -> String) -> Result<Wire, ReadError> {
+        Wire::encode(value).map_err(|_| ReadError::LocalOnly { what: what() })
+    }
+
+    /// The value again; bytes that do not read are a broken link.
+    fn decode(self) -> Result<Value, ReadError> {
+        Value::from_any(self.encoding, self.type_name, self.bytes).map_err(|e| {
+            ReadError::Unreachable {
+                why: format!("a value arrived unreadable: {e}"),
+            }
+        })
+    }
+
+    fn value(self) -> Result<Arc<Value>, ReadError> {
+        self.decode().map(Arc::new)
     }
 }
 
@@ -131,6 +156,19 @@ impl Asker<'_> {
             Question::StoreRemove(key) => Reply::Flag(store.remove(&key)),
             Question::StoreContains(key) => Reply::Flag(store.contains(&key)),
             Question::StoreKeys => Reply::Keys(store.keys()),
+            Question::Key => Reply::Key(crate::part::idempotency_key(
+                &self.env.run_key(),
+                self.iteration,
+                self.part,
+            )),
+            Question::Step(step) => {
+                Reply::Step(self.env.recorded_step(self.part, self.iteration, &step))
+            }
+            Question::RecordStep(step, value) => Reply::Step(
+                self.env
+                    .record_step(self.part, self.iteration, &step, value)
+                    .map(|()| None),
+            ),
         }
     }
 
@@ -145,7 +183,8 @@ impl Asker<'_> {
             Question::StoreGet(key) => store::what(key),
             _ => String::new(),
         };
-        let reply = self.respond(question_from_wire(question));
+        let question = question_from_wire(question).map_err(|e| e.to_string())?;
+        let reply = self.respond(question);
         let reply = reply_to_wire(reply, what);
         sk_cereal::Internal::encode(&reply).map_err(|e| format!("cannot send the answer: {e}"))
     }
@@ -173,31 +212,34 @@ impl<V> Question<V> {
             Question::StoreRemove(key) => Question::StoreRemove(key),
             Question::StoreContains(key) => Question::StoreContains(key),
             Question::StoreKeys => Question::StoreKeys,
+            Question::Key => Question::Key,
+            Question::Step(step) => Question::Step(step),
+            Question::RecordStep(step, value) => Question::RecordStep(step, value),
         })
     }
 }
 
-fn question_from_wire(question: Question<Wire>) -> Question<Value> {
-    let decoded = question.try_map(|_, wire| {
-        Ok::<_, std::convert::Infallible>(Value::from_encoded(wire.type_name, wire.bytes))
-    });
-    match decoded {
-        Ok(question) => question,
-        Err(never) => match never {},
-    }
+fn question_from_wire(question: Question<Wire>) -> Result<Question<Value>, ReadError> {
+    question.try_map(|_, wire| wire.decode())
 }
 
 pub(crate) fn question_to_wire(question: Question<Value>) -> Result<Question<Wire>, ReadError> {
     // Only serializable values are written (`RunStore::set`, `update`):
-    // one that does not encode failed to serialize.
-    question.try_map(|key, value| match value.encode() {
-        Ok(bytes) => Ok(Wire {
+    // one that does not encode failed to serialize. They go in the
+    // external format when they can: internal bytes carry no type to
+    // re-encode from, and a journaled run records the store's values in
+    // the external format.
+    question.try_map(|key, value| {
+        let external = value.encode_external().map(|bytes| Wire {
             type_name: value.type_name().to_owned(),
+            encoding: Encoding::External,
             bytes,
-        }),
-        Err(e) => Err(ReadError::Unreachable {
-            why: format!("cannot send the value for \"{key}\": {e}"),
-        }),
+        });
+        external
+            .or_else(|_| Wire::encode(&value))
+            .map_err(|e| ReadError::Unreachable {
+                why: format!("cannot send the value for \"{key}\": {e}"),
+            })
     })
 }
 
@@ -220,6 +262,8 @@ impl<V> Reply<V> {
             Reply::Written(revision) => Reply::Written(revision),
             Reply::Flag(flag) => Reply::Flag(flag),
             Reply::Keys(keys) => Reply::Keys(keys),
+            Reply::Key(key) => Reply::Key(key),
+            Reply::Step(step) => Reply::Step(step),
         }
     }
 }
@@ -231,5 +275,5 @@ fn reply_to_wire(reply: Reply<Arc<Value>>, what: String) -> Reply<Wire> {
 }
 
 pub(crate) fn reply_from_wire(reply: Reply<Wire>) -> Reply<Arc<Value>> {
-    reply.try_map(|wire| Ok(wire.value()))
+    reply.try_map(Wire::value)
 }

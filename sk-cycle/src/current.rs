@@ -20,7 +20,7 @@ use sk_core::Value;
 
 use crate::ask::{Identity, Question, Reply, Wire, question_to_wire, reply_from_wire};
 use crate::coord::Coord;
-use crate::error::ReadError;
+use crate::error::{ReadError, StepError};
 use crate::part::{Descendants, Output, output_what};
 use crate::store;
 
@@ -210,6 +210,61 @@ impl CurrentPart {
                 keep(&part, &output).then(|| (Arc::from(part), output))
             })
             .collect())
+    }
+
+    /// This part's idempotency key, as
+    /// [`PartContext::idempotency_key`](crate::PartContext::idempotency_key)
+    /// gives it.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Unreachable`] when the run cannot be reached.
+    pub fn idempotency_key(&self) -> Result<String, ReadError> {
+        match ask(Question::Key)? {
+            Reply::Key(key) => Ok(key),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Step `name` of this part's work, recorded in a journaled run as
+    /// [`PartContext::step`](crate::PartContext::step) records it (from a
+    /// worker process too: the run records it).
+    ///
+    /// # Errors
+    ///
+    /// As [`PartContext::step`](crate::PartContext::step).
+    pub fn step<T, F>(&self, name: &str, f: F) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> T,
+    {
+        self.try_step(name, || Ok::<T, std::convert::Infallible>(f()))
+    }
+
+    /// [`step`](Self::step) for fallible work, as
+    /// [`PartContext::try_step`](crate::PartContext::try_step).
+    ///
+    /// # Errors
+    ///
+    /// As [`PartContext::try_step`](crate::PartContext::try_step).
+    pub fn try_step<T, E, F>(&self, name: &str, f: F) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Into<sk_core::BoxError>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        let step = |question| match ask(question) {
+            Ok(Reply::Step(step)) => step,
+            Ok(_) => Err(mismatch().to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        crate::step::run_step(
+            &self.who.part,
+            name,
+            step(Question::Step(name.to_owned())),
+            |bytes| step(Question::RecordStep(name.to_owned(), bytes)).map(drop),
+            f,
+        )
     }
 
     /// The run's shared store, as this part reaches it.

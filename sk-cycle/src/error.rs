@@ -349,6 +349,32 @@ pub enum RunError {
         /// The cycle.
         cycle: String,
     },
+    /// The run's journal could not be opened, refused the run (another
+    /// plan, a damaged file, a live run holding it) or stopped recording.
+    #[error("cycle \"{cycle}\": the run's journal failed")]
+    Journal {
+        /// The cycle.
+        cycle: String,
+        /// What the journal said (boxed: it names a file and a cause,
+        /// and keeps every other `RunError` small).
+        #[source]
+        source: Box<sk_journal::JournalError>,
+    },
+    /// A journaled run was asked of a cycle with a part whose output
+    /// cannot be recorded (not serializable); mark it
+    /// [`recompute_on_resume`](crate::CyclePart::recompute_on_resume) to
+    /// run it again on resume instead.
+    #[error(
+        "cycle \"{cycle}\": part \"{part}\" at {coord} has an output that cannot be journaled (not serializable); mark it recompute_on_resume"
+    )]
+    Unrecordable {
+        /// The cycle.
+        cycle: String,
+        /// The part.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+    },
     /// The thread running the cycle (see
     /// [`Cycle::spawn`](crate::Cycle::spawn)) panicked outside any part.
     #[error("cycle \"{cycle}\": the run thread panicked: {message}")]
@@ -395,6 +421,29 @@ pub enum PartError {
         /// The panic message.
         message: String,
     },
+    /// The part was marked [`once`](crate::CyclePart::once), recorded its
+    /// intent to run, and the run was killed before its end was recorded:
+    /// whether its effect happened is unknown, so it was not run again.
+    #[error(
+        "part \"{part}\" at {coord}: outcome unknown (it had started when the run was killed, and runs at most once)"
+    )]
+    OutcomeUnknown {
+        /// The part.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+    },
+    /// A failure recorded in the run's journal before the run was resumed,
+    /// replayed (its text as it was recorded).
+    #[error("{text}")]
+    Recorded {
+        /// The part.
+        part: String,
+        /// Its coordinate.
+        coord: Coord,
+        /// The error's text as recorded.
+        text: String,
+    },
     /// A validator rejected the part's input or output.
     #[error("part \"{part}\" at {coord}: {which} rejected: {reason}")]
     Invalid {
@@ -406,6 +455,49 @@ pub enum PartError {
         which: &'static str,
         /// The validator's message.
         reason: String,
+    },
+}
+
+/// Why a step of a part ([`PartContext::step`](crate::PartContext::step))
+/// failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The step's work returned an error (nothing was recorded: the next
+    /// attempt runs it again).
+    #[error("part \"{part}\", step \"{step}\": failed")]
+    Failed {
+        /// The part.
+        part: String,
+        /// The step.
+        step: String,
+        /// The work's error.
+        #[source]
+        source: sk_core::BoxError,
+    },
+    /// The step's value could not be recorded, or its recorded value
+    /// read back (the journal failed, or the run could not be reached
+    /// from a worker process).
+    #[error("part \"{part}\", step \"{step}\": cannot be journaled: {why}")]
+    Journal {
+        /// The part.
+        part: String,
+        /// The step.
+        step: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The step's value does not serialize, or its recorded value is not
+    /// a `T` (the code changed since it was recorded).
+    #[error("part \"{part}\", step \"{step}\": its value cannot be recorded or read back")]
+    Value {
+        /// The part.
+        part: String,
+        /// The step.
+        step: String,
+        /// The format's error.
+        #[source]
+        source: sk_cereal::CerealError,
     },
 }
 

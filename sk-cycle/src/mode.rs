@@ -144,6 +144,19 @@ impl PartState {
         PartState::Cancelled,
     ];
 
+    /// Whether the part did not end well: it failed, timed out, or did
+    /// not run because of a failure or a stop.
+    pub(crate) fn is_failure(self) -> bool {
+        matches!(
+            self,
+            PartState::Failed
+                | PartState::UpstreamFailed
+                | PartState::Skipped
+                | PartState::TimedOut
+                | PartState::Cancelled
+        )
+    }
+
     /// The state's name as used in messages and reports.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -156,6 +169,11 @@ impl PartState {
             PartState::TimedOut => "timed out",
             PartState::Cancelled => "cancelled",
         }
+    }
+
+    /// The state named `name` (as [`PartState::as_str`] gives it).
+    pub(crate) fn from_name(name: &str) -> Option<PartState> {
+        PartState::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
     /// Whether the part ran to an output its dependents can use.

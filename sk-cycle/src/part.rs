@@ -10,7 +10,7 @@ use serde::Serialize;
 use sk_core::{AnyFunction, BoxError, RetryPolicy, StopToken, Value};
 
 use crate::coord::Coord;
-use crate::error::{PartError, ReadError, view_as};
+use crate::error::{PartError, ReadError, StepError, view_as};
 use crate::mode::{ErrorMode, Placement};
 use crate::store::Store;
 
@@ -70,6 +70,11 @@ pub struct CyclePart {
     pub(crate) unit_output: bool,
     /// Whether the output can only stay in this process (no serde).
     pub(crate) local_output: bool,
+    /// In a journaled run: records an intent before it runs, and is never
+    /// run again when a crash left its outcome unknown.
+    pub(crate) once: bool,
+    /// In a journaled run: not recorded, run again on resume.
+    pub(crate) recompute: bool,
 }
 
 impl CyclePart {
@@ -90,6 +95,8 @@ impl CyclePart {
             fallback: None,
             unit_output,
             local_output: false,
+            once: false,
+            recompute: false,
         }
     }
 
@@ -180,6 +187,26 @@ impl CyclePart {
     /// [`CyclePart::in_process`]).
     pub fn in_named_process(mut self, process: impl Into<String>) -> Self {
         self.placement = Placement::NamedProcess(process.into());
+        self
+    }
+
+    /// Makes the part's effect happen at most once in a journaled run
+    /// (see [`Run::journal`](crate::Run::journal)): before it runs, the
+    /// run records (and commits) its intent. If the run is killed before
+    /// the part's end is recorded, its outcome is unknown: on resume it is
+    /// not run again but fails with [`PartError::OutcomeUnknown`](crate::PartError::OutcomeUnknown),
+    /// and its error mode decides what follows (a retry mode does not
+    /// retry it). Outside a journaled run it changes nothing.
+    pub fn once(mut self) -> Self {
+        self.once = true;
+        self
+    }
+
+    /// In a journaled run, does not record the part: a resumed run runs
+    /// it again (e.g. a part whose output cannot be serialized, like a
+    /// [`CyclePart::local`] one, which a journaled run otherwise refuses).
+    pub fn recompute_on_resume(mut self) -> Self {
+        self.recompute = true;
         self
     }
 
@@ -383,6 +410,31 @@ pub(crate) trait ContextEnv: Sync {
     /// outputs, in coordinate order (`None`: unknown part).
     fn subtree_latest(&self, part: &str) -> Option<LatestOutputs>;
     fn store(&self) -> &Store;
+    /// The run's id as keys name it: a durable run's id, else the
+    /// cycle's name and the run's number in this process.
+    fn run_key(&self) -> String;
+    /// The recorded value of step `step` of `part` in `iteration` (in a
+    /// durable run; `None` in others).
+    fn recorded_step(
+        &self,
+        part: &str,
+        iteration: u64,
+        step: &str,
+    ) -> Result<Option<Vec<u8>>, String>;
+    /// Records step `step` of `part` (in a durable run; nothing in
+    /// others), committed when it returns.
+    fn record_step(
+        &self,
+        part: &str,
+        iteration: u64,
+        step: &str,
+        value: Vec<u8>,
+    ) -> Result<(), String>;
+}
+
+/// The idempotency key of `part` in `iteration` of run `run`.
+pub(crate) fn idempotency_key(run: &str, iteration: u64, part: &str) -> String {
+    format!("{run}/{iteration}/{part}")
 }
 
 /// A part's output read by another part: derefs to the value.
@@ -450,6 +502,77 @@ impl<'a> PartContext<'a> {
     /// The iteration number, from 1 (per lane under independent sync).
     pub fn iteration(&self) -> u64 {
         self.iteration
+    }
+
+    /// A key naming this part's work in this iteration of this run —
+    /// `<run>/<iteration>/<part>` — the same on every attempt and, in a
+    /// journaled run, after a resume: pass it to an outside service so
+    /// that a request made twice (a retry, a re-run after a crash) is
+    /// done once.
+    pub fn idempotency_key(&self) -> String {
+        idempotency_key(&self.env.run_key(), self.iteration, self.part)
+    }
+
+    /// Step `name` of this part's work: in a journaled run (see
+    /// [`Run::journal`](crate::Run::journal)), `f`'s value is recorded
+    /// (and committed) before it is returned, and a resumed run, or a
+    /// later attempt, gets the recorded value back instead of calling `f`
+    /// again — the durable await: create an outside job in one step, and
+    /// poll it in the part; after a crash the part polls the same job.
+    /// Outside a journaled run it calls `f`.
+    ///
+    /// A crash between `f`'s effect and the commit runs `f` again (at
+    /// least once, like every durable-execution step): give the outside
+    /// service the [`idempotency_key`](Self::idempotency_key).
+    ///
+    /// # Errors
+    ///
+    /// [`StepError::Journal`] when the value cannot be recorded or read
+    /// back, [`StepError::Value`] when it does not serialize or the
+    /// recorded one is not a `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sk_cycle::{CycleBuilder, CyclePart, Run};
+    ///
+    /// let mut b = CycleBuilder::new("jobs");
+    /// b.add(CyclePart::fallible("submit", |ctx| {
+    ///     let job: u64 = ctx.step("create", || 42u64)?; // e.g. client.create_job()
+    ///     Ok::<_, sk_cycle::StepError>(job)
+    /// }), 1)?;
+    /// let report = b.build()?.run(Run::once())?;
+    /// assert_eq!(report.last().unwrap().output_as::<u64>("submit"), Some(&42));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn step<T, F>(&self, name: &str, f: F) -> Result<T, StepError>
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+        F: FnOnce() -> T,
+    {
+        self.try_step(name, || Ok::<T, std::convert::Infallible>(f()))
+    }
+
+    /// [`step`](Self::step) for fallible work: an error is returned as
+    /// [`StepError::Failed`] and not recorded (the next attempt tries
+    /// again).
+    ///
+    /// # Errors
+    ///
+    /// As [`step`](Self::step), and [`StepError::Failed`].
+    pub fn try_step<T, E, F>(&self, name: &str, f: F) -> Result<T, StepError>
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+        E: Into<sk_core::BoxError>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        crate::step::run_step(
+            self.part,
+            name,
+            self.env.recorded_step(self.part, self.iteration, name),
+            |bytes| self.env.record_step(self.part, self.iteration, name, bytes),
+            f,
+        )
     }
 
     /// The attempt number under retry, from 1.

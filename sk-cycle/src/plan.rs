@@ -244,7 +244,8 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                             && frame.conditions.is_empty()
                             && frame.gate.is_none()
                             && frame.rates.is_empty()
-                            && part.rate_limit.is_none() =>
+                            && part.rate_limit.is_none()
+                            && !part.once =>
                     {
                         Some(Arc::clone(f))
                     }

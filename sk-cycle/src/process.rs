@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use sk_core::{Args, SkFunction, Value};
-use sk_process::{Answerer, Backend, Worker, WorkerError};
+use sk_process::{Answerer, Backend, CallOptions, Worker, WorkerError};
 
 use crate::mode::Placement;
 use crate::part::Input;
@@ -97,7 +97,8 @@ impl ProcessRunner {
     }
 
     /// Runs `function` for a part placed at `placement`, with the part's
-    /// input bound as `input` when the function takes it, `answer`
+    /// input bound as `input` when the function takes it (within the
+    /// timeout and in the output format of `options`), `answer`
     /// answering the questions its code asks of the run; `ran_on` is set
     /// to the process id of the worker the call ran on (0: none).
     pub(crate) fn call(
@@ -105,7 +106,7 @@ impl ProcessRunner {
         placement: &Placement,
         function: &SkFunction,
         input: &Input,
-        timeout: Option<Duration>,
+        options: CallOptions,
         ran_on: &mut u32,
         answer: Answerer<'_>,
     ) -> Result<Value, WorkerError> {
@@ -114,9 +115,9 @@ impl ProcessRunner {
         loop {
             let delivery = match placement {
                 Placement::NamedProcess(name) => {
-                    self.call_named(name, function, &args, timeout, answer)
+                    self.call_named(name, function, &args, options, answer)
                 }
-                _ => self.call_pooled(function, &args, timeout, answer),
+                _ => self.call_pooled(function, &args, options, answer),
             };
             match delivery {
                 Delivery::Ran(result, pid) => {
@@ -137,7 +138,7 @@ impl ProcessRunner {
         &self,
         function: &SkFunction,
         args: &Args,
-        timeout: Option<Duration>,
+        options: CallOptions,
         answer: Answerer<'_>,
     ) -> Delivery {
         let worker = {
@@ -172,7 +173,7 @@ impl ProcessRunner {
                 }
             },
         };
-        let result = worker.call_answering(function, args, timeout, answer);
+        let result = worker.call_with(function, args, options, answer);
         let delivery = Delivery::of(result, &worker);
         let mut state = self.pooled.lock();
         let kept = matches!(&delivery, Delivery::Ran(result, _) if reusable(result));
@@ -192,7 +193,7 @@ impl ProcessRunner {
         name: &str,
         function: &SkFunction,
         args: &Args,
-        timeout: Option<Duration>,
+        options: CallOptions,
         answer: Answerer<'_>,
     ) -> Delivery {
         let slot = Arc::clone(self.named.lock().entry(name.to_owned()).or_default());
@@ -209,7 +210,7 @@ impl ProcessRunner {
                 worker
             }
         };
-        let result = worker.call_answering(function, args, timeout, answer);
+        let result = worker.call_with(function, args, options, answer);
         if !worker.is_alive() || !reusable(&result) {
             worker.kill();
             *slot = None;
@@ -264,8 +265,10 @@ pub(crate) fn input_args(function: &SkFunction, input: &Input) -> Args {
         .spec()
         .is_ok_and(|spec| spec.param("input").is_some());
     match input {
-        Input::Value(value) if takes_input => match value.encode() {
-            Ok(bytes) => Args::new().with_encoded("input", value.type_name().to_owned(), bytes),
+        Input::Value(value) if takes_input => match value.encode_any() {
+            Ok((encoding, bytes)) => {
+                Args::new().with_bytes("input", value.type_name().to_owned(), encoding, bytes)
+            }
             // A local-only value cannot be sent; the call then fails naming
             // the missing argument.
             Err(_) => Args::new(),

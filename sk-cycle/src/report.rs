@@ -311,6 +311,7 @@ pub struct RunReport {
     pub(crate) stats: CycleStats,
     pub(crate) trace: Option<Trace>,
     pub(crate) wall: Duration,
+    pub(crate) resumed: Option<crate::durable::Resumed>,
 }
 
 impl RunReport {
@@ -319,7 +320,14 @@ impl RunReport {
         &self.cycle
     }
 
-    /// Iterations run by the first lane.
+    /// Where a journaled run resumed (`None`: it started fresh, or keeps
+    /// no journal). See [`Run::journal`](crate::Run::journal).
+    pub fn resumed(&self) -> Option<&crate::durable::Resumed> {
+        self.resumed.as_ref()
+    }
+
+    /// Iterations run by the first lane (in this call: a resumed run's
+    /// earlier iterations are in [`RunReport::resumed`]).
     pub fn iterations(&self) -> u64 {
         self.iterations.first().copied().unwrap_or(0)
     }

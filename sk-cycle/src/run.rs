@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use sk_core::{StopToken, TimingStats};
+use sk_journal::Durability;
 
 use crate::coord::Coord;
 use crate::cycle::Cycle;
+use crate::durable::{Durable, JournalSetup, Recorded, Resumed};
 use crate::engine::{Engine, EngineOptions, EngineSetup, Runtime};
 use crate::error::RunError;
 use crate::report::{CycleStats, IterationReport, RunReport, StopReason};
@@ -19,6 +21,7 @@ use crate::trace::Trace;
 
 type Predicate = Arc<dyn Fn(&IterationReport) -> bool + Send + Sync>;
 type Observer = Arc<dyn Fn(&IterationReport) + Send + Sync>;
+type ResumeObserver = Arc<dyn Fn(&Resumed) + Send + Sync>;
 
 #[derive(Clone)]
 enum Mode {
@@ -56,6 +59,8 @@ pub struct Run {
     process_workers: usize,
     /// Where a spawned run shows its runtime to its handle (live stats).
     live: Option<Arc<LiveSlot>>,
+    journal: JournalSetup,
+    on_resume: Option<ResumeObserver>,
 }
 
 /// The running runtime of a spawned run, for [`RunHandle::stats`].
@@ -79,6 +84,8 @@ impl Default for Run {
             backend: None,
             process_workers: 2,
             live: None,
+            journal: JournalSetup::default(),
+            on_resume: None,
         }
     }
 }
@@ -201,6 +208,91 @@ impl Run {
         self.store = Some(store);
         self
     }
+
+    /// Makes the run durable: it records every part's end in the
+    /// journal at `path` (an embedded SQLite database, created if there
+    /// is none), so that, killed at any moment, the same run started
+    /// again resumes where it was.
+    ///
+    /// - **Recorded**, per (iteration, part): the end state, attempts,
+    ///   error text, the output in the external format (see
+    ///   [`sk_cereal::External`]), and the part's writes to the run's
+    ///   [`Store`] in the same transaction. Records are committed by one
+    ///   writer thread, in order, in batches: a part's record is never
+    ///   durable without the records of the parts before it.
+    /// - **Resumed**: a run started with the same id
+    ///   ([`Run::run_id`], default: the cycle's name) continues its
+    ///   interrupted iteration — parts with a recorded end are not run
+    ///   again (their recorded outputs feed their dependents), parts that
+    ///   had started and not ended run again — then goes on;
+    ///   [`Run::times`] counts the iterations done before. A run with
+    ///   nothing left to do does nothing. The store is restored (values
+    ///   set with [`Store::set_local`] are not recorded). Recorded
+    ///   failures of the interrupted iteration (failed, timed out, and
+    ///   the upstream-failed or skipped parts after them) are not
+    ///   replayed: those parts run again. So an iteration stopped by an
+    ///   instant fail, which is not counted as done, is tried again from
+    ///   its failure on the next start.
+    /// - **Refused**: a journal holding this run id with another plan
+    ///   (parts, places, modes, edges) is [`RunError::Journal`] naming
+    ///   the first difference; so is a damaged, foreign or newer journal,
+    ///   or one a live run holds. A part whose output cannot be
+    ///   serialized is [`RunError::Unrecordable`] unless marked
+    ///   [`recompute_on_resume`](crate::CyclePart::recompute_on_resume).
+    ///
+    /// Parts in worker processes are recorded the same way (by this
+    /// process; a worker that dies mid-part leaves no record: the part
+    /// runs again on resume). See also [`CyclePart::once`](crate::CyclePart::once)
+    /// for effects that must not happen twice, and
+    /// [`PartContext::step`](crate::PartContext::step) for recorded steps
+    /// inside a part.
+    pub fn journal(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.journal.path = Some(path.into());
+        self
+    }
+
+    /// The id a journaled run is recorded under (default: the cycle's
+    /// name): the same id resumes it, another starts a new run in the
+    /// same journal.
+    pub fn run_id(mut self, id: impl Into<String>) -> Self {
+        self.journal.run = Some(id.into());
+        self
+    }
+
+    /// What a journaled run's commits survive (default: the death of the
+    /// process; [`Durability::PowerLoss`] waits for the disk).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.journal.durability = durability;
+        self
+    }
+
+    /// How many ended iterations a journaled run keeps records of
+    /// (default 100): a continuous run's journal stops growing.
+    pub fn keep_iterations(mut self, iterations: u64) -> Self {
+        self.journal.keep = Some(iterations);
+        self
+    }
+
+    /// Calls `observer` (on the journal's writer thread: keep it quick)
+    /// after each part's end is committed to the journal — e.g. to
+    /// acknowledge the work upstream only once it is durable.
+    pub fn on_recorded<F>(mut self, observer: F) -> Self
+    where
+        F: Fn(&Recorded) + Send + Sync + 'static,
+    {
+        self.journal.on_recorded = Some(Arc::new(observer));
+        self
+    }
+
+    /// Calls `observer` before a journaled run resumes (not for a fresh
+    /// run), with where it picks up.
+    pub fn on_resume<F>(mut self, observer: F) -> Self
+    where
+        F: Fn(&Resumed) + Send + Sync + 'static,
+    {
+        self.on_resume = Some(Arc::new(observer));
+        self
+    }
 }
 
 impl fmt::Debug for Run {
@@ -301,13 +393,28 @@ impl Cycle {
         let _run = tracing::info_span!("run", cycle = %self.name()).entered();
         let started = Instant::now();
         let cycle: Arc<str> = Arc::from(self.name());
+        let store = run.store.clone().unwrap_or_default();
+        let durable = match &run.journal.path {
+            Some(path) => Some(Durable::start(
+                &run.journal,
+                path,
+                &cycle,
+                &self.plan,
+                &store,
+            )?),
+            None => None,
+        };
+        let resumed = durable.as_ref().and_then(|(d, _)| d.resumed.clone());
+        if let (Some(resumed), Some(observer)) = (&resumed, &run.on_resume) {
+            observer(resumed);
+        }
         let engine = Engine::start(
             &self.plan,
             &cycle,
             EngineSetup {
                 pool: run.pool.clone(),
                 threads: run.threads,
-                store: run.store.clone().unwrap_or_default(),
+                store,
                 options: EngineOptions {
                     stats: run.stats,
                     trace: run.trace,
@@ -315,6 +422,7 @@ impl Cycle {
                 },
                 backend: run.backend,
                 process_workers: run.process_workers,
+                durable,
             },
         )?;
         let rt = engine.runtime();
@@ -362,9 +470,16 @@ impl Cycle {
         };
         let finished = engine.finish();
         let rt = finished.runtime();
+        // Everything recorded is committed before the run returns.
+        let journaled = rt.durable().map_or(Ok(()), Durable::finish);
         let trace = run.trace.then(|| Trace::from_log(&cycle, rt.take_trace()));
-        let report = build_report(rt, outcomes, trace, started.elapsed());
+        let mut report = build_report(rt, outcomes, trace, started.elapsed());
+        report.resumed = resumed;
         finished.join();
+        journaled.map_err(|source| RunError::Journal {
+            cycle: cycle.to_string(),
+            source: Box::new(source),
+        })?;
         Ok(report)
     }
 
@@ -429,9 +544,14 @@ fn drive_lane(
     rt.register_driver(lane);
     let mut last_duration = Duration::ZERO;
     let mut last_iteration = 0;
+    // A resumed run's iterations before this call count towards `times`.
+    let done_before = rt
+        .durable()
+        .and_then(|d| d.lanes_done.get(lane).copied())
+        .unwrap_or(0);
     loop {
         if let Mode::Times(n) = run.mode {
-            if outcome.iterations >= n {
+            if done_before + outcome.iterations >= n {
                 outcome.reason = StopReason::Completed;
                 break;
             }
@@ -455,6 +575,16 @@ fn drive_lane(
         });
         last_duration = began.map_or(Duration::ZERO, |b| b.elapsed());
         last_iteration = iteration;
+        if !rt.aborted() {
+            rt.iteration_ended(lane, iteration);
+        }
+        if rt.durable().is_some_and(Durable::has_failed) {
+            // Not durable any more: stop, and say why (see `Cycle::run`).
+            outcome.reason = StopReason::Stopped;
+            halt.stop();
+            outcome.iterations += 1;
+            break;
+        }
         if let (true, Some(began)) = (run.trace, began) {
             rt.trace_iteration(lane, iteration, began, last_duration);
         }
@@ -546,5 +676,6 @@ fn build_report(
         stats: CycleStats { iterations, parts },
         trace,
         wall,
+        resumed: None,
     }
 }

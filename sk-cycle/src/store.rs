@@ -81,7 +81,9 @@ impl Store {
     pub(crate) fn set_value(&self, key: impl Into<String>, value: Value) -> u64 {
         let slot = self.slot_of(value);
         let revision = slot.revision;
-        self.map.insert(key.into(), slot);
+        let key = key.into();
+        note_write(&key);
+        self.map.insert(key, slot);
         revision
     }
 
@@ -154,6 +156,7 @@ impl Store {
             }
             _ => return None,
         }
+        note_write(key);
         Some(revision)
     }
 
@@ -202,11 +205,13 @@ impl Store {
             Entry::Vacant(_) => f(None),
         };
         entry.insert(self.slot_of(wrap(new.clone())));
+        note_write(key);
         Ok(new)
     }
 
     /// Removes `key`; whether it was there.
     pub fn remove(&self, key: &str) -> bool {
+        note_write(key);
         self.map.remove(key).is_some()
     }
 
@@ -224,8 +229,53 @@ impl Store {
 
     /// Removes everything.
     pub fn clear(&self) {
+        for key in self.keys() {
+            note_write(&key);
+        }
         self.map.clear();
     }
+}
+
+thread_local! {
+    /// The keys written on this thread while [`collect_writes`] runs.
+    static WRITES: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Notes a write of `key` for [`collect_writes`], if it runs.
+fn note_write(key: &str) {
+    WRITES.with(|writes| {
+        if let Some(keys) = writes.borrow_mut().as_mut() {
+            keys.push(key.to_owned());
+        }
+    });
+}
+
+/// Runs `f`, and the keys of every store write made on this thread
+/// meanwhile (a journaled run records them with the part that made them).
+pub(crate) fn collect_writes<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+    /// Puts back what an outer collection had, however `f` ends.
+    struct Outer(Option<Vec<String>>);
+    impl Drop for Outer {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            WRITES.with(|writes| {
+                let mut writes = writes.borrow_mut();
+                let mine = std::mem::replace(&mut *writes, outer);
+                if let (Some(outer), Some(mine)) = (writes.as_mut(), mine) {
+                    outer.extend(mine);
+                }
+            });
+        }
+    }
+    let mut outer = Outer(WRITES.with(|writes| writes.borrow_mut().replace(Vec::new())));
+    let result = f();
+    let keys = WRITES.with(|writes| writes.borrow_mut().replace(Vec::new()).unwrap_or_default());
+    // What an outer collection gets: this collection's keys too.
+    if let Some(outer) = outer.0.as_mut() {
+        outer.extend(keys.iter().cloned());
+    }
+    drop(outer);
+    (result, keys)
 }
 
 /// What a read of `key` reads, for errors.

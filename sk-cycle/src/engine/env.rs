@@ -74,6 +74,42 @@ impl ContextEnv for Env<'_> {
     fn store(&self) -> &Store {
         &self.rt.store
     }
+
+    fn run_key(&self) -> String {
+        match self.rt.durable() {
+            Some(durable) => durable.run().to_owned(),
+            None => format!("{}#{}", self.rt.cycle, self.rt.run_id),
+        }
+    }
+
+    fn recorded_step(
+        &self,
+        part: &str,
+        iteration: u64,
+        step: &str,
+    ) -> Result<Option<Vec<u8>>, String> {
+        match self.rt.durable() {
+            Some(durable) => durable
+                .step(part, iteration, step)
+                .map_err(|e| sk_core::error_chain(&e)),
+            None => Ok(None),
+        }
+    }
+
+    fn record_step(
+        &self,
+        part: &str,
+        iteration: u64,
+        step: &str,
+        value: Vec<u8>,
+    ) -> Result<(), String> {
+        match self.rt.durable() {
+            Some(durable) => durable
+                .record_step(part, iteration, step, value)
+                .map_err(|e| sk_core::error_chain(&e)),
+            None => Ok(()),
+        }
+    }
 }
 
 scoped_tls::scoped_thread_local!(static RUNTIME: Runtime);

@@ -36,6 +36,8 @@ pub(crate) struct Finish {
     pub(crate) retries: u32,
     /// The worker process it ran in (0: this process).
     pub(crate) pid: u32,
+    /// Its end was replayed from the run's journal (not run again).
+    pub(crate) replayed: bool,
 }
 
 impl Finish {
@@ -51,6 +53,7 @@ impl Finish {
             ran: None,
             retries: 0,
             pid: 0,
+            replayed: false,
         }
     }
 
@@ -292,7 +295,9 @@ impl Runtime {
         let _part = part_span(pp, iteration).entered();
         let env = self.env(pp.lane);
         let ctx = self.context(pp, &input, &env, &self.cancel, iteration, 1);
-        let result = caught(pp, panic::catch_unwind(AssertUnwindSafe(|| work(&ctx))));
+        let result = self.attributed(node, || {
+            caught(pp, panic::catch_unwind(AssertUnwindSafe(|| work(&ctx))))
+        });
         self.finish_with(pp, result, started)
     }
 
@@ -309,31 +314,38 @@ impl Runtime {
         let started = self.start_clock();
         let _part = part_span(pp, iteration).entered();
         let env = self.env(pp.lane);
+        if let Err(error) = self.intend(node, iteration) {
+            return self.finish_with(pp, Err(Failure::new(error, false)), started);
+        }
         let mut attempts = 0;
-        let result = with_retries(pp, part.timeout, &self.retries[node as usize], |number| {
-            attempts = number;
-            check_input(pp, input)?;
-            let ctx = self.context(pp, input, &env, stop, iteration, number);
-            let value = caught(
-                pp,
-                panic::catch_unwind(AssertUnwindSafe(|| match &part.work {
-                    Work::Context(f) => f(&ctx),
-                    // A function has no context: its code asks for the
-                    // part with `current_part`.
-                    Work::Function(f) => {
-                        super::enter(self, pp.lane, node, iteration, number, || {
-                            match f.as_handle() {
-                                Some(handle) => handle
-                                    .execute_value_with(&crate::process::input_args(handle, input))
-                                    .map_err(BoxError::from),
-                                None => f.execute_value().map_err(BoxError::from),
-                            }
-                        })
-                    }
-                })),
-            )?;
-            check_output(pp, &value)?;
-            Ok(value)
+        let result = self.attributed(node, || {
+            with_retries(pp, part.timeout, &self.retries[node as usize], |number| {
+                attempts = number;
+                check_input(pp, input)?;
+                let ctx = self.context(pp, input, &env, stop, iteration, number);
+                let value = caught(
+                    pp,
+                    panic::catch_unwind(AssertUnwindSafe(|| match &part.work {
+                        Work::Context(f) => f(&ctx),
+                        // A function has no context: its code asks for the
+                        // part with `current_part`.
+                        Work::Function(f) => {
+                            super::enter(self, pp.lane, node, iteration, number, || {
+                                match f.as_handle() {
+                                    Some(handle) => handle
+                                        .execute_value_with(&crate::process::input_args(
+                                            handle, input,
+                                        ))
+                                        .map_err(BoxError::from),
+                                    None => f.execute_value().map_err(BoxError::from),
+                                }
+                            })
+                        }
+                    })),
+                )?;
+                check_output(pp, &value)?;
+                Ok(value)
+            })
         });
         let mut finish = self.finish_with(pp, result, started);
         finish.retries = attempts.saturating_sub(1);
@@ -358,43 +370,53 @@ impl Runtime {
             let error = failed(pp, "not a function handle".to_owned());
             return self.finish_with(pp, Err(Failure::new(error, false)), started);
         };
+        if let Err(error) = self.intend(node, iteration) {
+            return self.finish_with(pp, Err(Failure::new(error, false)), started);
+        }
         let mut pid = 0;
         let mut attempts = 0;
         let env = self.env(pp.lane);
-        let result = with_retries(pp, None, &self.retries[node as usize], |number| {
-            attempts = number;
-            check_input(pp, input)?;
-            // The function's reads of its run come here as questions.
-            let asker = crate::ask::Asker {
-                env: &env,
-                part: &part.name,
-                coord: pp.coord,
-                iteration,
-                attempt: number,
-            };
-            let value = runner
-                .call(
-                    &part.placement,
-                    handle,
-                    input,
-                    part.timeout,
-                    &mut pid,
-                    &mut |question| asker.answer(question),
-                )
-                .map_err(|e| match e {
-                    sk_process::WorkerError::TimedOut { after, .. } => Failure {
-                        error: PartError::TimedOut {
-                            part: part.name.to_string(),
-                            coord: pp.coord,
-                            after,
+        let result = self.attributed(node, || {
+            with_retries(pp, None, &self.retries[node as usize], |number| {
+                attempts = number;
+                check_input(pp, input)?;
+                // The function's reads of its run come here as questions.
+                let asker = crate::ask::Asker {
+                    env: &env,
+                    part: &part.name,
+                    coord: pp.coord,
+                    iteration,
+                    attempt: number,
+                };
+                let options = sk_process::CallOptions::new()
+                    .timeout(part.timeout)
+                    .output(self.output_format());
+                let value = runner
+                    .call(
+                        &part.placement,
+                        handle,
+                        input,
+                        options,
+                        &mut pid,
+                        &mut |question| asker.answer(question),
+                    )
+                    .map_err(|e| match e {
+                        sk_process::WorkerError::TimedOut { after, .. } => Failure {
+                            error: PartError::TimedOut {
+                                part: part.name.to_string(),
+                                coord: pp.coord,
+                                after,
+                            },
+                            retryable: true,
+                            timed_out: true,
                         },
-                        retryable: true,
-                        timed_out: true,
-                    },
-                    other => Failure::new(failed(pp, error_chain(&other)), other.is_retryable()),
-                })?;
-            check_output(pp, &value)?;
-            Ok(value)
+                        other => {
+                            Failure::new(failed(pp, error_chain(&other)), other.is_retryable())
+                        }
+                    })?;
+                check_output(pp, &value)?;
+                Ok(value)
+            })
         });
         let mut finish = self.finish_with(pp, result, started);
         finish.pid = pid;
@@ -462,7 +484,7 @@ impl Runtime {
     }
 
     /// What the part's error mode makes of `error`.
-    fn failure(&self, pp: &PlanPart, error: PartError, timed_out: bool) -> Finish {
+    pub(super) fn failure(&self, pp: &PlanPart, error: PartError, timed_out: bool) -> Finish {
         let failed = if timed_out {
             tracing::warn!(part = %pp.part.name, coord = %pp.coord, error = %error, "part timed out");
             PartState::TimedOut

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::{Component, EngineOptions, Runtime, Watchdog};
+use crate::durable::Durable;
 use crate::error::RunError;
 use crate::plan::Plan;
 use crate::store::Store;
@@ -43,6 +44,8 @@ pub(crate) struct EngineSetup {
     pub(crate) backend: Option<sk_process::Backend>,
     /// How many pooled worker processes at most.
     pub(crate) process_workers: usize,
+    /// A durable run's journal, and how many recorded ends it replays.
+    pub(crate) durable: Option<(Durable, usize)>,
 }
 
 /// A started engine.
@@ -102,6 +105,14 @@ impl Engine {
             setup.store,
             setup.options,
         );
+        if let Some((durable, replays)) = setup.durable {
+            // Iterations go on from where the journal says the run was.
+            for (lane, &done) in rt.lanes.iter().zip(&durable.lanes_done) {
+                lane.iteration.store(done, Ordering::Relaxed);
+            }
+            rt.replay_left.store(replays, Ordering::Relaxed);
+            rt.durable = Some(durable);
+        }
         for name in &plan.components {
             let component = Component::start(cycle, name)
                 .map_err(|e| start_error(&format!("component thread \"{name}\""), e))?;

@@ -19,6 +19,8 @@
 //!
 //! The modules: this file schedules nodes and records their ends;
 //! `exec.rs` runs one part (retries, validators, timeouts, stats);
+//! `journal.rs` records ends in a durable run's journal and replays them
+//! on resume;
 //! `place.rs` holds the [`Place`](place::Place) trait, where a part runs
 //! (the pool, its own thread, a component thread, a worker process);
 //! `life.rs` the [`Engine`], the one owner of a run's setup and teardown;
@@ -30,6 +32,7 @@ mod component;
 mod env;
 mod exec;
 mod gate;
+mod journal;
 mod life;
 mod place;
 mod readout;
@@ -45,6 +48,7 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use sk_core::{RateLimiter, StopToken, Value, WindowStats};
 
+use crate::durable::Durable;
 use crate::error::PartError;
 use crate::mode::PartState;
 use crate::part::Input;
@@ -192,6 +196,11 @@ pub(crate) struct Runtime {
     latest: Box<[Mutex<Option<Arc<Value>>>]>,
     /// Where parts run, one per site (see `place.rs`).
     places: Box<[Box<dyn place::Place>]>,
+    /// The run's journal, when it is durable (see `durable.rs`).
+    durable: Option<Durable>,
+    /// Recorded ends not replayed yet (0 but on resume: the one check a
+    /// part's start pays for replay).
+    replay_left: AtomicUsize,
     /// Jobs and threads holding the runtime for work in flight.
     holds: Holds,
 }
@@ -273,6 +282,8 @@ impl Runtime {
                 .map(|_| Mutex::new(None))
                 .collect(),
             places: place::places(&plan),
+            durable: None,
+            replay_left: AtomicUsize::new(0),
             holds: Holds::default(),
             plan,
             cycle,
@@ -478,6 +489,11 @@ impl Runtime {
             let finish = Finish::resolved(PartState::Cancelled, Poison::None);
             return Step::Done(finish.gated(admitted));
         }
+        if self.replay_left.load(Ordering::Relaxed) != 0 {
+            if let Some(finish) = self.replayed(node) {
+                return Step::Done(finish.gated(admitted));
+            }
+        }
         match Poison::from_u8(n.poison.load(Ordering::Acquire)) {
             Poison::None => {}
             p => return Step::Done(Finish::poisoned(p).gated(admitted)),
@@ -633,12 +649,16 @@ impl Runtime {
         (n.pending.fetch_sub(1, Ordering::AcqRel) == 1).then_some(target)
     }
 
-    /// Stores a part's end state, output and error.
+    /// Stores a part's end state, output and error (and records them in
+    /// the run's journal, if it has one).
     fn record(&self, node: u32, lane: usize, finish: Finish) {
         let n = &self.nodes[node as usize];
         if finish.ran.is_some() {
             let iteration = self.lanes[lane].iteration.load(Ordering::Relaxed);
             self.observe(node, iteration, &finish);
+        }
+        if let Some(durable) = &self.durable {
+            self.journal_end(durable, node, lane, &finish);
         }
         let state = finish.state;
         if let Some(output) = finish.output {
