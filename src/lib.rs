@@ -78,27 +78,27 @@ pub use sk_cereal::{
 };
 pub use sk_core::{
     AnyFunction, ArgValue, Args, Attempt, Background, Backoff, BoxError, Circuit, CircuitError,
-    Clock, Execute, FunctionError, FunctionKind, FunctionSpec, Jitter, ManualClock, Modifiers,
-    Modify, ParamSpec, Permanent, RateLimitError, RateLimiter, Retry, RetryError, RetryPolicy,
-    SharedStats, SkFunction, SkFunctionBuilder, SkLambda, StatsSummary, StopToken, SystemClock,
-    TakeError, TimingStats, Value, ValueFuture, ValueStream, error_chain, function, functions,
-    generator, instances, panic_message,
+    Clock, Encoding, Execute, FunctionError, FunctionKind, FunctionSpec, Jitter, ManualClock,
+    Modifiers, Modify, ParamSpec, Permanent, RateLimitError, RateLimiter, Retry, RetryError,
+    RetryPolicy, SharedStats, SkFunction, SkFunctionBuilder, SkLambda, StatsSummary, StopToken,
+    SystemClock, TakeError, TimingStats, Value, ValueFuture, ValueStream, error_chain, function,
+    functions, generator, instances, panic_message,
 };
 pub use sk_cycle::{
     BuildError, Coord, CurrentPart, Cycle, CycleBuilder, CyclePart, CycleRegistry, CycleStats,
-    ErrorMode, Input, IterationReport, Output, PartContext, PartError, PartHandle, PartRef,
-    PartSource, PartState, PartStats, Placement, ReadError, Run, RunError, RunHandle, RunReport,
-    RunStore, Split, SplitItem, StopReason, Store, SubCycle, SyncMode, Trace, TraceEvent,
-    current_part,
+    Durability, ErrorMode, Input, IterationReport, JournalError, Output, PartContext, PartError,
+    PartHandle, PartRef, PartSource, PartState, PartStats, Placement, ReadError, Recorded, Resumed,
+    Run, RunError, RunHandle, RunReport, RunStore, Split, SplitItem, StepError, StopReason, Store,
+    SubCycle, SyncMode, Trace, TraceEvent, current_part,
 };
 pub use sk_process::{
-    Answerer, BACKEND_ENV, Backend, Budget, BudgetError, ChildId, ChildInfo, ChildSpec, ChildState,
-    Exit, Hook, HookTimings, ItemError, ManagerError, ManagerEvent, PendingCall, Pool, PoolBuilder,
-    PoolError, ProcessCommander, ProcessConfig, ProcessContext, ProcessManager, ProtocolError,
-    Restart, RestartStrategy, Side, SkProcess, SkProcessError, SkProcessHandle, ThreadError,
-    ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader, Worker, WorkerError,
-    WorkerEvent, ask_parent, init, is_worker, listen_parent, process_init, register_process,
-    tell_parent, worker_test,
+    Answerer, BACKEND_ENV, Backend, Budget, BudgetError, CallOptions, ChildId, ChildInfo,
+    ChildSpec, ChildState, Exit, Hook, HookTimings, ItemError, ManagerError, ManagerEvent,
+    PendingCall, Pool, PoolBuilder, PoolError, ProcessCommander, ProcessConfig, ProcessContext,
+    ProcessManager, ProtocolError, Restart, RestartStrategy, Side, SkProcess, SkProcessError,
+    SkProcessHandle, ThreadError, ThreadHandle, ThreadInfo, ThreadState, ThreadStatus, Threader,
+    Worker, WorkerError, WorkerEvent, ask_parent, init, is_worker, listen_parent, process_init,
+    register_process, tell_parent, worker_test,
 };
 pub use sk_reg::{GlobalStorage, Layer, Registry, RegistryError, RootError, SkRoot, registry};
 

@@ -1,5 +1,10 @@
-//! The main job, `sk-pipeline`, as a user runs it: a bounded run, and a
-//! continuous run stopped by a real SIGINT.
+//! The main job, `sk-pipeline`, as a user runs it: a bounded run, a
+//! continuous run stopped by a real SIGINT, and a run killed with SIGKILL
+//! that the same command resumes from its journal. Each runs in its own
+//! working directory (the journal's default home).
+
+// Test helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -7,6 +12,57 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sk-pipeline");
+
+/// The pipeline, to be run in `dir`.
+fn pipeline(dir: &tempfile::TempDir) -> Command {
+    let mut command = Command::new(BIN);
+    command.current_dir(dir.path());
+    command
+}
+
+/// Spawns `command` with its stdout lines sent to the returned channel.
+fn spawn_lines(command: &mut Command) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for a line starting with `prefix`, killing `child` and failing
+/// if none comes in 30 s.
+fn wait_for(
+    child: &mut std::process::Child,
+    rx: &mpsc::Receiver<String>,
+    prefix: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                let found = line.starts_with(prefix);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no {prefix:?} from the pipeline ({e}): {seen:?}");
+            }
+        }
+    }
+}
 
 /// The pids of live (not zombie) processes whose parent is `parent`.
 fn children_of(parent: u32) -> Vec<u32> {
@@ -40,7 +96,8 @@ fn alive(pid: u32) -> bool {
 #[test]
 fn a_bounded_run_prints_progress_and_stats_and_exits_zero() {
     sk_testkit::guarded(|| {
-        let out = Command::new(BIN)
+        let dir = tempfile::tempdir().unwrap();
+        let out = pipeline(&dir)
             .args([
                 "--iterations",
                 "30",
@@ -84,38 +141,11 @@ fn a_bounded_run_prints_progress_and_stats_and_exits_zero() {
 #[test]
 fn sigint_stops_a_continuous_run_cleanly() {
     sk_testkit::guarded(|| {
-        let mut child = Command::new(BIN)
-            .args(["--interval-ms", "2", "--progress-every", "1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, rx) =
+            spawn_lines(pipeline(&dir).args(["--interval-ms", "2", "--progress-every", "1"]));
         // Wait until it is really iterating.
-        let mut seen = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) => {
-                    let iterating = line.starts_with("iteration");
-                    seen.push(line);
-                    if iterating {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("no progress from the pipeline ({e}): {seen:?}");
-                }
-            }
-        }
+        wait_for(&mut child, &rx, "iteration");
         // The "score" part runs in a worker process of the pipeline's own.
         let workers = children_of(child.id());
         assert!(!workers.is_empty(), "the pipeline has worker processes");
@@ -150,7 +180,8 @@ fn sigint_stops_a_continuous_run_cleanly() {
 #[test]
 fn the_pipeline_draws_itself_as_dot_and_mermaid() {
     sk_testkit::guarded(|| {
-        let dot = Command::new(BIN).arg("--dot").output().expect("it runs");
+        let dir = tempfile::tempdir().unwrap();
+        let dot = pipeline(&dir).arg("--dot").output().expect("it runs");
         assert!(dot.status.success());
         let dot = String::from_utf8_lossy(&dot.stdout);
         assert!(dot.starts_with("digraph \"sensors\""), "{dot}");
@@ -161,10 +192,7 @@ fn the_pipeline_draws_itself_as_dot_and_mermaid() {
         );
         assert!(dot.contains("subgraph cluster_legend"), "{dot}");
 
-        let mermaid = Command::new(BIN)
-            .arg("--mermaid")
-            .output()
-            .expect("it runs");
+        let mermaid = pipeline(&dir).arg("--mermaid").output().expect("it runs");
         assert!(mermaid.status.success());
         let mermaid = String::from_utf8_lossy(&mermaid.stdout);
         assert!(mermaid.contains("flowchart TD"), "{mermaid}");
@@ -172,5 +200,98 @@ fn the_pipeline_draws_itself_as_dot_and_mermaid() {
             mermaid.contains("n5_2[\"score<br/>5-2<br/>process"),
             "{mermaid}"
         );
+    })
+}
+
+#[test]
+fn killed_with_sigkill_the_same_command_resumes_the_run() {
+    sk_testkit::guarded(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "--iterations",
+            "300",
+            "--interval-ms",
+            "1",
+            "--progress-every",
+            "20",
+        ];
+        let (mut child, rx) = spawn_lines(pipeline(&dir).args(args));
+        let seen = wait_for(&mut child, &rx, "iteration");
+        let journal = dir.path().join("sk-pipeline.journal");
+        assert!(
+            seen.iter()
+                .any(|l| l.starts_with("journal: ") && l.contains("sk-pipeline.journal")),
+            "the journal is named at start: {seen:?}"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(journal.exists());
+
+        let out = pipeline(&dir).args(args).output().expect("it runs again");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let resumed = stdout
+            .lines()
+            .find(|l| l.starts_with("resumed run sensors at iteration "))
+            .unwrap_or_else(|| panic!("no resume line: {stdout}"));
+        let at: u64 = resumed
+            .trim_start_matches("resumed run sensors at iteration ")
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // It had shown iteration 20; the journal had committed some of them.
+        assert!(
+            (2..=21).contains(&at),
+            "it resumed after what it had done: {resumed}"
+        );
+        assert!(stdout.contains("iteration    300:"), "{stdout}");
+        // The store's totals went on from where they were: one summary
+        // per iteration in all, across the kill.
+        assert!(stdout.contains("published 300 summaries"), "{stdout}");
+        let ran = format!("after {} iterations", 300 - (at - 1));
+        assert!(stdout.contains(&ran), "{ran}: {stdout}");
+
+        // Done: the same command again says so and runs nothing.
+        let out = pipeline(&dir).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        assert!(
+            stdout.contains("had done its 300 iterations already"),
+            "{stdout}"
+        );
+
+        // Without a journal nothing is kept.
+        let other = tempfile::tempdir().unwrap();
+        let out = pipeline(&other)
+            .args(["--iterations", "3", "--no-journal"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(!other.path().join("sk-pipeline.journal").exists());
+    })
+}
+
+#[test]
+fn a_journal_that_is_not_one_is_a_clear_error() {
+    sk_testkit::guarded(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a journal\n".repeat(100)).unwrap();
+        let out = pipeline(&dir)
+            .args(["--iterations", "3", "--journal", "notes.txt"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("notes.txt: not a Suitkaise journal"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("--no-journal"), "{stderr}");
     })
 }

@@ -13,10 +13,19 @@
 //!   outcome); a run resumed with another plan is
 //!   [`JournalError::PlanDrift`] naming the first part that differs.
 //! - Writes ([`Journal::record`] with the part's store writes in the same
-//!   transaction, [`Journal::finish_iteration`], [`Journal::record_step`],
-//!   [`Journal::record_intent`]) go to one writer thread, first in first
-//!   committed, in batches (group commit); each returns a [`Ticket`] to
-//!   wait on. [`Durability`] picks what a commit survives.
+//!   transaction, [`Journal::finish_iteration`] per lane,
+//!   [`Journal::record_step`], [`Journal::record_intent`]) go to one
+//!   writer thread, first in first committed, in batches (group commit);
+//!   each returns a [`Ticket`] to wait on ([`Journal::record_then`] calls
+//!   back instead). [`Durability`] picks what a commit survives.
+//! - Growth: records older than the slowest lane's last
+//!   [`keep_iterations`](Journal::keep_iterations) iterations are pruned
+//!   as iterations end, so a continuous run's file plateaus; the store
+//!   is kept whole (its latest values).
+//!
+//! `sk-cycle` drives a journal from `Run::journal`; this crate knows no
+//! other Suitkaise crate (parts, plans and values reach it as names,
+//! texts and bytes).
 //!
 //! # Modules
 //!
