@@ -606,9 +606,7 @@ fn once_cycle(effects: String, block: bool) -> Cycle {
     )
     .unwrap();
     b.add(
-        CyclePart::new("receipt", |ctx| {
-            ctx.input_as::<u64>().copied().unwrap_or(0)
-        }),
+        CyclePart::new("receipt", |ctx| ctx.input_as::<u64>().copied().unwrap_or(0)),
         3,
     )
     .unwrap();
