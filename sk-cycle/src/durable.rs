@@ -167,7 +167,11 @@ impl Durable {
         let run: Arc<str> = Arc::from(setup.run.as_deref().unwrap_or(cycle));
         let lanes = u32::try_from(plan.lanes.len()).unwrap_or(u32::MAX);
         let resume = journal
-            .begin_lanes(&run, &fingerprint(cycle, plan), lanes)
+            .begin_lanes(
+                &run,
+                plan.fingerprint.get_or_init(|| fingerprint(cycle, plan)),
+                lanes,
+            )
             .map_err(journal_error)?;
         let corrupt = |why: String| {
             journal_error(JournalError::Corrupt {

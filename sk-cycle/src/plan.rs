@@ -101,6 +101,9 @@ pub(crate) struct Plan {
     /// The parts directly below each part in the tree (through forks), in
     /// coordinate order: its subtree's first level.
     pub(crate) tree_children: Arc<[Box<[u32]>]>,
+    /// The plan's fingerprint for a journal, made by the first journaled
+    /// run (see `durable.rs`).
+    pub(crate) fingerprint: std::sync::OnceLock<sk_journal::Fingerprint>,
 }
 
 /// The parts of part `id`'s subtree, without it, in coordinate order
@@ -511,6 +514,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         by_name,
         by_coord,
         tree_children,
+        fingerprint: std::sync::OnceLock::new(),
     })
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam::channel::{self, Receiver, Sender};
 use parking_lot::Mutex;
@@ -16,6 +17,10 @@ use crate::open::{Durability, Lock, connect, lock};
 
 /// The most records one commit takes.
 const BATCH: usize = 512;
+
+/// How long the writer waits for more records to commit with the ones it
+/// has, when nobody waits for them (see `write_loop`).
+const LINGER: Duration = Duration::from_millis(5);
 
 /// How many ended iterations of a run are kept by default.
 pub(crate) const DEFAULT_KEEP: u64 = 100;
@@ -63,8 +68,8 @@ pub struct Resume {
     /// past the end of the list has none.
     pub lanes_done: Vec<u64>,
     /// The finished parts of iterations no lane has ended yet (at least
-    /// every part of the iteration after each lane's last ended one), in
-    /// the order they were recorded.
+    /// every part of the iteration after each lane's last ended one), by
+    /// iteration, then part name.
     pub completed: Vec<PartRecord>,
     /// The run's store as recorded.
     pub store: Vec<(String, Vec<u8>)>,
@@ -115,6 +120,12 @@ enum Notify {
 }
 
 impl Notify {
+    /// Whether someone may be waiting for the commit (a ticket): then it
+    /// is committed without lingering.
+    fn is_awaited(&self) -> bool {
+        matches!(self, Notify::Ticket(_))
+    }
+
     fn send(self, result: Result<(), String>) {
         match self {
             Notify::Ticket(done) => {
@@ -341,7 +352,7 @@ impl Journal {
             let mut completed = Vec::new();
             let mut rows = conn.prepare(
                 "SELECT iteration, part, state, attempts, error, output FROM parts \
-                 WHERE run = ?1 AND iteration > ?2 ORDER BY rowid",
+                 WHERE run = ?1 AND iteration > ?2 ORDER BY iteration, part",
             )?;
             let mut found = rows.query(params![run, sql_int(least)])?;
             while let Some(r) = found.next()? {
@@ -480,7 +491,7 @@ impl Journal {
         (|| {
             let mut rows = conn.prepare(
                 "SELECT iteration, part, state, attempts, error, output FROM parts \
-                 WHERE run = ?1 ORDER BY iteration, rowid",
+                 WHERE run = ?1 ORDER BY iteration, part",
             )?;
             let mut found = rows.query([run])?;
             let mut records = Vec::new();
@@ -563,46 +574,130 @@ impl Drop for Journal {
 /// The writer thread: takes what has arrived (up to [`BATCH`]), commits
 /// it in one transaction, tells each sender, and goes on; after a failed
 /// commit it tells everyone why and stops.
-fn write_loop(path: &Path, mut conn: Connection, jobs: &Receiver<Job>, keep: &AtomicU64) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+fn write_loop(path: &Path, conn: Connection, jobs: &Receiver<Job>, keep: &AtomicU64) {
+    let fail_all = |why: String, batch: Vec<Job>| {
+        tracing::error!(journal = %path.display(), error = %why, "journal write failed");
+        for (_, done) in batch {
+            done.send(Err(why.clone()));
         }
-        match commit(&mut conn, &batch, keep.load(Ordering::Relaxed)) {
+        while let Ok((_, done)) = jobs.recv() {
+            done.send(Err(why.clone()));
+        }
+    };
+    let mut statements = match Statements::prepare(&conn) {
+        Ok(statements) => statements,
+        Err(e) => {
+            return fail_all(
+                format!("cannot write to {}: {e}", path.display()),
+                Vec::new(),
+            );
+        }
+    };
+    while let Ok(first) = jobs.recv() {
+        // Group commit: what is queued goes in one transaction. Records
+        // nobody waits for (a run's part ends, reported by callback) wait
+        // LINGER for company first: a commit costs tens of microseconds of
+        // locks and WAL writes whatever it holds, and parts ending one by
+        // one would otherwise commit one by one. The writer sleeps rather
+        // than waiting on the channel meanwhile, so that senders do not
+        // pay a wake-up each (a futex wake across cores costs more than
+        // the record).
+        let mut awaited = first.1.is_awaited();
+        let mut batch = vec![first];
+        let drain = |batch: &mut Vec<Job>, awaited: &mut bool| {
+            while batch.len() < BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        *awaited |= job.1.is_awaited();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+        };
+        drain(&mut batch, &mut awaited);
+        if !awaited && batch.len() < BATCH {
+            std::thread::sleep(LINGER);
+            drain(&mut batch, &mut awaited);
+        }
+        match commit(&conn, &mut statements, &batch, keep.load(Ordering::Relaxed)) {
             Ok(()) => {
                 for (_, done) in batch {
                     done.send(Ok(()));
                 }
             }
             Err(e) => {
-                let why = format!("cannot commit to {}: {e}", path.display());
-                tracing::error!(journal = %path.display(), error = %e, "journal write failed");
-                for (_, done) in batch {
-                    done.send(Err(why.clone()));
-                }
-                while let Ok((_, done)) = jobs.recv() {
-                    done.send(Err(why.clone()));
-                }
-                return;
+                return fail_all(format!("cannot commit to {}: {e}", path.display()), batch);
             }
         }
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[Job], keep: u64) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+/// The writer's statements, prepared once for the life of the writer.
+struct Statements<'c> {
+    part: rusqlite::Statement<'c>,
+    store_set: rusqlite::Statement<'c>,
+    store_delete: rusqlite::Statement<'c>,
+    lane: rusqlite::Statement<'c>,
+    least: rusqlite::Statement<'c>,
+    prune: [rusqlite::Statement<'c>; 3],
+    step: rusqlite::Statement<'c>,
+    intent: rusqlite::Statement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn prepare(conn: &'c Connection) -> rusqlite::Result<Self> {
+        Ok(Statements {
+            part: conn.prepare(
+                "INSERT OR REPLACE INTO parts (run, iteration, part, state, attempts, error, \
+                 output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?,
+            store_set: conn
+                .prepare("INSERT OR REPLACE INTO store (run, key, value) VALUES (?1, ?2, ?3)")?,
+            store_delete: conn.prepare("DELETE FROM store WHERE run = ?1 AND key = ?2")?,
+            lane: conn.prepare(
+                "INSERT INTO lanes (run, lane, done) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (run, lane) DO UPDATE SET done = max(done, excluded.done)",
+            )?,
+            least: conn.prepare("SELECT min(done) FROM lanes WHERE run = ?1")?,
+            prune: [
+                conn.prepare("DELETE FROM parts WHERE run = ?1 AND iteration <= ?2")?,
+                conn.prepare("DELETE FROM steps WHERE run = ?1 AND iteration <= ?2")?,
+                conn.prepare("DELETE FROM intents WHERE run = ?1 AND iteration <= ?2")?,
+            ],
+            step: conn.prepare(
+                "INSERT OR REPLACE INTO steps (run, iteration, part, step, value) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?,
+            intent: conn.prepare(
+                "INSERT OR IGNORE INTO intents (run, iteration, part) VALUES (?1, ?2, ?3)",
+            )?,
+        })
+    }
+}
+
+/// Commits `batch` in one transaction (rolled back whole on a failure).
+fn commit(
+    conn: &Connection,
+    statements: &mut Statements<'_>,
+    batch: &[Job],
+    keep: u64,
+) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN")?;
+    match apply(statements, batch, keep) {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn apply(statements: &mut Statements<'_>, batch: &[Job], keep: u64) -> rusqlite::Result<()> {
     for (write, _) in batch {
         match write {
             Write::Part { run, record } => {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO parts (run, iteration, part, state, attempts, error, \
-                     output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
+                statements.part.execute(params![
                     run,
                     sql_int(record.iteration),
                     record.part,
@@ -613,14 +708,8 @@ fn commit(conn: &mut Connection, batch: &[Job], keep: u64) -> rusqlite::Result<(
                 ])?;
                 for (key, value) in &record.store {
                     match value {
-                        Some(value) => tx
-                            .prepare_cached(
-                                "INSERT OR REPLACE INTO store (run, key, value) VALUES (?1, ?2, ?3)",
-                            )?
-                            .execute(params![run, key, value])?,
-                        None => tx
-                            .prepare_cached("DELETE FROM store WHERE run = ?1 AND key = ?2")?
-                            .execute(params![run, key])?,
+                        Some(value) => statements.store_set.execute(params![run, key, value])?,
+                        None => statements.store_delete.execute(params![run, key])?,
                     };
                 }
             }
@@ -629,22 +718,15 @@ fn commit(conn: &mut Connection, batch: &[Job], keep: u64) -> rusqlite::Result<(
                 lane,
                 iteration,
             } => {
-                tx.prepare_cached(
-                    "INSERT INTO lanes (run, lane, done) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (run, lane) DO UPDATE SET done = max(done, excluded.done)",
-                )?
-                .execute(params![run, lane, sql_int(*iteration)])?;
-                let least: i64 = tx
-                    .prepare_cached("SELECT min(done) FROM lanes WHERE run = ?1")?
-                    .query_row([run], |row| row.get(0))?;
+                statements
+                    .lane
+                    .execute(params![run, lane, sql_int(*iteration)])?;
+                let least: i64 = statements.least.query_row([run], |row| row.get(0))?;
                 let before = least.saturating_sub(sql_int(keep));
                 if before > 0 {
-                    tx.prepare_cached("DELETE FROM parts WHERE run = ?1 AND iteration <= ?2")?
-                        .execute(params![run, before])?;
-                    tx.prepare_cached("DELETE FROM steps WHERE run = ?1 AND iteration <= ?2")?
-                        .execute(params![run, before])?;
-                    tx.prepare_cached("DELETE FROM intents WHERE run = ?1 AND iteration <= ?2")?
-                        .execute(params![run, before])?;
+                    for prune in &mut statements.prune {
+                        prune.execute(params![run, before])?;
+                    }
                 }
             }
             Write::Step {
@@ -654,24 +736,21 @@ fn commit(conn: &mut Connection, batch: &[Job], keep: u64) -> rusqlite::Result<(
                 step,
                 value,
             } => {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO steps (run, iteration, part, step, value) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![run, sql_int(*iteration), part, step, value])?;
+                statements
+                    .step
+                    .execute(params![run, sql_int(*iteration), part, step, value])?;
             }
             Write::Intent {
                 run,
                 iteration,
                 part,
             } => {
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO intents (run, iteration, part) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![run, sql_int(*iteration), part])?;
+                statements
+                    .intent
+                    .execute(params![run, sql_int(*iteration), part])?;
             }
             Write::Flush => {}
         }
     }
-    tx.commit()
+    Ok(())
 }

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS lanes (
     lane INTEGER NOT NULL,
     done INTEGER NOT NULL,
     PRIMARY KEY (run, lane)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS parts (
     run TEXT NOT NULL,
     iteration INTEGER NOT NULL,
@@ -51,13 +51,13 @@ CREATE TABLE IF NOT EXISTS parts (
     error TEXT,
     output BLOB,
     PRIMARY KEY (run, iteration, part)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS store (
     run TEXT NOT NULL,
     key TEXT NOT NULL,
     value BLOB NOT NULL,
     PRIMARY KEY (run, key)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS steps (
     run TEXT NOT NULL,
     iteration INTEGER NOT NULL,
@@ -65,13 +65,13 @@ CREATE TABLE IF NOT EXISTS steps (
     step TEXT NOT NULL,
     value BLOB NOT NULL,
     PRIMARY KEY (run, iteration, part, step)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS intents (
     run TEXT NOT NULL,
     iteration INTEGER NOT NULL,
     part TEXT NOT NULL,
     PRIMARY KEY (run, iteration, part)
-);
+) WITHOUT ROWID;
 ";
 
 /// The advisory lock a live journal holds, released when dropped (or

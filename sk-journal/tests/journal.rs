@@ -153,7 +153,7 @@ fn writes_commit_in_the_order_they_were_sent() {
         let names: Vec<_> = resume.completed.iter().map(|r| r.part.clone()).collect();
         let mut sorted = names.clone();
         sorted.sort();
-        assert_eq!(names, sorted, "records come back in commit order");
+        assert_eq!(names, sorted, "records come back by iteration and name");
     })
 }
 
@@ -353,10 +353,11 @@ fn a_continuous_run_keeps_its_last_iterations_and_the_file_plateaus() {
             resume.store,
             vec![("last".to_owned(), 100_000u64.to_le_bytes().to_vec())]
         );
-        // After the first sample, the file no longer grows with iterations.
-        let first = sizes[0];
+        // The file and its write-ahead log (which SQLite lets grow to
+        // about 4 MB before it reuses it) stop growing: the last 40k
+        // iterations (80k records, several MB unpruned) add nothing.
         assert!(
-            sizes.iter().all(|&s| s <= first * 2),
+            sizes[4] <= sizes[2] + sizes[2] / 10,
             "journal size kept growing: {sizes:?}"
         );
         j.check_integrity().unwrap();
@@ -384,7 +385,8 @@ fn lanes_end_iterations_on_their_own_and_keep_what_the_slowest_needs() {
         let resume = j.begin_lanes("r", &fp, 2).unwrap();
         assert_eq!(resume.lanes_done, [5, 1]);
         assert_eq!(resume.iterations_done(7), 0);
-        // Everything after the slowest lane's last ended iteration is there.
+        // Everything after the slowest lane's last ended iteration is
+        // there, by iteration and name.
         let kept: Vec<_> = resume
             .completed
             .iter()
@@ -394,10 +396,10 @@ fn lanes_end_iterations_on_their_own_and_keep_what_the_slowest_needs() {
             kept,
             [
                 ("fast", 2),
+                ("slow", 2),
                 ("fast", 3),
                 ("fast", 4),
-                ("fast", 5),
-                ("slow", 2)
+                ("fast", 5)
             ]
         );
     })
