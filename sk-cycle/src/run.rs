@@ -275,7 +275,9 @@ impl Run {
 
     /// Calls `observer` (on the journal's writer thread: keep it quick)
     /// after each part's end is committed to the journal — e.g. to
-    /// acknowledge the work upstream only once it is durable.
+    /// acknowledge the work upstream only once it is durable. Ends are
+    /// committed in batches gathered for up to 5 ms, so a kill loses at
+    /// most the ends of that window (their parts run again on resume).
     pub fn on_recorded<F>(mut self, observer: F) -> Self
     where
         F: Fn(&Recorded) + Send + Sync + 'static,
