@@ -242,7 +242,13 @@ impl Run {
     ///
     /// Parts in worker processes are recorded the same way (by this
     /// process; a worker that dies mid-part leaves no record: the part
-    /// runs again on resume). See also [`CyclePart::once`](crate::CyclePart::once)
+    /// runs again on resume), with their writes to the run's store.
+    /// [`GlobalStorage`](sk_reg::GlobalStorage) is not journaled: it
+    /// belongs to the process, not to the run, and a resumed run finds it
+    /// as the new process has it. A key of the run's store that several
+    /// parts write at the same time is recorded with the value it has as
+    /// each of them ends; give such parts keys of their own (or make their
+    /// writes idempotent) when a resume must count exactly. See also [`CyclePart::once`](crate::CyclePart::once)
     /// for effects that must not happen twice, and
     /// [`PartContext::step`](crate::PartContext::step) for recorded steps
     /// inside a part.
