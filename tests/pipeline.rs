@@ -6,7 +6,6 @@
 // Test helpers outside #[test] functions may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -22,21 +21,7 @@ fn pipeline(dir: &tempfile::TempDir) -> Command {
 
 /// Spawns `command` with its stdout lines sent to the returned channel.
 fn spawn_lines(command: &mut Command) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
+    sk_testkit::spawn_lines(command.stderr(Stdio::piped())).expect("the binary starts")
 }
 
 /// Waits for a line starting with `prefix`, killing `child` and failing

@@ -115,6 +115,21 @@ fn local_only<T>(format: &'static str) -> CerealError {
     }
 }
 
+/// Decodes `bytes`, made from a `name`, as a `T` (see [`Value::take`]).
+fn take_bytes<T: 'static>(
+    name: String,
+    bytes: &[u8],
+    decode: fn(&[u8]) -> Result<T, CerealError>,
+) -> Result<T, TakeError> {
+    if name != type_name::<T>() {
+        return Err(TakeError::Type {
+            expected: type_name::<T>(),
+            found: name,
+        });
+    }
+    decode(bytes).map_err(TakeError::Decode)
+}
+
 /// Decodes `bytes` as a `T` once, keeping it in `decoded` for later reads.
 fn decode_once<T: DeserializeOwned + Send + Sync + 'static>(
     decoded: &OnceLock<Box<dyn Any + Send + Sync>>,
@@ -262,28 +277,12 @@ impl Value {
                 type_name: name,
                 bytes,
                 ..
-            } => {
-                if name != type_name::<T>() {
-                    return Err(TakeError::Type {
-                        expected: type_name::<T>(),
-                        found: name,
-                    });
-                }
-                Internal::decode(&bytes).map_err(TakeError::Decode)
-            }
+            } => take_bytes(name, &bytes, Internal::decode),
             Repr::External {
                 type_name: name,
                 bytes,
                 ..
-            } => {
-                if name != type_name::<T>() {
-                    return Err(TakeError::Type {
-                        expected: type_name::<T>(),
-                        found: name,
-                    });
-                }
-                External::decode(&bytes).map_err(TakeError::Decode)
-            }
+            } => take_bytes(name, &bytes, External::decode),
             repr @ Repr::Live(_) => Value { repr }.downcast::<T>().map_err(|v| TakeError::Type {
                 expected: type_name::<T>(),
                 found: v.type_name().to_owned(),

@@ -5,11 +5,10 @@
 // Test helpers outside #[test] functions may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use sk_testkit::hang_guard;
@@ -26,21 +25,8 @@ fn example() -> PathBuf {
 
 /// Starts the example in `mode`; its stdout lines arrive on the channel.
 fn start(mode: &str) -> (Child, Receiver<String>) {
-    let mut child = Command::new(example())
-        .arg(mode)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the example is built by cargo test");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
+    sk_testkit::spawn_lines(Command::new(example()).arg(mode))
+        .expect("the example is built by cargo test")
 }
 
 /// Waits for the line `want`; the lines before it.

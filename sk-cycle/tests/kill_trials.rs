@@ -10,14 +10,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError};
 use sk_core::{Retry, RetryPolicy, SkFunction, SystemClock};
 use sk_cycle::{
     Cycle, CycleBuilder, CyclePart, Durability, ErrorMode, PartError, PartState, Run, Store,
@@ -25,6 +24,7 @@ use sk_cycle::{
 };
 use sk_journal::{Journal, PartRecord};
 use sk_testkit::hang_guard;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
 sk_process::worker_test!();
 
@@ -71,30 +71,11 @@ impl Child {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
             .args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut process = command.spawn().unwrap();
-        let stdout = process.stdout.take().unwrap();
-        let (tx, lines) = crossbeam::channel::unbounded();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // The test harness starts the test's first line with
-                // "test <name> ... ".
-                let line = match line
-                    .strip_prefix("test ")
-                    .and_then(|l| l.split_once(" ... "))
-                {
-                    Some((_, rest)) => rest.to_owned(),
-                    None => line,
-                };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (process, lines) = sk_testkit::spawn_lines(&mut command).unwrap();
         Child {
             process,
             lines,
@@ -102,19 +83,35 @@ impl Child {
         }
     }
 
+    /// The next line, without the "test <name> ... " the test harness
+    /// starts the test's first line with.
+    fn next_line(&self, deadline: Instant) -> Result<String, RecvTimeoutError> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let line = self.lines.recv_timeout(wait)?;
+        Ok(
+            match line
+                .strip_prefix("test ")
+                .and_then(|l| l.split_once(" ... "))
+            {
+                Some((_, rest)) => rest.to_owned(),
+                None => line,
+            },
+        )
+    }
+
     /// Waits for a line starting with `prefix`; `None` if the child's
     /// stdout ends first.
     fn wait_for(&mut self, prefix: &str) -> Option<String> {
         let deadline = Instant::now() + CHILD_LIMIT;
         loop {
-            match self.lines.recv_deadline(deadline) {
+            match self.next_line(deadline) {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.starts_with(prefix) {
                         return Some(line);
                     }
                 }
-                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                Err(RecvTimeoutError::Timeout) => {
                     let _ = self.process.kill();
                     panic!("no \"{prefix}\" from the child in {CHILD_LIMIT:?}");
                 }
@@ -150,7 +147,7 @@ impl Child {
     fn finish(mut self, status: ExitStatus) -> (ExitStatus, Vec<String>) {
         let deadline = Instant::now() + CHILD_LIMIT;
         loop {
-            match self.lines.recv_deadline(deadline) {
+            match self.next_line(deadline) {
                 Ok(line) => self.seen.push(line),
                 Err(RecvTimeoutError::Disconnected) => return (status, self.seen),
                 Err(RecvTimeoutError::Timeout) => panic!("the child's stdout stayed open"),

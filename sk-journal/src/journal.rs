@@ -355,16 +355,8 @@ impl Journal {
                  WHERE run = ?1 AND iteration > ?2 ORDER BY iteration, part",
             )?;
             let mut found = rows.query(params![run, sql_int(least)])?;
-            while let Some(r) = found.next()? {
-                completed.push(PartRecord {
-                    iteration: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                    part: r.get(1)?,
-                    state: r.get(2)?,
-                    attempts: r.get(3)?,
-                    error: r.get(4)?,
-                    output: r.get(5)?,
-                    store: Vec::new(),
-                });
+            while let Some(row) = found.next()? {
+                completed.push(part_row(row)?);
             }
             let mut store = Vec::new();
             let mut rows =
@@ -495,16 +487,8 @@ impl Journal {
             )?;
             let mut found = rows.query([run])?;
             let mut records = Vec::new();
-            while let Some(r) = found.next()? {
-                records.push(PartRecord {
-                    iteration: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                    part: r.get(1)?,
-                    state: r.get(2)?,
-                    attempts: r.get(3)?,
-                    error: r.get(4)?,
-                    output: r.get(5)?,
-                    store: Vec::new(),
-                });
+            while let Some(row) = found.next()? {
+                records.push(part_row(row)?);
             }
             Ok(records)
         })()
@@ -631,6 +615,21 @@ fn write_loop(path: &Path, conn: Connection, jobs: &Receiver<Job>, keep: &Atomic
             }
         }
     }
+}
+
+/// A part's record from a row of `SELECT iteration, part, state,
+/// attempts, error, output FROM parts` (without its store writes, which
+/// the store table keeps).
+fn part_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartRecord> {
+    Ok(PartRecord {
+        iteration: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+        part: row.get(1)?,
+        state: row.get(2)?,
+        attempts: row.get(3)?,
+        error: row.get(4)?,
+        output: row.get(5)?,
+        store: Vec::new(),
+    })
 }
 
 /// The writer's statements, prepared once for the life of the writer.

@@ -23,6 +23,34 @@ mod kills;
 
 pub use kills::{KillStorm, is_dead, kill, wait_dead, worker_children};
 
+/// Starts `command` with its stdout piped; each line it writes arrives on
+/// the returned channel (which closes when the child's stdout does: when
+/// it and everything it started that holds its stdout are gone).
+///
+/// # Errors
+///
+/// The error of [`Command::spawn`](std::process::Command::spawn).
+pub fn spawn_lines(
+    command: &mut std::process::Command,
+) -> std::io::Result<(std::process::Child, mpsc::Receiver<String>)> {
+    use std::io::BufRead;
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
+    let (tx, rx) = mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok((child, rx))
+}
+
 /// Asserts the workspace's rule for errors: an error's `Display` is its
 /// own message, and never repeats the text of the error its `source()`
 /// returns (a reporter walking the chain would print it twice).
