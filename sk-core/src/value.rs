@@ -130,13 +130,19 @@ fn take_bytes<T: 'static>(
     decode(bytes).map_err(TakeError::Decode)
 }
 
-/// Decodes `bytes` as a `T` once, keeping it in `decoded` for later reads.
-fn decode_once<T: DeserializeOwned + Send + Sync + 'static>(
-    decoded: &OnceLock<Box<dyn Any + Send + Sync>>,
-    decode: impl FnOnce() -> Result<T, CerealError>,
-) -> Option<&T> {
+/// Decodes `bytes`, made from a `name`, as a `T` once, keeping it in
+/// `decoded` for later reads; `None` for another type or bad bytes.
+fn decode_once<'a, T: DeserializeOwned + Send + Sync + 'static>(
+    name: &str,
+    bytes: &[u8],
+    decoded: &'a OnceLock<Box<dyn Any + Send + Sync>>,
+    decode: fn(&[u8]) -> Result<T, CerealError>,
+) -> Option<&'a T> {
+    if name != type_name::<T>() {
+        return None;
+    }
     if decoded.get().is_none() {
-        let value: T = decode().ok()?;
+        let value: T = decode(bytes).ok()?;
         let _ = decoded.set(Box::new(value));
     }
     decoded.get()?.downcast_ref()
@@ -221,22 +227,12 @@ impl Value {
                 type_name: name,
                 bytes,
                 decoded,
-            } => {
-                if name != type_name::<T>() {
-                    return None;
-                }
-                decode_once(decoded, || Internal::decode(bytes))
-            }
+            } => decode_once(name, bytes, decoded, Internal::decode),
             Repr::External {
                 type_name: name,
                 bytes,
                 decoded,
-            } => {
-                if name != type_name::<T>() {
-                    return None;
-                }
-                decode_once(decoded, || External::decode(bytes))
-            }
+            } => decode_once(name, bytes, decoded, External::decode),
         }
     }
 
