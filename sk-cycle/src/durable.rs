@@ -73,6 +73,7 @@ pub(crate) struct JournalSetup {
 
 /// How a part ended, as [`Durable::record`] records it.
 pub(crate) struct End<'a> {
+    pub(crate) lane: u32,
     pub(crate) iteration: u64,
     pub(crate) state: PartState,
     pub(crate) attempts: u32,
@@ -100,6 +101,11 @@ pub(crate) struct Durable {
     journal: Journal,
     run: Arc<str>,
     shared: Arc<Shared>,
+    store: Arc<Store>,
+    /// Held from reading store values to sending their record, so that
+    /// records carrying the same key are committed in the order their
+    /// values were read.
+    store_order: Mutex<()>,
     /// Per part: the store keys its current execution wrote.
     writes: Box<[Mutex<Vec<String>>]>,
     /// Per part: what to replay, in which iteration.
@@ -143,7 +149,7 @@ impl Durable {
         path: &std::path::Path,
         cycle: &str,
         plan: &Plan,
-        store: &Store,
+        store: &Arc<Store>,
     ) -> Result<(Durable, usize), RunError> {
         let journal_error = |source| RunError::Journal {
             cycle: cycle.to_owned(),
@@ -184,12 +190,14 @@ impl Durable {
             .collect();
         let next = |lane: u32| lanes_done.get(lane as usize).copied().unwrap_or(0) + 1;
         let mut replay: Vec<Option<(u64, Replay)>> = plan.parts.iter().map(|_| None).collect();
-        let mut replayed = 0;
-        let mut unknown = 0;
+        // Parts whose recorded end is not replayed (a failure: they run
+        // again); what comes after them runs again too.
+        let mut rerun = Vec::new();
         for record in resume.completed {
             let Some(&id) = plan.by_name.get(record.part.as_str()) else {
                 continue;
             };
+            let part = &plan.parts[id as usize].part;
             if record.iteration != next(plan.parts[id as usize].lane) {
                 continue;
             }
@@ -199,9 +207,11 @@ impl Durable {
                     record.part, record.state
                 )));
             };
-            // A failure (and what it caused downstream) is not replayed:
-            // the part runs again — unless it runs at most once.
-            if state.is_failure() && !plan.parts[id as usize].part.once {
+            // A failure is not replayed: the part runs again — unless it
+            // runs at most once and did run.
+            let ran = matches!(state, PartState::Failed | PartState::TimedOut);
+            if state.is_failure() && !(part.once && ran) {
+                rerun.push(id);
                 continue;
             }
             let output = match record.output {
@@ -219,13 +229,9 @@ impl Durable {
                 error: record.error,
                 output,
             };
-            if replay[id as usize]
-                .replace((record.iteration, end))
-                .is_none()
-            {
-                replayed += 1;
-            }
+            replay[id as usize] = Some((record.iteration, end));
         }
+        forget_after(plan, &rerun, &mut replay);
         for (iteration, part) in resume.intents {
             let Some(&id) = plan.by_name.get(part.as_str()) else {
                 continue;
@@ -233,9 +239,13 @@ impl Durable {
             let slot = &mut replay[id as usize];
             if iteration == next(plan.parts[id as usize].lane) && slot.is_none() {
                 *slot = Some((iteration, Replay::Unknown));
-                unknown += 1;
             }
         }
+        let unknown = replay
+            .iter()
+            .filter(|r| matches!(r, Some((_, Replay::Unknown))))
+            .count();
+        let replayed = replay.iter().flatten().count() - unknown;
         for (key, bytes) in resume.store {
             let value = Value::from_external(bytes).map_err(|e| {
                 corrupt(format!(
@@ -245,6 +255,12 @@ impl Durable {
             })?;
             store.set_value(key, value);
         }
+        for key in resume.removed {
+            store.remove(&key);
+        }
+        // From here, writes no part makes on its own thread are kept for
+        // the next record.
+        store.keep_stray_writes(true);
         let resumed = resume.resumed.then(|| Resumed {
             run: run.to_string(),
             iterations_done: lanes_done.clone(),
@@ -264,6 +280,8 @@ impl Durable {
                 failed: Mutex::new(None),
                 on_recorded: setup.on_recorded.clone(),
             }),
+            store: Arc::clone(store),
+            store_order: Mutex::new(()),
             writes: plan.parts.iter().map(|_| Mutex::new(Vec::new())).collect(),
             replay: replay.into_iter().map(Mutex::new).collect(),
             lanes_done,
@@ -294,10 +312,11 @@ impl Durable {
     }
 
     /// Records the end of part `id` (`name`), with the store writes it
-    /// made and their values now in `store`. An output that cannot be
+    /// made (and any stray ones) and their values now. An output that cannot be
     /// encoded is not recorded: the part runs again on resume.
-    pub(crate) fn record(&self, id: u32, name: &Arc<str>, end: End<'_>, store: &Store) {
+    pub(crate) fn record(&self, id: u32, name: &Arc<str>, end: End<'_>) {
         let End {
+            lane,
             iteration,
             state,
             attempts,
@@ -317,22 +336,15 @@ impl Durable {
             }
         };
         let mut keys = std::mem::take(&mut *self.writes[id as usize].lock());
+        keys.extend(self.store.take_stray());
         keys.sort_unstable();
         keys.dedup();
-        let store = keys
-            .into_iter()
-            .filter_map(|key| match store.get_value(&key) {
-                Err(_) => Some((key, None)),
-                Ok(value) => match value.encode_external() {
-                    Ok(bytes) => Some((key, Some(bytes))),
-                    // A local value stays in this process: not journaled.
-                    Err(_) => None,
-                },
-            })
-            .collect();
+        let order = (!keys.is_empty()).then(|| self.store_order.lock());
+        let store = self.store_values(keys);
         let record = PartRecord {
             iteration,
             part: name.to_string(),
+            lane,
             state: state.as_str().to_owned(),
             attempts,
             error: error.map(ToString::to_string),
@@ -354,10 +366,47 @@ impl Durable {
                 }
                 Err(e) => shared.fail(e),
             });
+        drop(order);
+    }
+
+    /// Forgets the store writes of part `id`'s execution, whose end is not
+    /// recorded.
+    pub(crate) fn forget(&self, id: u32) {
+        self.writes[id as usize].lock().clear();
+    }
+
+    /// Records the store writes no part's record took (made by threads
+    /// parts started, or by observers).
+    fn record_stray(&self) {
+        let mut keys = self.store.take_stray();
+        if keys.is_empty() {
+            return;
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let _order = self.store_order.lock();
+        let writes = self.store_values(keys);
+        drop(self.journal.record_store(&self.run, writes));
+    }
+
+    /// The journal's view of store keys `keys`: their values now (`None`:
+    /// removed); local values are left out.
+    fn store_values(&self, keys: Vec<String>) -> Vec<(String, Option<Vec<u8>>)> {
+        keys.into_iter()
+            .filter_map(|key| match self.store.get_value(&key) {
+                Err(_) => Some((key, None)),
+                Ok(value) => match value.encode_external() {
+                    Ok(bytes) => Some((key, Some(bytes))),
+                    // A local value stays in this process: not journaled.
+                    Err(_) => None,
+                },
+            })
+            .collect()
     }
 
     /// Records that `iteration` of lane `lane` ended.
     pub(crate) fn iteration_ended(&self, lane: usize, iteration: u64) {
+        self.record_stray();
         let lane = u32::try_from(lane).unwrap_or(u32::MAX);
         // Not waited for: the next records queue behind it (first in,
         // first committed), and a failure is noted by the next commit.
@@ -425,12 +474,43 @@ impl Durable {
     ///
     /// The journal's first failure.
     pub(crate) fn finish(&self) -> Result<(), JournalError> {
+        self.record_stray();
+        self.store.keep_stray_writes(false);
         if let Err(e) = self.journal.flush() {
             self.shared.fail(e);
         }
         match self.shared.failed.lock().take() {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        // The store outlives the run: it stops keeping stray writes.
+        self.store.keep_stray_writes(false);
+    }
+}
+
+/// Drops the replays of every part after the parts of `rerun` (which run
+/// again, so what came after them may come out otherwise) — but not of a
+/// part that runs at most once: its effect happened.
+fn forget_after(plan: &Plan, rerun: &[u32], replay: &mut [Option<PendingReplay>]) {
+    let mut seen = vec![false; plan.node_count];
+    let mut stack: Vec<u32> = rerun.to_vec();
+    while let Some(node) = stack.pop() {
+        for &next in plan.successors(node) {
+            let next = next & !DATA;
+            if std::mem::replace(&mut seen[next as usize], true) {
+                continue;
+            }
+            if let Some(part) = plan.parts.get(next as usize) {
+                if !part.part.once {
+                    replay[next as usize] = None;
+                }
+            }
+            stack.push(next);
         }
     }
 }

@@ -227,12 +227,17 @@ impl Run {
     ///   had started and not ended run again — then goes on;
     ///   [`Run::times`] counts the iterations done before. A run with
     ///   nothing left to do does nothing. The store is restored (values
-    ///   set with [`Store::set_local`] are not recorded). Recorded
-    ///   failures of the interrupted iteration (failed, timed out, and
-    ///   the upstream-failed or skipped parts after them) are not
-    ///   replayed: those parts run again. So an iteration stopped by an
-    ///   instant fail, which is not counted as done, is tried again from
-    ///   its failure on the next start.
+    ///   set with [`Store::set_local`] are not recorded; keys removed
+    ///   stay removed). Recorded failures of the interrupted iteration
+    ///   (failed, timed out, and the upstream-failed or skipped parts
+    ///   after them) are not replayed: those parts run again, and so does
+    ///   everything after them (what they feed may come out otherwise).
+    ///   So an iteration stopped by an instant fail, which is not counted
+    ///   as done, is tried again from its failure on the next start.
+    ///   Replayed outputs and restored store values hold their recorded
+    ///   bytes, as values from a worker process do: typed reads
+    ///   (`output`, `output_get`, `get`) decode them; reads of live
+    ///   values only (`output_as`, `get_local`) do not see them.
     /// - **Refused**: a journal holding this run id with another plan
     ///   (parts, places, modes, edges) is [`RunError::Journal`] naming
     ///   the first difference; so is a damaged, foreign or newer journal,
@@ -243,6 +248,9 @@ impl Run {
     /// Parts in worker processes are recorded the same way (by this
     /// process; a worker that dies mid-part leaves no record: the part
     /// runs again on resume), with their writes to the run's store.
+    /// A store write made on a thread a part starts (or by an observer)
+    /// is recorded with the next part end recorded after it, or at the
+    /// iteration's end.
     /// [`GlobalStorage`](sk_reg::GlobalStorage) is not journaled: it
     /// belongs to the process, not to the run, and a resumed run finds it
     /// as the new process has it. A key of the run's store that several

@@ -48,6 +48,10 @@ pub struct Store {
     map: DashMap<String, Slot>,
     /// The last revision given out (each write gets a new one).
     revision: AtomicU64,
+    /// While a journaled run uses the store: the keys written outside any
+    /// part's own thread (threads a part starts, observers), which the
+    /// next recorded part end takes along (see `Durable::record`).
+    stray: parking_lot::Mutex<Option<Vec<String>>>,
 }
 
 impl Store {
@@ -82,7 +86,7 @@ impl Store {
         let slot = self.slot_of(value);
         let revision = slot.revision;
         let key = key.into();
-        note_write(&key);
+        self.note_write(&key);
         self.map.insert(key, slot);
         revision
     }
@@ -156,7 +160,7 @@ impl Store {
             }
             _ => return None,
         }
-        note_write(key);
+        self.note_write(key);
         Some(revision)
     }
 
@@ -205,13 +209,13 @@ impl Store {
             Entry::Vacant(_) => f(None),
         };
         entry.insert(self.slot_of(wrap(new.clone())));
-        note_write(key);
+        self.note_write(key);
         Ok(new)
     }
 
     /// Removes `key`; whether it was there.
     pub fn remove(&self, key: &str) -> bool {
-        note_write(key);
+        self.note_write(key);
         self.map.remove(key).is_some()
     }
 
@@ -230,7 +234,7 @@ impl Store {
     /// Removes everything.
     pub fn clear(&self) {
         for key in self.keys() {
-            note_write(&key);
+            self.note_write(&key);
         }
         self.map.clear();
     }
@@ -241,13 +245,38 @@ thread_local! {
     static WRITES: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Notes a write of `key` for [`collect_writes`], if it runs.
-fn note_write(key: &str) {
-    WRITES.with(|writes| {
-        if let Some(keys) = writes.borrow_mut().as_mut() {
-            keys.push(key.to_owned());
+impl Store {
+    /// Notes a write of `key` for [`collect_writes`], if it runs on this
+    /// thread, or else for the journal's next record, if one is kept.
+    fn note_write(&self, key: &str) {
+        let collected = WRITES.with(|writes| match writes.borrow_mut().as_mut() {
+            Some(keys) => {
+                keys.push(key.to_owned());
+                true
+            }
+            None => false,
+        });
+        if !collected {
+            if let Some(stray) = self.stray.lock().as_mut() {
+                stray.push(key.to_owned());
+            }
         }
-    });
+    }
+
+    /// Starts (`true`) or stops keeping the keys written outside any
+    /// [`collect_writes`] (see [`Store::take_stray`]).
+    pub(crate) fn keep_stray_writes(&self, keep: bool) {
+        *self.stray.lock() = keep.then(Vec::new);
+    }
+
+    /// The keys written outside any [`collect_writes`] since the last call.
+    pub(crate) fn take_stray(&self) -> Vec<String> {
+        self.stray
+            .lock()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
 }
 
 /// Runs `f`, and the keys of every store write made on this thread

@@ -593,3 +593,362 @@ fn parts_in_worker_processes_are_recorded_by_the_run() {
         assert_eq!(doubled, [20, 40, 60]);
     });
 }
+
+/// An instant-fail part that fails while `fail` is set, once `go` says
+/// so: it stops the iteration with the other parts' ends recorded.
+fn stopper(fail: &Arc<AtomicBool>, go: impl Fn() -> bool + Send + Sync + 'static) -> CyclePart {
+    let fail = Arc::clone(fail);
+    CyclePart::fallible("stopper", move |_| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !go() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        if fail.load(Ordering::SeqCst) {
+            return Err::<u8, sk_core::BoxError>("stopped here".into());
+        }
+        Ok(0)
+    })
+    .error_mode(ErrorMode::InstantFail)
+}
+
+#[test]
+fn store_writes_from_threads_a_part_starts_are_journaled() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let mut b = CycleBuilder::new("threads");
+        b.add(
+            CyclePart::new("w", |ctx| {
+                ctx.store().set("direct", 1u64);
+                std::thread::scope(|s| {
+                    s.spawn(|| ctx.store().set("from_thread", 2u64));
+                });
+                0u8
+            }),
+            1,
+        )
+        .unwrap();
+        let cycle = b.build().unwrap();
+        cycle
+            .run(Run::times(1).journal(&path).store(Arc::new(Store::new())))
+            .unwrap();
+        let store = Arc::new(Store::new());
+        cycle
+            .run(Run::times(1).journal(&path).store(Arc::clone(&store)))
+            .unwrap();
+        assert_eq!(store.get::<u64>("direct").unwrap(), 1);
+        assert_eq!(store.get::<u64>("from_thread").unwrap(), 2);
+    });
+}
+
+#[test]
+fn a_removed_store_key_stays_removed_in_a_store_seeded_again() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let mut b = CycleBuilder::new("removed");
+        b.add(
+            CyclePart::new("a", |ctx| {
+                let had = ctx.store().contains("pending");
+                ctx.store().remove("pending");
+                had
+            }),
+            1,
+        )
+        .unwrap();
+        let cycle = b.build().unwrap();
+        let seeded = || {
+            let store = Store::new();
+            store.set("pending", 1u64);
+            Arc::new(store)
+        };
+        let report = cycle
+            .run(Run::times(1).journal(&path).store(seeded()))
+            .unwrap();
+        assert_eq!(
+            report.last().unwrap().output_get::<bool>("a").unwrap(),
+            &true
+        );
+        let report = cycle
+            .run(Run::times(2).journal(&path).store(seeded()))
+            .unwrap();
+        assert_eq!(
+            report.last().unwrap().output_get::<bool>("a").unwrap(),
+            &false,
+            "the removal was lost"
+        );
+    });
+}
+
+#[test]
+fn what_came_after_a_part_that_runs_again_runs_again_too() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let fail = Arc::new(AtomicBool::new(true));
+        let a_fail = Arc::clone(&fail);
+        let a_done = Arc::new(AtomicBool::new(false));
+        let (a_mark, b_mark) = (Arc::clone(&a_done), Arc::clone(&a_done));
+        let b_ran = Arc::new(AtomicBool::new(false));
+        let b_seen = Arc::clone(&b_ran);
+        let mut b = CycleBuilder::new("propagate");
+        b.add(CyclePart::new("root", |_| 1u8), 1).unwrap();
+        b.split(
+            [
+                CyclePart::fallible("a", move |_| {
+                    a_mark.store(true, Ordering::SeqCst);
+                    if a_fail.load(Ordering::SeqCst) {
+                        return Err::<u64, sk_core::BoxError>("a fails".into());
+                    }
+                    Ok(10)
+                })
+                .error_mode(ErrorMode::Propagate),
+                stopper(&fail, move || b_seen.load(Ordering::SeqCst)),
+            ],
+            2,
+        )
+        .unwrap();
+        b.add(
+            CyclePart::new("b", move |ctx| {
+                b_ran.store(true, Ordering::SeqCst);
+                match ctx.input_as::<u64>() {
+                    Ok(n) => format!("saw {n}"),
+                    Err(_) => "saw an error".to_owned(),
+                }
+            }),
+            (4, 1),
+        )
+        .unwrap();
+        let cycle = b.build().unwrap();
+        let first = cycle.run(Run::times(1).journal(&path)).unwrap();
+        assert!(first.is_error());
+        assert!(b_mark.load(Ordering::SeqCst));
+        fail.store(false, Ordering::SeqCst);
+        let report = cycle.run(Run::times(1).journal(&path)).unwrap();
+        assert_eq!(
+            report.last().unwrap().output_get::<String>("b").unwrap(),
+            "saw 10",
+            "b was replayed on a's stale error"
+        );
+    });
+}
+
+#[test]
+fn a_once_part_runs_when_the_failure_above_it_is_run_again() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let fail = Arc::new(AtomicBool::new(true));
+        let a_fail = Arc::clone(&fail);
+        let a_done = Arc::new(AtomicBool::new(false));
+        let a_mark = Arc::clone(&a_done);
+        let charges = Arc::new(AtomicU64::new(0));
+        let charged = Arc::clone(&charges);
+        let mut b = CycleBuilder::new("once-below");
+        b.add(CyclePart::new("root", |_| 1u8), 1).unwrap();
+        b.split(
+            [
+                CyclePart::fallible("a", move |_| {
+                    a_mark.store(true, Ordering::SeqCst);
+                    if a_fail.load(Ordering::SeqCst) {
+                        return Err::<u8, sk_core::BoxError>("a fails".into());
+                    }
+                    Ok(1)
+                }),
+                stopper(&fail, move || a_done.load(Ordering::SeqCst)),
+            ],
+            2,
+        )
+        .unwrap();
+        b.add(
+            CyclePart::new("charge", move |_| {
+                charged.fetch_add(1, Ordering::SeqCst);
+                2u8
+            })
+            .once(),
+            (4, 1),
+        )
+        .unwrap();
+        let cycle = b.build().unwrap();
+        let _ = cycle.run(Run::times(1).journal(&path)).unwrap();
+        assert_eq!(charges.load(Ordering::SeqCst), 0);
+        fail.store(false, Ordering::SeqCst);
+        let report = cycle.run(Run::times(1).journal(&path)).unwrap();
+        assert_eq!(
+            report.last().unwrap().state_of("charge"),
+            Some(PartState::Succeeded)
+        );
+        assert_eq!(
+            charges.load(Ordering::SeqCst),
+            1,
+            "charged once, after a ran again"
+        );
+    });
+}
+
+#[test]
+fn a_once_part_that_ended_while_an_instant_fail_stopped_the_run_is_replayed() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let fail = Arc::new(AtomicBool::new(true));
+        let started = Arc::new(AtomicBool::new(false));
+        let (mark, seen) = (Arc::clone(&started), Arc::clone(&started));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (stop_mark, stop_seen) = (Arc::clone(&stopped), Arc::clone(&stopped));
+        let charges = Arc::new(AtomicU64::new(0));
+        let charged = Arc::clone(&charges);
+        let stop_fail = Arc::clone(&fail);
+        let mut b = CycleBuilder::new("once-abort");
+        b.add(CyclePart::new("root", |_| 1u8), 1).unwrap();
+        b.split(
+            [
+                CyclePart::new("charge", move |_| {
+                    mark.store(true, Ordering::SeqCst);
+                    // Ends only after the stopper has failed the run.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                    while !stop_seen.load(Ordering::SeqCst) && std::time::Instant::now() < deadline
+                    {
+                        std::thread::yield_now();
+                    }
+                    charged.fetch_add(1, Ordering::SeqCst);
+                    3u8
+                })
+                .once(),
+                CyclePart::fallible("stopper", move |_| {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                    while !seen.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                        std::thread::yield_now();
+                    }
+                    let failing = stop_fail.load(Ordering::SeqCst);
+                    stop_mark.store(true, Ordering::SeqCst);
+                    if failing {
+                        return Err::<u8, sk_core::BoxError>("stopped here".into());
+                    }
+                    Ok(0)
+                })
+                .error_mode(ErrorMode::InstantFail),
+            ],
+            2,
+        )
+        .unwrap();
+        let cycle = b.build().unwrap();
+        let first = cycle.run(Run::times(1).journal(&path)).unwrap();
+        assert!(first.is_error());
+        assert_eq!(charges.load(Ordering::SeqCst), 1);
+        fail.store(false, Ordering::SeqCst);
+        let report = cycle.run(Run::times(1).journal(&path)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(
+            last.state_of("charge"),
+            Some(PartState::Succeeded),
+            "{:?}",
+            last.error_of("charge")
+        );
+        assert_eq!(charges.load(Ordering::SeqCst), 1, "charged twice");
+        assert_eq!(report.resumed().unwrap().unknown, 0);
+    });
+}
+
+#[test]
+fn a_journal_removed_under_a_live_run_fails_the_run() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let doomed = path.clone();
+        let n = Arc::new(AtomicU64::new(0));
+        let mut b = CycleBuilder::new("removed-file");
+        b.add(
+            CyclePart::new("a", move |_| {
+                if n.fetch_add(1, Ordering::SeqCst) == 2 {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let mut file = doomed.as_os_str().to_owned();
+                        file.push(suffix);
+                        let _ = std::fs::remove_file(&file);
+                    }
+                }
+                1u8
+            }),
+            1,
+        )
+        .unwrap();
+        let err = b
+            .build()
+            .unwrap()
+            .run(Run::times(6).journal(&path))
+            .expect_err("the run went on without its journal");
+        assert!(
+            matches!(journal_error(&err), JournalError::Stopped { .. }),
+            "{err:?}"
+        );
+    });
+}
+
+#[test]
+fn a_fast_independent_lane_keeps_only_its_last_iterations() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let fast_runs = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&fast_runs);
+        let token = sk_core::StopToken::new();
+        let stop = token.clone();
+        let mut b = CycleBuilder::new("lanes");
+        b.add(CyclePart::new("root", |_| 1u8), 1).unwrap();
+        b.split_with(
+            [
+                CyclePart::new("fast", move |_| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    1u8
+                }),
+                // One long iteration, over while the fast lane does 500.
+                CyclePart::new("slow", move |_| {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    while fast_runs.load(Ordering::SeqCst) < 500
+                        && std::time::Instant::now() < deadline
+                    {
+                        std::thread::yield_now();
+                    }
+                    stop.stop();
+                    1u8
+                }),
+            ],
+            2,
+            sk_cycle::Split::new().sync(sk_cycle::SyncMode::Independent),
+        )
+        .unwrap();
+        let report = b
+            .build()
+            .unwrap()
+            .run(
+                Run::continuous()
+                    .journal(&path)
+                    .keep_iterations(5)
+                    .stop_token(token)
+                    .threads(3),
+            )
+            .unwrap();
+        let lanes = report.lane_iterations().to_vec();
+        assert!(lanes.iter().any(|&n| n >= 500), "{lanes:?}");
+        let fast = records(&path, "lanes")
+            .into_iter()
+            .filter(|r| r.part == "fast")
+            .count();
+        assert!(fast <= 6, "the fast lane kept {fast} records (keep 5)");
+    });
+}
+
+#[test]
+fn a_journal_one_byte_short_is_refused() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let runs = Arc::new(AtomicU64::new(0));
+        let mut b = CycleBuilder::new("short");
+        b.add(counted("a", &runs, 1), 1).unwrap();
+        let cycle = b.build().unwrap();
+        cycle.run(Run::times(20).journal(&path)).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
+        let err = cycle
+            .run(Run::times(30).journal(&path))
+            .expect_err("a journal one byte short was run over");
+        assert!(
+            matches!(journal_error(&err), JournalError::Corrupt { .. }),
+            "{err:?}"
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 20);
+    });
+}

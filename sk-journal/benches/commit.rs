@@ -18,6 +18,7 @@ fn record(iteration: u64, n: u32) -> PartRecord {
     PartRecord {
         iteration,
         part: format!("part-{n:05}"),
+        lane: 0,
         state: "succeeded".to_owned(),
         attempts: 1,
         error: None,

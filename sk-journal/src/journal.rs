@@ -41,6 +41,9 @@ pub struct PartRecord {
     pub iteration: u64,
     /// The part's name.
     pub part: String,
+    /// Its lane (see [`Resume`]): its records are pruned as its lane's
+    /// iterations end.
+    pub lane: u32,
     /// Its end state, by name (`succeeded`, `failed`, ...).
     pub state: String,
     /// How many attempts it took.
@@ -73,6 +76,8 @@ pub struct Resume {
     pub completed: Vec<PartRecord>,
     /// The run's store as recorded.
     pub store: Vec<(String, Vec<u8>)>,
+    /// Store keys the run removed (to remove from a store seeded anew).
+    pub removed: Vec<String>,
     /// `(iteration, part)`s that recorded an intent (see
     /// [`Journal::record_intent`]) and no end: their outcome is unknown.
     pub intents: Vec<(u64, String)>,
@@ -131,7 +136,13 @@ impl Notify {
             Notify::Ticket(done) => {
                 let _ = done.send(result);
             }
-            Notify::Then(then) => then(result),
+            // A callback that panics must not take the writer down.
+            Notify::Then(then) => {
+                let call = std::panic::AssertUnwindSafe(move || then(result));
+                if std::panic::catch_unwind(call).is_err() {
+                    tracing::error!("a journal commit callback panicked");
+                }
+            }
         }
     }
 }
@@ -146,6 +157,10 @@ enum Write {
         run: String,
         lane: u32,
         iteration: u64,
+    },
+    Store {
+        run: String,
+        writes: Vec<(String, Option<Vec<u8>>)>,
     },
     Step {
         run: String,
@@ -182,7 +197,17 @@ pub struct Journal {
     writes: Option<Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     reader: Mutex<ConnectionCell>,
+    /// The file's identity (device, inode) when it was opened: a journal
+    /// removed or replaced under a live run is noticed (see
+    /// [`Journal::flush`]).
+    file: Option<(u64, u64)>,
     _lock: Lock,
+}
+
+/// The identity (device, inode) of the file at `path`, if there is one.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// A connection, `Debug` for the journal's.
@@ -223,6 +248,7 @@ impl Journal {
                 source,
             })?;
         Ok(Journal {
+            file: file_identity(&path),
             path,
             keep,
             writes: Some(writes),
@@ -351,7 +377,7 @@ impl Journal {
             let least = lanes_done.iter().copied().min().unwrap_or(0);
             let mut completed = Vec::new();
             let mut rows = conn.prepare(
-                "SELECT iteration, part, state, attempts, error, output FROM parts \
+                "SELECT iteration, part, state, attempts, error, output, lane FROM parts \
                  WHERE run = ?1 AND iteration > ?2 ORDER BY iteration, part",
             )?;
             let mut found = rows.query(params![run, sql_int(least)])?;
@@ -362,8 +388,12 @@ impl Journal {
             let mut rows =
                 conn.prepare("SELECT key, value FROM store WHERE run = ?1 ORDER BY key")?;
             let mut found = rows.query([run])?;
+            let mut removed = Vec::new();
             while let Some(r) = found.next()? {
-                store.push((r.get(0)?, r.get(1)?));
+                match r.get::<_, Option<Vec<u8>>>(1)? {
+                    Some(value) => store.push((r.get(0)?, value)),
+                    None => removed.push(r.get(0)?),
+                }
             }
             let mut intents = Vec::new();
             let mut rows = conn.prepare(
@@ -380,6 +410,7 @@ impl Journal {
                 lanes_done,
                 completed,
                 store,
+                removed,
                 intents,
             })
         })()
@@ -461,13 +492,32 @@ impl Journal {
         })
     }
 
-    /// Waits until everything written so far is committed.
+    /// Records store writes of run `run` made outside any part (`None`:
+    /// removed).
+    pub fn record_store(&self, run: &str, writes: Vec<(String, Option<Vec<u8>>)>) -> Ticket {
+        self.send(Write::Store {
+            run: run.to_owned(),
+            writes,
+        })
+    }
+
+    /// Waits until everything written so far is committed, and checks the
+    /// file is still the one opened.
     ///
     /// # Errors
     ///
-    /// [`JournalError::Stopped`] when the writer has failed.
+    /// [`JournalError::Stopped`] when the writer has failed, or the file
+    /// was removed or replaced while the journal was open (what was
+    /// committed went with it).
     pub fn flush(&self) -> Result<(), JournalError> {
-        self.send(Write::Flush).wait()
+        self.send(Write::Flush).wait()?;
+        if file_identity(&self.path) != self.file {
+            return Err(JournalError::Stopped {
+                path: self.path.clone(),
+                why: "the file was removed or replaced while the run wrote to it".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Every part record the journal holds for run `run` (the iterations
@@ -482,7 +532,7 @@ impl Journal {
         let conn = &self.reader.lock().0;
         (|| {
             let mut rows = conn.prepare(
-                "SELECT iteration, part, state, attempts, error, output FROM parts \
+                "SELECT iteration, part, state, attempts, error, output, lane FROM parts \
                  WHERE run = ?1 ORDER BY iteration, part",
             )?;
             let mut found = rows.query([run])?;
@@ -618,12 +668,13 @@ fn write_loop(path: &Path, conn: Connection, jobs: &Receiver<Job>, keep: &Atomic
 }
 
 /// A part's record from a row of `SELECT iteration, part, state,
-/// attempts, error, output FROM parts` (without its store writes, which
-/// the store table keeps).
+/// attempts, error, output, lane FROM parts` (without its store writes,
+/// which the store table keeps).
 fn part_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartRecord> {
     Ok(PartRecord {
         iteration: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
         part: row.get(1)?,
+        lane: row.get(6)?,
         state: row.get(2)?,
         attempts: row.get(3)?,
         error: row.get(4)?,
@@ -639,7 +690,8 @@ struct Statements<'c> {
     store_delete: rusqlite::Statement<'c>,
     lane: rusqlite::Statement<'c>,
     least: rusqlite::Statement<'c>,
-    prune: [rusqlite::Statement<'c>; 3],
+    prune_lane: rusqlite::Statement<'c>,
+    prune: [rusqlite::Statement<'c>; 2],
     step: rusqlite::Statement<'c>,
     intent: rusqlite::Statement<'c>,
 }
@@ -649,18 +701,22 @@ impl<'c> Statements<'c> {
         Ok(Statements {
             part: conn.prepare(
                 "INSERT OR REPLACE INTO parts (run, iteration, part, state, attempts, error, \
-                 output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 output, lane) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?,
             store_set: conn
                 .prepare("INSERT OR REPLACE INTO store (run, key, value) VALUES (?1, ?2, ?3)")?,
-            store_delete: conn.prepare("DELETE FROM store WHERE run = ?1 AND key = ?2")?,
+            // A removal is kept (a null value): a store seeded anew on
+            // resume must lose the key too.
+            store_delete: conn
+                .prepare("INSERT OR REPLACE INTO store (run, key, value) VALUES (?1, ?2, NULL)")?,
             lane: conn.prepare(
                 "INSERT INTO lanes (run, lane, done) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (run, lane) DO UPDATE SET done = max(done, excluded.done)",
             )?,
             least: conn.prepare("SELECT min(done) FROM lanes WHERE run = ?1")?,
+            prune_lane: conn
+                .prepare("DELETE FROM parts WHERE run = ?1 AND lane = ?2 AND iteration <= ?3")?,
             prune: [
-                conn.prepare("DELETE FROM parts WHERE run = ?1 AND iteration <= ?2")?,
                 conn.prepare("DELETE FROM steps WHERE run = ?1 AND iteration <= ?2")?,
                 conn.prepare("DELETE FROM intents WHERE run = ?1 AND iteration <= ?2")?,
             ],
@@ -683,13 +739,26 @@ fn commit(
     keep: u64,
 ) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN")?;
-    match apply(statements, batch, keep) {
-        Ok(()) => conn.execute_batch("COMMIT"),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
+    let done = apply(statements, batch, keep).and_then(|()| conn.execute_batch("COMMIT"));
+    if done.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
+    done
+}
+
+/// Writes (`Some`) or removes (`None`) store keys of run `run`.
+fn store_writes(
+    statements: &mut Statements<'_>,
+    run: &str,
+    writes: &[(String, Option<Vec<u8>>)],
+) -> rusqlite::Result<()> {
+    for (key, value) in writes {
+        match value {
+            Some(value) => statements.store_set.execute(params![run, key, value])?,
+            None => statements.store_delete.execute(params![run, key])?,
+        };
+    }
+    Ok(())
 }
 
 fn apply(statements: &mut Statements<'_>, batch: &[Job], keep: u64) -> rusqlite::Result<()> {
@@ -703,15 +772,12 @@ fn apply(statements: &mut Statements<'_>, batch: &[Job], keep: u64) -> rusqlite:
                     record.state,
                     record.attempts,
                     record.error,
-                    record.output
+                    record.output,
+                    record.lane
                 ])?;
-                for (key, value) in &record.store {
-                    match value {
-                        Some(value) => statements.store_set.execute(params![run, key, value])?,
-                        None => statements.store_delete.execute(params![run, key])?,
-                    };
-                }
+                store_writes(statements, run, &record.store)?;
             }
+            Write::Store { run, writes } => store_writes(statements, run, writes)?,
             Write::Iteration {
                 run,
                 lane,
@@ -720,6 +786,12 @@ fn apply(statements: &mut Statements<'_>, batch: &[Job], keep: u64) -> rusqlite:
                 statements
                     .lane
                     .execute(params![run, lane, sql_int(*iteration)])?;
+                // The lane's own parts go as its iterations end; steps and
+                // intents (few) as the slowest lane's do.
+                let before = sql_int(*iteration).saturating_sub(sql_int(keep));
+                if before > 0 {
+                    statements.prune_lane.execute(params![run, lane, before])?;
+                }
                 let least: i64 = statements.least.query_row([run], |row| row.get(0))?;
                 let before = least.saturating_sub(sql_int(keep));
                 if before > 0 {

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS parts (
     run TEXT NOT NULL,
     iteration INTEGER NOT NULL,
     part TEXT NOT NULL,
+    lane INTEGER NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL,
     error TEXT,
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS parts (
 CREATE TABLE IF NOT EXISTS store (
     run TEXT NOT NULL,
     key TEXT NOT NULL,
-    value BLOB NOT NULL,
+    value BLOB,
     PRIMARY KEY (run, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS steps (
@@ -147,7 +148,7 @@ fn check_header(path: &Path) -> Result<(), JournalError> {
             });
         }
     };
-    let mut header = [0u8; 16];
+    let mut header = [0u8; 18];
     let mut got = 0;
     while got < header.len() {
         match file.read(&mut header[got..]) {
@@ -157,13 +158,29 @@ fn check_header(path: &Path) -> Result<(), JournalError> {
             Err(e) => return Err(foreign(format!("cannot read it: {e}"))),
         }
     }
+    let len = file.metadata().map_or(0, |m| m.len());
+    let cut = |why: String| JournalError::Corrupt {
+        path: path.to_owned(),
+        why,
+    };
     match got {
         0 => Ok(()),
-        16 if &header == SQLITE_HEADER => Ok(()),
-        n if n < 16 && SQLITE_HEADER.starts_with(&header[..n]) => Err(JournalError::Corrupt {
-            path: path.to_owned(),
-            why: format!("truncated to {n} bytes"),
-        }),
+        18 if header.starts_with(SQLITE_HEADER) => {
+            // A database is whole pages; a file cut inside one lost data.
+            let page = match u16::from_be_bytes([header[16], header[17]]) {
+                1 => 65_536,
+                n => u64::from(n),
+            };
+            if page >= 512 && len % page != 0 {
+                return Err(cut(format!(
+                    "cut short: {len} bytes is not a whole number of {page}-byte pages"
+                )));
+            }
+            Ok(())
+        }
+        n if n < 18 && SQLITE_HEADER.starts_with(&header[..n.min(16)]) => {
+            Err(cut(format!("truncated to {n} bytes")))
+        }
         _ => Err(foreign("it is not a SQLite database".to_owned())),
     }
 }

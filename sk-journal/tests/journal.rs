@@ -17,6 +17,7 @@ fn part(iteration: u64, name: &str, output: &[u8]) -> PartRecord {
     PartRecord {
         iteration,
         part: name.to_owned(),
+        lane: 0,
         state: "succeeded".to_owned(),
         attempts: 1,
         error: None,
@@ -365,10 +366,14 @@ fn a_continuous_run_keeps_its_last_iterations_and_the_file_plateaus() {
 }
 
 #[test]
-fn lanes_end_iterations_on_their_own_and_keep_what_the_slowest_needs() {
+fn lanes_end_iterations_and_are_pruned_on_their_own() {
     guarded(|| {
         let (_dir, path) = journal_path();
         let fp = plan(&[("fast", "1-1 lane 0"), ("slow", "1-2 lane 1")]);
+        let slow = |iteration| PartRecord {
+            lane: 1,
+            ..part(iteration, "slow", b"s")
+        };
         {
             let j = Journal::open(&path, Durability::default()).unwrap();
             j.keep_iterations(1);
@@ -377,31 +382,37 @@ fn lanes_end_iterations_on_their_own_and_keep_what_the_slowest_needs() {
                 let _ = j.record("r", part(i, "fast", b"f"));
                 let _ = j.finish_iteration("r", 0, i);
             }
-            let _ = j.record("r", part(1, "slow", b"s"));
+            let _ = j.record("r", slow(1));
             let _ = j.finish_iteration("r", 1, 1);
-            j.record("r", part(2, "slow", b"s")).wait().unwrap();
+            j.record("r", slow(2)).wait().unwrap();
         }
         let j = Journal::open(&path, Durability::default()).unwrap();
         let resume = j.begin_lanes("r", &fp, 2).unwrap();
         assert_eq!(resume.lanes_done, [5, 1]);
         assert_eq!(resume.iterations_done(7), 0);
-        // Everything after the slowest lane's last ended iteration is
-        // there, by iteration and name.
-        let kept: Vec<_> = resume
-            .completed
+        // Each lane keeps its own last iteration (keep 1) and what came
+        // after it, whatever the other lane does: the fast lane does not
+        // grow while the slow one lags.
+        let kept: Vec<_> = j
+            .records("r")
+            .unwrap()
             .iter()
-            .map(|r| (r.part.as_str(), r.iteration))
+            .map(|r| (r.part.clone(), r.iteration))
             .collect();
         assert_eq!(
             kept,
             [
-                ("fast", 2),
-                ("slow", 2),
-                ("fast", 3),
-                ("fast", 4),
-                ("fast", 5)
+                ("slow".to_owned(), 1),
+                ("slow".to_owned(), 2),
+                ("fast".to_owned(), 5)
             ]
         );
+        let next: Vec<_> = resume
+            .completed
+            .iter()
+            .map(|r| (r.part.as_str(), r.iteration, r.lane))
+            .collect();
+        assert_eq!(next, [("slow", 2, 1), ("fast", 5, 0)]);
     })
 }
 
@@ -418,5 +429,77 @@ fn record_then_reports_the_commit_on_the_writer_thread() {
         assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap());
         // Committed: a reader sees it.
         assert_eq!(j.records("r").unwrap().len(), 1);
+    })
+}
+
+#[test]
+fn a_removed_store_key_stays_removed_and_store_writes_stand_alone() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let fp = plan(&[("a", "1-1")]);
+        {
+            let j = Journal::open(&path, Durability::default()).unwrap();
+            j.begin("r", &fp).unwrap();
+            let mut record = part(1, "a", b"x");
+            record.store = vec![
+                ("kept".to_owned(), Some(b"1".to_vec())),
+                ("gone".to_owned(), Some(b"2".to_vec())),
+            ];
+            j.record("r", record).wait().unwrap();
+            j.record_store("r", vec![("gone".to_owned(), None)])
+                .wait()
+                .unwrap();
+        }
+        let j = Journal::open(&path, Durability::default()).unwrap();
+        let resume = j.begin("r", &fp).unwrap();
+        assert_eq!(resume.store, vec![("kept".to_owned(), b"1".to_vec())]);
+        assert_eq!(resume.removed, ["gone"]);
+    })
+}
+
+#[test]
+fn a_journal_cut_inside_a_page_is_corrupt() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        {
+            let j = Journal::open(&path, Durability::default()).unwrap();
+            j.begin("r", &plan(&[("a", "1-1")])).unwrap();
+            for n in 0..200u32 {
+                let _ = j.record("r", part(1, &format!("p{n}"), &[7; 100]));
+            }
+            j.flush().unwrap();
+        }
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 1]).unwrap();
+        match Journal::open(&path, Durability::default()) {
+            Err(JournalError::Corrupt { why, .. }) => assert!(why.contains("cut short"), "{why}"),
+            other => panic!("a journal one byte short was opened: {other:?}"),
+        }
+    })
+}
+
+#[test]
+fn a_journal_removed_under_a_live_run_fails_its_flush() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let j = Journal::open(&path, Durability::default()).unwrap();
+        j.begin("r", &plan(&[("a", "1-1")])).unwrap();
+        j.record("r", part(1, "a", b"x")).wait().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let err = j.flush().unwrap_err();
+        assert!(matches!(err, JournalError::Stopped { .. }), "{err}");
+        assert!(err.to_string().contains("removed or replaced"), "{err}");
+    })
+}
+
+#[test]
+fn a_commit_callback_that_panics_does_not_stop_the_writer() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let j = Journal::open(&path, Durability::default()).unwrap();
+        j.begin("r", &plan(&[("a", "1-1")])).unwrap();
+        j.record_then("r", part(1, "a", b"x"), |_| panic!("an observer bug"));
+        j.record("r", part(2, "a", b"y")).wait().unwrap();
+        assert_eq!(j.records("r").unwrap().len(), 2);
     })
 }

@@ -130,6 +130,7 @@ impl Runtime {
     pub(super) fn journal_end(&self, durable: &Durable, node: u32, lane: usize, finish: &Finish) {
         let pp = &self.plan.parts[node as usize];
         if finish.replayed || finish.state == PartState::Cancelled || pp.part.recompute {
+            durable.forget(node);
             return;
         }
         let ran = matches!(
@@ -140,13 +141,14 @@ impl Runtime {
                 | PartState::TimedOut
         );
         let end = End {
+            lane: u32::try_from(lane).unwrap_or(u32::MAX),
             iteration: self.lanes[lane].iteration.load(Ordering::Relaxed),
             state: finish.state,
             attempts: if ran { finish.retries + 1 } else { 0 },
             error: finish.error.as_deref(),
             output: finish.output.as_deref(),
         };
-        durable.record(node, &pp.part.name, end, &self.store);
+        durable.record(node, &pp.part.name, end);
     }
 
     /// Records in the journal, if any, that `iteration` of `lane` ended.

@@ -581,6 +581,14 @@ impl Runtime {
         let mut data_poison = Poison::None;
         if self.plan.is_part(node) {
             if finish.state.is_success() && self.abort.load(Ordering::Acquire) {
+                // A part that runs at most once did its effect: its
+                // journal keeps how it really ended, so that a resume
+                // replays it rather than calling its outcome unknown.
+                if let Some(durable) = &self.durable {
+                    if self.plan.parts[node as usize].part.once {
+                        self.journal_end(durable, node, lane, &finish);
+                    }
+                }
                 // It was still running when an instant fail stopped
                 // everything (its stop token was set): cancelled, whatever
                 // it returned.
