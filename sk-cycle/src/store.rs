@@ -52,6 +52,8 @@ pub struct Store {
     /// part's own thread (threads a part starts, observers), which the
     /// next recorded part end takes along (see `Durable::record`).
     stray: parking_lot::Mutex<Option<Vec<String>>>,
+    /// Whether `stray` is kept (read without its lock on every write).
+    keeping_stray: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -256,7 +258,7 @@ impl Store {
             }
             None => false,
         });
-        if !collected {
+        if !collected && self.keeping_stray.load(Ordering::Acquire) {
             if let Some(stray) = self.stray.lock().as_mut() {
                 stray.push(key.to_owned());
             }
@@ -266,7 +268,9 @@ impl Store {
     /// Starts (`true`) or stops keeping the keys written outside any
     /// [`collect_writes`] (see [`Store::take_stray`]).
     pub(crate) fn keep_stray_writes(&self, keep: bool) {
-        *self.stray.lock() = keep.then(Vec::new);
+        let mut stray = self.stray.lock();
+        *stray = keep.then(Vec::new);
+        self.keeping_stray.store(keep, Ordering::Release);
     }
 
     /// The keys written outside any [`collect_writes`] since the last call.
