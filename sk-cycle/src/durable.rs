@@ -190,9 +190,6 @@ impl Durable {
             .collect();
         let next = |lane: u32| lanes_done.get(lane as usize).copied().unwrap_or(0) + 1;
         let mut replay: Vec<Option<(u64, Replay)>> = plan.parts.iter().map(|_| None).collect();
-        // Parts whose recorded end is not replayed (a failure: they run
-        // again); what comes after them runs again too.
-        let mut rerun = Vec::new();
         for record in resume.completed {
             let Some(&id) = plan.by_name.get(record.part.as_str()) else {
                 continue;
@@ -211,7 +208,6 @@ impl Durable {
             // runs at most once and did run.
             let ran = matches!(state, PartState::Failed | PartState::TimedOut);
             if state.is_failure() && !(part.once && ran) {
-                rerun.push(id);
                 continue;
             }
             let output = match record.output {
@@ -231,6 +227,13 @@ impl Durable {
             };
             replay[id as usize] = Some((record.iteration, end));
         }
+        // Parts with no end to replay run again (a failure, an output
+        // that could not be recorded, a part recomputed on resume, or one
+        // that had not ended): what comes after them runs again too.
+        let rerun: Vec<u32> = (0..plan.parts.len())
+            .filter(|&id| replay[id].is_none())
+            .filter_map(|id| u32::try_from(id).ok())
+            .collect();
         forget_after(plan, &rerun, &mut replay);
         for (iteration, part) in resume.intents {
             let Some(&id) = plan.by_name.get(part.as_str()) else {
@@ -419,9 +422,9 @@ impl Durable {
     /// # Errors
     ///
     /// The journal's, when it cannot commit.
-    pub(crate) fn intend(&self, part: &str, iteration: u64) -> Result<(), JournalError> {
+    pub(crate) fn intend(&self, part: &str, lane: u32, iteration: u64) -> Result<(), JournalError> {
         self.journal
-            .record_intent(&self.run, iteration, part)
+            .record_intent(&self.run, lane, iteration, part)
             .wait()
             .inspect_err(|e| {
                 self.shared.fail(JournalError::Stopped {
@@ -445,7 +448,8 @@ impl Durable {
         self.journal.step(&self.run, iteration, part, step)
     }
 
-    /// Records (and waits for) step `step` of `part` in `iteration`.
+    /// Records (and waits for) step `step` of `part` (of lane `lane`) in
+    /// `iteration`.
     ///
     /// # Errors
     ///
@@ -453,12 +457,13 @@ impl Durable {
     pub(crate) fn record_step(
         &self,
         part: &str,
+        lane: u32,
         iteration: u64,
         step: &str,
         value: Vec<u8>,
     ) -> Result<(), JournalError> {
         self.journal
-            .record_step(&self.run, iteration, part, step, value)
+            .record_step(&self.run, lane, iteration, part, step, value)
             .wait()
     }
 
@@ -475,7 +480,6 @@ impl Durable {
     /// The journal's first failure.
     pub(crate) fn finish(&self) -> Result<(), JournalError> {
         self.record_stray();
-        self.store.keep_stray_writes(false);
         if let Err(e) = self.journal.flush() {
             self.shared.fail(e);
         }
@@ -495,8 +499,23 @@ impl Drop for Durable {
 
 /// Drops the replays of every part after the parts of `rerun` (which run
 /// again, so what came after them may come out otherwise) — but not of a
-/// part that runs at most once: its effect happened.
+/// part that runs at most once and ran: its effect happened.
 fn forget_after(plan: &Plan, rerun: &[u32], replay: &mut [Option<PendingReplay>]) {
+    let ran = |slot: &Option<PendingReplay>| {
+        matches!(
+            slot,
+            Some((
+                _,
+                Replay::Ended {
+                    state: PartState::Succeeded
+                        | PartState::SucceededWithFallback
+                        | PartState::Failed
+                        | PartState::TimedOut,
+                    ..
+                }
+            ))
+        )
+    };
     let mut seen = vec![false; plan.node_count];
     let mut stack: Vec<u32> = rerun.to_vec();
     while let Some(node) = stack.pop() {
@@ -506,8 +525,9 @@ fn forget_after(plan: &Plan, rerun: &[u32], replay: &mut [Option<PendingReplay>]
                 continue;
             }
             if let Some(part) = plan.parts.get(next as usize) {
-                if !part.part.once {
-                    replay[next as usize] = None;
+                let slot = &mut replay[next as usize];
+                if !(part.part.once && ran(slot)) {
+                    *slot = None;
                 }
             }
             stack.push(next);

@@ -52,8 +52,9 @@ pub struct Store {
     /// part's own thread (threads a part starts, observers), which the
     /// next recorded part end takes along (see `Durable::record`).
     stray: parking_lot::Mutex<Option<Vec<String>>>,
-    /// Whether `stray` is kept (read without its lock on every write).
-    keeping_stray: std::sync::atomic::AtomicBool,
+    /// How many journaled runs keep `stray` (read without its lock on
+    /// every write).
+    keeping_stray: AtomicU64,
 }
 
 impl Store {
@@ -88,8 +89,10 @@ impl Store {
         let slot = self.slot_of(value);
         let revision = slot.revision;
         let key = key.into();
+        self.map.insert(key.clone(), slot);
+        // Noted after the write: a record that takes the key reads the
+        // new value.
         self.note_write(&key);
-        self.map.insert(key, slot);
         revision
     }
 
@@ -217,8 +220,9 @@ impl Store {
 
     /// Removes `key`; whether it was there.
     pub fn remove(&self, key: &str) -> bool {
+        let removed = self.map.remove(key).is_some();
         self.note_write(key);
-        self.map.remove(key).is_some()
+        removed
     }
 
     /// Whether `key` is set.
@@ -235,10 +239,11 @@ impl Store {
 
     /// Removes everything.
     pub fn clear(&self) {
-        for key in self.keys() {
+        let keys = self.keys();
+        self.map.clear();
+        for key in keys {
             self.note_write(&key);
         }
-        self.map.clear();
     }
 }
 
@@ -258,19 +263,30 @@ impl Store {
             }
             None => false,
         });
-        if !collected && self.keeping_stray.load(Ordering::Acquire) {
+        if !collected && self.keeping_stray.load(Ordering::Acquire) > 0 {
             if let Some(stray) = self.stray.lock().as_mut() {
                 stray.push(key.to_owned());
             }
         }
     }
 
-    /// Starts (`true`) or stops keeping the keys written outside any
-    /// [`collect_writes`] (see [`Store::take_stray`]).
+    /// A journaled run starts (`true`) or stops keeping the keys written
+    /// outside any [`collect_writes`] (see [`Store::take_stray`]); they
+    /// are kept while any run sharing the store keeps them.
     pub(crate) fn keep_stray_writes(&self, keep: bool) {
         let mut stray = self.stray.lock();
-        *stray = keep.then(Vec::new);
-        self.keeping_stray.store(keep, Ordering::Release);
+        let runs = self.keeping_stray.load(Ordering::Acquire);
+        let runs = if keep {
+            runs + 1
+        } else {
+            runs.saturating_sub(1)
+        };
+        self.keeping_stray.store(runs, Ordering::Release);
+        match (runs, stray.is_some()) {
+            (0, _) => *stray = None,
+            (_, false) => *stray = Some(Vec::new()),
+            _ => {}
+        }
     }
 
     /// The keys written outside any [`collect_writes`] since the last call.

@@ -952,3 +952,326 @@ fn a_journal_one_byte_short_is_refused() {
         assert_eq!(runs.load(Ordering::SeqCst), 20);
     });
 }
+
+/// A once part not taken below a failure that runs again did not run:
+/// it is not replayed as not taken.
+#[test]
+fn a_once_part_not_taken_below_a_part_that_runs_again_is_decided_again() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let fail = Arc::new(AtomicBool::new(true));
+        let a_fail = Arc::clone(&fail);
+        let recorded = Arc::new(AtomicBool::new(false));
+        let (rec_mark, rec_seen) = (Arc::clone(&recorded), Arc::clone(&recorded));
+        let charges = Arc::new(AtomicU64::new(0));
+        let charged = Arc::clone(&charges);
+        let mut b = CycleBuilder::new("once-nottaken");
+        b.add(CyclePart::new("root", |_| 1u8), 1).unwrap();
+        b.split(
+            [
+                CyclePart::fallible("a", move |_| {
+                    if a_fail.load(Ordering::SeqCst) {
+                        return Err::<u64, sk_core::BoxError>("a fails".into());
+                    }
+                    Ok(10)
+                })
+                .error_mode(ErrorMode::Propagate),
+                stopper(&fail, move || rec_seen.load(Ordering::SeqCst)),
+            ],
+            2,
+        )
+        .unwrap();
+        b.add(
+            CyclePart::new("charge", move |_| {
+                charged.fetch_add(1, Ordering::SeqCst);
+                2u8
+            })
+            .condition(|ctx| ctx.input_as::<u64>().is_ok())
+            .once(),
+            (4, 1),
+        )
+        .unwrap();
+        let cycle = b.build().unwrap();
+        let first = cycle
+            .run(Run::times(1).journal(&path).on_recorded(move |r| {
+                if &*r.part == "charge" {
+                    rec_mark.store(true, Ordering::SeqCst);
+                }
+            }))
+            .unwrap();
+        assert!(first.is_error());
+        assert_eq!(
+            first.last().unwrap().state_of("charge"),
+            Some(PartState::NotTaken)
+        );
+        fail.store(false, Ordering::SeqCst);
+        let report = cycle.run(Run::times(1).journal(&path)).unwrap();
+        assert_eq!(
+            report.last().unwrap().state_of("charge"),
+            Some(PartState::Succeeded),
+            "once part that never ran replayed NotTaken after a ran again (charges={})",
+            charges.load(Ordering::SeqCst)
+        );
+    });
+}
+
+static FAIL_ENCODE: AtomicBool = AtomicBool::new(false);
+
+#[derive(Clone, serde::Deserialize)]
+struct Flaky(u64);
+impl serde::Serialize for Flaky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if FAIL_ENCODE.load(Ordering::SeqCst) {
+            return Err(serde::ser::Error::custom("not now"));
+        }
+        self.0.serialize(s)
+    }
+}
+
+/// A part whose output could not be encoded is not recorded and runs
+/// again: so does its dependent.
+#[test]
+fn after_a_part_whose_output_was_not_recorded_its_dependents_run_again() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let fail = Arc::new(AtomicBool::new(true));
+        let recorded = Arc::new(AtomicBool::new(false));
+        let (rec_mark, rec_seen) = (Arc::clone(&recorded), Arc::clone(&recorded));
+        let n = Arc::new(AtomicU64::new(0));
+        let mut b = CycleBuilder::new("unencodable");
+        b.add(CyclePart::new("root", |_| 1u8), 1).unwrap();
+        b.split(
+            [
+                CyclePart::new("p", move |_| Flaky(n.fetch_add(1, Ordering::SeqCst) + 1)),
+                stopper(&fail, move || rec_seen.load(Ordering::SeqCst)),
+            ],
+            2,
+        )
+        .unwrap();
+        b.add(
+            CyclePart::new("s", |ctx| match ctx.input_as::<Flaky>() {
+                Ok(f) => format!("saw {}", f.0),
+                Err(e) => format!("err {e}"),
+            }),
+            (4, 1),
+        )
+        .unwrap();
+        let cycle = b.build().unwrap();
+        FAIL_ENCODE.store(true, Ordering::SeqCst);
+        let first = cycle
+            .run(Run::times(1).journal(&path).on_recorded(move |r| {
+                if &*r.part == "s" {
+                    rec_mark.store(true, Ordering::SeqCst);
+                }
+            }))
+            .unwrap();
+        assert!(first.is_error());
+        FAIL_ENCODE.store(false, Ordering::SeqCst);
+        fail.store(false, Ordering::SeqCst);
+        let report = cycle.run(Run::times(1).journal(&path)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(
+            last.output_get::<String>("s").unwrap(),
+            "saw 2",
+            "p ran again (resumed: {:?}) but s was replayed on p's first output",
+            report.resumed()
+        );
+    });
+}
+
+/// A helper thread's store write racing with sibling parts' records is
+/// journaled with its new value, never the old one.
+#[test]
+fn a_helper_threads_write_racing_records_is_journaled_with_its_value() {
+    guarded(|| {
+        let mut lost = 0;
+        let trials = 200;
+        for trial in 0..trials {
+            let (_dir, path) = journal_path();
+            let go = Arc::new(AtomicBool::new(false));
+            let done = Arc::new(AtomicBool::new(false));
+            let seeded = || {
+                let s = Store::new();
+                s.set("k", 0u64);
+                Arc::new(s)
+            };
+            let live = seeded();
+            let mut b = CycleBuilder::new("race");
+            let (g, d) = (Arc::clone(&go), Arc::clone(&done));
+            let helper_store = Arc::clone(&live);
+            b.add(
+                CyclePart::new("spawner", move |_| {
+                    let store = Arc::clone(&helper_store);
+                    let (g, d) = (Arc::clone(&g), Arc::clone(&d));
+                    std::thread::spawn(move || {
+                        g.store(true, Ordering::SeqCst);
+                        for _ in 0..(trial % 64) * 16 {
+                            std::hint::spin_loop();
+                        }
+                        store.set("k", 1u64);
+                        d.store(true, Ordering::SeqCst);
+                    });
+                    0u8
+                }),
+                1,
+            )
+            .unwrap();
+            let parts: Vec<CyclePart> = (0..6)
+                .map(|i| {
+                    let g = Arc::clone(&go);
+                    CyclePart::new(format!("sib{i}"), move |_| {
+                        while !g.load(Ordering::SeqCst) {
+                            std::hint::spin_loop();
+                        }
+                        0u8
+                    })
+                })
+                .collect();
+            b.split(parts, 2).unwrap();
+            let d = Arc::clone(&done);
+            b.add(
+                CyclePart::new("join", move |_| {
+                    while !d.load(Ordering::SeqCst) {
+                        std::thread::yield_now();
+                    }
+                    0u8
+                }),
+                (4, 1),
+            )
+            .unwrap();
+            let cycle = b.build().unwrap();
+            cycle
+                .run(
+                    Run::times(1)
+                        .journal(&path)
+                        .store(Arc::clone(&live))
+                        .threads(4),
+                )
+                .unwrap();
+            assert_eq!(live.get::<u64>("k").unwrap(), 1);
+            let restored = seeded();
+            cycle
+                .run(Run::times(1).journal(&path).store(Arc::clone(&restored)))
+                .unwrap();
+            if restored.get::<u64>("k").unwrap() != 1 {
+                lost += 1;
+            }
+        }
+        assert_eq!(lost, 0, "{lost} of {trials} runs restored the old value");
+    });
+}
+
+/// Two journaled runs sharing one Store: the first to finish does not stop
+/// the other's helper-thread writes being journaled.
+#[test]
+fn two_journaled_runs_sharing_a_store_both_journal_stray_writes() {
+    guarded(|| {
+        let (_d1, path_a) = journal_path();
+        let (_d2, path_b) = journal_path();
+        let shared = Arc::new(Store::new());
+        let a_done = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&a_done);
+        let b_started = Arc::new(AtomicBool::new(false));
+        let b_mark = Arc::clone(&b_started);
+        let mut b = CycleBuilder::new("b");
+        b.add(
+            CyclePart::new("w", move |ctx| {
+                b_mark.store(true, Ordering::SeqCst);
+                while !seen.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                std::thread::scope(|s| {
+                    s.spawn(|| ctx.store().set("from_thread", 2u64));
+                });
+                0u8
+            }),
+            1,
+        )
+        .unwrap();
+        let cycle_b = b.build().unwrap();
+        let mut a = CycleBuilder::new("a");
+        a.add(CyclePart::new("x", |_| 0u8), 1).unwrap();
+        let cycle_a = a.build().unwrap();
+        let store_b = Arc::clone(&shared);
+        let pb = path_b.clone();
+        let cb = cycle_b.clone();
+        let t =
+            std::thread::spawn(move || cb.run(Run::times(1).journal(&pb).store(store_b)).unwrap());
+        // Run b is journaling (its part has started) while a runs.
+        while !b_started.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        cycle_a
+            .run(Run::times(1).journal(&path_a).store(Arc::clone(&shared)))
+            .unwrap();
+        a_done.store(true, Ordering::SeqCst);
+        t.join().unwrap();
+        assert_eq!(shared.get::<u64>("from_thread").unwrap(), 2);
+        let restored = Arc::new(Store::new());
+        cycle_b
+            .run(Run::times(1).journal(&path_b).store(Arc::clone(&restored)))
+            .unwrap();
+        assert_eq!(
+            restored.get::<u64>("from_thread").ok(),
+            Some(2),
+            "run b's helper-thread write was not journaled"
+        );
+    });
+}
+
+#[test]
+fn a_fast_independent_lane_keeps_only_its_last_intents() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let fast_runs = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&fast_runs);
+        let token = sk_core::StopToken::new();
+        let stop = token.clone();
+        let mut b = CycleBuilder::new("lanes");
+        b.add(CyclePart::new("root", |_| 1u8), 1).unwrap();
+        b.split_with(
+            [
+                CyclePart::new("fast", move |_| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    1u8
+                })
+                .once(),
+                // One long iteration, over while the fast lane does 500.
+                CyclePart::new("slow", move |_| {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    while fast_runs.load(Ordering::SeqCst) < 500
+                        && std::time::Instant::now() < deadline
+                    {
+                        std::thread::yield_now();
+                    }
+                    stop.stop();
+                    1u8
+                }),
+            ],
+            2,
+            sk_cycle::Split::new().sync(sk_cycle::SyncMode::Independent),
+        )
+        .unwrap();
+        let report = b
+            .build()
+            .unwrap()
+            .run(
+                Run::continuous()
+                    .journal(&path)
+                    .keep_iterations(5)
+                    .stop_token(token)
+                    .threads(3),
+            )
+            .unwrap();
+        let lanes = report.lane_iterations().to_vec();
+        assert!(lanes.iter().any(|&n| n >= 500), "{lanes:?}");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let intents: i64 = conn
+            .query_row("SELECT count(*) FROM intents", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            intents <= 6,
+            "the fast lane kept {intents} intents (keep 5)"
+        );
+    });
+}

@@ -164,6 +164,7 @@ enum Write {
     },
     Step {
         run: String,
+        lane: u32,
         iteration: u64,
         part: String,
         step: String,
@@ -171,6 +172,7 @@ enum Write {
     },
     Intent {
         run: String,
+        lane: u32,
         iteration: u64,
         part: String,
     },
@@ -232,7 +234,10 @@ impl Journal {
     /// [`JournalError::NewerVersion`], [`JournalError::Sqlite`],
     /// [`JournalError::Lock`].
     pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Journal, JournalError> {
-        let path = path.as_ref().to_owned();
+        // Absolute: the journal is the same file whatever directory the
+        // process moves to.
+        let path = path.as_ref();
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let lock = lock(&path)?;
         let writer_conn = connect(&path, durability)?;
         let reader = connect(&path, durability)?;
@@ -462,11 +467,12 @@ impl Journal {
         })
     }
 
-    /// Records step `step` of a part's work and its value (see
-    /// [`Journal::step`]).
+    /// Records step `step` of a part's work (in lane `lane`: it is pruned
+    /// with the lane's records) and its value (see [`Journal::step`]).
     pub fn record_step(
         &self,
         run: &str,
+        lane: u32,
         iteration: u64,
         part: &str,
         step: &str,
@@ -474,6 +480,7 @@ impl Journal {
     ) -> Ticket {
         self.send(Write::Step {
             run: run.to_owned(),
+            lane,
             iteration,
             part: part.to_owned(),
             step: step.to_owned(),
@@ -484,9 +491,10 @@ impl Journal {
     /// Records that a part is about to run an effect that must not run
     /// twice: resumed without a record, its outcome is unknown (see
     /// [`Resume::intents`]).
-    pub fn record_intent(&self, run: &str, iteration: u64, part: &str) -> Ticket {
+    pub fn record_intent(&self, run: &str, lane: u32, iteration: u64, part: &str) -> Ticket {
         self.send(Write::Intent {
             run: run.to_owned(),
+            lane,
             iteration,
             part: part.to_owned(),
         })
@@ -689,9 +697,7 @@ struct Statements<'c> {
     store_set: rusqlite::Statement<'c>,
     store_delete: rusqlite::Statement<'c>,
     lane: rusqlite::Statement<'c>,
-    least: rusqlite::Statement<'c>,
-    prune_lane: rusqlite::Statement<'c>,
-    prune: [rusqlite::Statement<'c>; 2],
+    prune: [rusqlite::Statement<'c>; 3],
     step: rusqlite::Statement<'c>,
     intent: rusqlite::Statement<'c>,
 }
@@ -713,19 +719,20 @@ impl<'c> Statements<'c> {
                 "INSERT INTO lanes (run, lane, done) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (run, lane) DO UPDATE SET done = max(done, excluded.done)",
             )?,
-            least: conn.prepare("SELECT min(done) FROM lanes WHERE run = ?1")?,
-            prune_lane: conn
-                .prepare("DELETE FROM parts WHERE run = ?1 AND lane = ?2 AND iteration <= ?3")?,
             prune: [
-                conn.prepare("DELETE FROM steps WHERE run = ?1 AND iteration <= ?2")?,
-                conn.prepare("DELETE FROM intents WHERE run = ?1 AND iteration <= ?2")?,
+                conn.prepare("DELETE FROM parts WHERE run = ?1 AND lane = ?2 AND iteration <= ?3")?,
+                conn.prepare("DELETE FROM steps WHERE run = ?1 AND lane = ?2 AND iteration <= ?3")?,
+                conn.prepare(
+                    "DELETE FROM intents WHERE run = ?1 AND lane = ?2 AND iteration <= ?3",
+                )?,
             ],
             step: conn.prepare(
-                "INSERT OR REPLACE INTO steps (run, iteration, part, step, value) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO steps (run, iteration, part, step, value, lane) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?,
             intent: conn.prepare(
-                "INSERT OR IGNORE INTO intents (run, iteration, part) VALUES (?1, ?2, ?3)",
+                "INSERT OR IGNORE INTO intents (run, iteration, part, lane) \
+                 VALUES (?1, ?2, ?3, ?4)",
             )?,
         })
     }
@@ -786,39 +793,41 @@ fn apply(statements: &mut Statements<'_>, batch: &[Job], keep: u64) -> rusqlite:
                 statements
                     .lane
                     .execute(params![run, lane, sql_int(*iteration)])?;
-                // The lane's own parts go as its iterations end; steps and
-                // intents (few) as the slowest lane's do.
+                // A lane's records (parts, steps, intents) go as its own
+                // iterations end.
                 let before = sql_int(*iteration).saturating_sub(sql_int(keep));
                 if before > 0 {
-                    statements.prune_lane.execute(params![run, lane, before])?;
-                }
-                let least: i64 = statements.least.query_row([run], |row| row.get(0))?;
-                let before = least.saturating_sub(sql_int(keep));
-                if before > 0 {
                     for prune in &mut statements.prune {
-                        prune.execute(params![run, before])?;
+                        prune.execute(params![run, lane, before])?;
                     }
                 }
             }
             Write::Step {
                 run,
+                lane,
                 iteration,
                 part,
                 step,
                 value,
             } => {
-                statements
-                    .step
-                    .execute(params![run, sql_int(*iteration), part, step, value])?;
+                statements.step.execute(params![
+                    run,
+                    sql_int(*iteration),
+                    part,
+                    step,
+                    value,
+                    lane
+                ])?;
             }
             Write::Intent {
                 run,
+                lane,
                 iteration,
                 part,
             } => {
                 statements
                     .intent
-                    .execute(params![run, sql_int(*iteration), part])?;
+                    .execute(params![run, sql_int(*iteration), part, lane])?;
             }
             Write::Flush => {}
         }

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS steps (
     run TEXT NOT NULL,
     iteration INTEGER NOT NULL,
     part TEXT NOT NULL,
+    lane INTEGER NOT NULL,
     step TEXT NOT NULL,
     value BLOB NOT NULL,
     PRIMARY KEY (run, iteration, part, step)
@@ -71,6 +72,7 @@ CREATE TABLE IF NOT EXISTS intents (
     run TEXT NOT NULL,
     iteration INTEGER NOT NULL,
     part TEXT NOT NULL,
+    lane INTEGER NOT NULL,
     PRIMARY KEY (run, iteration, part)
 ) WITHOUT ROWID;
 ";

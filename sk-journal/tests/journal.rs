@@ -118,8 +118,8 @@ fn steps_and_intents_survive_a_reopen() {
         {
             let j = Journal::open(&path, Durability::default()).unwrap();
             j.begin("r", &fp).unwrap();
-            j.record_intent("r", 1, "submit").wait().unwrap();
-            j.record_step("r", 1, "submit", "create", b"job-42".to_vec())
+            j.record_intent("r", 0, 1, "submit").wait().unwrap();
+            j.record_step("r", 0, 1, "submit", "create", b"job-42".to_vec())
                 .wait()
                 .unwrap();
         }

@@ -57,7 +57,7 @@ impl Runtime {
             return Ok(());
         };
         durable
-            .intend(&pp.part.name, iteration)
+            .intend(&pp.part.name, pp.lane, iteration)
             .map_err(|e| PartError::Failed {
                 part: pp.part.name.to_string(),
                 coord: pp.coord,
