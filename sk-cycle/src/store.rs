@@ -55,6 +55,9 @@ pub struct Store {
     /// How many journaled runs keep `stray` (read without its lock on
     /// every write).
     keeping_stray: AtomicU64,
+    /// Whether `stray` may hold keys (read without its lock on every
+    /// record).
+    stray_noted: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -266,6 +269,7 @@ impl Store {
         if !collected && self.keeping_stray.load(Ordering::Acquire) > 0 {
             if let Some(stray) = self.stray.lock().as_mut() {
                 stray.push(key.to_owned());
+                self.stray_noted.store(true, Ordering::Release);
             }
         }
     }
@@ -291,6 +295,9 @@ impl Store {
 
     /// The keys written outside any [`collect_writes`] since the last call.
     pub(crate) fn take_stray(&self) -> Vec<String> {
+        if !self.stray_noted.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
         self.stray
             .lock()
             .as_mut()
