@@ -69,6 +69,8 @@ pub(crate) struct JournalSetup {
     pub(crate) durability: Durability,
     pub(crate) keep: Option<u64>,
     pub(crate) on_recorded: Option<RecordedFn>,
+    /// Once parts to run again on resume (see `Run::rerun_once`).
+    pub(crate) rerun_once: Vec<String>,
 }
 
 /// How a part ended, as [`Durable::record`] records it.
@@ -166,6 +168,19 @@ impl Durable {
                 coord: part.coord,
             });
         }
+        // Once parts the caller has checked did not do their effect.
+        let mut rerun_once = vec![false; plan.parts.len()];
+        for name in &setup.rerun_once {
+            match plan.by_name.get(name.as_str()) {
+                Some(&id) if plan.parts[id as usize].part.once => rerun_once[id as usize] = true,
+                _ => {
+                    return Err(RunError::NotOnce {
+                        cycle: cycle.to_owned(),
+                        part: name.clone(),
+                    });
+                }
+            }
+        }
         let journal = Journal::open(path, setup.durability).map_err(journal_error)?;
         if let Some(keep) = setup.keep {
             journal.keep_iterations(keep);
@@ -205,9 +220,10 @@ impl Durable {
                 )));
             };
             // A failure is not replayed: the part runs again — unless it
-            // runs at most once and did run.
+            // runs at most once and did run (and is not to run again).
             let ran = matches!(state, PartState::Failed | PartState::TimedOut);
-            if state.is_failure() && !(part.once && ran) {
+            let keep = part.once && ran && !rerun_once[id as usize];
+            if state.is_failure() && !keep {
                 continue;
             }
             let output = match record.output {
@@ -240,7 +256,8 @@ impl Durable {
                 continue;
             };
             let slot = &mut replay[id as usize];
-            if iteration == next(plan.parts[id as usize].lane) && slot.is_none() {
+            let unknown = iteration == next(plan.parts[id as usize].lane) && slot.is_none();
+            if unknown && !rerun_once[id as usize] {
                 *slot = Some((iteration, Replay::Unknown));
             }
         }

@@ -375,6 +375,17 @@ pub enum RunError {
         /// Its coordinate.
         coord: Coord,
     },
+    /// [`Run::rerun_once`](crate::Run::rerun_once) named a part the cycle
+    /// does not have, or one not marked [`once`](crate::CyclePart::once).
+    #[error(
+        "cycle \"{cycle}\": rerun_once names \"{part}\", which is not a part of the cycle marked once"
+    )]
+    NotOnce {
+        /// The cycle.
+        cycle: String,
+        /// The name given.
+        part: String,
+    },
     /// The thread running the cycle (see
     /// [`Cycle::spawn`](crate::Cycle::spawn)) panicked outside any part.
     #[error("cycle \"{cycle}\": the run thread panicked: {message}")]

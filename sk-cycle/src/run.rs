@@ -300,6 +300,22 @@ impl Run {
         self
     }
 
+    /// On resume, runs again the parts named (each marked
+    /// [`once`](crate::CyclePart::once)) instead of failing them as
+    /// outcome unknown or replaying their recorded failure in the
+    /// interrupted iteration — for after the caller has checked that
+    /// their effect did not happen (otherwise such a part under instant
+    /// fail would stop every start of the run). A name that is not a once
+    /// part of the cycle is [`RunError::NotOnce`].
+    pub fn rerun_once<I, S>(mut self, parts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.journal.rerun_once = parts.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Calls `observer` before a journaled run resumes (not for a fresh
     /// run), with where it picks up.
     pub fn on_resume<F>(mut self, observer: F) -> Self

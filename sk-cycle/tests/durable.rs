@@ -1275,3 +1275,49 @@ fn a_fast_independent_lane_keeps_only_its_last_intents() {
         );
     });
 }
+
+#[test]
+fn a_once_part_that_stops_every_start_runs_again_when_the_caller_says_so() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        let works = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicU64::new(0));
+        let (ok, called) = (Arc::clone(&works), Arc::clone(&calls));
+        let mut b = CycleBuilder::new("once-stuck");
+        b.add(
+            CyclePart::fallible("charge", move |_| {
+                called.fetch_add(1, Ordering::SeqCst);
+                if ok.load(Ordering::SeqCst) {
+                    Ok(1u8)
+                } else {
+                    Err(sk_core::BoxError::from("the bank said no"))
+                }
+            })
+            .once()
+            .error_mode(ErrorMode::InstantFail),
+            1,
+        )
+        .unwrap();
+        let cycle = b.build().unwrap();
+        let first = cycle.run(Run::times(1).journal(&path)).unwrap();
+        assert!(first.is_error());
+        // Its failure is replayed: every start stops there, without a call.
+        works.store(true, Ordering::SeqCst);
+        let again = cycle.run(Run::times(1).journal(&path)).unwrap();
+        assert!(again.is_error());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A name that is not a once part is refused.
+        let err = cycle
+            .run(Run::times(1).journal(&path).rerun_once(["nope"]))
+            .expect_err("an unknown part to rerun");
+        assert!(matches!(err, RunError::NotOnce { .. }), "{err:?}");
+        // Checked: the charge did not happen. It runs again, once.
+        let report = cycle
+            .run(Run::times(1).journal(&path).rerun_once(["charge"]))
+            .unwrap();
+        assert!(!report.is_error(), "{report:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let done = cycle.run(Run::times(1).journal(&path)).unwrap();
+        assert_eq!(done.iterations(), 0, "the iteration is done");
+    });
+}
