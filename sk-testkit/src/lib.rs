@@ -20,8 +20,10 @@ use std::thread;
 use std::time::Duration;
 
 mod kills;
+mod nats;
 
 pub use kills::{KillStorm, is_dead, kill, wait_dead, worker_children};
+pub use nats::{NATS_SERVER_ENV, NatsServer};
 
 /// Starts `command` with its stdout piped; each line it writes arrives on
 /// the returned channel (which closes when the child's stdout does: when
