@@ -247,7 +247,7 @@ fn killed_with_sigkill_the_same_command_resumes_the_run() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success());
         assert!(
-            stdout.contains("had done its 300 iterations already"),
+            stdout.contains("had done 300 iterations already (300 asked)"),
             "{stdout}"
         );
 

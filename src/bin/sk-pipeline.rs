@@ -364,8 +364,9 @@ fn main() -> ExitCode {
     if let (Some(n), Some(resumed)) = (options.iterations, report.resumed()) {
         if report.iterations() == 0 {
             println!(
-                "run \"{}\" had done its {n} iterations already: --run-id ID starts another",
-                resumed.run
+                "run \"{}\" had done {} iterations already ({n} asked): --run-id ID starts another",
+                resumed.run,
+                resumed.iteration() - 1
             );
         }
     }
