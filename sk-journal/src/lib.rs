@@ -29,8 +29,10 @@
 //!
 //! # Modules
 //!
-//! `journal.rs` (the journal and its writer thread) uses `open.rs` (what
-//! a file must be, the lock, the schema), `fingerprint.rs` and
+//! `journal.rs` (the journal: opening, reading back, sending writes) uses
+//! `writer.rs` (the writer thread: batches, prepared statements, group
+//! commit), `open.rs` (what a file must be, the lock, the schema),
+//! `fingerprint.rs`, `record.rs` (a part's record, a leaf) and
 //! `error.rs`; none of these uses another in a circle.
 //!
 //! # Examples
@@ -62,8 +64,11 @@ mod error;
 mod fingerprint;
 mod journal;
 mod open;
+mod record;
+mod writer;
 
 pub use error::JournalError;
 pub use fingerprint::{Drift, Fingerprint};
-pub use journal::{Journal, PartRecord, Resume, Ticket};
+pub use journal::{Journal, Resume, Ticket};
 pub use open::Durability;
+pub use record::PartRecord;
