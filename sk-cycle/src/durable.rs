@@ -221,8 +221,7 @@ impl Durable {
             };
             // A failure is not replayed: the part runs again — unless it
             // runs at most once and did run (and is not to run again).
-            let ran = matches!(state, PartState::Failed | PartState::TimedOut);
-            let keep = part.once && ran && !rerun_once[id as usize];
+            let keep = part.once && state.ran() && !rerun_once[id as usize];
             if state.is_failure() && !keep {
                 continue;
             }
@@ -246,11 +245,13 @@ impl Durable {
         // Parts with no end to replay run again (a failure, an output
         // that could not be recorded, a part recomputed on resume, or one
         // that had not ended): what comes after them runs again too.
-        let rerun: Vec<u32> = (0..plan.parts.len())
-            .filter(|&id| replay[id].is_none())
-            .filter_map(|id| u32::try_from(id).ok())
-            .collect();
-        forget_after(plan, &rerun, &mut replay);
+        if replay.iter().any(Option::is_some) {
+            let rerun: Vec<u32> = (0..plan.parts.len())
+                .filter(|&id| replay[id].is_none())
+                .filter_map(|id| u32::try_from(id).ok())
+                .collect();
+            forget_after(plan, &rerun, &mut replay);
+        }
         for (iteration, part) in resume.intents {
             let Some(&id) = plan.by_name.get(part.as_str()) else {
                 continue;
@@ -351,42 +352,38 @@ impl Durable {
                     part = %name, error = %sk_core::error_chain(&e),
                     "a part's output cannot be journaled: it runs again on resume"
                 );
-                self.writes[id as usize].lock().clear();
+                self.forget(id);
                 return;
             }
         };
-        let mut keys = std::mem::take(&mut *self.writes[id as usize].lock());
-        keys.extend(self.store.take_stray());
-        keys.sort_unstable();
-        keys.dedup();
-        let order = (!keys.is_empty()).then(|| self.store_order.lock());
-        let store = self.store_values(keys);
-        let record = PartRecord {
-            iteration,
-            part: name.to_string(),
-            lane,
-            state: state.as_str().to_owned(),
-            attempts,
-            error: error.map(ToString::to_string),
-            output,
-            store,
-        };
-        let shared = Arc::clone(&self.shared);
-        let name = Arc::clone(name);
-        self.journal
-            .record_then(&self.run, record, move |committed| match committed {
-                Ok(()) => {
-                    if let Some(observer) = &shared.on_recorded {
-                        observer(&Recorded {
-                            part: name,
-                            iteration,
-                            state,
-                        });
+        let keys = std::mem::take(&mut *self.writes[id as usize].lock());
+        self.send_with_store(keys, |store| {
+            let record = PartRecord {
+                iteration,
+                part: name.to_string(),
+                lane,
+                state: state.as_str().to_owned(),
+                attempts,
+                error: error.map(ToString::to_string),
+                output,
+                store,
+            };
+            let shared = Arc::clone(&self.shared);
+            let name = Arc::clone(name);
+            self.journal
+                .record_then(&self.run, record, move |committed| match committed {
+                    Ok(()) => {
+                        if let Some(observer) = &shared.on_recorded {
+                            observer(&Recorded {
+                                part: name,
+                                iteration,
+                                state,
+                            });
+                        }
                     }
-                }
-                Err(e) => shared.fail(e),
-            });
-        drop(order);
+                    Err(e) => shared.fail(e),
+                });
+        });
     }
 
     /// Forgets the store writes of part `id`'s execution, whose end is not
@@ -398,21 +395,32 @@ impl Durable {
     /// Records the store writes no part's record took (made by threads
     /// parts started, or by observers).
     fn record_stray(&self) {
-        let mut keys = self.store.take_stray();
+        self.send_with_store(Vec::new(), |writes| {
+            if !writes.is_empty() {
+                drop(self.journal.record_store(&self.run, writes));
+            }
+        });
+    }
+
+    /// Calls `send` with the journal's view of store keys `keys` and of
+    /// the stray writes not recorded yet — their values now (`None`:
+    /// removed; local values are left out) — holding the store order
+    /// from reading the values to sending them, so that writes carrying
+    /// the same key are committed in the order they were read.
+    fn send_with_store(
+        &self,
+        mut keys: Vec<String>,
+        send: impl FnOnce(Vec<(String, Option<Vec<u8>>)>),
+    ) {
+        keys.extend(self.store.take_stray());
         if keys.is_empty() {
-            return;
+            return send(Vec::new());
         }
         keys.sort_unstable();
         keys.dedup();
         let _order = self.store_order.lock();
-        let writes = self.store_values(keys);
-        drop(self.journal.record_store(&self.run, writes));
-    }
-
-    /// The journal's view of store keys `keys`: their values now (`None`:
-    /// removed); local values are left out.
-    fn store_values(&self, keys: Vec<String>) -> Vec<(String, Option<Vec<u8>>)> {
-        keys.into_iter()
+        let writes = keys
+            .into_iter()
             .filter_map(|key| match self.store.get_value(&key) {
                 Err(_) => Some((key, None)),
                 Ok(value) => match value.encode_external() {
@@ -421,7 +429,8 @@ impl Durable {
                     Err(_) => None,
                 },
             })
-            .collect()
+            .collect();
+        send(writes);
     }
 
     /// Records that `iteration` of lane `lane` ended.
@@ -518,21 +527,7 @@ impl Drop for Durable {
 /// again, so what came after them may come out otherwise) — but not of a
 /// part that runs at most once and ran: its effect happened.
 fn forget_after(plan: &Plan, rerun: &[u32], replay: &mut [Option<PendingReplay>]) {
-    let ran = |slot: &Option<PendingReplay>| {
-        matches!(
-            slot,
-            Some((
-                _,
-                Replay::Ended {
-                    state: PartState::Succeeded
-                        | PartState::SucceededWithFallback
-                        | PartState::Failed
-                        | PartState::TimedOut,
-                    ..
-                }
-            ))
-        )
-    };
+    let ran = |slot: &Option<PendingReplay>| matches!(slot, Some((_, Replay::Ended { state, .. })) if state.ran());
     let mut seen = vec![false; plan.node_count];
     let mut stack: Vec<u32> = rerun.to_vec();
     while let Some(node) = stack.pop() {

@@ -144,6 +144,18 @@ impl PartState {
         PartState::Cancelled,
     ];
 
+    /// Whether the part's work ran (it succeeded, fell back, failed or
+    /// timed out), as opposed to an end decided without running it.
+    pub(crate) fn ran(self) -> bool {
+        matches!(
+            self,
+            PartState::Succeeded
+                | PartState::SucceededWithFallback
+                | PartState::Failed
+                | PartState::TimedOut
+        )
+    }
+
     /// Whether the part did not end well: it failed, timed out, or did
     /// not run because of a failure or a stop.
     pub(crate) fn is_failure(self) -> bool {

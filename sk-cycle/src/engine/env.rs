@@ -104,16 +104,9 @@ impl ContextEnv for Env<'_> {
         value: Vec<u8>,
     ) -> Result<(), String> {
         match self.rt.durable() {
-            Some(durable) => {
-                let plan = &self.rt.plan;
-                let lane = plan
-                    .by_name
-                    .get(part)
-                    .map_or(0, |&id| plan.parts[id as usize].lane);
-                durable
-                    .record_step(part, lane, iteration, step, value)
-                    .map_err(|e| sk_core::error_chain(&e))
-            }
+            Some(durable) => durable
+                .record_step(part, self.lane, iteration, step, value)
+                .map_err(|e| sk_core::error_chain(&e)),
             None => Ok(()),
         }
     }

@@ -133,18 +133,15 @@ impl Runtime {
             durable.forget(node);
             return;
         }
-        let ran = matches!(
-            finish.state,
-            PartState::Succeeded
-                | PartState::SucceededWithFallback
-                | PartState::Failed
-                | PartState::TimedOut
-        );
         let end = End {
             lane: u32::try_from(lane).unwrap_or(u32::MAX),
             iteration: self.lanes[lane].iteration.load(Ordering::Relaxed),
             state: finish.state,
-            attempts: if ran { finish.retries + 1 } else { 0 },
+            attempts: if finish.state.ran() {
+                finish.retries + 1
+            } else {
+                0
+            },
             error: finish.error.as_deref(),
             output: finish.output.as_deref(),
         };
