@@ -21,9 +21,11 @@ use std::time::Duration;
 
 mod kills;
 mod nats;
+mod netns;
 
 pub use kills::{KillStorm, is_dead, kill, wait_dead, worker_children};
 pub use nats::{NATS_SERVER_ENV, NatsServer};
+pub use netns::Host;
 
 /// Starts `command` with its stdout piped; each line it writes arrives on
 /// the returned channel (which closes when the child's stdout does: when

@@ -3,7 +3,7 @@
 //! that broker trouble is tested against the real broker, never a mock.
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +20,8 @@ const READY_WITHIN: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub struct NatsServer {
     binary: PathBuf,
+    /// The address it listens on (`-a`).
+    addr: IpAddr,
     port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
@@ -35,9 +37,22 @@ impl NatsServer {
     /// A message naming what failed: the binary missing (and how to
     /// install it), the server not starting or not answering in 15 s.
     pub fn start() -> Result<NatsServer, String> {
-        let binary = std::env::var_os(NATS_SERVER_ENV)
-            .map_or_else(|| PathBuf::from("nats-server"), PathBuf::from);
-        NatsServer::start_binary(binary)
+        NatsServer::start_at(default_binary(), IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// [`NatsServer::start`] listening on `addr` instead of 127.0.0.1:
+    /// `"0.0.0.0"` for clients in simulated hosts (reached at their
+    /// [`Host::gateway`](crate::Host::gateway), see
+    /// [`NatsServer::url_via`]) as well as on 127.0.0.1.
+    ///
+    /// # Errors
+    ///
+    /// As [`NatsServer::start`], and `addr` not being an IP address.
+    pub fn start_on(addr: &str) -> Result<NatsServer, String> {
+        let addr = addr
+            .parse()
+            .map_err(|e| format!("nats-server bind address {addr:?}: {e}"))?;
+        NatsServer::start_at(default_binary(), addr)
     }
 
     /// [`NatsServer::start`] with the `nats-server` binary at `binary`.
@@ -46,12 +61,16 @@ impl NatsServer {
     ///
     /// As [`NatsServer::start`].
     pub fn start_binary(binary: impl Into<PathBuf>) -> Result<NatsServer, String> {
-        let binary = binary.into();
-        let port = free_port().map_err(|e| format!("no free port for nats-server: {e}"))?;
+        NatsServer::start_at(binary.into(), IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    fn start_at(binary: PathBuf, addr: IpAddr) -> Result<NatsServer, String> {
+        let port = free_port(addr).map_err(|e| format!("no free port for nats-server: {e}"))?;
         let store = tempfile::tempdir()
             .map_err(|e| format!("no temporary directory for nats-server's store: {e}"))?;
         let mut server = NatsServer {
             binary,
+            addr,
             port,
             store,
             child: None,
@@ -60,9 +79,18 @@ impl NatsServer {
         Ok(server)
     }
 
-    /// The client URL, `nats://127.0.0.1:<port>`.
+    /// The client URL, `nats://127.0.0.1:<port>` (the server answers there
+    /// when it listens on 127.0.0.1 or 0.0.0.0).
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client URL at `ip`, `nats://<ip>:<port>`: for a client in a
+    /// simulated host, `ip` is the host's
+    /// [`gateway`](crate::Host::gateway) (with the server started
+    /// [`on`](NatsServer::start_on) `"0.0.0.0"`).
+    pub fn url_via(&self, ip: Ipv4Addr) -> String {
+        format!("nats://{ip}:{}", self.port)
     }
 
     /// The port it listens on (the same across restarts).
@@ -89,8 +117,9 @@ impl NatsServer {
         }
     }
 
-    /// Starts the server again on the same port with the same store, as
-    /// a broker restarted after a crash; waits until it accepts a client.
+    /// Starts the server again on the same address and port with the same
+    /// store, as a broker restarted after a crash; waits until it accepts
+    /// a client.
     ///
     /// # Errors
     ///
@@ -101,9 +130,9 @@ impl NatsServer {
     }
 
     fn launch(&mut self) -> Result<(), String> {
-        let port = self.port.to_string();
+        let (addr, port) = (self.addr.to_string(), self.port.to_string());
         let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
+            .args(["-js", "-a", &addr, "-p", &port, "-sd"])
             .arg(self.store.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -125,7 +154,7 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            if answers(self.port) {
+            if answers(self.addr, self.port) {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -155,17 +184,28 @@ impl Drop for NatsServer {
     }
 }
 
-/// A port of 127.0.0.1 nobody listens on now.
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// The `nats-server` binary [`NATS_SERVER_ENV`] names, or the one on `PATH`.
+fn default_binary() -> PathBuf {
+    std::env::var_os(NATS_SERVER_ENV).map_or_else(|| PathBuf::from("nats-server"), PathBuf::from)
 }
 
-/// Whether a NATS server on `port` greets a client with its `INFO` line.
-fn answers(port: u16) -> bool {
-    let Ok(stream) = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(500),
-    ) else {
+/// A port of `addr` nobody listens on now.
+fn free_port(addr: IpAddr) -> std::io::Result<u16> {
+    Ok(TcpListener::bind((addr, 0))?.local_addr()?.port())
+}
+
+/// Whether a NATS server listening on `addr` and `port` greets a client
+/// with its `INFO` line (asked at the loopback address when `addr` is
+/// `0.0.0.0` or `::`).
+fn answers(addr: IpAddr, port: u16) -> bool {
+    let addr = match addr {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        a => a,
+    };
+    let Ok(stream) =
+        TcpStream::connect_timeout(&SocketAddr::from((addr, port)), Duration::from_millis(500))
+    else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
