@@ -386,6 +386,33 @@ pub enum RunError {
         /// The name given.
         part: String,
     },
+    /// A part is placed on a remote group (see
+    /// [`CyclePart::remote`](crate::CyclePart::remote)) and the run has
+    /// no [`RemoteRunner`](crate::RemoteRunner) (see
+    /// [`Run::remote`](crate::Run::remote)).
+    #[error(
+        "cycle \"{cycle}\": part \"{part}\" is placed on remote group \"{group}\", but the run has no remote runner (Run::remote)"
+    )]
+    NoRemote {
+        /// The cycle.
+        cycle: String,
+        /// The first remote part.
+        part: String,
+        /// Its group.
+        group: String,
+    },
+    /// The run's remote runner could not get ready for the run (e.g. its
+    /// broker is unreachable).
+    #[error("cycle \"{cycle}\": the remote runner cannot serve run \"{run}\"")]
+    Remote {
+        /// The cycle.
+        cycle: String,
+        /// The run's id.
+        run: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The thread running the cycle (see
     /// [`Cycle::spawn`](crate::Cycle::spawn)) panicked outside any part.
     #[error("cycle \"{cycle}\": the run thread panicked: {message}")]

@@ -229,11 +229,23 @@ pub enum Placement {
     /// In the named long-lived worker process; every part bound to it runs
     /// there, one at a time.
     NamedProcess(String),
+    /// On a worker of the named remote group, on this machine or another,
+    /// through the run's [`RemoteRunner`](crate::RemoteRunner) (see
+    /// [`CyclePart::remote`](crate::CyclePart::remote)).
+    Remote(String),
 }
 
 impl Placement {
     /// Whether the part runs outside this process.
     pub fn is_process(&self) -> bool {
+        matches!(
+            self,
+            Placement::Process | Placement::NamedProcess(_) | Placement::Remote(_)
+        )
+    }
+
+    /// Whether the part runs in a worker process of this machine's run.
+    pub(crate) fn is_local_process(&self) -> bool {
         matches!(self, Placement::Process | Placement::NamedProcess(_))
     }
 }
@@ -245,6 +257,7 @@ impl fmt::Display for Placement {
             Placement::Component(name) => write!(f, "component \"{name}\""),
             Placement::Process => f.write_str("process"),
             Placement::NamedProcess(name) => write!(f, "process \"{name}\""),
+            Placement::Remote(group) => write!(f, "remote \"{group}\""),
         }
     }
 }

@@ -190,6 +190,25 @@ impl CyclePart {
         self
     }
 
+    /// Runs the part on a worker of the remote group `group`: a worker
+    /// process on this machine or another, reached through the run's
+    /// [`RemoteRunner`](crate::RemoteRunner) (see [`Run::remote`](crate::Run::remote);
+    /// `sk-remote` provides one on NATS JetStream). As for
+    /// [`CyclePart::in_process`], only a registered function can (anything
+    /// else is a build error naming the part), and it gets the part's input
+    /// as its argument `input`. Its timeout, retry policy and error mode
+    /// apply as for any part: each attempt is sent on its own; a late
+    /// answer to an attempt given up on is ignored. A run with a remote
+    /// part and no remote runner does not start
+    /// ([`RunError::NoRemote`](crate::RunError::NoRemote)).
+    ///
+    /// The function runs with no access to the run: it cannot read the
+    /// run's store or other parts' outputs (a read fails, naming why).
+    pub fn remote(mut self, group: impl Into<String>) -> Self {
+        self.placement = Placement::Remote(group.into());
+        self
+    }
+
     /// Makes the part's effect happen at most once in a journaled run
     /// (see [`Run::journal`](crate::Run::journal)): before it runs, the
     /// run records (and commits) its intent. If the run is killed before

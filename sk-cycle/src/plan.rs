@@ -67,6 +67,9 @@ pub(crate) enum Site {
     Component(u32),
     /// In a worker process, its call waited for on a thread of its own.
     Process,
+    /// On a remote group's worker, its call waited for on a thread of its
+    /// own.
+    Remote,
 }
 
 /// One lane: a set of nodes that iterate together.
@@ -225,6 +228,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                 };
                 let site = match &part.placement {
                     Placement::Component(name) => Site::Component(intern(&mut components, name)),
+                    Placement::Remote(_) => Site::Remote,
                     p if p.is_process() => Site::Process,
                     _ if part.timeout.is_some() => Site::Timed,
                     _ => Site::Pool,

@@ -61,6 +61,7 @@ pub struct Run {
     live: Option<Arc<LiveSlot>>,
     journal: JournalSetup,
     on_resume: Option<ResumeObserver>,
+    remote: Option<Arc<dyn crate::RemoteRunner>>,
 }
 
 /// The running runtime of a spawned run, for [`RunHandle::stats`].
@@ -86,6 +87,7 @@ impl Default for Run {
             live: None,
             journal: JournalSetup::default(),
             on_resume: None,
+            remote: None,
         }
     }
 }
@@ -200,6 +202,16 @@ impl Run {
     /// [`CyclePart::in_process`](crate::CyclePart::in_process) (default 2).
     pub fn process_workers(mut self, n: usize) -> Self {
         self.process_workers = n.max(1);
+        self
+    }
+
+    /// Sends the parts placed with [`CyclePart::remote`](crate::CyclePart::remote)
+    /// to `runner` (e.g. `sk_remote::Coordinator`, on NATS JetStream).
+    /// The run's id for the runner is its journal's run id in a journaled
+    /// run (so a resumed run is the same run to the workers), else one
+    /// made for this run.
+    pub fn remote(mut self, runner: Arc<dyn crate::RemoteRunner>) -> Self {
+        self.remote = Some(runner);
         self
     }
 
@@ -455,6 +467,14 @@ impl Cycle {
                 backend: run.backend,
                 process_workers: run.process_workers,
                 durable,
+                remote: run.remote.clone().map(|runner| {
+                    let id = match (&run.journal.path, &run.journal.run) {
+                        (Some(_), Some(id)) => id.clone(),
+                        (Some(_), None) => cycle.to_string(),
+                        (None, _) => crate::remote::fresh_run_id(&cycle),
+                    };
+                    (runner, Arc::from(id))
+                }),
             },
         )?;
         let rt = engine.runtime();

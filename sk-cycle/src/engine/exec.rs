@@ -424,6 +424,81 @@ impl Runtime {
         finish
     }
 
+    /// Runs part `node` on its remote group through the run's remote
+    /// runner, one attempt at a time (the part's retry policy between).
+    pub(super) fn execute_remote(&self, node: u32, input: &Input) -> Finish {
+        let pp = &self.plan.parts[node as usize];
+        let part = &pp.part;
+        let started = self.start_clock();
+        let iteration = self.iteration_of(node);
+        let _part = part_span(pp, iteration).entered();
+        let call = match (&part.work, &part.placement, &self.remote) {
+            (Work::Function(f), crate::Placement::Remote(group), Some((runner, run))) => f
+                .as_handle()
+                .map(|handle| (handle, group.as_str(), runner, run)),
+            _ => None,
+        };
+        // Rejected when the cycle was built or started; kept total.
+        let Some((handle, group, runner, run)) = call else {
+            let error = failed(pp, "not a function handle on a remote group".to_owned());
+            return self.finish_with(pp, Err(Failure::new(error, false)), started);
+        };
+        if let Err(error) = self.intend(node, iteration) {
+            return self.finish_with(pp, Err(Failure::new(error, false)), started);
+        }
+        let mut attempts = 0;
+        let args = crate::process::input_args(handle, input);
+        let result = self.attributed(node, || {
+            with_retries(pp, None, &self.retries[node as usize], |number| {
+                attempts = number;
+                check_input(pp, input)?;
+                let call = crate::RemoteCall::new(
+                    run,
+                    &self.cycle,
+                    group,
+                    &part.name,
+                    iteration,
+                    number,
+                    handle,
+                    &args,
+                    &self.cancel,
+                )
+                .timeout(part.timeout)
+                .output(self.output_format());
+                let value = runner.call(&call).map_err(|e| match e {
+                    crate::RemoteFailure::TimedOut { after } => Failure {
+                        error: PartError::TimedOut {
+                            part: part.name.to_string(),
+                            coord: pp.coord,
+                            after,
+                        },
+                        retryable: true,
+                        timed_out: true,
+                    },
+                    other => {
+                        let retryable = other.is_retryable();
+                        Failure::new(
+                            failed(pp, format!("on remote group \"{group}\": {other}")),
+                            retryable,
+                        )
+                    }
+                })?;
+                check_output(pp, &value)?;
+                Ok(value)
+            })
+        });
+        if result.is_err() && self.abort.load(std::sync::atomic::Ordering::Acquire) {
+            // Given up on as an instant fail stopped the run.
+            return Finish {
+                ran: started,
+                ..Finish::resolved(PartState::Cancelled, super::Poison::None)
+            };
+        }
+        let mut finish = self.finish_with(pp, result, started);
+        finish.retries = attempts.saturating_sub(1);
+        finish
+    }
+
     /// When a part starts, if stats or the trace want it.
     #[inline]
     fn start_clock(&self) -> Option<(Instant, u64)> {

@@ -46,6 +46,8 @@ pub(crate) struct EngineSetup {
     pub(crate) process_workers: usize,
     /// A durable run's journal, and how many recorded ends it replays.
     pub(crate) durable: Option<(Durable, usize)>,
+    /// Where remote parts go, and the run's id there.
+    pub(crate) remote: Option<(Arc<dyn crate::RemoteRunner>, Arc<str>)>,
 }
 
 /// A started engine.
@@ -72,6 +74,27 @@ impl Engine {
             what: what.to_owned(),
             source,
         };
+        let groups: Vec<&str> = plan
+            .parts
+            .iter()
+            .filter_map(|p| match &p.part.placement {
+                crate::Placement::Remote(group) => Some(group.as_str()),
+                _ => None,
+            })
+            .collect();
+        if let Some(first) = groups.first() {
+            if setup.remote.is_none() {
+                let part = plan
+                    .parts
+                    .iter()
+                    .find(|p| matches!(p.part.placement, crate::Placement::Remote(_)));
+                return Err(RunError::NoRemote {
+                    cycle: cycle.to_string(),
+                    part: part.map(|p| p.part.name.to_string()).unwrap_or_default(),
+                    group: (*first).to_owned(),
+                });
+            }
+        }
         let mut pool_threads: Option<PoolThreads> = None;
         let pool = match setup.pool {
             Some(pool) => pool,
@@ -118,13 +141,31 @@ impl Engine {
                 .map_err(|e| start_error(&format!("component thread \"{name}\""), e))?;
             rt.components.push(component);
         }
-        if plan.parts.iter().any(|p| p.part.placement.is_process()) {
+        if plan
+            .parts
+            .iter()
+            .any(|p| p.part.placement.is_local_process())
+        {
             let backend = setup.backend.unwrap_or_else(sk_process::Backend::from_env);
             rt.processes = Some(Arc::new(crate::process::ProcessRunner::new(
                 Arc::clone(cycle),
                 backend,
                 setup.process_workers,
             )));
+        }
+        if let (false, Some((runner, run))) = (groups.is_empty(), setup.remote) {
+            let mut unique = groups.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            // Last: nothing else is left to fail and leave the run started.
+            runner
+                .start_run(&run, cycle, &unique)
+                .map_err(|source| RunError::Remote {
+                    cycle: cycle.to_string(),
+                    run: run.to_string(),
+                    source,
+                })?;
+            rt.remote = Some((runner, run));
         }
         // The watchdog fires timeouts, and starts parts put off by a rate.
         let timed = plan.parts.iter().any(|p| p.part.timeout.is_some());
@@ -160,6 +201,9 @@ impl Engine {
             processes.shutdown(Duration::from_secs(2));
         }
         let released = rt.wait_released(RELEASE_LIMIT, LATE_PART_LIMIT);
+        if let Some((runner, run)) = &rt.remote {
+            runner.end_run(run);
+        }
         let part_threads = std::mem::take(&mut *rt.own_threads.lock());
         Finished {
             part_threads,

@@ -176,6 +176,8 @@ pub(crate) struct Runtime {
     watchdog: Mutex<Option<Watchdog>>,
     /// Worker processes for parts placed in processes.
     processes: Option<Arc<crate::process::ProcessRunner>>,
+    /// Where remote parts go, and the run's id there.
+    remote: Option<(Arc<dyn crate::RemoteRunner>, Arc<str>)>,
     generation: AtomicU64,
     /// Timed parts still running on their own threads (late ones too).
     timed_running: AtomicUsize,
@@ -295,6 +297,7 @@ impl Runtime {
             components: Vec::new(),
             watchdog: Mutex::new(None),
             processes: None,
+            remote: None,
             generation: AtomicU64::new(0),
             timed_running: AtomicUsize::new(0),
             own_threads: Mutex::new(Vec::new()),

@@ -29,8 +29,12 @@ pub(crate) trait Place: Send + Sync {
 
 /// The places of a run, indexed by [`place_index`].
 pub(super) fn places(plan: &Plan) -> Box<[Box<dyn Place>]> {
-    let mut places: Vec<Box<dyn Place>> =
-        vec![Box::new(OnPool), Box::new(OwnThread), Box::new(InProcess)];
+    let mut places: Vec<Box<dyn Place>> = vec![
+        Box::new(OnPool),
+        Box::new(OwnThread),
+        Box::new(InProcess),
+        Box::new(OnRemote),
+    ];
     for index in 0..plan.components.len() {
         places.push(Box::new(OnComponent { index }));
     }
@@ -43,7 +47,8 @@ pub(super) fn place_index(site: Site) -> usize {
         Site::Pool => 0,
         Site::Timed => 1,
         Site::Process => 2,
-        Site::Component(index) => 3 + index as usize,
+        Site::Remote => 3,
+        Site::Component(index) => 4 + index as usize,
     }
 }
 
@@ -82,6 +87,20 @@ impl Place for InProcess {
     fn run(&self, rt: &Arc<Runtime>, node: u32, input: Input, gated: bool) -> Step {
         on_own_thread(rt, node, gated, "sk-call", move |rt| {
             let finish = rt.execute_in_process(node, &input);
+            rt.complete_from_outside(node, finish.gated(gated));
+        });
+        Step::Deferred
+    }
+}
+
+/// A remote group's worker: the call blocks a thread of its own until
+/// the run's remote runner answers, fails or gives up.
+struct OnRemote;
+
+impl Place for OnRemote {
+    fn run(&self, rt: &Arc<Runtime>, node: u32, input: Input, gated: bool) -> Step {
+        on_own_thread(rt, node, gated, "sk-remote", move |rt| {
+            let finish = rt.execute_remote(node, &input);
             rt.complete_from_outside(node, finish.gated(gated));
         });
         Step::Deferred
