@@ -1,0 +1,588 @@
+//! Remote parts end to end: a real NATS server with JetStream started by
+//! the test, workers on simulated hosts (network namespaces), each test a
+//! behaviour a user would notice — answers, failures, retries, poison
+//! parts, timeouts, limits, stops, a broker restart, a coordinator killed
+//! and resumed, a worker's link cut, a drained worker, KV storage.
+//!
+//! Needs root (namespaces) and `nats-server`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, notes, starts};
+use sk_core::{RetryPolicy, SkFunction};
+use sk_cycle::{
+    BuildError, Cycle, CycleBuilder, CyclePart, ErrorMode, PartState, Run, RunError, RunReport,
+};
+use sk_remote::{Broker, Coordinator, GroupConfig, RemoteError};
+
+fn main() {
+    sk_process::init();
+    sk_remote::worker_main();
+    if let Ok(spec) = std::env::var(COORDINATOR_ENV) {
+        coordinator_child(&spec);
+        return;
+    }
+    common::run_tests(
+        &[
+            ("unreachable_broker_is_a_typed_error", unreachable_broker),
+            ("placement_errors_are_named", placement_errors),
+            ("remote_parts_answer_fail_and_retry", answer_fail_retry),
+            ("a_part_that_kills_its_worker_is_poison", poison),
+            ("a_part_over_its_timeout_times_out", timeout),
+            ("in_flight_limit_holds_across_workers", in_flight_limit),
+            ("rate_limit_paces_sending", rate_limit),
+            ("kv_storage_counts_atomically", kv_storage),
+            ("broker_restart_loses_nothing", broker_restart),
+            ("a_cut_link_is_redelivered", link_cut),
+            ("sigterm_drains_a_worker", sigterm_drains),
+            ("a_stopped_run_stops_its_parts", stop_reaches_workers),
+            ("coordinator_killed_resumes", coordinator_killed),
+        ],
+        Duration::from_secs(300),
+    );
+}
+
+/// `n` remote parts `p0…` on `group`, part `i` running [`common::work`]
+/// with id `i`.
+fn parts(n: u64, ms: u64, log: &str, group: &str) -> Vec<CyclePart> {
+    (0..n)
+        .map(|i| {
+            let f = SkFunction::builder("work")
+                .arg("id", i)
+                .arg("ms", ms)
+                .arg("log", log.to_owned())
+                .build()
+                .unwrap();
+            CyclePart::function(format!("p{i}"), f).remote(group)
+        })
+        .collect()
+}
+
+/// A root part and `n` remote parts (see [`parts`]) after it, with
+/// `extra` parts beside them.
+fn fan_with(name: &str, n: u64, ms: u64, log: &str, group: &str, extra: Vec<CyclePart>) -> Cycle {
+    let mut b = CycleBuilder::new(name);
+    b.add(CyclePart::new("go", |_| ()), 1).unwrap();
+    let mut all = parts(n, ms, log, group);
+    all.extend(extra);
+    b.split(all, 2).unwrap();
+    b.build().unwrap()
+}
+
+fn fan(name: &str, n: u64, ms: u64, log: &str, group: &str) -> Cycle {
+    fan_with(name, n, ms, log, group, Vec::new())
+}
+
+fn run(cycle: &Cycle, coordinator: &Coordinator) -> RunReport {
+    cycle
+        .run(Run::once().threads(2).remote(Arc::new(coordinator.clone())))
+        .unwrap()
+}
+
+/// Every part `p{i}` of `report` succeeded with `2 i`.
+fn assert_all_answered(report: &RunReport, n: u64) {
+    let last = report.last().unwrap();
+    for i in 0..n {
+        let name = format!("p{i}");
+        assert_eq!(
+            last.state_of(&name),
+            Some(PartState::Succeeded),
+            "{name}: {:?}",
+            last.error_of(&name)
+        );
+        assert_eq!(*last.output::<u64>(&name).unwrap(), 2 * i, "{name}");
+    }
+}
+
+fn unreachable_broker() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("nats://127.0.0.1:{port}");
+    let started = Instant::now();
+    let e = Coordinator::connect(&Broker::new(&url).connect_timeout(Duration::from_secs(1)))
+        .unwrap_err();
+    assert!(matches!(e, RemoteError::Connect { .. }), "{e:?}");
+    assert!(e.to_string().contains(&url), "{e}");
+    // It gave up (no endless reconnect loop).
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let e = sk_remote::RemoteWorker::new(Broker::new(&url).connect_timeout(Duration::from_secs(1)))
+        .group("g")
+        .run(&sk_core::StopToken::new())
+        .unwrap_err();
+    assert!(e.to_string().contains(&url), "{e}");
+    let e = sk_remote::RemoteWorker::new(Broker::new(&url))
+        .run(&sk_core::StopToken::new())
+        .unwrap_err();
+    assert!(e.to_string().contains("no group"), "{e}");
+}
+
+fn placement_errors() {
+    // A closure cannot go remote: a build error naming the part.
+    let mut b = CycleBuilder::new("closure-remote");
+    b.add(CyclePart::new("c", |_| Ok::<_, String>(1u8)).remote("g"), 1)
+        .unwrap();
+    let e = b.build().err().unwrap();
+    assert!(
+        matches!(&e, BuildError::LocalOnlyInProcess { name, .. } if name == "c"),
+        "{e:?}"
+    );
+    // A remote part without a runner: the run does not start.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log").display().to_string();
+    let cycle = fan("no-runner", 1, 0, &log, "g");
+    let e = cycle.run(Run::once()).unwrap_err();
+    assert!(
+        matches!(&e, RunError::NoRemote { part, group, .. } if part == "p0" && group == "g"),
+        "{e:?}"
+    );
+    // A group that cannot be a subject.
+    let server = sk_testkit::NatsServer::start().unwrap();
+    let coordinator = Coordinator::connect(&Broker::new(server.url())).unwrap();
+    assert!(matches!(
+        coordinator.group("a.b", GroupConfig::new()),
+        Err(RemoteError::BadGroup { .. })
+    ));
+    let cycle = fan("bad-group", 1, 0, &log, "a b");
+    let e = cycle
+        .run(Run::once().remote(Arc::new(coordinator)))
+        .unwrap_err();
+    assert!(matches!(e, RunError::Remote { .. }), "{e:?}");
+    assert!(format!("{:?}", std::error::Error::source(&e)).contains("a b"));
+}
+
+fn answer_fail_retry() {
+    let mut cluster = Cluster::start(2);
+    cluster.worker(0, &["--group", "g", "--concurrency", "4"], "process");
+    cluster.worker(1, &["--group", "g", "--concurrency", "4"], "process");
+    let coordinator = cluster.coordinator();
+    let log = cluster.path("log");
+    let n = 24;
+    let counter = cluster.path("counter");
+    let flaky = |fails: u64| {
+        SkFunction::builder("flaky")
+            .arg("counter", format!("{counter}-{fails}"))
+            .arg("fails", fails)
+            .build()
+            .unwrap()
+    };
+    let extra = vec![
+        CyclePart::function("retried", flaky(2))
+            .remote("g")
+            .error_mode(ErrorMode::Retry)
+            .retry(RetryPolicy::fixed(Duration::from_millis(10)).max_attempts(5)),
+        CyclePart::function("failing", flaky(100)).remote("g"),
+        CyclePart::function("unknown", SkFunction::builder("work").build().unwrap()).remote("g"),
+    ];
+    let cycle = fan_with("answers", n, 20, &log, "g", extra);
+    let report = run(&cycle, &coordinator);
+    assert_all_answered(&report, n);
+    let last = report.last().unwrap();
+    // Retried by the coordinator, one message per attempt: the third ran.
+    assert_eq!(last.state_of("retried"), Some(PartState::Succeeded));
+    assert_eq!(*last.output::<u64>("retried").unwrap(), 3);
+    let failing = last.error_of("failing").unwrap().to_string();
+    assert!(failing.contains("call 1 fails"), "{failing}");
+    assert!(failing.contains("remote group \"g\""), "{failing}");
+    assert_eq!(last.state_of("unknown"), Some(PartState::Failed));
+    // Both hosts' workers took parts.
+    let notes = notes(std::path::Path::new(&log));
+    let by: BTreeSet<u32> = notes.iter().map(|n| n.ppid).collect();
+    assert!(
+        by.contains(&cluster.pid(0)) && by.contains(&cluster.pid(1)),
+        "{by:?}"
+    );
+    // Each part ran once: nobody died.
+    assert!(starts(&notes).values().all(|&c| c == 1));
+}
+
+fn poison() {
+    let mut cluster = Cluster::start(2);
+    for host in 0..2 {
+        cluster.worker(host, &["--group", "g", "--concurrency", "2"], "process");
+    }
+    let coordinator = cluster.coordinator();
+    coordinator
+        .group("g", GroupConfig::new().crash_limit(3))
+        .unwrap();
+    let log = cluster.path("log");
+    let crash = SkFunction::builder("crash")
+        .arg("log", log.clone())
+        .build()
+        .unwrap();
+    let extra = vec![CyclePart::function("crash", crash).remote("g")];
+    let report = run(&fan_with("poison", 6, 50, &log, "g", extra), &coordinator);
+    let last = report.last().unwrap();
+    assert_eq!(last.state_of("crash"), Some(PartState::Failed));
+    let e = last.error_of("crash").unwrap().to_string();
+    assert!(e.contains("worker died 3 times"), "{e}");
+    // It crashed its worker exactly the crash limit times.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("C ")).count(), 3);
+    // The other parts were not affected, and the workers live on.
+    assert_all_answered(&report, 6);
+    for w in &mut cluster.workers {
+        assert!(w.as_mut().unwrap().child.try_wait().unwrap().is_none());
+    }
+}
+
+fn timeout() {
+    let mut cluster = Cluster::start(1);
+    cluster.worker(0, &["--group", "g", "--concurrency", "2"], "process");
+    let coordinator = cluster.coordinator();
+    let log = cluster.path("log");
+    let slow = SkFunction::builder("work")
+        .arg("id", 99u64)
+        .arg("ms", 20_000u64)
+        .arg("log", log.clone())
+        .build()
+        .unwrap();
+    let extra = vec![
+        CyclePart::function("slow", slow)
+            .remote("g")
+            .timeout(Duration::from_millis(500)),
+    ];
+    let report = run(&fan_with("timeout", 2, 10, &log, "g", extra), &coordinator);
+    let last = report.last().unwrap();
+    assert_eq!(last.state_of("slow"), Some(PartState::TimedOut));
+    assert_all_answered(&report, 2);
+    // Preempted: its local process was killed, so it never got to its end.
+    let notes = notes(std::path::Path::new(&log));
+    assert!(notes.iter().any(|n| n.id == 99 && n.start));
+    assert!(!notes.iter().any(|n| n.id == 99 && !n.start));
+    // The worker serves on.
+    let report = run(&fan("after", 3, 1, &log, "g"), &coordinator);
+    assert_all_answered(&report, 3);
+}
+
+/// Samples how many parts run at once (started, not ended, in the log)
+/// until `done`.
+fn sample_in_flight(log: String, done: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut most = 0;
+        while !done.load(Ordering::Acquire) {
+            let notes = notes(std::path::Path::new(&log));
+            let open = notes.iter().filter(|n| n.start).count()
+                - notes.iter().filter(|n| !n.start).count();
+            most = most.max(open);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        most
+    })
+}
+
+fn in_flight_limit() {
+    let mut cluster = Cluster::start(4);
+    for host in 0..4 {
+        cluster.worker(host, &["--group", "lim", "--concurrency", "4"], "thread");
+    }
+    let coordinator = cluster.coordinator();
+    coordinator
+        .group("lim", GroupConfig::new().max_in_flight(3))
+        .unwrap();
+    let log = cluster.path("log");
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = sample_in_flight(log.clone(), Arc::clone(&done));
+    let report = run(&fan("limit", 40, 60, &log, "lim"), &coordinator);
+    done.store(true, Ordering::Release);
+    let most = sampler.join().unwrap();
+    assert_all_answered(&report, 40);
+    assert!(most <= 3, "{most} parts ran at once, limit 3");
+    assert!(most >= 2, "the limit let only {most} run at once");
+    // With 16 slots and no limit, more run at once.
+    coordinator.group("lim", GroupConfig::new()).unwrap();
+    let log = cluster.path("log2");
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = sample_in_flight(log.clone(), Arc::clone(&done));
+    let report = run(&fan("nolimit", 40, 60, &log, "lim"), &coordinator);
+    done.store(true, Ordering::Release);
+    assert_all_answered(&report, 40);
+    assert!(sampler.join().unwrap() > 3);
+}
+
+fn rate_limit() {
+    let mut cluster = Cluster::start(1);
+    cluster.worker(0, &["--group", "r", "--concurrency", "8"], "thread");
+    let coordinator = cluster.coordinator();
+    coordinator
+        .group("r", GroupConfig::new().rate_per_sec(20.0))
+        .unwrap();
+    let log = cluster.path("log");
+    let report = run(&fan("rate", 30, 1, &log, "r"), &coordinator);
+    assert_all_answered(&report, 30);
+    let mut at: Vec<u128> = notes(std::path::Path::new(&log))
+        .iter()
+        .filter(|n| n.start)
+        .map(|n| n.at_ns)
+        .collect();
+    at.sort_unstable();
+    // No half second holds more than its share (10) and one in transit.
+    let most = at
+        .iter()
+        .map(|&t| {
+            at.iter()
+                .filter(|&&u| u >= t && u < t + 500_000_000)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(most <= 12, "{most} starts in half a second at 20/s");
+}
+
+fn kv_storage() {
+    let mut cluster = Cluster::start(4);
+    for host in 0..4 {
+        cluster.worker(host, &["--group", "kv", "--concurrency", "1"], "process");
+    }
+    let coordinator = cluster.coordinator();
+    // Each host's worker sees the broker at its own gateway; the bucket
+    // is the same.
+    let mut b = CycleBuilder::new("kv");
+    b.add(CyclePart::new("go", |_| ()), 1).unwrap();
+    let parts: Vec<CyclePart> = (0..4)
+        .map(|i| {
+            let url = cluster.server.url_via(cluster.hosts[i].gateway());
+            let f = SkFunction::builder("count_up")
+                .arg("url", url)
+                .arg("bucket", "counts".to_owned())
+                .arg("key", "hits/total".to_owned())
+                .arg("times", 1000u64)
+                .build()
+                .unwrap();
+            CyclePart::function(format!("c{i}"), f).remote("kv")
+        })
+        .collect();
+    b.split(parts, 2).unwrap();
+    let report = run(&b.build().unwrap(), &coordinator);
+    let last = report.last().unwrap();
+    for i in 0..4 {
+        let name = format!("c{i}");
+        assert_eq!(
+            last.state_of(&name),
+            Some(PartState::Succeeded),
+            "{:?}",
+            last.error_of(&name)
+        );
+    }
+    let kv = sk_remote::KvStorage::open(&Broker::new(cluster.url()), "counts").unwrap();
+    let storage = sk_reg::GlobalStorage::with_backend(Arc::new(kv));
+    assert_eq!(storage.get::<u64>("hits/total").unwrap(), Some(4000));
+    assert_eq!(storage.keys().unwrap(), vec!["hits/total".to_owned()]);
+    assert!(storage.remove("hits/total").unwrap());
+    assert_eq!(storage.get::<u64>("hits/total").unwrap(), None);
+}
+
+fn broker_restart() {
+    let mut cluster = Cluster::start(2);
+    for host in 0..2 {
+        cluster.worker(host, &["--group", "b", "--concurrency", "4"], "thread");
+    }
+    let coordinator = cluster.coordinator();
+    let log = cluster.path("log");
+    let n = 120;
+    let cycle = fan("restart", n, 50, &log, "b");
+    let handle = {
+        let runner: Arc<dyn sk_cycle::RemoteRunner> = Arc::new(coordinator.clone());
+        cycle.spawn(Run::once().threads(2).remote(runner)).unwrap()
+    };
+    // Once a good share has run, the broker goes down and comes back.
+    while starts(&notes(std::path::Path::new(&log))).len() < 20 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cluster.server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.server.restart().unwrap();
+    let report = handle.join().unwrap();
+    assert_all_answered(&report, n);
+}
+
+fn link_cut() {
+    let mut cluster = Cluster::start(3);
+    for host in 0..3 {
+        cluster.worker(host, &["--group", "cut", "--concurrency", "8"], "thread");
+    }
+    let coordinator = cluster.coordinator();
+    let log = cluster.path("log");
+    let n = 48;
+    let cycle = fan("cut", n, 2_000, &log, "cut");
+    let runner: Arc<dyn sk_cycle::RemoteRunner> = Arc::new(coordinator.clone());
+    let handle = cycle.spawn(Run::once().threads(2).remote(runner)).unwrap();
+    let cut = cluster.pid(0);
+    // Cut host 0 off once it runs parts: no reset reaches anyone.
+    let in_flight = loop {
+        let notes = notes(std::path::Path::new(&log));
+        let mine: Vec<u64> = notes
+            .iter()
+            .filter(|n| n.start && n.by(cut))
+            .map(|n| n.id)
+            .collect();
+        if mine.len() >= 4 {
+            break mine;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    cluster.hosts[0].link_down().unwrap();
+    let cut_at = common::now_ns();
+    // The run ends while the link is still down: its parts were handed to
+    // the other hosts.
+    let report = handle.join().unwrap();
+    assert_all_answered(&report, n);
+    let notes = notes(std::path::Path::new(&log));
+    let mut latest = 0u128;
+    for id in &in_flight {
+        let again = notes
+            .iter()
+            .filter(|n| n.start && n.id == *id && !n.by(cut) && n.at_ns > cut_at)
+            .map(|n| n.at_ns)
+            .min();
+        let again = again.unwrap_or_else(|| panic!("part {id} was not redelivered"));
+        latest = latest.max(again - cut_at);
+    }
+    println!(
+        "link cut: {} parts redelivered, the last {:.2} s after the cut",
+        in_flight.len(),
+        latest as f64 / 1e9
+    );
+    cluster.hosts[0].link_up().unwrap();
+}
+
+fn sigterm_drains() {
+    let mut cluster = Cluster::start(1);
+    cluster.worker(0, &["--group", "d", "--concurrency", "4"], "process");
+    let coordinator = cluster.coordinator();
+    let log = cluster.path("log");
+    let cycle = fan("drain", 4, 800, &log, "d");
+    let runner: Arc<dyn sk_cycle::RemoteRunner> = Arc::new(coordinator.clone());
+    let handle = cycle.spawn(Run::once().threads(2).remote(runner)).unwrap();
+    while starts(&notes(std::path::Path::new(&log))).len() < 4 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Told to stop mid-part: it finishes what it runs, then exits 0.
+    let status = cluster.terminate(0);
+    assert!(status.success(), "{status:?}");
+    let report = handle.join().unwrap();
+    assert_all_answered(&report, 4);
+    assert!(
+        starts(&notes(std::path::Path::new(&log)))
+            .values()
+            .all(|&c| c == 1)
+    );
+}
+
+fn stop_reaches_workers() {
+    let mut cluster = Cluster::start(1);
+    cluster.worker(0, &["--group", "s", "--concurrency", "4"], "process");
+    let coordinator = cluster.coordinator();
+    let log = cluster.path("log");
+    let log2 = log.clone();
+    let extra = vec![
+        CyclePart::fallible("fails", move |_| {
+            // Once the remote parts run, fail the run at once.
+            while starts(&notes(std::path::Path::new(&log2))).len() < 3 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err::<(), _>("enough".to_owned())
+        })
+        .error_mode(ErrorMode::InstantFail),
+    ];
+    let cycle = fan_with("stop", 3, 30_000, &log, "s", extra);
+    let started = Instant::now();
+    let report = run(&cycle, &coordinator);
+    assert_eq!(report.stop_reason(), sk_cycle::StopReason::InstantFail);
+    for i in 0..3 {
+        let state = report.last().unwrap().state_of(&format!("p{i}"));
+        assert_eq!(state, Some(PartState::Cancelled));
+    }
+    // The workers killed the parts: none ran to its end, and the worker
+    // is free for the next run at once.
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let report = run(&fan("next", 4, 1, &cluster.path("log2"), "s"), &coordinator);
+    assert_all_answered(&report, 4);
+    assert!(notes(std::path::Path::new(&log)).iter().all(|n| n.start));
+}
+
+/// The coordinator child: runs the journaled cycle of `spec`
+/// (`url|journal|log|n`), printing `recorded <part>` as parts end.
+const COORDINATOR_ENV: &str = "SK_TEST_REMOTE_COORDINATOR";
+
+fn coordinator_child(spec: &str) {
+    let f: Vec<&str> = spec.split('|').collect();
+    let (url, journal, log, n) = (f[0], f[1], f[2], f[3].parse::<u64>().unwrap());
+    let coordinator = Coordinator::connect(&Broker::new(url)).unwrap();
+    let cycle = fan("resumed", n, 150, log, "j");
+    let report = cycle
+        .run(
+            Run::once()
+                .threads(2)
+                .journal(journal)
+                .on_recorded(|r| println!("recorded {}", r.part))
+                .remote(Arc::new(coordinator)),
+        )
+        .unwrap();
+    let last = report.last().unwrap();
+    let ok = (0..n).all(|i| last.state_of(&format!("p{i}")) == Some(PartState::Succeeded));
+    println!("finished {ok}");
+}
+
+fn coordinator_killed() {
+    let mut cluster = Cluster::start(2);
+    for host in 0..2 {
+        cluster.worker(host, &["--group", "j", "--concurrency", "8"], "thread");
+    }
+    let log = cluster.path("log");
+    let journal = cluster.path("run.journal");
+    let n = 64u64;
+    let spec = format!("{}|{journal}|{log}|{n}", cluster.url());
+    // Killed once some parts are journaled and others run.
+    let (mut first, lines) =
+        sk_testkit::spawn_lines(&mut common::child(&[(COORDINATOR_ENV, spec.clone())])).unwrap();
+    let mut recorded = 0;
+    while recorded < 20 {
+        let line = lines.recv_timeout(Duration::from_secs(60)).unwrap();
+        recorded += usize::from(line.starts_with("recorded "));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let killed_at = common::now_ns();
+    let open =
+        || sk_journal::Journal::open(&journal, sk_journal::Durability::ProcessDeath).unwrap();
+    let before: BTreeSet<String> = open()
+        .records("resumed")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.part)
+        .collect();
+    assert!(before.len() >= recorded);
+    let second = common::child(&[(COORDINATOR_ENV, spec)])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success() && out.contains("finished true"),
+        "{out}"
+    );
+    let records = open().records("resumed").unwrap();
+    // Every part recorded once; none lost.
+    let parts: Vec<&str> = records.iter().map(|r| r.part.as_str()).collect();
+    let unique: BTreeSet<&str> = parts.iter().copied().collect();
+    assert_eq!(unique.len(), parts.len(), "a part recorded twice");
+    assert_eq!(unique.len() as u64, n + 1);
+    // Journaled parts were not run again after the kill.
+    let notes = notes(std::path::Path::new(&log));
+    for note in notes.iter().filter(|n| n.start && n.at_ns > killed_at) {
+        assert!(
+            !before.contains(&format!("p{}", note.id)),
+            "p{} was journaled and ran again",
+            note.id
+        );
+    }
+}
