@@ -159,7 +159,7 @@ pub use error::{BuildError, PartError, ReadError, RunError, StepError};
 pub use mode::{ErrorMode, PartState, Placement, SyncMode};
 pub use part::{CyclePart, Descendants, Input, Output, PartContext};
 pub use registry::CycleRegistry;
-pub use remote::{RemoteCall, RemoteFailure, RemoteRunner};
+pub use remote::{RemoteCall, RemoteDone, RemoteFailure, RemoteRunner};
 pub use report::{CycleStats, IterationReport, PartStats, RunReport, StateCounts, StopReason};
 pub use run::{Run, RunHandle};
 pub use sk_journal::{Durability, JournalError};

@@ -9,31 +9,33 @@
 //! does a worker process. [`RemoteRunner`] says what a runner promises.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sk_core::{Args, Encoding, SkFunction, StopToken, Value};
 
-/// One attempt of a remote part, as the engine asks its runner for it.
+/// One attempt of a remote part, as the engine hands it to its runner.
 #[non_exhaustive]
-pub struct RemoteCall<'a> {
+#[derive(Clone)]
+pub struct RemoteCall {
     /// The run's id: the journal's run id for a journaled run, else an id
     /// unique to this run.
-    pub run: &'a str,
+    pub run: Arc<str>,
     /// The cycle's name.
-    pub cycle: &'a str,
+    pub cycle: Arc<str>,
     /// The remote group the part is placed on.
-    pub group: &'a str,
+    pub group: Arc<str>,
     /// The part's name.
-    pub part: &'a str,
+    pub part: Arc<str>,
     /// The part's lane's iteration, from 1.
     pub iteration: u64,
     /// The attempt, from 1.
     pub attempt: u32,
     /// The registered function to run (dispatched by its name).
-    pub function: &'a SkFunction,
+    pub function: SkFunction,
     /// The call's extra arguments: the part's input as `input`, when the
     /// function takes it.
-    pub args: &'a Args,
+    pub args: Args,
     /// The part's timeout: the attempt fails timed out when it has not
     /// answered by then.
     pub timeout: Option<Duration>,
@@ -41,38 +43,37 @@ pub struct RemoteCall<'a> {
     pub output: Encoding,
     /// The run's stop token: a stopped run gives up waiting and tells the
     /// workers.
-    pub stop: &'a StopToken,
+    pub stop: StopToken,
 }
 
-impl<'a> RemoteCall<'a> {
+impl RemoteCall {
     /// A call of `function` with `args` for `part` of iteration
     /// `iteration`, attempt `attempt`, of run `run` (cycle `cycle`), on
-    /// `group`; no timeout, internal output (for runners' tests; the
-    /// engine builds its own).
+    /// `group`; no timeout, internal output, a stop token of its own (for
+    /// runners' tests; the engine builds its own).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        run: &'a str,
-        cycle: &'a str,
-        group: &'a str,
-        part: &'a str,
+        run: impl Into<Arc<str>>,
+        cycle: impl Into<Arc<str>>,
+        group: impl Into<Arc<str>>,
+        part: impl Into<Arc<str>>,
         iteration: u64,
         attempt: u32,
-        function: &'a SkFunction,
-        args: &'a Args,
-        stop: &'a StopToken,
+        function: SkFunction,
+        args: Args,
     ) -> Self {
         RemoteCall {
-            run,
-            cycle,
-            group,
-            part,
+            run: run.into(),
+            cycle: cycle.into(),
+            group: group.into(),
+            part: part.into(),
             iteration,
             attempt,
             function,
             args,
             timeout: None,
             output: Encoding::Internal,
-            stop,
+            stop: StopToken::new(),
         }
     }
 
@@ -87,9 +88,15 @@ impl<'a> RemoteCall<'a> {
         self.output = output;
         self
     }
+
+    /// Sets the stop token.
+    pub fn stop(mut self, stop: StopToken) -> Self {
+        self.stop = stop;
+        self
+    }
 }
 
-impl fmt::Debug for RemoteCall<'_> {
+impl fmt::Debug for RemoteCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoteCall")
             .field("run", &self.run)
@@ -102,6 +109,9 @@ impl fmt::Debug for RemoteCall<'_> {
             .finish_non_exhaustive()
     }
 }
+
+/// Called once with an attempt's end (see [`RemoteRunner::submit`]).
+pub type RemoteDone = Box<dyn FnOnce(Result<Value, RemoteFailure>) + Send>;
 
 /// How a remote attempt failed.
 #[non_exhaustive]
@@ -152,10 +162,10 @@ impl RemoteFailure {
 /// The runner's contract:
 /// - [`RemoteRunner::start_run`] before the run's first remote part,
 ///   [`RemoteRunner::end_run`] after its last (also when it failed).
-/// - [`RemoteRunner::call`] runs one attempt and blocks until its
-///   answer, its failure, the part's timeout (plus what grace the runner
-///   allows for the network) or the run's stop token. It answers an
-///   attempt at most once; whatever arrives for it later (a late or
+/// - [`RemoteRunner::submit`] sends one attempt; its `done` is called
+///   once, with the attempt's answer, its failure, the part's timeout
+///   (plus what grace the runner allows for the network) or the run's
+///   stop. It answers an attempt at most once; whatever arrives for it later (a late or
 ///   duplicate answer from a worker that was given up on) is the
 ///   runner's to drop.
 /// - The same (run, iteration, part, attempt) may be asked again after
@@ -176,12 +186,11 @@ pub trait RemoteRunner: Send + Sync {
         groups: &[&str],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-    /// Runs one attempt and waits for its end (see [`RemoteCall`]).
-    ///
-    /// # Errors
-    ///
-    /// How the attempt failed.
-    fn call(&self, call: &RemoteCall<'_>) -> Result<Value, RemoteFailure>;
+    /// Sends one attempt and returns at once; `done` is called once with
+    /// its end — its answer, its failure, its timeout (plus what grace
+    /// the runner allows for the network) or the run's stop — from any
+    /// thread (or from this call). It must not block long.
+    fn submit(&self, call: RemoteCall, done: RemoteDone);
 
     /// Run `run` is over: no more calls for it; what it left with the
     /// workers may be dropped.
@@ -197,4 +206,23 @@ pub(crate) fn fresh_run_id(cycle: &str) -> String {
         .map_or(0, |d| d.as_nanos());
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{cycle}-{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// Runs `call` on `runner` and waits for its end.
+pub(crate) fn call_and_wait(
+    runner: &dyn RemoteRunner,
+    call: RemoteCall,
+) -> Result<Value, RemoteFailure> {
+    let (tx, rx) = crossbeam::channel::bounded(1);
+    runner.submit(
+        call,
+        Box::new(move |result| {
+            let _ = tx.send(result);
+        }),
+    );
+    rx.recv().unwrap_or_else(|_| {
+        Err(RemoteFailure::Unavailable(
+            "the remote runner dropped the call without an answer".to_owned(),
+        ))
+    })
 }

@@ -2,7 +2,8 @@
 //! [`RemoteRunner`] sk-cycle calls).
 //!
 //! Each attempt is published to its group's subject with `Nats-Msg-Id` =
-//! run/iteration/part/attempt and waited for on the calling thread. A
+//! run/iteration/part/attempt by a task on the bridge; no thread waits
+//! for it. A
 //! listener on the bridge reads the run's results from the results
 //! stream (from its start: a restarted coordinator finds the answers
 //! that came while it was gone) and hands each to the attempt waiting
@@ -17,11 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use sk_core::Value;
-use sk_cycle::{RemoteCall, RemoteFailure, RemoteRunner};
+use sk_core::{StopToken, Value};
+use sk_cycle::{RemoteCall, RemoteDone, RemoteFailure, RemoteRunner};
 
 use crate::broker::{Bridge, Broker, Connection, GroupConfig, run_token};
 use crate::error::{RemoteError, check_group};
@@ -69,7 +69,7 @@ impl std::fmt::Debug for Coordinator {
 struct RunState {
     run: String,
     token: String,
-    waiting: Mutex<HashMap<Key, Sender<Reply>>>,
+    waiting: Mutex<HashMap<Key, RemoteDone>>,
     early: Mutex<HashMap<Key, Reply>>,
     /// The work stream's sequence of the run's last published attempt.
     last_seq: AtomicU64,
@@ -78,6 +78,9 @@ struct RunState {
     /// Stops the results listener.
     stop_listener: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     groups: Vec<String>,
+    /// The stop tokens of the run's calls, each watched by a task.
+    stops: Mutex<Vec<StopToken>>,
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl RunState {
@@ -87,8 +90,9 @@ impl RunState {
             return;
         }
         let key = (reply.iteration, reply.part.clone(), reply.attempt);
-        if let Some(waiter) = self.waiting.lock().remove(&key) {
-            let _ = waiter.send(reply);
+        let waiter = self.waiting.lock().remove(&key);
+        if let Some(done) = waiter {
+            done(answer(reply));
             return;
         }
         let mut early = self.early.lock();
@@ -96,6 +100,26 @@ impl RunState {
             early.clear();
         }
         early.insert(key, reply);
+    }
+
+    /// Ends attempt `key` with `result`, if it still waits; whether it did.
+    fn end(&self, key: &Key, result: Result<Value, RemoteFailure>) -> bool {
+        let waiter = self.waiting.lock().remove(key);
+        match waiter {
+            Some(done) => {
+                done(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every waiting attempt with `failure`.
+    fn end_all(&self, failure: &RemoteFailure) {
+        let waiting: Vec<RemoteDone> = self.waiting.lock().drain().map(|(_, d)| d).collect();
+        for done in waiting {
+            done(Err(failure.clone()));
+        }
     }
 }
 
@@ -157,91 +181,46 @@ impl Coordinator {
         self.inner.runs.lock().get(run).cloned()
     }
 
-    /// Publishes `work` on `subject`, again until the broker takes it, the
-    /// run stops or patience runs out; the stream sequence it got.
-    fn publish(
-        &self,
-        subject: String,
-        work: &Work,
-        stop: &sk_core::StopToken,
-    ) -> Result<u64, RemoteFailure> {
-        let payload = wire::encode(work).map_err(|e| RemoteFailure::Failed {
-            message: format!("cannot encode the call: {e}"),
-            retryable: false,
-        })?;
-        let payload = bytes::Bytes::from(payload);
-        let id = work.message_id();
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let js = self.inner.conn.js.clone();
-            let (subject, payload, id) = (subject.clone(), payload.clone(), id.clone());
-            let sent = self.inner.bridge.run(async move {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-                let ack = js
-                    .publish_with_headers(subject, headers, payload)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                ack.await.map(|ack| ack.sequence).map_err(|e| e.to_string())
-            });
-            let error = match sent {
-                Ok(Ok(sequence)) => return Ok(sequence),
-                Ok(Err(e)) => e,
-                Err(e) => return Err(RemoteFailure::Unavailable(e.to_string())),
-            };
-            if stop.is_stopped() {
-                return Err(RemoteFailure::Stopped);
+    /// Watches `stop` for `state`'s run (once per distinct token): when it
+    /// is stopped, every waiting attempt ends stopped and the workers are
+    /// told.
+    fn watch(&self, state: &Arc<RunState>, stop: &StopToken) {
+        {
+            let mut stops = state.stops.lock();
+            if stops.iter().any(|s| s.same_as(stop)) {
+                return;
             }
-            if started.elapsed() > self.inner.publish_patience {
-                return Err(RemoteFailure::Unavailable(format!(
-                    "the broker at {} took no part for {:?}: {error}",
-                    self.inner.conn.url, self.inner.publish_patience
-                )));
-            }
-            tracing::debug!(%error, "publish failed; trying again");
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(1));
+            stops.push(stop.clone());
         }
-    }
-
-    /// Waits for a group's rate to allow a send.
-    fn pace(&self, state: &RunState, group: &str, per_sec: f64, stop: &sk_core::StopToken) {
-        let wait_until = {
-            let mut next = state.next_send.lock();
-            let now = Instant::now();
-            let slot = next.get(group).copied().unwrap_or(now).max(now);
-            next.insert(
-                group.to_owned(),
-                slot + Duration::from_secs_f64(1.0 / per_sec),
-            );
-            slot
-        };
-        while !stop.is_stopped() {
-            let now = Instant::now();
-            if now >= wait_until {
-                break;
-            }
-            std::thread::sleep((wait_until - now).min(Duration::from_millis(50)));
-        }
-    }
-
-    /// Tells the workers to drop attempts of `state`'s run (all, or one).
-    fn cancel(&self, state: &RunState, attempt: Option<Key>) {
-        let notice = Cancel {
-            upto: state.last_seq.load(Ordering::Acquire),
-            attempt,
-        };
-        let Ok(payload) = wire::encode(&notice) else {
-            return;
-        };
-        let client = self.inner.conn.client.clone();
-        let subject = self.inner.conn.names.cancel_subject(&state.token);
+        let (state, stop, inner) = (Arc::clone(state), stop.clone(), Arc::clone(&self.inner));
         self.inner.bridge.spawn(async move {
-            let _ = client.publish(subject, payload.into()).await;
-            let _ = client.flush().await;
+            while !state.ended.load(Ordering::Acquire) {
+                if stop.is_stopped() {
+                    state.end_all(&RemoteFailure::Stopped);
+                    cancel(&inner, &state, None).await;
+                    return;
+                }
+                tokio::time::sleep(STOP_POLL).await;
+            }
         });
     }
+}
+
+/// How often a run's stop token is looked at.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// Tells the workers to drop attempts of `state`'s run (all, or one).
+async fn cancel(inner: &Inner, state: &RunState, attempt: Option<Key>) {
+    let notice = Cancel {
+        upto: state.last_seq.load(Ordering::Acquire),
+        attempt,
+    };
+    let Ok(payload) = wire::encode(&notice) else {
+        return;
+    };
+    let subject = inner.conn.names.cancel_subject(&state.token);
+    let _ = inner.conn.client.publish(subject, payload.into()).await;
+    let _ = inner.conn.client.flush().await;
 }
 
 impl RemoteRunner for Coordinator {
@@ -270,6 +249,8 @@ impl RemoteRunner for Coordinator {
             next_send: Mutex::new(HashMap::new()),
             stop_listener: Mutex::new(Some(stop_tx)),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            stops: Mutex::new(Vec::new()),
+            ended: std::sync::atomic::AtomicBool::new(false),
         });
         let listener_state = Arc::clone(&state);
         self.inner.bridge.run(async move {
@@ -303,41 +284,49 @@ impl RemoteRunner for Coordinator {
         Ok(())
     }
 
-    fn call(&self, call: &RemoteCall<'_>) -> Result<Value, RemoteFailure> {
-        let Some(state) = self.state(call.run) else {
-            return Err(RemoteFailure::Unavailable(format!(
+    fn submit(&self, call: RemoteCall, done: RemoteDone) {
+        let Some(state) = self.state(&call.run) else {
+            return done(Err(RemoteFailure::Unavailable(format!(
                 "run \"{}\" was not started on this coordinator",
                 call.run
-            )));
+            ))));
         };
-        let config = self.config(call.group);
-        let key: Key = (call.iteration, call.part.to_owned(), call.attempt);
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        if call.stop.is_stopped() {
+            return done(Err(RemoteFailure::Stopped));
+        }
+        self.watch(&state, &call.stop);
+        let key: Key = (call.iteration, call.part.to_string(), call.attempt);
         let early = state.early.lock().remove(&key);
         if let Some(reply) = early {
-            return answer(reply);
+            return done(answer(reply));
         }
-        state.waiting.lock().insert(key.clone(), tx);
-        let result = self.send_and_wait(call, &state, &config, &key, &rx);
-        state.waiting.lock().remove(&key);
-        result
+        state.waiting.lock().insert(key.clone(), done);
+        let config = self.config(&call.group);
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .bridge
+            .spawn(async move { send(inner, state, call, config, key).await });
     }
 
     fn end_run(&self, run: &str) {
         let Some(state) = self.inner.runs.lock().remove(run) else {
             return;
         };
+        state.ended.store(true, Ordering::Release);
         if let Some(stop) = state.stop_listener.lock().take() {
             let _ = stop.send(());
         }
-        self.cancel(&state, None);
+        state.end_all(&RemoteFailure::Stopped);
         let conn = self.inner.conn.clone();
+        let inner = Arc::clone(&self.inner);
+        let cancelled = Arc::clone(&state);
         let token = state.token.clone();
         let groups = state.groups.clone();
         // Left-overs of the run (attempts given up on, results not read)
         // are dropped from the broker.
         let _ = self.inner.bridge.run(async move {
             let tidy = async {
+                cancel(&inner, &cancelled, None).await;
                 if let Ok(results) = conn.js.get_stream(&conn.names.results_stream).await {
                     let _ = results
                         .delete_consumer(&conn.names.results_consumer(&token))
@@ -361,73 +350,100 @@ impl RemoteRunner for Coordinator {
     }
 }
 
-impl Coordinator {
-    fn send_and_wait(
-        &self,
-        call: &RemoteCall<'_>,
-        state: &RunState,
-        config: &GroupConfig,
-        key: &Key,
-        rx: &Receiver<Reply>,
-    ) -> Result<Value, RemoteFailure> {
-        if let Some(per_sec) = config.rate_per_sec {
-            self.pace(state, call.group, per_sec, call.stop);
-        }
-        if call.stop.is_stopped() {
-            return Err(RemoteFailure::Stopped);
-        }
-        let work = Work {
-            run: call.run.to_owned(),
-            iteration: call.iteration,
-            part: call.part.to_owned(),
-            attempt: call.attempt,
-            function: call.function.clone(),
-            args: call.args.clone(),
-            timeout_ms: call
-                .timeout
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            output: call.output,
-            crash_limit: config.crash_limit,
+/// Sends one attempt — at its group's pace, again until the broker takes
+/// it — and, when it has a timeout, gives up on it after the timeout and
+/// the grace.
+async fn send(
+    inner: Arc<Inner>,
+    state: Arc<RunState>,
+    call: RemoteCall,
+    config: GroupConfig,
+    key: Key,
+) {
+    if let Some(per_sec) = config.rate_per_sec {
+        let slot = {
+            let mut next = state.next_send.lock();
+            let now = Instant::now();
+            let slot = next.get(&*call.group).copied().unwrap_or(now).max(now);
+            next.insert(
+                call.group.to_string(),
+                slot + Duration::from_secs_f64(1.0 / per_sec),
+            );
+            slot
         };
-        let subject = self.inner.conn.names.work_subject(call.group, &state.token);
-        let sent = Instant::now();
-        let sequence = self.publish(subject, &work, call.stop)?;
-        state.last_seq.fetch_max(sequence, Ordering::AcqRel);
-        let grace = self
-            .inner
-            .grace
-            .lock()
-            .unwrap_or(config.ack_wait + Duration::from_secs(2));
-        let deadline = call.timeout.map(|t| sent + t.saturating_add(grace));
-        loop {
-            let slice = match deadline {
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        self.cancel(state, Some(key.clone()));
-                        return Err(RemoteFailure::TimedOut {
-                            after: call.timeout.unwrap_or_default(),
-                        });
-                    }
-                    (deadline - now).min(Duration::from_millis(100))
-                }
-                None => Duration::from_millis(100),
+        tokio::time::sleep_until(slot.into()).await;
+    }
+    if call.stop.is_stopped() {
+        state.end(&key, Err(RemoteFailure::Stopped));
+        return;
+    }
+    let work = Work {
+        run: call.run.to_string(),
+        iteration: call.iteration,
+        part: call.part.to_string(),
+        attempt: call.attempt,
+        function: call.function,
+        args: call.args,
+        timeout_ms: call
+            .timeout
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        output: call.output,
+        crash_limit: config.crash_limit,
+    };
+    let payload = match wire::encode(&work) {
+        Ok(payload) => bytes::Bytes::from(payload),
+        Err(e) => {
+            let failure = RemoteFailure::Failed {
+                message: format!("cannot encode the call: {e}"),
+                retryable: false,
             };
-            match rx.recv_timeout(slice) {
-                Ok(reply) => return answer(reply),
-                Err(RecvTimeoutError::Timeout) => {
-                    if call.stop.is_stopped() {
-                        self.cancel(state, Some(key.clone()));
-                        return Err(RemoteFailure::Stopped);
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(RemoteFailure::Unavailable(
-                        "the run's results listener is gone".to_owned(),
-                    ));
-                }
-            }
+            state.end(&key, Err(failure));
+            return;
         }
+    };
+    let subject = inner.conn.names.work_subject(&call.group, &state.token);
+    let id = work.message_id();
+    let sent = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    let sequence = loop {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        let error = match inner
+            .conn
+            .js
+            .publish_with_headers(subject.clone(), headers, payload.clone())
+            .await
+        {
+            Ok(ack) => match ack.await {
+                Ok(ack) => break ack.sequence,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if !state.waiting.lock().contains_key(&key) {
+            return; // stopped meanwhile
+        }
+        if sent.elapsed() > inner.publish_patience {
+            let failure = RemoteFailure::Unavailable(format!(
+                "the broker at {} took no part for {:?}: {error}",
+                inner.conn.url, inner.publish_patience
+            ));
+            state.end(&key, Err(failure));
+            return;
+        }
+        tracing::debug!(%error, "publish failed; trying again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    };
+    state.last_seq.fetch_max(sequence, Ordering::AcqRel);
+    let Some(timeout) = call.timeout else { return };
+    let grace = inner
+        .grace
+        .lock()
+        .unwrap_or(config.ack_wait + Duration::from_secs(2));
+    tokio::time::sleep_until((sent + timeout.saturating_add(grace)).into()).await;
+    if state.end(&key, Err(RemoteFailure::TimedOut { after: timeout })) {
+        cancel(&inner, &state, Some(key)).await;
     }
 }
 

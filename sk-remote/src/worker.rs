@@ -177,7 +177,9 @@ impl RemoteWorker {
             cancelled: Mutex::new(HashMap::new()),
             running: (0..self.slots).map(|_| Mutex::new(None)).collect(),
             counts: Counts::default(),
+            stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            serving: std::sync::atomic::AtomicUsize::new(0),
         });
         let (jobs, slot_rx) = crossbeam_channel::unbounded::<Job>();
         let mut slot_threads = Vec::new();
@@ -194,12 +196,16 @@ impl RemoteWorker {
         }
         drop(slot_rx);
         let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
-        let permits = Arc::new(tokio::sync::Semaphore::new(self.slots));
+        // Each slot holds one part running and one waiting its turn, so
+        // that a slot goes from one part to the next without a round
+        // trip to the broker between (the waiting one is kept alive by
+        // in-progress acks too, and handed back at once on a drain).
+        let held = self.slots * PREFETCH;
+        let permits = Arc::new(tokio::sync::Semaphore::new(held));
         let tasks = {
             let shared = Arc::clone(&shared);
             let permits = Arc::clone(&permits);
             let jobs = jobs.clone();
-            let slots = self.slots;
             bridge.run(async move {
                 let mut tasks = Vec::new();
                 tasks.push(tokio::spawn(hear_cancels(
@@ -213,7 +219,7 @@ impl RemoteWorker {
                         Arc::clone(&shared),
                         Arc::clone(&permits),
                         jobs.clone(),
-                        slots,
+                        held,
                         stopped_rx.clone(),
                     )));
                 }
@@ -227,8 +233,9 @@ impl RemoteWorker {
         // Drain: no new part; those in flight get the grace, then are
         // handed back.
         let _ = stopped_tx.send(true);
+        shared.stopping.store(true, Ordering::Release);
         let deadline = Instant::now() + self.drain;
-        while permits.available_permits() < self.slots && Instant::now() < deadline {
+        while shared.serving.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         shared.draining.store(true, Ordering::Release);
@@ -238,7 +245,7 @@ impl RemoteWorker {
             }
         }
         let hand_back_deadline = Instant::now() + Duration::from_secs(10);
-        while permits.available_permits() < self.slots && Instant::now() < hand_back_deadline {
+        while shared.serving.load(Ordering::Acquire) > 0 && Instant::now() < hand_back_deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         drop(jobs);
@@ -262,6 +269,9 @@ impl RemoteWorker {
     }
 }
 
+/// How many parts a slot holds: one running, the rest waiting.
+const PREFETCH: usize = 2;
+
 /// What the worker's tasks and slots share.
 struct Shared {
     conn: Connection,
@@ -271,7 +281,12 @@ struct Shared {
     /// Per slot: the attempt it runs.
     running: Box<[Mutex<Option<Running>>]>,
     counts: Counts,
+    /// Stopping: parts not started yet are handed back.
+    stopping: AtomicBool,
+    /// Past the drain grace: parts running are handed back too.
     draining: AtomicBool,
+    /// Parts being served (running, or their results going out).
+    serving: std::sync::atomic::AtomicUsize,
 }
 
 /// The stop notices of one run.
@@ -333,6 +348,12 @@ fn slot(
     let mut local: Option<Worker> = None;
     let mut started = 0u64;
     while let Ok(job) = jobs.recv() {
+        if shared.stopping.load(Ordering::Acquire) {
+            let _ = job.done.send(Ran::Crashed(
+                "handed back: the worker is stopping".to_owned(),
+            ));
+            continue;
+        }
         let worker = match local.take().filter(Worker::is_alive) {
             Some(worker) => worker,
             None => {
@@ -508,7 +529,7 @@ async fn fetch_loop(
             },
         };
         let mut held = vec![first];
-        while held.len() < slots.min(256) {
+        while held.len() < slots.min(512) {
             match Arc::clone(&permits).try_acquire_owned() {
                 Ok(permit) => held.push(permit),
                 Err(_) => break,
@@ -556,7 +577,20 @@ async fn serve(
     ack_wait: Duration,
     shared: Arc<Shared>,
     jobs: crossbeam_channel::Sender<Job>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    shared.serving.fetch_add(1, Ordering::AcqRel);
+    serve_one(message, ack_wait, &shared, jobs, permit).await;
+    shared.serving.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// [`serve`], counted.
+async fn serve_one(
+    message: jetstream::Message,
+    ack_wait: Duration,
+    shared: &Shared,
+    jobs: crossbeam_channel::Sender<Job>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let (delivered, seq) = match message.info() {
         Ok(info) => (
@@ -609,6 +643,9 @@ async fn serve(
                 }
             }
         };
+        // The slot is free: the next part may start while this one's
+        // result goes out.
+        drop(permit);
         match ran {
             Ok(Ran::Answer(outcome)) => outcome,
             Ok(Ran::Cancelled) => {
@@ -672,5 +709,5 @@ async fn serve(
     if !matches!(reply.outcome, Outcome::Poison { .. }) {
         shared.counts.answered.fetch_add(1, Ordering::Relaxed);
     }
-    let _ = message.double_ack().await;
+    let _ = message.ack().await;
 }

@@ -424,14 +424,17 @@ impl Runtime {
         finish
     }
 
-    /// Runs part `node` on its remote group through the run's remote
-    /// runner, one attempt at a time (the part's retry policy between).
-    pub(super) fn execute_remote(&self, node: u32, input: &Input) -> Finish {
+    /// The call of attempt `attempt` of remote part `node`, or why there
+    /// is none.
+    fn remote_call(
+        &self,
+        node: u32,
+        input: &Input,
+        iteration: u64,
+        attempt: u32,
+    ) -> Result<(&Arc<dyn crate::RemoteRunner>, crate::RemoteCall), Failure> {
         let pp = &self.plan.parts[node as usize];
         let part = &pp.part;
-        let started = self.start_clock();
-        let iteration = self.iteration_of(node);
-        let _part = part_span(pp, iteration).entered();
         let call = match (&part.work, &part.placement, &self.remote) {
             (Work::Function(f), crate::Placement::Remote(group), Some((runner, run))) => f
                 .as_handle()
@@ -441,52 +444,66 @@ impl Runtime {
         // Rejected when the cycle was built or started; kept total.
         let Some((handle, group, runner, run)) = call else {
             let error = failed(pp, "not a function handle on a remote group".to_owned());
-            return self.finish_with(pp, Err(Failure::new(error, false)), started);
+            return Err(Failure::new(error, false));
         };
-        if let Err(error) = self.intend(node, iteration) {
-            return self.finish_with(pp, Err(Failure::new(error, false)), started);
-        }
-        let mut attempts = 0;
-        let args = crate::process::input_args(handle, input);
-        let result = self.attributed(node, || {
-            with_retries(pp, None, &self.retries[node as usize], |number| {
-                attempts = number;
-                check_input(pp, input)?;
-                let call = crate::RemoteCall::new(
-                    run,
-                    &self.cycle,
-                    group,
-                    &part.name,
-                    iteration,
-                    number,
-                    handle,
-                    &args,
-                    &self.cancel,
+        check_input(pp, input)?;
+        let call = crate::RemoteCall::new(
+            Arc::clone(run),
+            Arc::clone(&self.cycle),
+            group,
+            Arc::clone(&part.name),
+            iteration,
+            attempt,
+            handle.clone(),
+            crate::process::input_args(handle, input),
+        )
+        .timeout(part.timeout)
+        .output(self.output_format())
+        .stop(self.cancel.clone());
+        Ok((runner, call))
+    }
+
+    /// What a remote attempt's end makes of the part's attempt.
+    fn remote_result(
+        &self,
+        pp: &PlanPart,
+        result: Result<Value, crate::RemoteFailure>,
+    ) -> Result<Value, Failure> {
+        let part = &pp.part;
+        let value = result.map_err(|e| match e {
+            crate::RemoteFailure::TimedOut { after } => Failure {
+                error: PartError::TimedOut {
+                    part: part.name.to_string(),
+                    coord: pp.coord,
+                    after,
+                },
+                retryable: true,
+                timed_out: true,
+            },
+            other => {
+                let retryable = other.is_retryable();
+                let group = match &part.placement {
+                    crate::Placement::Remote(group) => group.as_str(),
+                    _ => "",
+                };
+                Failure::new(
+                    failed(pp, format!("on remote group \"{group}\": {other}")),
+                    retryable,
                 )
-                .timeout(part.timeout)
-                .output(self.output_format());
-                let value = runner.call(&call).map_err(|e| match e {
-                    crate::RemoteFailure::TimedOut { after } => Failure {
-                        error: PartError::TimedOut {
-                            part: part.name.to_string(),
-                            coord: pp.coord,
-                            after,
-                        },
-                        retryable: true,
-                        timed_out: true,
-                    },
-                    other => {
-                        let retryable = other.is_retryable();
-                        Failure::new(
-                            failed(pp, format!("on remote group \"{group}\": {other}")),
-                            retryable,
-                        )
-                    }
-                })?;
-                check_output(pp, &value)?;
-                Ok(value)
-            })
-        });
+            }
+        })?;
+        check_output(pp, &value)?;
+        Ok(value)
+    }
+
+    /// The end of remote part `node` whose attempts gave `result`.
+    fn remote_finish(
+        &self,
+        pp: &PlanPart,
+        result: Result<Value, Failure>,
+        started: Option<(Instant, u64)>,
+        attempts: u32,
+    ) -> Finish {
         if result.is_err() && self.abort.load(std::sync::atomic::Ordering::Acquire) {
             // Given up on as an instant fail stopped the run.
             return Finish {
@@ -497,6 +514,56 @@ impl Runtime {
         let mut finish = self.finish_with(pp, result, started);
         finish.retries = attempts.saturating_sub(1);
         finish
+    }
+
+    /// Runs part `node` on its remote group through the run's remote
+    /// runner, one attempt at a time (the part's retry policy between),
+    /// waiting on this thread.
+    pub(super) fn execute_remote(&self, node: u32, input: &Input) -> Finish {
+        let pp = &self.plan.parts[node as usize];
+        let started = self.start_clock();
+        let iteration = self.iteration_of(node);
+        let _part = part_span(pp, iteration).entered();
+        if let Err(error) = self.intend(node, iteration) {
+            return self.finish_with(pp, Err(Failure::new(error, false)), started);
+        }
+        let mut attempts = 0;
+        let result = with_retries(pp, None, &self.retries[node as usize], |number| {
+            attempts = number;
+            let (runner, call) = self.remote_call(node, input, iteration, number)?;
+            self.remote_result(pp, crate::remote::call_and_wait(&**runner, call))
+        });
+        self.remote_finish(pp, result, started, attempts)
+    }
+
+    /// Sends part `node`'s one attempt to its remote group and returns;
+    /// the part completes when the runner calls back.
+    pub(super) fn submit_remote(self: &Arc<Self>, node: u32, input: &Input, gated: bool) {
+        let pp = &self.plan.parts[node as usize];
+        let started = self.start_clock();
+        let iteration = self.iteration_of(node);
+        let sent = self
+            .intend(node, iteration)
+            .map_err(|error| Failure::new(error, false))
+            .and_then(|()| self.remote_call(node, input, iteration, 1));
+        let (runner, call) = match sent {
+            Ok(sent) => sent,
+            Err(failure) => {
+                let finish = self.remote_finish(pp, Err(failure), started, 1);
+                self.complete_from_outside(node, finish.gated(gated));
+                return;
+            }
+        };
+        let this = self.hold();
+        runner.submit(
+            call,
+            Box::new(move |result| {
+                let pp = &this.plan.parts[node as usize];
+                let result = this.remote_result(pp, result);
+                let finish = this.remote_finish(pp, result, started, 1);
+                this.complete_from_outside(node, finish.gated(gated));
+            }),
+        );
     }
 
     /// When a part starts, if stats or the trace want it.

@@ -93,16 +93,22 @@ impl Place for InProcess {
     }
 }
 
-/// A remote group's worker: the call blocks a thread of its own until
-/// the run's remote runner answers, fails or gives up.
+/// A remote group's worker: the part is handed to the run's remote
+/// runner, and completes when it calls back — no thread waits for it. A
+/// part that retries waits on a thread of its own, its attempts one after
+/// another with the retry policy's pauses between.
 struct OnRemote;
 
 impl Place for OnRemote {
     fn run(&self, rt: &Arc<Runtime>, node: u32, input: Input, gated: bool) -> Step {
-        on_own_thread(rt, node, gated, "sk-remote", move |rt| {
-            let finish = rt.execute_remote(node, &input);
-            rt.complete_from_outside(node, finish.gated(gated));
-        });
+        if rt.plan.parts[node as usize].part.error_mode == crate::ErrorMode::Retry {
+            on_own_thread(rt, node, gated, "sk-remote", move |rt| {
+                let finish = rt.execute_remote(node, &input);
+                rt.complete_from_outside(node, finish.gated(gated));
+            });
+        } else {
+            rt.submit_remote(node, &input, gated);
+        }
         Step::Deferred
     }
 }
