@@ -13,6 +13,8 @@
 //! | `sk-core` | [`SkFunction`] handles, [`SkLambda`], [`AnyFunction`], [`RetryPolicy`], [`StopToken`], [`TimingStats`], [`Circuit`] |
 //! | `sk-process` | [`Worker`] processes (or threads), [`Threader`], supervision, the commander; [`init`] |
 //! | `sk-cycle` | [`CyclePart`], [`CycleBuilder`], [`Cycle`] and its engine, [`Run`], [`CycleRegistry`] |
+//! | `sk-journal` | durable runs: the [`journal`] on embedded SQLite |
+//! | `sk-remote` | [`remote`] parts: a [`remote::Coordinator`] and [`remote::RemoteWorker`]s on NATS JetStream |
 //!
 //! # Examples
 //!
@@ -71,6 +73,12 @@ pub mod cycle {
 /// Durable runs (`sk-journal`): the journal on embedded SQLite.
 pub mod journal {
     pub use sk_journal::*;
+}
+
+/// Remote parts and workers on NATS JetStream (`sk-remote`): every public
+/// item.
+pub mod remote {
+    pub use sk_remote::*;
 }
 
 pub use sk_cereal::{
