@@ -291,8 +291,12 @@ impl Connection {
 /// How long the broker drops a republished attempt as a duplicate.
 pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// How long results are kept.
-pub(crate) const RESULTS_KEPT: Duration = Duration::from_secs(24 * 3600);
+/// How long results are kept: well past the duplicate window (an attempt
+/// republished by a restarted coordinator within the window is dropped by
+/// the broker, and its answer is found among the kept results), and long
+/// enough for a coordinator to read them, while bounding the stream of a
+/// long-running run.
+pub(crate) const RESULTS_KEPT: Duration = Duration::from_secs(15 * 60);
 
 /// How a remote group's parts are delivered: set by the coordinator (it
 /// creates or updates the group's consumer as a run starts); workers use
@@ -400,6 +404,14 @@ impl Names {
     /// Stop notices for one run (core NATS, not kept).
     pub(crate) fn cancel_subject(&self, token: &str) -> String {
         format!("{}.cancel.{token}", self.subject)
+    }
+
+    /// The broker's notices of the group consumers' parts past MaxDeliver.
+    pub(crate) fn max_deliveries_advisories(&self) -> String {
+        format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
+            self.work_stream
+        )
     }
 
     pub(crate) fn results_consumer(&self, token: &str) -> String {

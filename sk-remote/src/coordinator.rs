@@ -73,6 +73,8 @@ struct RunState {
     early: Mutex<HashMap<Key, Reply>>,
     /// The work stream's sequence of the run's last published attempt.
     last_seq: AtomicU64,
+    /// Per waiting attempt, its message's stream sequence once published.
+    sent: Mutex<HashMap<Key, u64>>,
     /// When each group may send its next part (rate limits).
     next_send: Mutex<HashMap<String, Instant>>,
     /// Stops the results listener.
@@ -92,6 +94,7 @@ impl RunState {
         let key = (reply.iteration, reply.part.clone(), reply.attempt);
         let waiter = self.waiting.lock().remove(&key);
         if let Some(done) = waiter {
+            self.sent.lock().remove(&key);
             done(answer(reply));
             return;
         }
@@ -105,6 +108,7 @@ impl RunState {
     /// Ends attempt `key` with `result`, if it still waits; whether it did.
     fn end(&self, key: &Key, result: Result<Value, RemoteFailure>) -> bool {
         let waiter = self.waiting.lock().remove(key);
+        self.sent.lock().remove(key);
         match waiter {
             Some(done) => {
                 done(result);
@@ -117,6 +121,7 @@ impl RunState {
     /// Ends every waiting attempt with `failure`.
     fn end_all(&self, failure: &RemoteFailure) {
         let waiting: Vec<RemoteDone> = self.waiting.lock().drain().map(|(_, d)| d).collect();
+        self.sent.lock().clear();
         for done in waiting {
             done(Err(failure.clone()));
         }
@@ -136,7 +141,7 @@ impl Coordinator {
         let conn = broker.connect(&bridge)?;
         let ensure = conn.clone();
         bridge.run(async move { ensure.ensure_streams().await })??;
-        Ok(Coordinator {
+        let coordinator = Coordinator {
             inner: Arc::new(Inner {
                 conn,
                 groups: Mutex::new(HashMap::new()),
@@ -145,7 +150,15 @@ impl Coordinator {
                 runs: Mutex::new(HashMap::new()),
                 bridge,
             }),
-        })
+        };
+        let weak = Arc::downgrade(&coordinator.inner);
+        let client = coordinator.inner.conn.client.clone();
+        let subject = coordinator.inner.conn.names.max_deliveries_advisories();
+        coordinator
+            .inner
+            .bridge
+            .spawn(async move { hear_max_deliveries(weak, client, subject).await });
+        Ok(coordinator)
     }
 
     /// Sets how `group`'s parts are delivered (see [`GroupConfig`]); the
@@ -246,6 +259,7 @@ impl RemoteRunner for Coordinator {
             waiting: Mutex::new(HashMap::new()),
             early: Mutex::new(HashMap::new()),
             last_seq: AtomicU64::new(0),
+            sent: Mutex::new(HashMap::new()),
             next_send: Mutex::new(HashMap::new()),
             stop_listener: Mutex::new(Some(stop_tx)),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
@@ -389,6 +403,7 @@ async fn send(
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         output: call.output,
         crash_limit: config.crash_limit,
+        ack_wait_ms: u64::try_from(config.ack_wait.as_millis()).unwrap_or(u64::MAX),
     };
     let payload = match wire::encode(&work) {
         Ok(payload) => bytes::Bytes::from(payload),
@@ -436,6 +451,12 @@ async fn send(
         pause = (pause * 2).min(Duration::from_secs(1));
     };
     state.last_seq.fetch_max(sequence, Ordering::AcqRel);
+    {
+        let waiting = state.waiting.lock();
+        if waiting.contains_key(&key) {
+            state.sent.lock().insert(key.clone(), sequence);
+        }
+    }
     let Some(timeout) = call.timeout else { return };
     let grace = inner
         .grace
@@ -507,6 +528,57 @@ async fn listen(
                 }
                 None => break,
             }
+        }
+    }
+}
+
+/// What the broker says of a part past its group's MaxDeliver.
+#[derive(serde::Deserialize)]
+struct MaxDeliveries {
+    stream_seq: u64,
+    deliveries: u32,
+}
+
+/// A backstop for poison parts: a part past MaxDeliver that no worker
+/// answered as poison (its last workers died too) fails as poison, and its
+/// message is dropped from the stream (the broker keeps it otherwise).
+async fn hear_max_deliveries(
+    inner: std::sync::Weak<Inner>,
+    client: async_nats::Client,
+    subject: String,
+) {
+    let Ok(mut advisories) = client.subscribe(subject).await else {
+        return;
+    };
+    while let Some(message) = advisories.next().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let Ok(notice) = serde_json::from_slice::<MaxDeliveries>(&message.payload) else {
+            continue;
+        };
+        let runs: Vec<Arc<RunState>> = inner.runs.lock().values().cloned().collect();
+        for state in runs {
+            let key = state
+                .sent
+                .lock()
+                .iter()
+                .find(|(_, seq)| **seq == notice.stream_seq)
+                .map(|(key, _)| key.clone());
+            if let Some(key) = key {
+                state.end(
+                    &key,
+                    Err(RemoteFailure::Poison {
+                        deliveries: notice.deliveries,
+                    }),
+                );
+            }
+        }
+        if let Ok(work) = inner
+            .conn
+            .js
+            .get_stream(&inner.conn.names.work_stream)
+            .await
+        {
+            let _ = work.delete_message(notice.stream_seq).await;
         }
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct Work {
     pub(crate) output: Encoding,
     /// Deliveries past this many are not run: the part is poison.
     pub(crate) crash_limit: u32,
+    /// The group's ack wait: a worker shows signs of life at a third of it.
+    pub(crate) ack_wait_ms: u64,
 }
 
 impl Work {

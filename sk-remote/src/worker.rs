@@ -634,7 +634,10 @@ async fn serve_one(
         }
         // Signs of life while it runs.
         let mut ran = ran;
-        let beat = (ack_wait / 3).max(Duration::from_millis(30));
+        // The shorter of the ack waits the consumer had at the start and
+        // the group has now (the coordinator may have changed it).
+        let wait = ack_wait.min(Duration::from_millis(work.ack_wait_ms.max(100)));
+        let beat = (wait / 3).max(Duration::from_millis(30));
         let ran = loop {
             tokio::select! {
                 ran = &mut ran => break ran,

@@ -35,6 +35,7 @@ fn main() {
             ("placement_errors_are_named", placement_errors),
             ("remote_parts_answer_fail_and_retry", answer_fail_retry),
             ("a_part_that_kills_its_worker_is_poison", poison),
+            ("a_part_no_worker_answers_is_poison", vanishing_workers),
             ("a_part_over_its_timeout_times_out", timeout),
             ("in_flight_limit_holds_across_workers", in_flight_limit),
             ("rate_limit_paces_sending", rate_limit),
@@ -232,6 +233,73 @@ fn poison() {
     for w in &mut cluster.workers {
         assert!(w.as_mut().unwrap().child.try_wait().unwrap().is_none());
     }
+}
+
+/// Workers that take a part and vanish every time, before they can say
+/// it is poison (here: a consumer of the group's that never acks): the
+/// broker gives up at MaxDeliver, and the coordinator fails the part as
+/// poison and drops its message.
+fn vanishing_workers() {
+    let server = sk_testkit::NatsServer::start().unwrap();
+    let coordinator = Coordinator::connect(&Broker::new(server.url())).unwrap();
+    coordinator
+        .group(
+            "ghost",
+            GroupConfig::new()
+                .crash_limit(1)
+                .ack_wait(Duration::from_millis(200)),
+        )
+        .unwrap();
+    let url = server.url();
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let ghost = {
+        let (taken, done) = (Arc::clone(&taken), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use futures_util::StreamExt;
+                let client = async_nats::connect(url).await.unwrap();
+                let js = async_nats::jetstream::new(client);
+                while !done.load(Ordering::Acquire) {
+                    let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> = js
+                        .get_consumer_from_stream("SK_WORK_group_ghost", "SK_WORK")
+                        .await;
+                    let Ok(consumer) = consumer else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let Ok(mut batch) = consumer
+                        .batch()
+                        .max_messages(1)
+                        .expires(Duration::from_millis(300))
+                        .messages()
+                        .await
+                    else {
+                        continue;
+                    };
+                    // Taken, and never answered nor acked.
+                    while let Some(Ok(_message)) = batch.next().await {
+                        taken.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+            });
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log").display().to_string();
+    let report = run(&fan("ghost", 1, 0, &log, "ghost"), &coordinator);
+    done.store(true, Ordering::Release);
+    ghost.join().unwrap();
+    let last = report.last().unwrap();
+    assert_eq!(last.state_of("p0"), Some(PartState::Failed));
+    let e = last.error_of("p0").unwrap().to_string();
+    assert!(e.contains("worker died 3 times"), "{e}");
+    // MaxDeliver is the crash limit plus 2.
+    assert_eq!(taken.load(Ordering::Acquire), 3);
 }
 
 fn timeout() {
