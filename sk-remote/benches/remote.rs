@@ -124,16 +124,21 @@ fn main() {
         }
     }
 
-    // Dispatch: one part at a time, a chain.
-    if wants("dispatch") {
-        let _w = Workers::start(&url, 1, "chain", 1, "process");
+    // Dispatch: one part at a time, a chain; the part runs in a local
+    // worker process, or on a worker thread.
+    for backend in ["process", "thread"] {
+        if !wants("dispatch") {
+            break;
+        }
+        let group = format!("chain-{backend}");
+        let _w = Workers::start(&url, 1, &group, 1, backend);
         let mut b = CycleBuilder::new("chain");
         b.add(CyclePart::new("go", |_| 0u64), 1).unwrap();
         let n = 300;
         for i in 0..n {
             let f = SkFunction::builder("noop").build().unwrap();
             b.add(
-                CyclePart::function(format!("c{i}"), f).remote("chain"),
+                CyclePart::function(format!("c{i}"), f).remote(group.as_str()),
                 i + 2,
             )
             .unwrap();
@@ -152,7 +157,7 @@ fn main() {
         times.sort_unstable();
         let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
         println!(
-            "dispatch: send -> result recorded, one at a time: p50 {:?}, p90 {:?}, max {:?} ({} parts)",
+            "dispatch ({backend} slot): send -> result recorded, one at a time: p50 {:?}, p90 {:?}, max {:?} ({} parts)",
             at(0.5),
             at(0.9),
             at(1.0),

@@ -180,6 +180,7 @@ impl RemoteWorker {
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             serving: std::sync::atomic::AtomicUsize::new(0),
+            fetching: std::sync::atomic::AtomicUsize::new(0),
         });
         let (jobs, slot_rx) = crossbeam_channel::unbounded::<Job>();
         let mut slot_threads = Vec::new();
@@ -233,6 +234,12 @@ impl RemoteWorker {
         // Drain: no new part; those in flight get the grace, then are
         // handed back.
         let _ = stopped_tx.send(true);
+        // First no part comes in any more (a part handed back must not
+        // come back here), then the waiting ones go back.
+        let fetch_deadline = Instant::now() + Duration::from_secs(5);
+        while shared.fetching.load(Ordering::Acquire) > 0 && Instant::now() < fetch_deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         shared.stopping.store(true, Ordering::Release);
         let deadline = Instant::now() + self.drain;
         while shared.serving.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
@@ -287,6 +294,8 @@ struct Shared {
     draining: AtomicBool,
     /// Parts being served (running, or their results going out).
     serving: std::sync::atomic::AtomicUsize,
+    /// Fetch loops still taking parts.
+    fetching: std::sync::atomic::AtomicUsize,
 }
 
 /// The stop notices of one run.
@@ -515,6 +524,21 @@ async fn fetch_loop(
     permits: Arc<tokio::sync::Semaphore>,
     jobs: crossbeam_channel::Sender<Job>,
     slots: usize,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    shared.fetching.fetch_add(1, Ordering::AcqRel);
+    fetch(consumer, ack_wait, &shared, permits, jobs, slots, stopped).await;
+    shared.fetching.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// [`fetch_loop`], counted.
+async fn fetch(
+    consumer: consumer::Consumer<consumer::pull::Config>,
+    ack_wait: Duration,
+    shared: &Arc<Shared>,
+    permits: Arc<tokio::sync::Semaphore>,
+    jobs: crossbeam_channel::Sender<Job>,
+    slots: usize,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -553,8 +577,13 @@ async fn fetch_loop(
                 }
             }
         };
-        while let Some(message) = batch.next().await {
-            let Ok(message) = message else { break };
+        loop {
+            // Stopping drops the pull request: nothing more comes here.
+            let next = tokio::select! {
+                _ = stopped.changed() => break,
+                next = batch.next() => next,
+            };
+            let Some(Ok(message)) = next else { break };
             let Some(permit) = held.pop() else {
                 // More than asked for: hand it back at once.
                 let _ = message.ack_with(AckKind::Nak(None)).await;
@@ -563,7 +592,7 @@ async fn fetch_loop(
             tokio::spawn(serve(
                 message,
                 ack_wait,
-                Arc::clone(&shared),
+                Arc::clone(shared),
                 jobs.clone(),
                 permit,
             ));

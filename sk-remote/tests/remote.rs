@@ -43,6 +43,7 @@ fn main() {
             ("broker_restart_loses_nothing", broker_restart),
             ("a_cut_link_is_redelivered", link_cut),
             ("sigterm_drains_a_worker", sigterm_drains),
+            ("a_drained_worker_hands_parts_back", sigterm_hands_back),
             ("a_stopped_run_stops_its_parts", stop_reaches_workers),
             ("coordinator_killed_resumes", coordinator_killed),
         ],
@@ -544,6 +545,39 @@ fn sigterm_drains() {
             .values()
             .all(|&c| c == 1)
     );
+}
+
+fn sigterm_hands_back() {
+    let mut cluster = Cluster::start(2);
+    let args = ["--group", "h", "--concurrency", "2", "--drain-secs", "0"];
+    let first = cluster.worker(0, &args, "process");
+    let log = cluster.path("log");
+    let cycle = fan("hand-back", 2, 3_000, &log, "h");
+    let coordinator = cluster.coordinator();
+    let runner: Arc<dyn sk_cycle::RemoteRunner> = Arc::new(coordinator.clone());
+    let handle = cycle.spawn(Run::once().threads(2).remote(runner)).unwrap();
+    while starts(&notes(std::path::Path::new(&log))).len() < 2 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let quitter = cluster.pid(first);
+    // No drain grace: its parts go back at once, to the other worker.
+    let second = cluster.worker(1, &args, "process");
+    let status = cluster.terminate(first);
+    assert!(status.success(), "{status:?}");
+    let report = handle.join().unwrap();
+    assert_all_answered(&report, 2);
+    let notes = notes(std::path::Path::new(&log));
+    let helper = cluster.pid(second);
+    for id in 0..2 {
+        assert!(notes.iter().any(|n| n.start && n.id == id && n.by(quitter)));
+        // Cut short where it was, run to its end by the other.
+        assert!(
+            !notes
+                .iter()
+                .any(|n| !n.start && n.id == id && n.by(quitter))
+        );
+        assert!(notes.iter().any(|n| !n.start && n.id == id && n.by(helper)));
+    }
 }
 
 fn stop_reaches_workers() {
