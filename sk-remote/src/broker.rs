@@ -426,6 +426,7 @@ type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) struct Bridge {
     jobs: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    id: std::thread::ThreadId,
 }
 
 impl Bridge {
@@ -449,6 +450,7 @@ impl Bridge {
             .map_err(|e| RemoteError::Bridge(format!("cannot start: {e}")))?;
         Ok(Bridge {
             jobs: Some(jobs),
+            id: thread.thread().id(),
             thread: Some(thread),
         })
     }
@@ -460,12 +462,19 @@ impl Bridge {
         }
     }
 
-    /// Runs `future` on the bridge and waits for its output. Never call
-    /// it on the bridge thread.
+    /// Runs `future` on the bridge and waits for its output. On the
+    /// bridge thread itself (a callback of ours calling back in) it would
+    /// wait for ever: that is an error.
     pub(crate) fn run<T: Send + 'static>(
         &self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, RemoteError> {
+        if std::thread::current().id() == self.id {
+            return Err(RemoteError::Bridge(
+                "cannot wait for its own work: called from a callback running on it (e.g. a RemoteDone)"
+                    .to_owned(),
+            ));
+        }
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.spawn(async move {
             let _ = tx.send(future.await);

@@ -30,9 +30,9 @@ use crate::wire::{self, Cancel, Outcome, Reply, Work};
 /// (iteration, part, attempt).
 type Key = (u64, String, u32);
 
-/// How many early answers (arrived before their attempt was asked for)
-/// a run keeps at most.
-const EARLY_LIMIT: usize = 100_000;
+/// How many answers nobody waits for a run keeps before it forgets those
+/// of iterations before the latest sent.
+const EARLY_LIMIT: usize = 10_000;
 
 /// How long a stopped run's last words to the broker may take.
 const END_LIMIT: Duration = Duration::from_secs(5);
@@ -53,6 +53,9 @@ struct Inner {
     grace: Mutex<Option<Duration>>,
     publish_patience: Duration,
     runs: Mutex<HashMap<String, Arc<RunState>>>,
+    /// When each group may send its next part (rate limits, across the
+    /// coordinator's runs).
+    next_send: Mutex<HashMap<String, Instant>>,
     /// Last: the client's tasks stop with it.
     bridge: Bridge,
 }
@@ -69,14 +72,11 @@ impl std::fmt::Debug for Coordinator {
 struct RunState {
     run: String,
     token: String,
-    waiting: Mutex<HashMap<Key, RemoteDone>>,
-    early: Mutex<HashMap<Key, Reply>>,
+    /// The attempts out and the answers nobody waits for, under one lock
+    /// (an answer and its attempt's submission may cross).
+    calls: Mutex<Calls>,
     /// The work stream's sequence of the run's last published attempt.
     last_seq: AtomicU64,
-    /// Per waiting attempt, its message's stream sequence once published.
-    sent: Mutex<HashMap<Key, u64>>,
-    /// When each group may send its next part (rate limits).
-    next_send: Mutex<HashMap<String, Instant>>,
     /// Stops the results listener.
     stop_listener: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     groups: Vec<String>,
@@ -85,33 +85,113 @@ struct RunState {
     ended: std::sync::atomic::AtomicBool,
 }
 
+/// A run's attempts out, and early answers.
+#[derive(Default)]
+struct Calls {
+    waiting: HashMap<Key, Waiting>,
+    /// Answers that came before their attempt was asked for (a restarted
+    /// coordinator's results replayed), or after it was given up on.
+    early: HashMap<Key, Reply>,
+    /// The latest iteration an attempt was sent for.
+    latest: u64,
+}
+
+/// An attempt out.
+struct Waiting {
+    done: RemoteDone,
+    /// Its message's stream sequence, once published.
+    sequence: Option<u64>,
+    /// Wakes its timeout task when it ends otherwise.
+    ended: Arc<tokio::sync::Notify>,
+}
+
 impl RunState {
-    /// Hands `reply` to the attempt waiting for it, if any.
+    /// Hands `reply` to the attempt waiting for it, or keeps it for one
+    /// asked for later.
     fn deliver(&self, reply: Reply) {
         if reply.run != self.run {
             return;
         }
         let key = (reply.iteration, reply.part.clone(), reply.attempt);
-        let waiter = self.waiting.lock().remove(&key);
-        if let Some(done) = waiter {
-            self.sent.lock().remove(&key);
+        let waiter = {
+            let mut calls = self.calls.lock();
+            match calls.waiting.remove(&key) {
+                Some(waiter) => waiter,
+                None => {
+                    if calls.early.len() >= EARLY_LIMIT {
+                        // Answers for iterations already over are late,
+                        // never early: forget them.
+                        let latest = calls.latest;
+                        calls.early.retain(|k, _| k.0 + 1 >= latest);
+                    }
+                    if calls.early.len() < EARLY_LIMIT * 2 {
+                        calls.early.insert(key, reply);
+                    }
+                    return;
+                }
+            }
+        };
+        waiter.ended.notify_one();
+        (waiter.done)(answer(reply));
+    }
+
+    /// Registers attempt `key` (the notice its end gives), or answers it
+    /// at once from an early answer (then `None`).
+    fn wait_for(&self, key: &Key, done: RemoteDone) -> Option<Arc<tokio::sync::Notify>> {
+        let early = {
+            let mut calls = self.calls.lock();
+            calls.latest = calls.latest.max(key.0);
+            match calls.early.remove(key) {
+                Some(reply) => Some((reply, done)),
+                None => {
+                    let ended = Arc::new(tokio::sync::Notify::new());
+                    calls.waiting.insert(
+                        key.clone(),
+                        Waiting {
+                            done,
+                            sequence: None,
+                            ended: Arc::clone(&ended),
+                        },
+                    );
+                    return Some(ended);
+                }
+            }
+        };
+        if let Some((reply, done)) = early {
             done(answer(reply));
-            return;
         }
-        let mut early = self.early.lock();
-        if early.len() >= EARLY_LIMIT {
-            early.clear();
+        None
+    }
+
+    /// Whether attempt `key` still waits.
+    fn is_waiting(&self, key: &Key) -> bool {
+        self.calls.lock().waiting.contains_key(key)
+    }
+
+    /// Notes the stream sequence attempt `key` was published at.
+    fn published(&self, key: &Key, sequence: u64) {
+        if let Some(w) = self.calls.lock().waiting.get_mut(key) {
+            w.sequence = Some(sequence);
         }
-        early.insert(key, reply);
+    }
+
+    /// The waiting attempt published at `sequence`.
+    fn at_sequence(&self, sequence: u64) -> Option<Key> {
+        self.calls
+            .lock()
+            .waiting
+            .iter()
+            .find(|(_, w)| w.sequence == Some(sequence))
+            .map(|(k, _)| k.clone())
     }
 
     /// Ends attempt `key` with `result`, if it still waits; whether it did.
     fn end(&self, key: &Key, result: Result<Value, RemoteFailure>) -> bool {
-        let waiter = self.waiting.lock().remove(key);
-        self.sent.lock().remove(key);
+        let waiter = self.calls.lock().waiting.remove(key);
         match waiter {
-            Some(done) => {
-                done(result);
+            Some(waiter) => {
+                waiter.ended.notify_one();
+                (waiter.done)(result);
                 true
             }
             None => false,
@@ -120,10 +200,10 @@ impl RunState {
 
     /// Ends every waiting attempt with `failure`.
     fn end_all(&self, failure: &RemoteFailure) {
-        let waiting: Vec<RemoteDone> = self.waiting.lock().drain().map(|(_, d)| d).collect();
-        self.sent.lock().clear();
-        for done in waiting {
-            done(Err(failure.clone()));
+        let waiting: Vec<Waiting> = self.calls.lock().waiting.drain().map(|(_, w)| w).collect();
+        for waiter in waiting {
+            waiter.ended.notify_one();
+            (waiter.done)(Err(failure.clone()));
         }
     }
 }
@@ -148,6 +228,7 @@ impl Coordinator {
                 grace: Mutex::new(None),
                 publish_patience: Duration::from_secs(60),
                 runs: Mutex::new(HashMap::new()),
+                next_send: Mutex::new(HashMap::new()),
                 bridge,
             }),
         };
@@ -256,11 +337,8 @@ impl RemoteRunner for Coordinator {
         let state = Arc::new(RunState {
             run: run.to_owned(),
             token: token.clone(),
-            waiting: Mutex::new(HashMap::new()),
-            early: Mutex::new(HashMap::new()),
+            calls: Mutex::new(Calls::default()),
             last_seq: AtomicU64::new(0),
-            sent: Mutex::new(HashMap::new()),
-            next_send: Mutex::new(HashMap::new()),
             stop_listener: Mutex::new(Some(stop_tx)),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
             stops: Mutex::new(Vec::new()),
@@ -280,18 +358,12 @@ impl RemoteRunner for Coordinator {
             // From the start of the run's results, whatever an earlier
             // coordinator of this run had read.
             let _ = results.delete_consumer(&name).await;
+            let config = results_consumer(&conn, &token);
             let consumer = results
-                .create_consumer(consumer::pull::Config {
-                    durable_name: Some(name),
-                    filter_subject: conn.names.result_subject(&token),
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    ack_policy: consumer::AckPolicy::None,
-                    inactive_threshold: Duration::from_secs(3600),
-                    ..Default::default()
-                })
+                .create_consumer(config.clone())
                 .await
                 .map_err(conn.failed("create the run's results consumer"))?;
-            tokio::spawn(listen(consumer, listener_state, stop_rx));
+            tokio::spawn(listen(results, consumer, config, listener_state, stop_rx));
             Ok::<_, RemoteError>(())
         })??;
         self.inner.runs.lock().insert(run.to_owned(), state);
@@ -310,16 +382,14 @@ impl RemoteRunner for Coordinator {
         }
         self.watch(&state, &call.stop);
         let key: Key = (call.iteration, call.part.to_string(), call.attempt);
-        let early = state.early.lock().remove(&key);
-        if let Some(reply) = early {
-            return done(answer(reply));
-        }
-        state.waiting.lock().insert(key.clone(), done);
+        let Some(ended) = state.wait_for(&key, done) else {
+            return;
+        };
         let config = self.config(&call.group);
         let inner = Arc::clone(&self.inner);
         self.inner
             .bridge
-            .spawn(async move { send(inner, state, call, config, key).await });
+            .spawn(async move { send(inner, state, call, config, key, ended).await });
     }
 
     fn end_run(&self, run: &str) {
@@ -373,10 +443,11 @@ async fn send(
     call: RemoteCall,
     config: GroupConfig,
     key: Key,
+    ended: Arc<tokio::sync::Notify>,
 ) {
     if let Some(per_sec) = config.rate_per_sec {
         let slot = {
-            let mut next = state.next_send.lock();
+            let mut next = inner.next_send.lock();
             let now = Instant::now();
             let slot = next.get(&*call.group).copied().unwrap_or(now).max(now);
             next.insert(
@@ -391,6 +462,50 @@ async fn send(
         state.end(&key, Err(RemoteFailure::Stopped));
         return;
     }
+    let subject = inner.conn.names.work_subject(&call.group, &state.token);
+    let timeout = call.timeout;
+    let sent = Instant::now();
+    let Some(sequence) = publish(&inner, &state, call, &config, &key, &subject).await else {
+        return;
+    };
+    state.last_seq.fetch_max(sequence, Ordering::AcqRel);
+    state.published(&key, sequence);
+    let Some(timeout) = timeout else { return };
+    let grace = inner
+        .grace
+        .lock()
+        .unwrap_or(config.ack_wait + Duration::from_secs(2));
+    let Some(deadline) = sent.checked_add(timeout.saturating_add(grace)) else {
+        return;
+    };
+    tokio::select! {
+        () = ended.notified() => {}
+        () = tokio::time::sleep_until(deadline.into()) => {
+            if state.end(&key, Err(RemoteFailure::TimedOut { after: timeout })) {
+                cancel(&inner, &state, Some(key)).await;
+            }
+        }
+    }
+}
+
+/// Publishes `call` as a [`Work`] message, again until the broker takes it
+/// (or the attempt ends meanwhile, or patience runs out: then it is ended
+/// here); its stream sequence.
+///
+/// A publish the broker calls a duplicate (the same attempt published by
+/// an earlier coordinator of the run, within the duplicate window) is
+/// left to the message already there while it is in the stream; when that
+/// one is gone (answered — its answer comes from the kept results — or
+/// dropped) and no answer came, the attempt is published again under an
+/// id of its own, so that a reused run id never loses an attempt.
+async fn publish(
+    inner: &Inner,
+    state: &RunState,
+    call: RemoteCall,
+    config: &GroupConfig,
+    key: &Key,
+    subject: &str,
+) -> Option<u64> {
     let work = Work {
         run: call.run.to_string(),
         iteration: call.iteration,
@@ -412,60 +527,66 @@ async fn send(
                 message: format!("cannot encode the call: {e}"),
                 retryable: false,
             };
-            state.end(&key, Err(failure));
-            return;
+            state.end(key, Err(failure));
+            return None;
         }
     };
-    let subject = inner.conn.names.work_subject(&call.group, &state.token);
-    let id = work.message_id();
-    let sent = Instant::now();
+    let mut id = work.message_id();
+    let started = Instant::now();
     let mut pause = Duration::from_millis(50);
-    let sequence = loop {
+    let mut republished = 0u32;
+    loop {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         let error = match inner
             .conn
             .js
-            .publish_with_headers(subject.clone(), headers, payload.clone())
+            .publish_with_headers(subject.to_owned(), headers, payload.clone())
             .await
         {
             Ok(ack) => match ack.await {
-                Ok(ack) => break ack.sequence,
+                Ok(ack) if !ack.duplicate => return Some(ack.sequence),
+                Ok(ack) => {
+                    if still_queued(inner, ack.sequence).await || !state.is_waiting(key) {
+                        return Some(ack.sequence);
+                    }
+                    republished += 1;
+                    id = format!("{}/again{republished}", work.message_id());
+                    continue;
+                }
                 Err(e) => e.to_string(),
             },
             Err(e) => e.to_string(),
         };
-        if !state.waiting.lock().contains_key(&key) {
-            return; // stopped meanwhile
+        if !state.is_waiting(key) {
+            return None; // ended meanwhile (stopped)
         }
-        if sent.elapsed() > inner.publish_patience {
+        if started.elapsed() > inner.publish_patience {
             let failure = RemoteFailure::Unavailable(format!(
                 "the broker at {} took no part for {:?}: {error}",
                 inner.conn.url, inner.publish_patience
             ));
-            state.end(&key, Err(failure));
-            return;
+            state.end(key, Err(failure));
+            return None;
         }
         tracing::debug!(%error, "publish failed; trying again");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Whether the work stream still holds the message at `sequence`.
+async fn still_queued(inner: &Inner, sequence: u64) -> bool {
+    let Ok(stream) = inner
+        .conn
+        .js
+        .get_stream(&inner.conn.names.work_stream)
+        .await
+    else {
+        // Cannot tell: keep the one there.
+        return true;
     };
-    state.last_seq.fetch_max(sequence, Ordering::AcqRel);
-    {
-        let waiting = state.waiting.lock();
-        if waiting.contains_key(&key) {
-            state.sent.lock().insert(key.clone(), sequence);
-        }
-    }
-    let Some(timeout) = call.timeout else { return };
-    let grace = inner
-        .grace
-        .lock()
-        .unwrap_or(config.ack_wait + Duration::from_secs(2));
-    tokio::time::sleep_until((sent + timeout.saturating_add(grace)).into()).await;
-    if state.end(&key, Err(RemoteFailure::TimedOut { after: timeout })) {
-        cancel(&inner, &state, Some(key)).await;
-    }
+    stream.get_raw_message(sequence).await.is_ok()
 }
 
 /// What a worker's reply makes of the attempt.
@@ -490,13 +611,31 @@ fn answer(reply: Reply) -> Result<Value, RemoteFailure> {
     }
 }
 
+/// The consumer of a run's results: all of them, from the start; each
+/// acknowledged once handed on, so that one the listener lost (its
+/// subscription dropped under it) comes again.
+fn results_consumer(conn: &Connection, token: &str) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(conn.names.results_consumer(token)),
+        filter_subject: conn.names.result_subject(token),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(5),
+        inactive_threshold: Duration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
 /// Reads the run's results until told to stop, resubscribing after
-/// broker trouble.
+/// broker trouble (and making the consumer again if it is gone).
 async fn listen(
-    consumer: consumer::Consumer<consumer::pull::Config>,
+    results: async_nats::jetstream::stream::Stream,
+    mut consumer: consumer::Consumer<consumer::pull::Config>,
+    config: consumer::pull::Config,
     state: Arc<RunState>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let mut failures = 0u32;
     loop {
         let messages = tokio::select! {
             _ = &mut stop => return,
@@ -505,7 +644,19 @@ async fn listen(
         let mut messages = match messages {
             Ok(messages) => messages,
             Err(error) => {
+                failures += 1;
                 tracing::debug!(%error, "results subscription failed; again");
+                if failures % 5 == 0 {
+                    if let Ok(again) = results
+                        .get_or_create_consumer(
+                            config.durable_name.as_deref().unwrap_or_default(),
+                            config.clone(),
+                        )
+                        .await
+                    {
+                        consumer = again;
+                    }
+                }
                 tokio::select! {
                     _ = &mut stop => return,
                     () = tokio::time::sleep(Duration::from_millis(200)) => continue,
@@ -518,10 +669,14 @@ async fn listen(
                 next = messages.next() => next,
             };
             match next {
-                Some(Ok(message)) => match wire::decode::<Reply>(&message.payload, "result") {
-                    Ok(reply) => state.deliver(reply),
-                    Err(error) => tracing::warn!(%error, "dropped a result"),
-                },
+                Some(Ok(message)) => {
+                    failures = 0;
+                    match wire::decode::<Reply>(&message.payload, "result") {
+                        Ok(reply) => state.deliver(reply),
+                        Err(error) => tracing::warn!(%error, "dropped a result"),
+                    }
+                    let _ = message.ack().await;
+                }
                 Some(Err(error)) => {
                     tracing::debug!(%error, "results stream failed; resubscribing");
                     break;
@@ -547,8 +702,12 @@ async fn hear_max_deliveries(
     client: async_nats::Client,
     subject: String,
 ) {
-    let Ok(mut advisories) = client.subscribe(subject).await else {
-        return;
+    let mut advisories = match client.subscribe(subject).await {
+        Ok(advisories) => advisories,
+        Err(error) => {
+            tracing::warn!(%error, "cannot hear max-deliveries advisories: a part no worker answers waits for its timeout");
+            return;
+        }
     };
     while let Some(message) = advisories.next().await {
         let Some(inner) = inner.upgrade() else { return };
@@ -557,13 +716,7 @@ async fn hear_max_deliveries(
         };
         let runs: Vec<Arc<RunState>> = inner.runs.lock().values().cloned().collect();
         for state in runs {
-            let key = state
-                .sent
-                .lock()
-                .iter()
-                .find(|(_, seq)| **seq == notice.stream_seq)
-                .map(|(key, _)| key.clone());
-            if let Some(key) = key {
+            if let Some(key) = state.at_sequence(notice.stream_seq) {
                 state.end(
                     &key,
                     Err(RemoteFailure::Poison {

@@ -235,7 +235,8 @@ impl StorageBackend for KvStorage {
                 match store.delete_expect_revision(&k, Some(revision)).await {
                     Ok(()) => return Ok(Some(value)),
                     // Someone wrote between: read again.
-                    Err(_) => continue,
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(StorageError::backend_with("removing", e)),
                 }
             }
         })
@@ -256,21 +257,39 @@ impl StorageBackend for KvStorage {
             if current != expected {
                 return Ok(CasOutcome::Conflict(current));
             }
+            // A refused write (the revision moved on) is a conflict; any
+            // other failure may or may not have written: an error, never a
+            // conflict (which would make the caller apply its update again).
+            let ambiguous = |e: &dyn std::error::Error| {
+                StorageError::backend(format!(
+                    "writing \"{key_owned}\": {e}; it may or may not have been written"
+                ))
+            };
             let written = match (revision, current.is_some(), new) {
                 (_, false, None) => return Ok(CasOutcome::Swapped),
-                (Some(revision), true, None) => store
-                    .delete_expect_revision(&k, Some(revision))
-                    .await
-                    .is_ok(),
-                (None, _, Some(bytes)) => store.create(&k, bytes).await.is_ok(),
-                (Some(revision), _, Some(bytes)) => store.update(&k, bytes, revision).await.is_ok(),
+                (Some(revision), true, None) => {
+                    match store.delete_expect_revision(&k, Some(revision)).await {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
+                        Err(e) => return Err(ambiguous(&e)),
+                    }
+                }
+                (None, _, Some(bytes)) => match store.create(&k, bytes).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
+                    Err(e) => return Err(ambiguous(&e)),
+                },
+                (Some(revision), _, Some(bytes)) => match store.update(&k, bytes, revision).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
+                    Err(e) => return Err(ambiguous(&e)),
+                },
                 (None, true, None) => false,
             };
             if written {
                 Ok(CasOutcome::Swapped)
             } else {
-                // The revision moved on (or the broker refused): report
-                // the value as it is now.
+                // The revision moved on: report the value as it is now.
                 Ok(CasOutcome::Conflict(entry(&store, &key_owned, &k).await?.1))
             }
         })

@@ -276,6 +276,12 @@ impl RemoteWorker {
     }
 }
 
+/// How long stop notices are kept (attempts are not sent again later).
+const FORGET_STOPS: Duration = Duration::from_secs(3600);
+
+/// How long a part no local process could be started for stays away.
+const NO_SLOT_PAUSE: Duration = Duration::from_secs(2);
+
 /// How many parts a slot holds: one running, the rest waiting.
 const PREFETCH: usize = 2;
 
@@ -303,8 +309,8 @@ struct Shared {
 struct Stopped {
     /// Attempts published at or before this sequence are dropped.
     upto: u64,
-    /// And these, up to their sequence.
-    attempts: HashMap<(u64, String, u32), u64>,
+    /// And these, up to their sequence (with when it was heard).
+    attempts: HashMap<(u64, String, u32), (u64, Instant)>,
     heard: Option<Instant>,
 }
 
@@ -312,10 +318,9 @@ impl Shared {
     /// Whether the attempt `key` of run `token`, at stream sequence `seq`,
     /// was stopped.
     fn is_cancelled(&self, token: &str, key: &(u64, String, u32), seq: u64) -> bool {
-        self.cancelled
-            .lock()
-            .get(token)
-            .is_some_and(|s| seq <= s.upto || s.attempts.get(key).is_some_and(|&upto| seq <= upto))
+        self.cancelled.lock().get(token).is_some_and(|s| {
+            seq <= s.upto || s.attempts.get(key).is_some_and(|&(upto, _)| seq <= upto)
+        })
     }
 }
 
@@ -339,8 +344,10 @@ struct Job {
 /// How a slot's run of an attempt ended.
 enum Ran {
     Answer(Outcome),
-    /// Its local process died or could not start: hand it back.
+    /// Its local process died: hand it back.
     Crashed(String),
+    /// No local process could be started for it: hand it back later.
+    NoSlot(String),
     /// Its run was stopped.
     Cancelled,
 }
@@ -363,15 +370,31 @@ fn slot(
             ));
             continue;
         }
+        let key = (job.work.iteration, job.work.part.clone(), job.work.attempt);
+        if shared.is_cancelled(&job.token, &key, job.seq) {
+            // Stopped while it waited its turn.
+            let _ = job.done.send(Ran::Cancelled);
+            continue;
+        }
         let worker = match local.take().filter(Worker::is_alive) {
             Some(worker) => worker,
             None => {
                 started += 1;
                 match Worker::spawn(format!("{label}:{started}"), backend) {
                     Ok(worker) => worker,
+                    // The program itself is wrong: that is the part's
+                    // answer, not a reason to hand it on.
+                    Err(e @ WorkerError::MissingInit { .. }) => {
+                        let _ = job.done.send(Ran::Answer(Outcome::Failed {
+                            message: error_chain(&e),
+                            retryable: false,
+                        }));
+                        continue;
+                    }
                     Err(e) => {
-                        let _ = job.done.send(Ran::Crashed(format!(
-                            "cannot start a local worker process: {e}"
+                        let _ = job.done.send(Ran::NoSlot(format!(
+                            "cannot start a local worker process: {}",
+                            error_chain(&e)
                         )));
                         continue;
                     }
@@ -379,7 +402,6 @@ fn slot(
             }
         };
         let cancelled = Arc::new(AtomicBool::new(false));
-        let key = (job.work.iteration, job.work.part.clone(), job.work.attempt);
         *shared.running[index].lock() = Some(Running {
             token: job.token.clone(),
             key,
@@ -501,7 +523,12 @@ async fn hear_cancels(shared: Arc<Shared>, mut stopped: tokio::sync::watch::Rece
             match &notice.attempt {
                 None => entry.upto = entry.upto.max(notice.upto),
                 Some(key) => {
-                    entry.attempts.insert(key.clone(), notice.upto);
+                    entry
+                        .attempts
+                        .retain(|_, (_, heard)| heard.elapsed() < FORGET_STOPS);
+                    entry
+                        .attempts
+                        .insert(key.clone(), (notice.upto, Instant::now()));
                 }
             }
         }
@@ -657,7 +684,10 @@ async fn serve_one(
             seq,
             done,
         };
-        if jobs.send(job).is_err() {
+        let sent = jobs.send(job).is_ok();
+        // The slot threads end once no task holds a sender.
+        drop(jobs);
+        if !sent {
             let _ = message.ack_with(AckKind::Nak(None)).await;
             return;
         }
@@ -685,6 +715,13 @@ async fn serve_one(
                 let _ = message.ack_with(AckKind::Term).await;
                 return;
             }
+            Ok(Ran::NoSlot(why)) => {
+                // Not the part's fault: give others a chance first.
+                tracing::warn!(%why, part = %work.part, "handing a part back");
+                shared.counts.handed_back.fetch_add(1, Ordering::Relaxed);
+                let _ = message.ack_with(AckKind::Nak(Some(NO_SLOT_PAUSE))).await;
+                return;
+            }
             crashed => {
                 if let Ok(Ran::Crashed(why)) = crashed {
                     tracing::debug!(%why, part = %work.part, "handing a part back");
@@ -709,7 +746,9 @@ async fn serve_one(
     };
     let payload = bytes::Bytes::from(payload);
     let subject = shared.conn.names.result_subject(&token);
-    let id = format!("{}/{delivered}", work.message_id());
+    // One id per delivery of one message: a publish tried again is
+    // dropped as a duplicate, a later run reusing the run id is not.
+    let id = format!("{}@{seq}.{delivered}", work.message_id());
     // The result first, acknowledged; only then the part.
     let mut pause = Duration::from_millis(50);
     let started = Instant::now();

@@ -203,8 +203,12 @@ impl Cluster {
     pub fn worker(&mut self, host: usize, args: &[&str], backend: &str) -> usize {
         let h = &self.hosts[host];
         let url = self.server.url_via(h.gateway());
-        let mut command = h.command(std::env::current_exe().unwrap());
+        // The worker dies with this test process (setpriv: util-linux),
+        // even one that a hang guard ends.
+        let mut command = h.command("setpriv");
         command
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(std::env::current_exe().unwrap())
             .arg("--sk-remote-worker")
             .arg(&url)
             .args(args)
