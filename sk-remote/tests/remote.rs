@@ -33,6 +33,7 @@ fn main() {
         &[
             ("unreachable_broker_is_a_typed_error", unreachable_broker),
             ("placement_errors_are_named", placement_errors),
+            ("credentials_pass_through", credentials),
             ("remote_parts_answer_fail_and_retry", answer_fail_retry),
             ("a_part_that_kills_its_worker_is_poison", poison),
             ("a_part_no_worker_answers_is_poison", vanishing_workers),
@@ -126,6 +127,85 @@ fn unreachable_broker() {
         .run(&sk_core::StopToken::new())
         .unwrap_err();
     assert!(e.to_string().contains("no group"), "{e}");
+}
+
+/// A broker that wants a token: without it, a typed error naming the URL
+/// (coordinator and worker alike); with it, parts run.
+fn credentials() {
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let store = tempfile::tempdir().unwrap();
+    let binary =
+        std::env::var(sk_testkit::NATS_SERVER_ENV).unwrap_or_else(|_| "nats-server".into());
+    let _server = Killed(
+        std::process::Command::new(binary)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--auth",
+                "s3cret",
+                "-sd",
+            ])
+            .arg(store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let e = Coordinator::connect(&Broker::new(&url).connect_timeout(Duration::from_secs(2)))
+        .unwrap_err();
+    assert!(matches!(e, RemoteError::Connect { .. }), "{e:?}");
+    assert!(e.to_string().contains(&url), "{e}");
+    let refused = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--sk-remote-worker",
+            &url,
+            "--group",
+            "auth",
+            "--token",
+            "wrong",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains(&url));
+    // With the token: a worker serves, a coordinator runs.
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.args([
+        "--sk-remote-worker",
+        &url,
+        "--group",
+        "auth",
+        "--token",
+        "s3cret",
+    ]);
+    let (worker, lines) = sk_testkit::spawn_lines(&mut command).unwrap();
+    let _worker = Killed(worker);
+    assert!(
+        lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap()
+            .contains("ready")
+    );
+    let coordinator = Coordinator::connect(&Broker::new(&url).token("s3cret")).unwrap();
+    let log = store.path().join("log").display().to_string();
+    assert_all_answered(&run(&fan("auth", 2, 1, &log, "auth"), &coordinator), 2);
 }
 
 fn placement_errors() {
