@@ -408,7 +408,26 @@ fn remove_stale() {
         }
     }
     let in_use = slots_with_addresses();
-    if let Ok(routes) = ip(&[
+    for (subnet, slot) in blackhole_routes() {
+        if slot.is_some_and(|slot| !in_use.contains(&slot)) {
+            let _ = ip(&[
+                "route",
+                "del",
+                "blackhole",
+                &subnet,
+                "proto",
+                ROUTE_PROTO,
+                "metric",
+                ROUTE_METRIC,
+            ]);
+        }
+    }
+}
+
+/// This module's blackhole routes: each subnet (`a.b.c.d/30`) and its
+/// slot.
+fn blackhole_routes() -> Vec<(String, Option<u16>)> {
+    let Ok(routes) = ip(&[
         "-4",
         "route",
         "show",
@@ -416,27 +435,21 @@ fn remove_stale() {
         "blackhole",
         "proto",
         ROUTE_PROTO,
-    ]) {
-        for subnet in routes.lines().filter_map(|l| l.split_whitespace().nth(1)) {
-            let orphan = subnet
-                .strip_suffix("/30")
+    ]) else {
+        return Vec::new();
+    };
+    routes
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|subnet| {
+            let slot = subnet
+                .split('/')
+                .next()
                 .and_then(|a| a.parse().ok())
-                .and_then(slot_of)
-                .is_some_and(|slot| !in_use.contains(&slot));
-            if orphan {
-                let _ = ip(&[
-                    "route",
-                    "del",
-                    "blackhole",
-                    subnet,
-                    "proto",
-                    ROUTE_PROTO,
-                    "metric",
-                    ROUTE_METRIC,
-                ]);
-            }
-        }
-    }
+                .and_then(slot_of);
+            (subnet.to_owned(), slot)
+        })
+        .collect()
 }
 
 /// Address `last` (0 to 3) of `slot`'s /30 of `10.200.0.0/16`.
@@ -471,20 +484,7 @@ fn slots_with_addresses() -> BTreeSet<u16> {
 /// derived from `pid` and `index`. Run with the lock held.
 fn free_slot(pid: u32, index: u8) -> u16 {
     let mut used = slots_with_addresses();
-    if let Ok(routes) = ip(&[
-        "-4",
-        "route",
-        "show",
-        "type",
-        "blackhole",
-        "proto",
-        ROUTE_PROTO,
-    ]) {
-        used.extend(routes.lines().filter_map(|l| {
-            let subnet = l.split_whitespace().nth(1)?;
-            slot_of(subnet.split('/').next()?.parse().ok()?)
-        }));
-    }
+    used.extend(blackhole_routes().into_iter().filter_map(|(_, slot)| slot));
     let mixed = u64::from(pid)
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(u64::from(index).wrapping_mul(0x0100_0000_01B3));

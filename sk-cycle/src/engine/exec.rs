@@ -131,6 +131,19 @@ impl Failure {
             timed_out: false,
         }
     }
+
+    /// Part `pp` did not answer within `after` (a retry may).
+    fn timed_out(pp: &PlanPart, after: Duration) -> Self {
+        Failure {
+            error: PartError::TimedOut {
+                part: pp.part.name.to_string(),
+                coord: pp.coord,
+                after,
+            },
+            retryable: true,
+            timed_out: true,
+        }
+    }
 }
 
 fn failed(pp: &PlanPart, message: String) -> PartError {
@@ -401,15 +414,9 @@ impl Runtime {
                         &mut |question| asker.answer(question),
                     )
                     .map_err(|e| match e {
-                        sk_process::WorkerError::TimedOut { after, .. } => Failure {
-                            error: PartError::TimedOut {
-                                part: part.name.to_string(),
-                                coord: pp.coord,
-                                after,
-                            },
-                            retryable: true,
-                            timed_out: true,
-                        },
+                        sk_process::WorkerError::TimedOut { after, .. } => {
+                            Failure::timed_out(pp, after)
+                        }
                         other => {
                             Failure::new(failed(pp, error_chain(&other)), other.is_retryable())
                         }
@@ -471,15 +478,7 @@ impl Runtime {
     ) -> Result<Value, Failure> {
         let part = &pp.part;
         let value = result.map_err(|e| match e {
-            crate::RemoteFailure::TimedOut { after } => Failure {
-                error: PartError::TimedOut {
-                    part: part.name.to_string(),
-                    coord: pp.coord,
-                    after,
-                },
-                retryable: true,
-                timed_out: true,
-            },
+            crate::RemoteFailure::TimedOut { after } => Failure::timed_out(pp, after),
             other => {
                 let retryable = other.is_retryable();
                 let group = match &part.placement {
