@@ -48,6 +48,7 @@ fn main() {
             ("a_stopped_run_stops_its_parts", stop_reaches_workers),
             ("coordinator_killed_resumes", coordinator_killed),
             ("a_reused_run_id_loses_nothing", reused_run_id),
+            ("malformed_messages_are_dropped", malformed_messages),
         ],
         Duration::from_secs(300),
     );
@@ -790,4 +791,57 @@ fn reused_run_id() {
         assert_all_answered(&report, 3);
         assert_eq!(starts(&notes(std::path::Path::new(&log))).len(), 3);
     }
+}
+
+/// Bad bytes on the work and results subjects, mid-run: dropped (the
+/// worker terminates such work for good), nothing else lost, nobody down.
+fn malformed_messages() {
+    let mut cluster = Cluster::start(1);
+    cluster.worker(0, &["--group", "bad", "--concurrency", "4"], "thread");
+    let coordinator = cluster.coordinator();
+    let url = cluster.url();
+    let done = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let vandal = {
+        let (done, sent) = (Arc::clone(&done), Arc::clone(&sent));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use futures_util::StreamExt;
+                let client = async_nats::connect(url).await.unwrap();
+                let js = async_nats::jetstream::new(client.clone());
+                // The run's results subject, from its first result.
+                let mut results = client.subscribe("sk.result.>").await.unwrap();
+                let first = tokio::time::timeout(Duration::from_secs(5), results.next()).await;
+                let subject = match first {
+                    Ok(Some(result)) => result.subject.to_string(),
+                    _ => "sk.result.none".to_owned(),
+                };
+                let junk: [&[u8]; 4] = [b"", &[1], &[1, 0xff, 0xff, 0xff], &[9, 9, 9]];
+                while !done.load(Ordering::Acquire) {
+                    for bytes in junk {
+                        let bytes = bytes::Bytes::copy_from_slice(bytes);
+                        let _ = js.publish("sk.work.bad.junk", bytes.clone()).await;
+                        let _ = js.publish(subject.clone(), bytes).await;
+                        sent.fetch_add(2, Ordering::AcqRel);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        })
+    };
+    let log = cluster.path("log");
+    let report = run(&fan("junk", 40, 20, &log, "bad"), &coordinator);
+    done.store(true, Ordering::Release);
+    vandal.join().unwrap();
+    assert!(sent.load(Ordering::Acquire) > 0, "no junk was sent");
+    assert_all_answered(&report, 40);
+    let report = run(
+        &fan("after-junk", 4, 1, &cluster.path("log2"), "bad"),
+        &coordinator,
+    );
+    assert_all_answered(&report, 4);
 }
