@@ -255,7 +255,12 @@ pub struct PartStats {
     /// [`ErrorMode::Retry`](crate::ErrorMode::Retry)): every run of the
     /// part is counted, `runs` + `retries` attempts in all.
     pub retries: u64,
-    /// Its execution times (empty when stats were off).
+    /// Its execution times (empty when stats were off), sampled: each
+    /// thread of the run times the first 2048 parts it starts, then one
+    /// start in about 16 (at random gaps), so `timing.count` is the number
+    /// of runs timed — every run in a small run, a sample in a large one;
+    /// [`PartStats::states`] counts every run. With the trace on, every
+    /// run is timed.
     pub timing: StatsSummary,
 }
 

@@ -231,6 +231,35 @@ fn iterations_are_spaced_by_the_interval() {
 }
 
 #[test]
+fn a_large_run_samples_timings_and_counts_every_end() {
+    guarded(|| {
+        let cycle = || {
+            let mut b = CycleBuilder::new("sampled");
+            let root = b.root(CyclePart::new("a", |_| ())).unwrap();
+            b.then(root, CyclePart::new("b", |_| ())).unwrap();
+            b.build().unwrap()
+        };
+        let n = 20_000;
+        let report = cycle().run(Run::times(n).threads(1)).unwrap();
+        let mut timed = 0;
+        for part in &report.stats().parts {
+            assert_eq!(part.count(PartState::Succeeded), n, "{}", part.name);
+            assert!(part.timing.count > 0 && part.timing.count < n, "{part:?}");
+            timed += part.timing.count;
+        }
+        // The first 2048 starts of the thread, then about one in 16.
+        assert!(timed > 2048 && timed < 2048 + 2 * n / 8, "{timed} timed");
+        // A trace times every run.
+        let report = cycle()
+            .run(Run::times(3000).threads(1).trace(true))
+            .unwrap();
+        for part in &report.stats().parts {
+            assert_eq!(part.timing.count, 3000, "{}", part.name);
+        }
+    })
+}
+
+#[test]
 fn stats_count_every_iteration_of_every_part() {
     guarded(|| {
         let mut b = CycleBuilder::new("stats");

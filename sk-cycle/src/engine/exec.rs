@@ -102,6 +102,47 @@ impl Finish {
 }
 
 /// A small stable number for the current thread (trace `tid`).
+/// How many part starts each thread times in a run before it samples.
+const TIMED_EXACTLY: u32 = 2048;
+
+/// After those, a thread times one start in this many on average (at
+/// random gaps, so that no part of a periodic graph is always skipped).
+const TIMED_ONE_IN: u32 = 16;
+
+/// Whether this thread times the part it starts now in run `run`: all of
+/// its first [`TIMED_EXACTLY`] starts in the run, then one in about
+/// [`TIMED_ONE_IN`]. Per thread (no shared counter), a few instructions.
+#[inline]
+fn timed_now(run: u64) -> bool {
+    /// (run, exact starts left, starts until the next sample, random state)
+    type Sampler = (u64, u32, u32, u32);
+    thread_local! {
+        static SAMPLER: Cell<Sampler> = const { Cell::new((0, 0, 0, 0x9E37_79B9)) };
+    }
+    SAMPLER.with(|cell| {
+        let (mut at, mut exact, mut gap, mut rng) = cell.get();
+        if at != run {
+            (at, exact) = (run, TIMED_EXACTLY);
+        }
+        let timed = if exact > 0 {
+            exact -= 1;
+            true
+        } else if gap > 1 {
+            gap -= 1;
+            false
+        } else {
+            // xorshift32: a gap in 1..=2 * TIMED_ONE_IN - 1.
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            gap = 1 + rng % (2 * TIMED_ONE_IN - 1);
+            true
+        };
+        cell.set((at, exact, gap, rng));
+        timed
+    })
+}
+
 fn thread_number() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
@@ -565,16 +606,15 @@ impl Runtime {
         );
     }
 
-    /// When a part starts, if stats or the trace want it.
+    /// When a part starts, if the trace wants it (always) or the stats
+    /// sample this start (see [`timed_now`]).
     #[inline]
     fn start_clock(&self) -> Option<(Instant, u64)> {
-        if !(self.options.stats || self.options.trace) {
-            return None;
-        }
         if self.options.trace {
             self.note_thread();
+            return Some((Instant::now(), thread_number()));
         }
-        Some((Instant::now(), thread_number()))
+        (self.options.stats && timed_now(self.run_id)).then(|| (Instant::now(), thread_number()))
     }
 
     /// Records the current thread's name in the trace, once per run.
