@@ -67,8 +67,7 @@ pub(crate) enum Site {
     Component(u32),
     /// In a worker process, its call waited for on a thread of its own.
     Process,
-    /// On a remote group's worker, its call waited for on a thread of its
-    /// own.
+    /// On a remote group's worker, through the run's remote runner.
     Remote,
 }
 

@@ -452,6 +452,14 @@ impl Cycle {
             None => None,
         };
         let resumed = durable.as_ref().and_then(|(d, _)| d.resumed.clone());
+        // The run's id to its remote runner: the journal's, else a new one.
+        let remote = run.remote.clone().map(|runner| {
+            let id: Arc<str> = match &durable {
+                Some((d, _)) => Arc::from(d.run()),
+                None => Arc::from(crate::remote::fresh_run_id(&cycle)),
+            };
+            (runner, id)
+        });
         if let (Some(resumed), Some(observer)) = (&resumed, &run.on_resume) {
             observer(resumed);
         }
@@ -470,14 +478,7 @@ impl Cycle {
                 backend: run.backend,
                 process_workers: run.process_workers,
                 durable,
-                remote: run.remote.clone().map(|runner| {
-                    let id = match (&run.journal.path, &run.journal.run) {
-                        (Some(_), Some(id)) => id.clone(),
-                        (Some(_), None) => cycle.to_string(),
-                        (None, _) => crate::remote::fresh_run_id(&cycle),
-                    };
-                    (runner, Arc::from(id))
-                }),
+                remote,
             },
         )?;
         let rt = engine.runtime();

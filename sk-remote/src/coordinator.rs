@@ -34,6 +34,10 @@ type Key = (u64, String, u32);
 /// of iterations before the latest sent.
 const EARLY_LIMIT: usize = 10_000;
 
+/// How long an attempt is sent again while the broker takes none before
+/// it fails as unavailable.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
+
 /// How long a stopped run's last words to the broker may take.
 const END_LIMIT: Duration = Duration::from_secs(5);
 
@@ -51,7 +55,6 @@ struct Inner {
     conn: Connection,
     groups: Mutex<HashMap<String, GroupConfig>>,
     grace: Mutex<Option<Duration>>,
-    publish_patience: Duration,
     runs: Mutex<HashMap<String, Arc<RunState>>>,
     /// When each group may send its next part (rate limits, across the
     /// coordinator's runs).
@@ -226,7 +229,6 @@ impl Coordinator {
                 conn,
                 groups: Mutex::new(HashMap::new()),
                 grace: Mutex::new(None),
-                publish_patience: Duration::from_secs(60),
                 runs: Mutex::new(HashMap::new()),
                 next_send: Mutex::new(HashMap::new()),
                 bridge,
@@ -561,10 +563,10 @@ async fn publish(
         if !state.is_waiting(key) {
             return None; // ended meanwhile (stopped)
         }
-        if started.elapsed() > inner.publish_patience {
+        if started.elapsed() > PUBLISH_PATIENCE {
             let failure = RemoteFailure::Unavailable(format!(
                 "the broker at {} took no part for {:?}: {error}",
-                inner.conn.url, inner.publish_patience
+                inner.conn.url, PUBLISH_PATIENCE
             ));
             state.end(key, Err(failure));
             return None;

@@ -33,12 +33,11 @@ impl Work {
     /// The broker's deduplication id: the same attempt published again (a
     /// coordinator restarted) is dropped.
     pub(crate) fn message_id(&self) -> String {
-        message_id(&self.run, self.iteration, &self.part, self.attempt)
+        format!(
+            "{}/{}/{}/{}",
+            self.run, self.iteration, self.part, self.attempt
+        )
     }
-}
-
-pub(crate) fn message_id(run: &str, iteration: u64, part: &str, attempt: u32) -> String {
-    format!("{run}/{iteration}/{part}/{attempt}")
 }
 
 /// How an attempt ended, as its worker reports it.

@@ -412,7 +412,6 @@ fn slot(
         let options = CallOptions::new()
             .timeout(job.work.timeout_ms.map(Duration::from_millis))
             .output(job.work.output);
-        let started_at = Instant::now();
         let result = worker.call_with(
             &job.work.function,
             &job.work.args,
@@ -426,7 +425,7 @@ fn slot(
         let ran = if cancelled.load(Ordering::Acquire) {
             Ran::Cancelled
         } else {
-            outcome(result, started_at, shared.draining.load(Ordering::Acquire))
+            outcome(result, shared.draining.load(Ordering::Acquire))
         };
         if worker.is_alive() && matches!(ran, Ran::Answer(_)) {
             local = Some(worker);
@@ -441,7 +440,7 @@ fn slot(
 }
 
 /// What a local call's result makes of the attempt.
-fn outcome(result: Result<Value, WorkerError>, started: Instant, draining: bool) -> Ran {
+fn outcome(result: Result<Value, WorkerError>, draining: bool) -> Ran {
     match result {
         Ok(value) => match value.encode_any() {
             Ok((encoding, bytes)) => Ran::Answer(Outcome::Value {
@@ -467,10 +466,7 @@ fn outcome(result: Result<Value, WorkerError>, started: Instant, draining: bool)
             | WorkerError::Protocol { .. }
             | WorkerError::Closed { .. }
             | WorkerError::NotDelivered { .. }),
-        ) => {
-            let _ = started;
-            Ran::Crashed(error_chain(&e))
-        }
+        ) => Ran::Crashed(error_chain(&e)),
         Err(e) => Ran::Answer(Outcome::Failed {
             retryable: e.is_retryable(),
             message: error_chain(&e),

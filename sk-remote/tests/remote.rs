@@ -244,9 +244,7 @@ fn placement_errors() {
 }
 
 fn answer_fail_retry() {
-    let mut cluster = Cluster::start(2);
-    cluster.worker(0, &["--group", "g", "--concurrency", "4"], "process");
-    cluster.worker(1, &["--group", "g", "--concurrency", "4"], "process");
+    let cluster = Cluster::serving(2, &["--group", "g", "--concurrency", "4"], "process");
     let coordinator = cluster.coordinator();
     let log = cluster.path("log");
     let n = 24;
@@ -289,10 +287,7 @@ fn answer_fail_retry() {
 }
 
 fn poison() {
-    let mut cluster = Cluster::start(2);
-    for host in 0..2 {
-        cluster.worker(host, &["--group", "g", "--concurrency", "2"], "process");
-    }
+    let mut cluster = Cluster::serving(2, &["--group", "g", "--concurrency", "2"], "process");
     let coordinator = cluster.coordinator();
     coordinator
         .group("g", GroupConfig::new().crash_limit(3))
@@ -386,8 +381,7 @@ fn vanishing_workers() {
 }
 
 fn timeout() {
-    let mut cluster = Cluster::start(1);
-    cluster.worker(0, &["--group", "g", "--concurrency", "2"], "process");
+    let cluster = Cluster::serving(1, &["--group", "g", "--concurrency", "2"], "process");
     let coordinator = cluster.coordinator();
     let log = cluster.path("log");
     let slow = SkFunction::builder("work")
@@ -433,10 +427,7 @@ fn most_at_once(log: &str) -> usize {
 }
 
 fn in_flight_limit() {
-    let mut cluster = Cluster::start(4);
-    for host in 0..4 {
-        cluster.worker(host, &["--group", "lim", "--concurrency", "4"], "thread");
-    }
+    let cluster = Cluster::serving(4, &["--group", "lim", "--concurrency", "4"], "thread");
     let coordinator = cluster.coordinator();
     coordinator
         .group("lim", GroupConfig::new().max_in_flight(3))
@@ -456,8 +447,7 @@ fn in_flight_limit() {
 }
 
 fn rate_limit() {
-    let mut cluster = Cluster::start(1);
-    cluster.worker(0, &["--group", "r", "--concurrency", "8"], "thread");
+    let cluster = Cluster::serving(1, &["--group", "r", "--concurrency", "8"], "thread");
     let coordinator = cluster.coordinator();
     coordinator
         .group("r", GroupConfig::new().rate_per_sec(20.0))
@@ -485,10 +475,7 @@ fn rate_limit() {
 }
 
 fn kv_storage() {
-    let mut cluster = Cluster::start(4);
-    for host in 0..4 {
-        cluster.worker(host, &["--group", "kv", "--concurrency", "1"], "process");
-    }
+    let cluster = Cluster::serving(4, &["--group", "kv", "--concurrency", "1"], "process");
     let coordinator = cluster.coordinator();
     // Each host's worker sees the broker at its own gateway; the bucket
     // is the same.
@@ -528,10 +515,7 @@ fn kv_storage() {
 }
 
 fn broker_restart() {
-    let mut cluster = Cluster::start(2);
-    for host in 0..2 {
-        cluster.worker(host, &["--group", "b", "--concurrency", "4"], "thread");
-    }
+    let mut cluster = Cluster::serving(2, &["--group", "b", "--concurrency", "4"], "thread");
     let coordinator = cluster.coordinator();
     let log = cluster.path("log");
     let n = 120;
@@ -552,10 +536,7 @@ fn broker_restart() {
 }
 
 fn link_cut() {
-    let mut cluster = Cluster::start(3);
-    for host in 0..3 {
-        cluster.worker(host, &["--group", "cut", "--concurrency", "8"], "thread");
-    }
+    let cluster = Cluster::serving(3, &["--group", "cut", "--concurrency", "8"], "thread");
     let coordinator = cluster.coordinator();
     let log = cluster.path("log");
     let n = 12;
@@ -603,8 +584,7 @@ fn link_cut() {
 }
 
 fn sigterm_drains() {
-    let mut cluster = Cluster::start(1);
-    cluster.worker(0, &["--group", "d", "--concurrency", "4"], "process");
+    let mut cluster = Cluster::serving(1, &["--group", "d", "--concurrency", "4"], "process");
     let coordinator = cluster.coordinator();
     let log = cluster.path("log");
     let cycle = fan("drain", 4, 800, &log, "d");
@@ -659,8 +639,7 @@ fn sigterm_hands_back() {
 }
 
 fn stop_reaches_workers() {
-    let mut cluster = Cluster::start(1);
-    cluster.worker(0, &["--group", "s", "--concurrency", "4"], "process");
+    let cluster = Cluster::serving(1, &["--group", "s", "--concurrency", "4"], "process");
     let coordinator = cluster.coordinator();
     let log = cluster.path("log");
     let log2 = log.clone();
@@ -716,10 +695,7 @@ fn coordinator_child(spec: &str) {
 }
 
 fn coordinator_killed() {
-    let mut cluster = Cluster::start(2);
-    for host in 0..2 {
-        cluster.worker(host, &["--group", "j", "--concurrency", "8"], "thread");
-    }
+    let cluster = Cluster::serving(2, &["--group", "j", "--concurrency", "8"], "thread");
     let log = cluster.path("log");
     let journal = cluster.path("run.journal");
     let n = 64u64;
@@ -775,8 +751,7 @@ fn coordinator_killed() {
 /// duplicate window. The second must not take the first's messages for
 /// its own.
 fn reused_run_id() {
-    let mut cluster = Cluster::start(1);
-    cluster.worker(0, &["--group", "again", "--concurrency", "2"], "thread");
+    let cluster = Cluster::serving(1, &["--group", "again", "--concurrency", "2"], "thread");
     let coordinator = cluster.coordinator();
     for round in 0..2 {
         let log = cluster.path(&format!("log{round}"));
@@ -796,8 +771,7 @@ fn reused_run_id() {
 /// Bad bytes on the work and results subjects, mid-run: dropped (the
 /// worker terminates such work for good), nothing else lost, nobody down.
 fn malformed_messages() {
-    let mut cluster = Cluster::start(1);
-    cluster.worker(0, &["--group", "bad", "--concurrency", "4"], "thread");
+    let cluster = Cluster::serving(1, &["--group", "bad", "--concurrency", "4"], "thread");
     let coordinator = cluster.coordinator();
     let url = cluster.url();
     let done = Arc::new(AtomicBool::new(false));

@@ -101,7 +101,6 @@ impl Finish {
     }
 }
 
-/// A small stable number for the current thread (trace `tid`).
 /// How many part starts each thread times in a run before it samples.
 const TIMED_EXACTLY: u32 = 2048;
 
@@ -143,6 +142,7 @@ fn timed_now(run: u64) -> bool {
     })
 }
 
+/// A small stable number for the current thread (trace `tid`).
 fn thread_number() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {

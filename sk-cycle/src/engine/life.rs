@@ -74,26 +74,21 @@ impl Engine {
             what: what.to_owned(),
             source,
         };
-        let groups: Vec<&str> = plan
+        // (part, group) of every remote part.
+        let remote_parts: Vec<(&str, &str)> = plan
             .parts
             .iter()
             .filter_map(|p| match &p.part.placement {
-                crate::Placement::Remote(group) => Some(group.as_str()),
+                crate::Placement::Remote(group) => Some((&*p.part.name, group.as_str())),
                 _ => None,
             })
             .collect();
-        if let Some(first) = groups.first() {
-            if setup.remote.is_none() {
-                let part = plan
-                    .parts
-                    .iter()
-                    .find(|p| matches!(p.part.placement, crate::Placement::Remote(_)));
-                return Err(RunError::NoRemote {
-                    cycle: cycle.to_string(),
-                    part: part.map(|p| p.part.name.to_string()).unwrap_or_default(),
-                    group: (*first).to_owned(),
-                });
-            }
+        if let (Some(&(part, group)), None) = (remote_parts.first(), &setup.remote) {
+            return Err(RunError::NoRemote {
+                cycle: cycle.to_string(),
+                part: part.to_owned(),
+                group: group.to_owned(),
+            });
         }
         let mut pool_threads: Option<PoolThreads> = None;
         let pool = match setup.pool {
@@ -153,8 +148,8 @@ impl Engine {
                 setup.process_workers,
             )));
         }
-        if let (false, Some((runner, run))) = (groups.is_empty(), setup.remote) {
-            let mut unique = groups.clone();
+        if let (false, Some((runner, run))) = (remote_parts.is_empty(), setup.remote) {
+            let mut unique: Vec<&str> = remote_parts.iter().map(|&(_, group)| group).collect();
             unique.sort_unstable();
             unique.dedup();
             // Last: nothing else is left to fail and leave the run started.

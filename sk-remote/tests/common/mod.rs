@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -182,6 +182,16 @@ impl Cluster {
         }
     }
 
+    /// A broker, `hosts` hosts, and a worker on each serving with `args`
+    /// on the local backend `backend` (see [`Cluster::worker`]).
+    pub fn serving(hosts: usize, args: &[&str], backend: &str) -> Cluster {
+        let mut cluster = Cluster::start(hosts);
+        for host in 0..hosts {
+            cluster.worker(host, args, backend);
+        }
+        cluster
+    }
+
     /// A path in the cluster's temporary directory.
     pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
@@ -311,9 +321,4 @@ pub fn run_tests(tests: &[(&str, fn())], limit: Duration) {
     if !failed.is_empty() {
         std::process::exit(1);
     }
-}
-
-/// Where a test's files go.
-pub fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
-    dir.path().join(name)
 }
