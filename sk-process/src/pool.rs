@@ -354,9 +354,11 @@ impl Pool {
         T: Serialize,
         R: DeserializeOwned + 'static,
     {
+        // Collected for their count (the chunk size), then encoded as they
+        // go out: a bounded number of chunks ahead, not all at once.
         let items: Vec<T> = items.into_iter().collect();
         let n = items.len();
-        let stream = self.stream(f, bind(f, param, items.into_iter()), Some(n), usize::MAX);
+        let stream = self.lazy_stream(f, bind(f, param, items.into_iter()));
         collect_or_fail(stream, n)
     }
 
@@ -374,7 +376,7 @@ impl Pool {
     {
         let items: Vec<T> = items.into_iter().collect();
         let n = items.len();
-        let stream = self.stream(f, bind(f, param, items.into_iter()), Some(n), usize::MAX);
+        let stream = self.lazy_stream(f, bind(f, param, items.into_iter()));
         collect_all(stream, n)
     }
 
@@ -436,7 +438,7 @@ impl Pool {
     {
         let items: Vec<Args> = items.into_iter().collect();
         let n = items.len();
-        let stream = self.stream(f, items.into_iter().map(Ok), Some(n), usize::MAX);
+        let stream = self.lazy_stream(f, items.into_iter().map(Ok));
         collect_or_fail(stream, n)
     }
 
@@ -451,7 +453,7 @@ impl Pool {
     {
         let items: Vec<Args> = items.into_iter().collect();
         let n = items.len();
-        let stream = self.stream(f, items.into_iter().map(Ok), Some(n), usize::MAX);
+        let stream = self.lazy_stream(f, items.into_iter().map(Ok));
         collect_all(stream, n)
     }
 
