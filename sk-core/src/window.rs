@@ -94,7 +94,10 @@ impl WindowStats {
         if self.count == 0 {
             return StatsSummary::default();
         }
-        let mut window = self.recent.clone();
+        // Sorted on the stack: a report of many parts allocates nothing here.
+        let mut buf = [0u64; WINDOW];
+        let window = &mut buf[..self.recent.len()];
+        window.copy_from_slice(&self.recent);
         window.sort_unstable();
         let pick = |p: f64| {
             // Nearest rank.

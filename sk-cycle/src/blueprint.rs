@@ -49,8 +49,8 @@ pub(crate) struct BpNode {
 /// A part, or the fork a split leaves at its coordinate.
 #[derive(Clone, Debug)]
 pub(crate) enum BpKind {
-    /// Boxed: a part is much larger than a fork.
-    Part(Box<CyclePart>),
+    /// Shared with the compiled plan (a part is much larger than a fork).
+    Part(Arc<CyclePart>),
     Fork(Split),
 }
 

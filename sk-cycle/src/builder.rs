@@ -39,13 +39,14 @@ use crate::registry::CycleRegistry;
 use crate::render;
 
 mod items;
+mod order;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
 mod tree;
 
-use items::{Item, RefKind, resolve_item};
+use items::{Item, RefKind, resolve_item, resolve_part};
 pub use items::{PartHandle, PartRef, PartSource, SplitItem, SubCycle};
 use tree::Tree;
 
@@ -178,10 +179,11 @@ impl CycleBuilder {
         part: impl Into<PartSource>,
         at: impl Into<Coord>,
     ) -> Result<PartHandle, BuildError> {
-        let item = SplitItem(Item::Part(part.into()));
-        let handles = self.place(at.into(), "add", None, vec![item])?;
-        // `place` returns one handle per item, and there is one item.
-        Ok(handles[0])
+        let at = at.into();
+        let parent = self.tree.check_target(at, "add")?;
+        let part = resolve_part(part.into())?;
+        let idx = self.tree.place_part(at, parent, part)?;
+        Ok(self.handle(idx))
     }
 
     /// Inlines the cycle `sub` with its root at `at` (see [`SubCycle`] for
@@ -475,7 +477,7 @@ impl CycleBuilder {
 
     fn resolve_ref(&self, part: PartRef, context: &str) -> Result<NodeIdx, BuildError> {
         match part.0 {
-            RefKind::Name(name) => match self.tree.by_name.get(&name) {
+            RefKind::Name(name) => match self.tree.by_name.get(name.as_str()) {
                 Some(&idx) => Ok(idx),
                 None => Err(BuildError::UnknownPart {
                     name,

@@ -125,6 +125,15 @@
 #![deny(unreachable_pub)]
 #![warn(missing_debug_implementations)]
 
+/// Maps keyed by part names, coordinates and node indices: building a
+/// large cycle hashes each part's name and coordinate several times, and
+/// foldhash does that several times faster than the default SipHash (its
+/// seed is still random per process).
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A set with [`FastMap`]'s hasher.
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 mod ask;
 mod blueprint;
 mod builder;

@@ -14,10 +14,19 @@ use crate::error::{PartError, ReadError, StepError, view_as};
 use crate::mode::{ErrorMode, Placement};
 use crate::store::Store;
 
-pub(crate) type PartFn = dyn Fn(&PartContext<'_>) -> Result<Value, BoxError> + Send + Sync;
+/// A context closure; `Ok(None)` is a `()` output (no value is made for
+/// it: unit parts are the common no-output case, and cost nothing here).
+pub(crate) type PartFn = dyn Fn(&PartContext<'_>) -> Result<Option<Value>, BoxError> + Send + Sync;
 pub(crate) type ValidatorFn = dyn Fn(&Value) -> Result<(), String> + Send + Sync;
 pub(crate) type ConditionFn = dyn Fn(&PartContext<'_>) -> bool + Send + Sync;
 pub(crate) type FallbackFn = dyn Fn() -> Value + Send + Sync;
+
+/// `None` for a `()` (known from the type, so the check costs nothing),
+/// else `r` made a value by `make`.
+#[inline]
+fn unit_or<R: 'static>(r: R, make: impl FnOnce(R) -> Value) -> Option<Value> {
+    (TypeId::of::<R>() != TypeId::of::<()>()).then(|| make(r))
+}
 
 /// What a part does.
 #[derive(Clone)]
@@ -107,7 +116,7 @@ impl CyclePart {
         F: Fn(&PartContext<'_>) -> R + Send + Sync + 'static,
     {
         let unit = TypeId::of::<R>() == TypeId::of::<()>();
-        let work: Arc<PartFn> = Arc::new(move |ctx| Ok(Value::new(f(ctx))));
+        let work: Arc<PartFn> = Arc::new(move |ctx| Ok(unit_or(f(ctx), Value::new)));
         Self::with_work(name, Work::Context(work), unit)
     }
 
@@ -122,7 +131,7 @@ impl CyclePart {
         F: Fn(&PartContext<'_>) -> R + Send + Sync + 'static,
     {
         let unit = TypeId::of::<R>() == TypeId::of::<()>();
-        let work: Arc<PartFn> = Arc::new(move |ctx| Ok(Value::local(f(ctx))));
+        let work: Arc<PartFn> = Arc::new(move |ctx| Ok(unit_or(f(ctx), Value::local)));
         let mut part = Self::with_work(name, Work::Context(work), unit);
         part.local_output = true;
         part
@@ -136,7 +145,8 @@ impl CyclePart {
         F: Fn(&PartContext<'_>) -> Result<R, E> + Send + Sync + 'static,
     {
         let unit = TypeId::of::<R>() == TypeId::of::<()>();
-        let work: Arc<PartFn> = Arc::new(move |ctx| f(ctx).map(Value::local).map_err(Into::into));
+        let work: Arc<PartFn> =
+            Arc::new(move |ctx| f(ctx).map(|r| unit_or(r, Value::local)).map_err(Into::into));
         let mut part = Self::with_work(name, Work::Context(work), unit);
         part.local_output = true;
         part
@@ -151,7 +161,8 @@ impl CyclePart {
         F: Fn(&PartContext<'_>) -> Result<R, E> + Send + Sync + 'static,
     {
         let unit = TypeId::of::<R>() == TypeId::of::<()>();
-        let work: Arc<PartFn> = Arc::new(move |ctx| f(ctx).map(Value::new).map_err(Into::into));
+        let work: Arc<PartFn> =
+            Arc::new(move |ctx| f(ctx).map(|r| unit_or(r, Value::new)).map_err(Into::into));
         Self::with_work(name, Work::Context(work), unit)
     }
 

@@ -15,6 +15,8 @@
 //!   cycle-wide one, which overrides).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::FastMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -32,6 +34,10 @@ pub(crate) struct PlanPart {
     /// Behind an `Arc`: the record stays small, so large cycles stay in
     /// cache (a part's full settings are only read off the fast path).
     pub(crate) part: Arc<CyclePart>,
+    /// Its name, also here: a running part reads it from the plan's
+    /// array rather than from its settings (one cache miss less per part
+    /// in a large cycle).
+    pub(crate) name: Arc<str>,
     /// The closure of a plain part — a context closure with no validator,
     /// retry, condition, gate, component, timeout or process — which the
     /// engine runs on its fast path.
@@ -98,25 +104,45 @@ pub(crate) struct Plan {
     /// Rate limits, in part starts per second.
     pub(crate) rates: Vec<f64>,
     pub(crate) components: Vec<String>,
-    pub(crate) by_name: HashMap<Arc<str>, u32>,
-    pub(crate) by_coord: HashMap<Coord, u32>,
+    pub(crate) by_name: FastMap<Arc<str>, u32>,
+    pub(crate) by_coord: FastMap<Coord, u32>,
     /// The parts directly below each part in the tree (through forks), in
     /// coordinate order: its subtree's first level.
-    pub(crate) tree_children: Arc<[Box<[u32]>]>,
+    pub(crate) tree_children: Arc<TreeChildren>,
+    /// Every part's name and coordinate by id, shared with each report.
+    pub(crate) names: Arc<[Arc<str>]>,
+    pub(crate) coords: Arc<[Coord]>,
     /// The plan's fingerprint for a journal, made by the first journaled
     /// run (see `durable.rs`).
     pub(crate) fingerprint: std::sync::OnceLock<sk_journal::Fingerprint>,
 }
 
+/// The parts directly below each part in the tree (through forks), in
+/// coordinate order, in two flat arrays (no allocation per part): part
+/// `p`'s are `ids[start[p]..start[p + 1]]`.
+#[derive(Debug, Default)]
+pub(crate) struct TreeChildren {
+    start: Box<[u32]>,
+    ids: Box<[u32]>,
+}
+
+impl TreeChildren {
+    /// The parts directly below part `id`.
+    pub(crate) fn of(&self, id: u32) -> &[u32] {
+        let id = id as usize;
+        &self.ids[self.start[id] as usize..self.start[id + 1] as usize]
+    }
+}
+
 /// The parts of part `id`'s subtree, without it, in coordinate order
 /// (part ids are given in coordinate order), from each part's tree
 /// children.
-pub(crate) fn subtree(tree_children: &[Box<[u32]>], id: u32) -> Vec<u32> {
+pub(crate) fn subtree(tree_children: &TreeChildren, id: u32) -> Vec<u32> {
     let mut below = Vec::new();
-    let mut stack: Vec<u32> = tree_children[id as usize].to_vec();
+    let mut stack: Vec<u32> = tree_children.of(id).to_vec();
     while let Some(part) = stack.pop() {
         below.push(part);
-        stack.extend_from_slice(&tree_children[part as usize]);
+        stack.extend_from_slice(tree_children.of(part));
     }
     below.sort_unstable();
     below
@@ -263,7 +289,8 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                     part_rates.push(add_rate(per_sec, &what)?);
                 }
                 parts[id as usize] = Some(PlanPart {
-                    part: Arc::new(CyclePart::clone(part)),
+                    part: Arc::clone(part),
+                    name: Arc::clone(&part.name),
                     plain,
                     coord: node.coord,
                     input_from: frame.data_parent,
@@ -427,34 +454,8 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
     // Cross-lane edges do not order anything: the later lane reads the
     // latest output instead.
     edges.retain(|&(from, to, _)| node_lane[from as usize] == node_lane[to as usize]);
-    edges.sort_unstable();
-    edges.dedup_by(|b, a| {
-        // Keep one edge per pair, preferring the data edge.
-        if a.0 == b.0 && a.1 == b.1 {
-            a.2 |= b.2;
-            true
-        } else {
-            false
-        }
-    });
-
     let n = node_count as usize;
-    let mut succ_start = vec![0u32; n + 1];
-    let mut pred_count = vec![0u32; n];
-    for &(from, to, _) in &edges {
-        succ_start[from as usize + 1] += 1;
-        pred_count[to as usize] += 1;
-    }
-    for i in 0..n {
-        succ_start[i + 1] += succ_start[i];
-    }
-    let mut fill = succ_start.clone();
-    let mut succ = vec![0u32; edges.len()];
-    for &(from, to, data) in &edges {
-        let slot = &mut fill[from as usize];
-        succ[*slot as usize] = if data { to | DATA } else { to };
-        *slot += 1;
-    }
+    let (succ_start, succ, pred_count) = successor_lists(n, &edges);
 
     check_acyclic(&parts, n, &succ_start, &succ, &pred_count)?;
 
@@ -476,34 +477,43 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         }
     }
 
-    let by_name: HashMap<Arc<str>, u32> = parts
+    let by_name: FastMap<Arc<str>, u32> = parts
         .iter()
         .enumerate()
         .map(|(i, p)| (Arc::clone(&p.part.name), i as u32))
         .collect();
     resolve_reads(&mut parts, &by_name, n, &succ_start, &succ)?;
-    let tree_children: Arc<[Box<[u32]>]> = order
-        .iter()
-        .map(|&idx| {
-            let mut children = Vec::new();
-            let mut stack = bp.nodes[idx].children.clone();
-            while let Some(child) = stack.pop() {
-                match pid(child) {
-                    Some(part) => children.push(part),
-                    // A fork: its parts are this part's children.
-                    None => stack.extend_from_slice(&bp.nodes[child].children),
-                }
+    let mut start = Vec::with_capacity(order.len() + 1);
+    let mut ids = Vec::with_capacity(order.len());
+    let mut stack = Vec::new();
+    for &idx in &order {
+        let first = ids.len();
+        start.push(first as u32);
+        stack.extend_from_slice(&bp.nodes[idx].children);
+        while let Some(child) = stack.pop() {
+            match pid(child) {
+                Some(part) => ids.push(part),
+                // A fork: its parts are this part's children.
+                None => stack.extend_from_slice(&bp.nodes[child].children),
             }
-            children.sort_unstable();
-            children.into_boxed_slice()
-        })
-        .collect();
+        }
+        ids[first..].sort_unstable();
+    }
+    start.push(ids.len() as u32);
+    let tree_children = Arc::new(TreeChildren {
+        start: start.into_boxed_slice(),
+        ids: ids.into_boxed_slice(),
+    });
     let by_coord = parts
         .iter()
         .enumerate()
         .map(|(i, p)| (p.coord, i as u32))
         .collect();
+    let names = parts.iter().map(|p| Arc::clone(&p.part.name)).collect();
+    let coords = parts.iter().map(|p| p.coord).collect();
     Ok(Plan {
+        names,
+        coords,
         parts,
         node_count: n,
         succ_start,
@@ -521,12 +531,55 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
     })
 }
 
+/// Each node's successors from `edges` (`(from, to, data)`), in order of
+/// node id, one edge per pair (a data edge if either was): the successor
+/// lists, as `succ[succ_start[n]..succ_start[n + 1]]`, and each node's
+/// predecessor count. Bucketed by node (no sort of all edges: a large
+/// cycle has a few edges per node, sorted and deduplicated in place).
+fn successor_lists(n: usize, edges: &[(u32, u32, bool)]) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let mut start = vec![0u32; n + 1];
+    for &(from, _, _) in edges {
+        start[from as usize + 1] += 1;
+    }
+    for i in 0..n {
+        start[i + 1] += start[i];
+    }
+    let mut fill = start.clone();
+    let mut bucketed = vec![(0u32, false); edges.len()];
+    for &(from, to, data) in edges {
+        let slot = &mut fill[from as usize];
+        bucketed[*slot as usize] = (to, data);
+        *slot += 1;
+    }
+    let mut succ_start = Vec::with_capacity(n + 1);
+    let mut succ: Vec<u32> = Vec::with_capacity(edges.len());
+    let mut pred_count = vec![0u32; n];
+    succ_start.push(0);
+    for node in 0..n {
+        let list = &mut bucketed[start[node] as usize..start[node + 1] as usize];
+        list.sort_unstable();
+        let first = succ.len();
+        for &(to, data) in list.iter() {
+            match succ[first..].last_mut() {
+                // The same pair again (sorted: a data edge comes last).
+                Some(last) if *last & !DATA == to => *last |= if data { DATA } else { 0 },
+                _ => {
+                    succ.push(if data { to | DATA } else { to });
+                    pred_count[to as usize] += 1;
+                }
+            }
+        }
+        succ_start.push(succ.len() as u32);
+    }
+    (succ_start, succ, pred_count)
+}
+
 /// Resolves each part's declared reads to part ids; a `reads` target must
 /// be ordered before its reader (it reaches the reader along the plan's
 /// edges, which join only nodes of one lane).
 fn resolve_reads(
     parts: &mut [PlanPart],
-    by_name: &HashMap<Arc<str>, u32>,
+    by_name: &FastMap<Arc<str>, u32>,
     n: usize,
     succ_start: &[u32],
     succ: &[u32],

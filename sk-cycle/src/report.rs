@@ -28,7 +28,7 @@ pub struct IterationReport {
     pub(crate) outputs: Vec<Option<Arc<Value>>>,
     pub(crate) errors: Vec<Option<Arc<PartError>>>,
     /// Each part's children in the tree (see `Plan::tree_children`).
-    pub(crate) tree: Arc<[Box<[u32]>]>,
+    pub(crate) tree: Arc<crate::plan::TreeChildren>,
 }
 
 impl IterationReport {
@@ -245,8 +245,8 @@ impl StateCounts {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct PartStats {
-    /// The part.
-    pub name: String,
+    /// The part (shared with the cycle: a report allocates no names).
+    pub name: Arc<str>,
     /// Its coordinate.
     pub coord: Coord,
     /// How many iterations ended in each state.
@@ -255,9 +255,10 @@ pub struct PartStats {
     /// [`ErrorMode::Retry`](crate::ErrorMode::Retry)): every run of the
     /// part is counted, `runs` + `retries` attempts in all.
     pub retries: u64,
-    /// Its execution times (empty when stats were off), sampled: each
-    /// thread of the run times the first 2048 parts it starts, then one
-    /// start in about 16 (at random gaps), so `timing.count` is the number
+    /// Its execution times (empty when stats were off), sampled: a run
+    /// times every part in its first iterations (as many as make about
+    /// 4096 part runs, at least one), then each part's run in about one
+    /// iteration in 16 (pseudo-random ones), so `timing.count` is the number
     /// of runs timed — every run in a small run, a sample in a large one;
     /// [`PartStats::states`] counts every run. With the trace on, every
     /// run is timed.

@@ -152,8 +152,8 @@ impl Run {
         self
     }
 
-    /// Records per-part timing stats (default on): each thread times the
-    /// first 2048 parts it starts in the run, then about one in 16
+    /// Records per-part timing stats (default on): every part run of the
+    /// first iterations (about 4096 part runs), then about one in 16
     /// (end-state counts stay exact; see
     /// [`PartStats::timing`](crate::PartStats::timing)). Off saves the
     /// sampling and its clock reads.
@@ -493,22 +493,16 @@ impl Cycle {
         };
         // Lanes stop together: when one's predicate holds, or on instant fail.
         let halt = stop.child();
-        let names: Arc<[Arc<str>]> = self
-            .plan
-            .parts
-            .iter()
-            .map(|p| Arc::clone(&p.part.name))
-            .collect();
-        let coords: Arc<[Coord]> = self.plan.parts.iter().map(|p| p.coord).collect();
+        let (names, coords) = (&self.plan.names, &self.plan.coords);
         let lanes = self.plan.lanes.len();
         let outcomes: Vec<LaneOutcome> = if lanes == 1 {
-            vec![rt.install(|| drive_lane(rt, 0, &run, &halt, true, &names, &coords))]
+            vec![rt.install(|| drive_lane(rt, 0, &run, &halt, true, names, coords))]
         } else {
             let results = Mutex::new(Vec::new());
             thread::scope(|scope| {
                 for lane in 0..lanes {
                     let (run, halt, names, coords, results) =
-                        (&run, &halt, &names, &coords, &results);
+                        (&run, &halt, names, coords, &results);
                     let spawned = thread::Builder::new()
                         .name(format!("sk-lane:{cycle}:{lane}"))
                         .spawn_scoped(scope, move || {

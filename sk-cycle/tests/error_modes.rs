@@ -180,7 +180,7 @@ fn retry_repeats_by_the_policy_until_success() {
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         // The stats count the two retries, and serialize with named states.
         let stats = report.stats();
-        let flaky = stats.parts.iter().find(|p| p.name == "flaky").unwrap();
+        let flaky = stats.parts.iter().find(|p| &*p.name == "flaky").unwrap();
         assert_eq!(flaky.retries, 2);
         assert_eq!(flaky.states.succeeded, 1);
         let json = serde_json::to_value(stats).unwrap();

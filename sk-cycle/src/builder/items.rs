@@ -37,13 +37,13 @@ pub struct PartSource(Source);
 
 #[derive(Clone, Debug)]
 enum Source {
-    Part(Box<CyclePart>),
+    Part(Arc<CyclePart>),
     Named(String),
 }
 
 impl From<CyclePart> for PartSource {
     fn from(part: CyclePart) -> Self {
-        PartSource(Source::Part(Box::new(part)))
+        PartSource(Source::Part(Arc::new(part)))
     }
 }
 
@@ -189,16 +189,20 @@ impl From<PartHandle> for PartRef {
     }
 }
 
+/// The part `source` names: itself, or the registry's part of that name.
+pub(super) fn resolve_part(source: PartSource) -> Result<Arc<CyclePart>, BuildError> {
+    match source.0 {
+        Source::Part(part) => Ok(part),
+        Source::Named(name) => CycleRegistry::part(&name).ok_or_else(|| BuildError::UnknownPart {
+            name,
+            context: "not in the cycle registry".to_owned(),
+        }),
+    }
+}
+
 pub(super) fn resolve_item(item: SplitItem) -> Result<Resolved, BuildError> {
     match item.0 {
-        Item::Part(PartSource(Source::Part(part))) => Ok(Resolved::Part(part)),
-        Item::Part(PartSource(Source::Named(name))) => match CycleRegistry::part(&name) {
-            Some(part) => Ok(Resolved::Part(Box::new((*part).clone()))),
-            None => Err(BuildError::UnknownPart {
-                name,
-                context: "not in the cycle registry".to_owned(),
-            }),
-        },
+        Item::Part(source) => resolve_part(source).map(Resolved::Part),
         Item::Cycle(sub) => {
             if sub.blueprint.nodes.is_empty() {
                 Err(BuildError::Empty {

@@ -88,15 +88,15 @@ fn resolve(b: &CycleBuilder, t: &Target) -> Coord {
 
 /// A placed name, or (for one index in eight) an unknown one.
 fn name_at(b: &CycleBuilder, i: usize) -> String {
-    let names: Vec<&String> = {
-        let mut v: Vec<&String> = b.tree.by_name.keys().collect();
-        v.sort();
+    let names: Vec<&str> = {
+        let mut v: Vec<&str> = b.tree.by_name.keys().map(|n| &**n).collect();
+        v.sort_unstable();
         v
     };
     if names.is_empty() || i % 8 == 7 {
         "unknown".to_owned()
     } else {
-        names[i % names.len()].clone()
+        names[i % names.len()].to_owned()
     }
 }
 

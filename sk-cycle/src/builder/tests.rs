@@ -14,9 +14,10 @@ fn c(level: u32, position: u32) -> Coord {
 
 /// What fills each coordinate: a part's name or `<split>`.
 fn filled(b: &CycleBuilder) -> Vec<(Coord, String)> {
-    b.tree
-        .by_coord
-        .iter()
+    let mut by_coord: Vec<_> = b.tree.by_coord.iter().collect();
+    by_coord.sort_unstable();
+    by_coord
+        .into_iter()
         .map(|(&coord, &idx)| {
             let what = match &b.tree.nodes[idx].kind {
                 BpKind::Part(p) => p.name().to_owned(),

@@ -1,19 +1,18 @@
 //! The tree behind a [`CycleBuilder`](super::CycleBuilder): placement
 //! checks, layout of splits and sub-cycles, the ordering graph.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use petgraph::acyclic::Acyclic;
-use petgraph::data::Build;
-use petgraph::graph::{DiGraph, NodeIndex};
+use super::order::OrderGraph;
 
 use crate::blueprint::{Blueprint, BpKind, BpNode, NodeIdx, Split};
 use crate::coord::Coord;
 use crate::error::BuildError;
 use crate::mode::SyncMode;
 use crate::part::CyclePart;
+use crate::{FastMap, FastSet};
 
 /// The placed tree and its edges; everything a [`Blueprint`] holds plus
 /// the indexes the checks need.
@@ -21,17 +20,17 @@ use crate::part::CyclePart;
 pub(super) struct Tree {
     pub(super) name: String,
     pub(super) nodes: Vec<BpNode>,
-    pub(super) by_coord: BTreeMap<Coord, NodeIdx>,
-    pub(super) by_name: HashMap<String, NodeIdx>,
+    pub(super) by_coord: FastMap<Coord, NodeIdx>,
+    pub(super) by_name: FastMap<Arc<str>, NodeIdx>,
     /// Tree, `after` and `pipe` edges, all pointing from the part that runs
     /// first to the part that runs later. Node `i` is `NodeIndex::new(i)`.
-    pub(super) graph: Acyclic<DiGraph<(), ()>>,
+    pub(super) graph: OrderGraph,
     pub(super) after: Vec<(NodeIdx, NodeIdx)>,
     pub(super) pipes: Vec<(NodeIdx, NodeIdx)>,
     /// `after`, as a set: edges are checked for repeats in O(1).
-    after_set: HashSet<(NodeIdx, NodeIdx)>,
+    after_set: FastSet<(NodeIdx, NodeIdx)>,
     /// The source of the pipe into each piped part.
-    pipe_into: HashMap<NodeIdx, NodeIdx>,
+    pipe_into: FastMap<NodeIdx, NodeIdx>,
     pub(super) sync: Option<SyncMode>,
     pub(super) concurrency_limit: Option<NonZeroUsize>,
     pub(super) rate_limit: Option<f64>,
@@ -41,7 +40,7 @@ pub(super) struct Tree {
 
 /// An item resolved before anything is changed.
 pub(super) enum Resolved {
-    Part(Box<CyclePart>),
+    Part(Arc<CyclePart>),
     Cycle(Arc<Blueprint>),
 }
 
@@ -77,13 +76,13 @@ impl Tree {
         Tree {
             name,
             nodes: Vec::new(),
-            by_coord: BTreeMap::new(),
-            by_name: HashMap::new(),
-            graph: Acyclic::new(),
+            by_coord: FastMap::default(),
+            by_name: FastMap::default(),
+            graph: OrderGraph::default(),
             after: Vec::new(),
             pipes: Vec::new(),
-            after_set: HashSet::new(),
-            pipe_into: HashMap::new(),
+            after_set: FastSet::default(),
+            pipe_into: FastMap::default(),
             sync: None,
             concurrency_limit: None,
             rate_limit: None,
@@ -262,14 +261,17 @@ impl Tree {
     }
 
     fn check_names(&self, staged: &Staged) -> Result<(), BuildError> {
-        let mut seen: HashMap<&str, Coord> = HashMap::new();
+        // One part (an `add`) needs no map of its own.
+        let mut seen: FastMap<&str, Coord> = FastMap::default();
+        let several = staged.nodes.len() > 1;
         for node in &staged.nodes {
             let BpKind::Part(part) = &node.kind else {
                 continue;
             };
             let first = match self.by_name.get(part.name()) {
                 Some(&idx) => Some(self.nodes[idx].coord),
-                None => seen.get(part.name()).copied(),
+                None if several => seen.get(part.name()).copied(),
+                None => None,
             };
             if let Some(first) = first {
                 return Err(BuildError::DuplicatePart {
@@ -278,7 +280,9 @@ impl Tree {
                     second: node.coord,
                 });
             }
-            seen.insert(part.name(), node.coord);
+            if several {
+                seen.insert(part.name(), node.coord);
+            }
         }
         Ok(())
     }
@@ -287,20 +291,7 @@ impl Tree {
     pub(super) fn commit(&mut self, parent: Option<NodeIdx>, staged: Staged) {
         let first = staged.base;
         for node in staged.nodes {
-            let idx = self.nodes.len();
-            let gidx = self.graph.add_node(());
-            debug_assert_eq!(gidx.index(), idx);
-            self.by_coord.insert(node.coord, idx);
-            if let BpKind::Part(part) = &node.kind {
-                self.by_name.insert(part.name().to_owned(), idx);
-            }
-            if let Some(p) = node.parent {
-                // A tree edge into a new node, which has no outgoing edges
-                // yet, cannot close a loop.
-                let added = self.graph.try_add_edge(NodeIndex::new(p), gidx, ());
-                debug_assert!(added.is_ok());
-            }
-            self.nodes.push(node);
+            self.push_node(node);
         }
         if let Some(p) = parent {
             self.nodes[p].children.push(first);
@@ -324,6 +315,53 @@ impl Tree {
         self.max_col = staged.max_col;
     }
 
+    /// Places one part at `at` below `parent` (an `add`): what
+    /// [`stage`](Tree::stage) and [`commit`](Tree::commit) do, without
+    /// their lists. Checks the name; changes nothing on error.
+    pub(super) fn place_part(
+        &mut self,
+        at: Coord,
+        parent: Option<NodeIdx>,
+        part: Arc<CyclePart>,
+    ) -> Result<NodeIdx, BuildError> {
+        if let Some(&idx) = self.by_name.get(part.name()) {
+            return Err(BuildError::DuplicatePart {
+                name: part.name().to_owned(),
+                first: self.nodes[idx].coord,
+                second: at,
+            });
+        }
+        let idx = self.push_node(BpNode {
+            coord: at,
+            parent,
+            children: Vec::new(),
+            kind: BpKind::Part(part),
+        });
+        if let Some(p) = parent {
+            self.nodes[p].children.push(idx);
+        }
+        self.max_col = self.max_col.max(at.position);
+        Ok(idx)
+    }
+
+    /// Appends a checked node with its indexes and its tree edge.
+    fn push_node(&mut self, node: BpNode) -> NodeIdx {
+        let idx = self.graph.add_node();
+        debug_assert_eq!(idx, self.nodes.len());
+        self.by_coord.insert(node.coord, idx);
+        if let BpKind::Part(part) = &node.kind {
+            self.by_name.insert(Arc::clone(&part.name), idx);
+        }
+        if let Some(p) = node.parent {
+            // A tree edge into a new node, which has no outgoing edges
+            // yet, cannot close a loop.
+            let added = self.graph.try_add_edge(p, idx);
+            debug_assert!(added.is_ok());
+        }
+        self.nodes.push(node);
+        idx
+    }
+
     /// Adds `first -> then` to the ordering graph unless it closes a loop.
     pub(super) fn add_order_edge(
         &mut self,
@@ -336,18 +374,16 @@ impl Tree {
                 coord: self.nodes[first].coord,
             });
         }
-        let (a, b) = (NodeIndex::new(first), NodeIndex::new(then));
-        if self.graph.try_add_edge(a, b, ()).is_ok() {
+        if self.graph.try_add_edge(first, then).is_ok() {
             return Ok(());
         }
         // The edge closes a loop: `then` already reaches `first`.
-        let path = petgraph::algo::astar(self.graph.inner(), b, |n| n == a, |_| 1u32, |_| 0)
-            .map(|(_, path)| path)
-            .unwrap_or_default();
-        let mut names: Vec<String> = path
+        let mut names: Vec<String> = self
+            .graph
+            .path(then, first)
             .into_iter()
-            .filter(|n| matches!(self.nodes[n.index()].kind, BpKind::Part(_)))
-            .map(|n| self.name_of(n.index()).to_owned())
+            .filter(|&n| matches!(self.nodes[n].kind, BpKind::Part(_)))
+            .map(|n| self.name_of(n).to_owned())
             .collect();
         names.push(self.name_of(then).to_owned());
         Err(BuildError::OrderingLoop { path: names })
@@ -413,9 +449,9 @@ impl Tree {
         for (i, node) in sub.nodes.iter().enumerate() {
             let kind = match &node.kind {
                 BpKind::Part(part) => {
-                    let mut part = part.clone();
+                    let mut part = CyclePart::clone(part);
                     part.name = Arc::from(format!("{prefix}/{}", part.name));
-                    BpKind::Part(part)
+                    BpKind::Part(Arc::new(part))
                 }
                 BpKind::Fork(split) => {
                     let mut split = split.clone();

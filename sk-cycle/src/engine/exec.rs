@@ -101,45 +101,27 @@ impl Finish {
     }
 }
 
-/// How many part starts each thread times in a run before it samples.
-const TIMED_EXACTLY: u32 = 2048;
+/// Part runs a run times exactly before it samples: whole iterations of
+/// a lane, as many as make about this many part runs.
+const TIMED_EXACTLY: u64 = 4096;
 
-/// After those, a thread times one start in this many on average (at
-/// random gaps, so that no part of a periodic graph is always skipped).
-const TIMED_ONE_IN: u32 = 16;
+/// After those, a part's run is timed one time in this many, at
+/// pseudo-random iterations (so that no part of a periodic graph is
+/// always skipped).
+const TIMED_ONE_IN: u64 = 16;
 
-/// Whether this thread times the part it starts now in run `run`: all of
-/// its first [`TIMED_EXACTLY`] starts in the run, then one in about
-/// [`TIMED_ONE_IN`]. Per thread (no shared counter), a few instructions.
+/// Whether the run of part `node` in iteration `iteration` is timed,
+/// given the lane's exactly timed iterations: a multiply and a compare, no
+/// shared or thread-local state.
 #[inline]
-fn timed_now(run: u64) -> bool {
-    /// (run, exact starts left, starts until the next sample, random state)
-    type Sampler = (u64, u32, u32, u32);
-    thread_local! {
-        static SAMPLER: Cell<Sampler> = const { Cell::new((0, 0, 0, 0x9E37_79B9)) };
-    }
-    SAMPLER.with(|cell| {
-        let (mut at, mut exact, mut gap, mut rng) = cell.get();
-        if at != run {
-            (at, exact) = (run, TIMED_EXACTLY);
-        }
-        let timed = if exact > 0 {
-            exact -= 1;
-            true
-        } else if gap > 1 {
-            gap -= 1;
-            false
-        } else {
-            // xorshift32: a gap in 1..=2 * TIMED_ONE_IN - 1.
-            rng ^= rng << 13;
-            rng ^= rng >> 17;
-            rng ^= rng << 5;
-            gap = 1 + rng % (2 * TIMED_ONE_IN - 1);
-            true
-        };
-        cell.set((at, exact, gap, rng));
-        timed
-    })
+fn sampled(node: u32, iteration: u64, exact_iterations: u64) -> bool {
+    let mixed = (iteration ^ (u64::from(node) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    iteration <= exact_iterations || mixed >> 60 < 16 / TIMED_ONE_IN
+}
+
+/// Iterations of a lane of `parts` parts timed exactly (at least one).
+pub(super) fn exact_iterations(parts: usize) -> u64 {
+    (TIMED_EXACTLY / parts.max(1) as u64).max(1)
 }
 
 /// A small stable number for the current thread (trace `tid`).
@@ -252,10 +234,25 @@ fn check_output(pp: &PlanPart, value: &Value) -> Result<(), Failure> {
     check_value(pp, &pp.part.validator, value, "output")
 }
 
-/// The span of one run of a part (at TRACE: free when nobody listens).
+/// The span of one run of a part, entered — only when TRACE is on for
+/// somebody (one relaxed load otherwise: no span made, entered or dropped
+/// per part).
 #[inline]
-fn part_span(pp: &PlanPart, iteration: u64) -> tracing::Span {
-    tracing::trace_span!("part", name = %pp.part.name, coord = %pp.coord, iteration)
+fn part_span(pp: &PlanPart, iteration: u64) -> Option<tracing::span::EnteredSpan> {
+    tracing::level_enabled!(tracing::Level::TRACE).then(|| {
+        tracing::trace_span!("part", name = %pp.part.name, coord = %pp.coord, iteration).entered()
+    })
+}
+
+/// Runs `f` in [`part_span`], with no span to drop on the fast path.
+#[inline(always)]
+fn in_part_span<R>(pp: &PlanPart, iteration: u64, f: impl FnOnce() -> R) -> R {
+    if tracing::level_enabled!(tracing::Level::TRACE) {
+        let _part = part_span(pp, iteration);
+        f()
+    } else {
+        f()
+    }
 }
 
 /// Runs `attempt` once, or under [`ErrorMode::Retry`] by the part's retry
@@ -306,7 +303,7 @@ impl Runtime {
         attempt: u32,
     ) -> PartContext<'a> {
         PartContext {
-            part: &part.part.name,
+            part: &part.name,
             coord: part.coord,
             iteration,
             attempt,
@@ -342,17 +339,27 @@ impl Runtime {
     #[inline]
     pub(super) fn execute_plain(&self, node: u32, pp: &PlanPart, work: &PartFn) -> Finish {
         let input = self.input_for(node);
-        let started = self.start_clock();
         let iteration = self.lanes[pp.lane as usize]
             .iteration
             .load(Ordering::Relaxed);
-        let _part = part_span(pp, iteration).entered();
+        let started = self.start_clock(node, iteration);
         let env = self.env(pp.lane);
         let ctx = self.context(pp, &input, &env, &self.cancel, iteration, 1);
-        let result = self.attributed(node, || {
-            caught(pp, panic::catch_unwind(AssertUnwindSafe(|| work(&ctx))))
+        let outcome = in_part_span(pp, iteration, || {
+            self.attributed(node, || {
+                panic::catch_unwind(AssertUnwindSafe(|| work(&ctx)))
+            })
         });
-        self.finish_with(pp, result, started)
+        match outcome {
+            // The common end, made here: no `()` value, no checks.
+            Ok(Ok(output)) => Finish {
+                output: output.map(Arc::new),
+                ran: started,
+                ..Finish::new(PartState::Succeeded)
+            },
+            Ok(Err(error)) => self.finish_with(pp, caught(pp, Ok(Err(error))), started),
+            Err(panic) => self.finish_with(pp, caught(pp, Err(panic)), started),
+        }
     }
 
     /// Runs part `node` to its end on the calling thread.
@@ -365,8 +372,8 @@ impl Runtime {
     ) -> Finish {
         let pp = &self.plan.parts[node as usize];
         let part = &pp.part;
-        let started = self.start_clock();
-        let _part = part_span(pp, iteration).entered();
+        let started = self.start_clock(node, iteration);
+        let _part = part_span(pp, iteration);
         let env = self.env(pp.lane);
         if let Err(error) = self.intend(node, iteration) {
             return self.finish_with(pp, Err(Failure::new(error, false)), started);
@@ -380,7 +387,7 @@ impl Runtime {
                 let value = caught(
                     pp,
                     panic::catch_unwind(AssertUnwindSafe(|| match &part.work {
-                        Work::Context(f) => f(&ctx),
+                        Work::Context(f) => f(&ctx).map(|v| v.unwrap_or_else(|| Value::new(()))),
                         // A function has no context: its code asks for the
                         // part with `current_part`.
                         Work::Function(f) => {
@@ -412,9 +419,9 @@ impl Runtime {
     pub(super) fn execute_in_process(&self, node: u32, input: &Input) -> Finish {
         let pp = &self.plan.parts[node as usize];
         let part = &pp.part;
-        let started = self.start_clock();
         let iteration = self.iteration_of(node);
-        let _part = part_span(pp, iteration).entered();
+        let started = self.start_clock(node, iteration);
+        let _part = part_span(pp, iteration);
         let handle = match (&part.work, &self.processes) {
             (Work::Function(f), Some(runner)) => f.as_handle().map(|handle| (handle, runner)),
             _ => None,
@@ -561,9 +568,9 @@ impl Runtime {
     /// waiting on this thread.
     pub(super) fn execute_remote(&self, node: u32, input: &Input) -> Finish {
         let pp = &self.plan.parts[node as usize];
-        let started = self.start_clock();
         let iteration = self.iteration_of(node);
-        let _part = part_span(pp, iteration).entered();
+        let started = self.start_clock(node, iteration);
+        let _part = part_span(pp, iteration);
         if let Err(error) = self.intend(node, iteration) {
             return self.finish_with(pp, Err(Failure::new(error, false)), started);
         }
@@ -580,8 +587,8 @@ impl Runtime {
     /// the part completes when the runner calls back.
     pub(super) fn submit_remote(self: &Arc<Self>, node: u32, input: &Input, gated: bool) {
         let pp = &self.plan.parts[node as usize];
-        let started = self.start_clock();
         let iteration = self.iteration_of(node);
+        let started = self.start_clock(node, iteration);
         let sent = self
             .intend(node, iteration)
             .map_err(|error| Failure::new(error, false))
@@ -609,12 +616,14 @@ impl Runtime {
     /// When a part starts, if the trace wants it (always) or the stats
     /// sample this start (see [`timed_now`]).
     #[inline]
-    fn start_clock(&self) -> Option<(Instant, u64)> {
+    fn start_clock(&self, node: u32, iteration: u64) -> Option<(Instant, u64)> {
         if self.options.trace {
             self.note_thread();
             return Some((Instant::now(), thread_number()));
         }
-        (self.options.stats && timed_now(self.run_id)).then(|| (Instant::now(), thread_number()))
+        let lane = self.plan.parts[node as usize].lane as usize;
+        (self.options.stats && sampled(node, iteration, self.lanes[lane].exact_iterations))
+            .then(|| (Instant::now(), thread_number()))
     }
 
     /// Records the current thread's name in the trace, once per run.

@@ -147,6 +147,9 @@ pub(crate) struct LaneRt {
     done: AtomicBool,
     waiter: Mutex<Option<Thread>>,
     pub(crate) error_state: AtomicBool,
+    /// Its first iterations, timed exactly when stats are on (see
+    /// `exec::sampled`).
+    exact_iterations: u64,
 }
 
 /// Options the engine reads while running.
@@ -268,7 +271,14 @@ impl Runtime {
         let multi_lane = plan.lanes.len() > 1;
         Runtime {
             nodes: (0..plan.node_count).map(|_| NodeRt::default()).collect(),
-            lanes: (0..plan.lanes.len()).map(|_| LaneRt::default()).collect(),
+            lanes: plan
+                .lanes
+                .iter()
+                .map(|lane| LaneRt {
+                    exact_iterations: exec::exact_iterations(lane.nodes.len()),
+                    ..LaneRt::default()
+                })
+                .collect(),
             gates: plan.gates.iter().map(|n| Gate::new(n.get())).collect(),
             rates: plan
                 .rates

@@ -80,7 +80,7 @@ impl Runtime {
             .iter()
             .enumerate()
             .map(|(id, p)| crate::report::PartStats {
-                name: p.part.name.to_string(),
+                name: Arc::clone(&p.part.name),
                 coord: p.coord,
                 states: self.tallies[id].counts(),
                 retries: self.retries[id].load(Ordering::Relaxed),
