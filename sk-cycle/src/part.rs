@@ -33,8 +33,10 @@ fn unit_or<R: 'static>(r: R, make: impl FnOnce(R) -> Value) -> Option<Value> {
 pub(crate) enum Work {
     /// A closure over the part's context.
     Context(Arc<PartFn>),
-    /// A function handle or lambda, run without the context.
-    Function(AnyFunction),
+    /// A function handle or lambda, run without the context (boxed: it
+    /// is several times the size of a closure, and every part carries a
+    /// `Work`).
+    Function(Box<AnyFunction>),
 }
 
 /// One named unit of work of a cycle.
@@ -70,7 +72,8 @@ pub struct CyclePart {
     pub(crate) reads: Vec<Arc<str>>,
     /// Parts it reads as they last completed, in whatever order.
     pub(crate) reads_latest: Vec<Arc<str>>,
-    pub(crate) retry: Option<RetryPolicy>,
+    /// Boxed: most parts have none, and a policy is large.
+    pub(crate) retry: Option<Box<RetryPolicy>>,
     pub(crate) validator: Option<Arc<ValidatorFn>>,
     pub(crate) input_validator: Option<Arc<ValidatorFn>>,
     pub(crate) condition: Option<Arc<ConditionFn>>,
@@ -169,7 +172,7 @@ impl CyclePart {
     /// A part running a function handle, lambda or closure (see
     /// [`AnyFunction`]); it does not see the context.
     pub fn function(name: impl Into<Arc<str>>, f: impl Into<AnyFunction>) -> Self {
-        Self::with_work(name, Work::Function(f.into()), false)
+        Self::with_work(name, Work::Function(Box::new(f.into())), false)
     }
 
     /// Runs the part on the named component thread instead of the pool.
@@ -298,7 +301,7 @@ impl CyclePart {
     /// The retry policy used under [`ErrorMode::Retry`]; setting one also
     /// selects that mode.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
+        self.retry = Some(Box::new(policy));
         self.error_mode = ErrorMode::Retry;
         self
     }

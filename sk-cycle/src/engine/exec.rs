@@ -267,7 +267,7 @@ fn with_retries(
     if pp.part.error_mode != ErrorMode::Retry {
         return attempt(1);
     }
-    let mut policy = pp.part.retry.clone().unwrap_or_default();
+    let mut policy = pp.part.retry.as_deref().cloned().unwrap_or_default();
     if let Some(limit) = deadline {
         let limit = policy.deadline_value().map_or(limit, |d| d.min(limit));
         policy = policy.deadline(limit);
