@@ -2,8 +2,10 @@
 //! measure the pool's own cost (chunking, transport, bookkeeping).
 //!
 //! Prints items per second for 1 and 2 workers on each backend, and for a
-//! range of chunk sizes on 2 process workers. Run with
-//! `cargo bench -p sk-process --bench pool`.
+//! range of chunk sizes on 2 process workers; then a map of 1M items on 2
+//! process workers with the parent's peak memory growth (the items, the
+//! outputs and the chunks in flight: the target is at most 50 MB). Run
+//! with `cargo bench -p sk-process --bench pool`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -49,6 +51,40 @@ fn report(label: &str, took: Duration) {
     );
 }
 
+/// This process's peak resident memory since the last reset, in bytes
+/// (`None` off Linux).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A map of `n` items on 2 process workers: its time, and how much the
+/// parent's peak memory grew.
+fn big_map(f: &SkFunction, n: u64) {
+    let pool = Pool::new(2, Backend::Process).unwrap();
+    let _: Vec<u64> = pool.map(f, "x", 0..1000u64).unwrap();
+    // Reset the peak to what is resident now.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = peak_rss();
+    let start = Instant::now();
+    let out: Vec<u64> = pool.map(f, "x", 0..n).unwrap();
+    let took = start.elapsed();
+    let grew = peak_rss()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before));
+    assert_eq!(out.len(), n as usize);
+    assert!(out.iter().enumerate().all(|(i, &v)| v == i as u64 + 1));
+    println!(
+        "process, 2 workers, {n} items: {:>9.2} ms  {:>12.0} items/s  peak memory +{} MB",
+        took.as_secs_f64() * 1e3,
+        n as f64 / took.as_secs_f64(),
+        grew.map_or_else(|| "?".to_owned(), |g| (g >> 20).to_string())
+    );
+    pool.close();
+}
+
 fn main() {
     // Worker processes of this binary become workers here.
     sk_process::init();
@@ -87,4 +123,5 @@ fn main() {
     let took = best(&pool, &f);
     report("process, 2 workers, auto chunks, item timeout", took);
     pool.close();
+    big_map(&f, 1_000_000);
 }
