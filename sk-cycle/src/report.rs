@@ -256,9 +256,10 @@ pub struct PartStats {
     /// part is counted, `runs` + `retries` attempts in all.
     pub retries: u64,
     /// Its execution times (empty when stats were off), sampled: a run
-    /// times every part in its first iterations (as many as make about
-    /// 4096 part runs, at least one), then each part's run in about one
-    /// iteration in 16 (pseudo-random ones), so `timing.count` is the number
+    /// times every part in its first iterations (as many as make at most
+    /// 4096 part runs: none in a cycle larger than that), then each part's
+    /// run in about one iteration in 16 (pseudo-random ones), so
+    /// `timing.count` is the number
     /// of runs timed — every run in a small run, a sample in a large one;
     /// [`PartStats::states`] counts every run. With the trace on, every
     /// run is timed.

@@ -153,7 +153,7 @@ impl Run {
     }
 
     /// Records per-part timing stats (default on): every part run of the
-    /// first iterations (about 4096 part runs), then about one in 16
+    /// first iterations (at most 4096 part runs), then about one in 16
     /// (end-state counts stay exact; see
     /// [`PartStats::timing`](crate::PartStats::timing)). Off saves the
     /// sampling and its clock reads.

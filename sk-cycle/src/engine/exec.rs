@@ -102,7 +102,8 @@ impl Finish {
 }
 
 /// Part runs a run times exactly before it samples: whole iterations of
-/// a lane, as many as make about this many part runs.
+/// a lane, as many as make at most this many part runs (none for a lane
+/// larger than that: its first iteration is sampled too).
 const TIMED_EXACTLY: u64 = 4096;
 
 /// After those, a part's run is timed one time in this many, at
@@ -119,9 +120,9 @@ fn sampled(node: u32, iteration: u64, exact_iterations: u64) -> bool {
     iteration <= exact_iterations || mixed >> 60 < 16 / TIMED_ONE_IN
 }
 
-/// Iterations of a lane of `parts` parts timed exactly (at least one).
+/// Iterations of a lane of `parts` parts timed exactly.
 pub(super) fn exact_iterations(parts: usize) -> u64 {
-    (TIMED_EXACTLY / parts.max(1) as u64).max(1)
+    TIMED_EXACTLY / parts.max(1) as u64
 }
 
 /// A small stable number for the current thread (trace `tid`).
