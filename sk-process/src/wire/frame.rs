@@ -7,6 +7,7 @@
 //! bytes costs a few bytes; a channel that ends inside a frame is a typed
 //! error, not a hang or a panic.
 
+use std::cell::Cell;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
@@ -183,8 +184,22 @@ impl<R: Read> FrameReader<R> {
 /// [`ProtocolError::Malformed`] when the message does not serialize, or
 /// [`ProtocolError::TooLarge`] when it exceeds `max`.
 pub(crate) fn encode_frame<T: Serialize>(message: &T, max: usize) -> Result<Vec<u8>, ProtocolError> {
-    let mut frame = vec![0u8; 4];
-    Internal::encode_into(message, &mut frame).map_err(ProtocolError::Malformed)?;
+    let mut frame = Vec::new();
+    encode_frame_into(message, max, &mut frame)?;
+    Ok(frame)
+}
+
+/// [`encode_frame`] into `frame` (cleared first), reusing its capacity.
+fn encode_frame_into<T: Serialize + ?Sized>(
+    message: &T,
+    max: usize,
+    frame: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    frame.clear();
+    // Room for a small message at once, not a few reallocations.
+    frame.reserve(SMALL_FRAME);
+    frame.extend_from_slice(&[0; 4]);
+    Internal::encode_into(message, frame).map_err(ProtocolError::Malformed)?;
     let len = frame.len() - 4;
     if len > max || u32::try_from(len).is_err() {
         return Err(ProtocolError::TooLarge {
@@ -193,7 +208,37 @@ pub(crate) fn encode_frame<T: Serialize>(message: &T, max: usize) -> Result<Vec<
         });
     }
     frame[..4].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(frame)
+    Ok(())
+}
+
+/// What a frame buffer is made with room for.
+const SMALL_FRAME: usize = 256;
+
+/// The largest frame buffer a thread keeps for its next frame.
+const KEPT_FRAME_BUFFER: usize = 64 << 10;
+
+/// Encodes `message` as one frame, as [`encode_frame`] does, in a buffer
+/// this thread keeps from one frame to the next, and hands it to `send`.
+///
+/// # Errors
+///
+/// As [`encode_frame`].
+pub(crate) fn with_frame<T: Serialize + ?Sized, R>(
+    message: &T,
+    max: usize,
+    send: impl FnOnce(&[u8]) -> R,
+) -> Result<R, ProtocolError> {
+    thread_local! {
+        static BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    }
+    // Taken out while in use: a frame encoded meanwhile on this thread
+    // (from `send`, say) gets a buffer of its own.
+    let mut frame = BUFFER.take();
+    let sent = encode_frame_into(message, max, &mut frame).map(|()| send(&frame));
+    if frame.capacity() <= KEPT_FRAME_BUFFER {
+        BUFFER.set(frame);
+    }
+    sent
 }
 
 /// Whether `fd` became ready for `events` within `timeout` (`None`: no
@@ -269,26 +314,52 @@ pub(crate) struct Recv {
     /// after it, the rest of a frame is read without blocking, so a frame
     /// that never completes cannot hold its reader (see `relay.rs`).
     pub(crate) wait: bool,
+    /// Whether a read that may wait tries the socket before it waits
+    /// (see [`Recv::new`]).
+    eager: bool,
 }
 
 impl Recv {
-    pub(crate) fn new(stream: Arc<UnixStream>) -> Self {
+    /// A reader of `stream`; `eager`: a read that may wait first tries
+    /// the socket. Worth it where what is waited for has often come
+    /// already: a reply, on one CPU, comes while its caller is off the
+    /// CPU between its send and its read. (Where it is not there, the
+    /// try costs one more system call.)
+    pub(crate) fn new(stream: Arc<UnixStream>, eager: bool) -> Self {
         Recv {
             stream,
             wait: false,
+            eager,
         }
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let (got, _) = rustix::net::recv(&*self.stream, buf, RecvFlags::DONTWAIT)?;
+        Ok(got)
     }
 }
 
 impl Read for Recv {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let flags = if std::mem::take(&mut self.wait) {
-            RecvFlags::empty()
-        } else {
-            RecvFlags::DONTWAIT
-        };
-        let (got, _) = rustix::net::recv(&*self.stream, buf, flags)?;
-        Ok(got)
+        if !std::mem::take(&mut self.wait) {
+            return self.recv(buf);
+        }
+        if self.eager {
+            match self.recv(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                got => return got,
+            }
+        }
+        // Wait in `poll` for input, not in a blocking `recv`: a stream
+        // socket wakes a thread blocked in `recv` whenever the peer takes
+        // in what this end sent (there is room to write again), so a
+        // reader that sent a request and waits for the reply would be
+        // woken for nothing as soon as the peer reads the request (on one
+        // CPU: two needless context switches a round trip). `poll` waits
+        // for input only.
+        // (An interrupted wait is waited again.)
+        while !poll_fd(self.stream.as_fd(), PollFlags::IN, None)? {}
+        self.recv(buf)
     }
 }
 

@@ -9,9 +9,9 @@ mod protocol;
 mod relay;
 
 pub use frame::DEFAULT_MAX_FRAME;
-pub(crate) use frame::{encode_frame, send_frame};
+pub(crate) use frame::{encode_frame, send_frame, with_frame};
 pub use protocol::__call_frame_sizes;
 pub(crate) use protocol::{
-    Answer, Encoded, FromWorker, RemoteFailure, StorageOp, StorageReply, ToWorker,
+    Answer, CallRef, Encoded, FromWorker, RemoteFailure, StorageOp, StorageReply, ToWorker,
 };
 pub(crate) use relay::{Ended, HubArm, Relay, Router, Waited};

@@ -34,6 +34,29 @@ pub(crate) enum ToWorker {
     Stop,
 }
 
+/// [`ToWorker::Call`] borrowing what it carries: it encodes to the same
+/// bytes without copying the function and its arguments first.
+#[derive(Debug)]
+pub(crate) struct CallRef<'a> {
+    pub(crate) id: u64,
+    pub(crate) function: &'a SkFunction,
+    pub(crate) extra: &'a Args,
+    pub(crate) output: Encoding,
+}
+
+impl Serialize for CallRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStructVariant;
+        // As the derived `Serialize` of `ToWorker` writes its variant 0.
+        let mut call = serializer.serialize_struct_variant("ToWorker", 0, "Call", 4)?;
+        call.serialize_field("id", &self.id)?;
+        call.serialize_field("function", self.function)?;
+        call.serialize_field("extra", self.extra)?;
+        call.serialize_field("output", &self.output)?;
+        call.end()
+    }
+}
+
 /// Worker → parent.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum FromWorker {
@@ -134,4 +157,52 @@ pub fn __call_frame_sizes(function: &SkFunction) -> (usize, usize) {
         size(encode_frame(&call, DEFAULT_MAX_FRAME)),
         size(encode_frame(&done, DEFAULT_MAX_FRAME)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::{DEFAULT_MAX_FRAME, encode_frame};
+
+    #[sk_core::function(crate = ::sk_core)]
+    fn call_ref_probe(x: u32) -> u32 {
+        x
+    }
+
+    #[test]
+    fn a_borrowed_call_encodes_as_the_call_itself() {
+        use sk_core::Modify;
+        let function = SkFunction::builder("call_ref_probe")
+            .build()
+            .unwrap()
+            .timeout(std::time::Duration::from_secs(3));
+        let extra = Args::new().with("x", &7u32).unwrap();
+        for output in [Encoding::Internal, Encoding::External] {
+            let owned = ToWorker::Call {
+                id: 42,
+                function: function.clone(),
+                extra: extra.clone(),
+                output,
+            };
+            let borrowed = CallRef {
+                id: 42,
+                function: &function,
+                extra: &extra,
+                output,
+            };
+            let bytes = encode_frame(&borrowed, DEFAULT_MAX_FRAME).unwrap();
+            assert_eq!(bytes, encode_frame(&owned, DEFAULT_MAX_FRAME).unwrap());
+            match sk_cereal::Internal::decode::<ToWorker>(&bytes[4..]).unwrap() {
+                ToWorker::Call {
+                    id,
+                    function: f,
+                    extra: e,
+                    output: o,
+                } => {
+                    assert_eq!((id, &f, &e, o), (42, &function, &extra, output));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }

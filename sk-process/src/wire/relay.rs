@@ -156,7 +156,9 @@ impl<M: DeserializeOwned> Relay<M> {
     /// thread does; the caller registers the socket with the hub, armed.
     pub(crate) fn new(stream: UnixStream, hub: Option<Box<dyn HubArm>>) -> Self {
         let socket = Arc::new(stream);
-        let recv = Recv::new(Arc::clone(&socket));
+        // The parent's side (the one with a hub) waits for replies to
+        // what it sent; a worker's waits for its parent's next request.
+        let recv = Recv::new(Arc::clone(&socket), hub.is_some());
         let reader = if hub.is_some() {
             Reader::Hub
         } else {

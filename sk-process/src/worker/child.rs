@@ -32,7 +32,7 @@ use crate::error::ProtocolError;
 use crate::mark::StartedMark;
 use crate::wire::{
     Answer, DEFAULT_MAX_FRAME, Encoded, Ended, FromWorker, Relay, RemoteFailure, Router,
-    StorageOp, StorageReply, ToWorker, Waited, encode_frame, send_frame,
+    StorageOp, StorageReply, ToWorker, Waited, encode_frame, send_frame, with_frame,
 };
 use crate::spawn::{ENV_FD, ENV_NAME, ENV_PARENT, ENV_ROOT};
 use crate::stamp::Stamp;
@@ -313,8 +313,13 @@ fn start_heartbeat(link: &Arc<WorkerLink>) {
             let mut first = true;
             loop {
                 let quiet = beat.last_send.at().elapsed() >= HEARTBEAT;
-                if (first || quiet) && beat.send(FromWorker::Heartbeat).is_err() {
-                    return;
+                if first || quiet {
+                    if beat.send(FromWorker::Heartbeat).is_err() {
+                        return;
+                    }
+                    // Dated now, not when next looked at (a quarter second
+                    // on): the next beat is due a quarter second from now.
+                    beat.last_send.touch();
                 }
                 first = false;
                 beat.relay.drain(&*beat, false);
@@ -452,9 +457,10 @@ impl WorkerLink {
     }
 
     fn send(&self, message: FromWorker) -> Result<(), ProtocolError> {
-        let frame = encode_frame(&message, DEFAULT_MAX_FRAME)?;
-        send_frame(&self.out.lock(), &frame)?;
-        self.last_send.touch();
+        with_frame(&message, DEFAULT_MAX_FRAME, |frame| {
+            send_frame(&self.out.lock(), frame)
+        })??;
+        self.last_send.mark();
         Ok(())
     }
 

@@ -5,8 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError};
+use crossbeam::channel::RecvTimeoutError;
+use sk_core::{Args, Encoding, SkFunction};
 
+use super::mailbox::MailReceiver;
 use super::{CallEvent, Shared};
 use crate::error::WorkerError;
 use crate::wire::{StorageOp, ToWorker};
@@ -25,6 +27,28 @@ pub(super) trait Link: Send + Sync + 'static {
     /// [`WorkerError::Encode`] or [`WorkerError::Protocol`] when the
     /// channel cannot carry it.
     fn send(&self, message: ToWorker) -> Result<u64, WorkerError>;
+
+    /// Sends call `id` of `function` with `extra` arguments, its output
+    /// to come back as `output`; as [`send`](Link::send) does
+    /// [`ToWorker::Call`].
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Link::send).
+    fn send_call(
+        &self,
+        id: u64,
+        function: &SkFunction,
+        extra: &Args,
+        output: Encoding,
+    ) -> Result<u64, WorkerError> {
+        self.send(ToWorker::Call {
+            id,
+            function: function.clone(),
+            extra: extra.clone(),
+            output,
+        })
+    }
 
     /// Writes raw bytes on the channel (tests of bad input).
     ///
@@ -53,7 +77,7 @@ pub(super) trait Link: Send + Sync + 'static {
     /// until `deadline` and reading the channel meanwhile if need be.
     fn next_event(
         &self,
-        events: &Receiver<CallEvent>,
+        events: &MailReceiver,
         deadline: Option<Instant>,
         leading: bool,
     ) -> Result<CallEvent, RecvTimeoutError>;

@@ -48,6 +48,7 @@ use crate::wire::{FromWorker, ToWorker};
 pub(crate) mod child;
 mod ending;
 mod link;
+mod mailbox;
 mod pending;
 mod process;
 mod thread;
@@ -89,14 +90,36 @@ enum CallEvent {
 /// Said to a question asked by a call nobody answers questions for.
 const NO_ANSWERER: &str = "nobody answers questions for this call";
 
-/// A call sent and not yet answered.
+/// A call sent and not yet answered: where its events go, and (see
+/// [`MailSender::sent`](mailbox::MailSender::sent)) how many frames had
+/// been sent to the worker once it was out.
 struct Pending {
-    reply: Sender<CallEvent>,
-    /// The number of frames sent to the worker once this call was out
-    /// (`u64::MAX` until it is): while it is the last, a channel reset
-    /// proves the call never reached the worker.
-    sent: u64,
+    reply: mailbox::MailSender,
 }
+
+/// Hashes call ids, numbers from a counter, with one multiplication:
+/// nobody outside picks them, so SipHash's guard is not needed.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// The calls sent to a worker and not yet answered, by id.
+type Calls = HashMap<u64, Pending, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// What every backend keeps about a worker the same way.
 pub(super) struct Shared {
@@ -104,7 +127,7 @@ pub(super) struct Shared {
     backend: Backend,
     pid: u32,
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, Pending>>,
+    pending: Mutex<Calls>,
     alive: AtomicBool,
     /// Why it ended, first come; known before every trace of it is in.
     cause: Mutex<Option<Exit>>,
@@ -124,7 +147,7 @@ impl Shared {
             backend,
             pid,
             next_id: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Calls::default()),
             alive: AtomicBool::new(true),
             cause: Mutex::new(None),
             exit: Mutex::new(None),
@@ -209,7 +232,7 @@ fn settle(link: &dyn Link) {
     for (id, call) in pending {
         let _ = call
             .reply
-            .send(CallEvent::Done(Err(lost(link, id, call.sent))));
+            .send(CallEvent::Done(Err(lost(link, id, call.reply.sent()))));
     }
     if exit.is_normal() {
         tracing::debug!(worker = %shared.name, pid = shared.pid, "worker exited");
@@ -351,7 +374,8 @@ impl Worker {
         self.shared().exit.lock().clone()
     }
 
-    /// When the worker was last heard from.
+    /// When the worker was last heard from (a process worker's, to within
+    /// the quarter second its parent's I/O hub looks at it).
     pub fn last_heartbeat(&self) -> Instant {
         self.shared().last_heard.at()
     }
@@ -368,41 +392,28 @@ impl Worker {
     /// [`WorkerError::Closed`] when the worker has ended,
     /// [`WorkerError::Encode`] when the call cannot be sent.
     pub fn submit(&self, function: &SkFunction, extra: &Args) -> Result<PendingCall, WorkerError> {
-        self.send_call(function, extra, Encoding::Internal)
+        self.send_call(function, extra, Encoding::Internal, true)
             .map_err(|e| self.explain_send_error(e))
     }
 
-    /// [`submit`](Self::submit) without waiting to explain a failed send.
+    /// [`submit`](Self::submit) without waiting to explain a failed send;
+    /// `named`: the handle keeps the function's name (for a timeout's
+    /// error), else its waiter is given it.
     fn send_call(
         &self,
         function: &SkFunction,
         extra: &Args,
         output: Encoding,
+        named: bool,
     ) -> Result<PendingCall, WorkerError> {
         if !self.is_alive() {
             return Err(self.shared().closed());
         }
         let id = self.shared().next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = channel::unbounded();
-        self.shared().pending.lock().insert(
-            id,
-            Pending {
-                reply: tx,
-                sent: u64::MAX,
-            },
-        );
-        let message = ToWorker::Call {
-            id,
-            function: function.clone(),
-            extra: extra.clone(),
-            output,
-        };
-        match self.send(message) {
-            Ok(sent) => {
-                if let Some(call) = self.shared().pending.lock().get_mut(&id) {
-                    call.sent = sent;
-                }
-            }
+        let (tx, rx) = mailbox::mailbox();
+        self.shared().pending.lock().insert(id, Pending { reply: tx });
+        match self.link.send_call(id, function, extra, output) {
+            Ok(sent) => rx.set_sent(sent),
             Err(e) => {
                 self.shared().pending.lock().remove(&id);
                 return Err(e);
@@ -417,13 +428,18 @@ impl Worker {
             if let Some(call) = self.shared().pending.lock().remove(&id) {
                 let _ = call
                     .reply
-                    .send(CallEvent::Done(Err(lost(&*self.link, id, call.sent))));
+                    .send(CallEvent::Done(Err(lost(&*self.link, id, call.reply.sent()))));
             }
         }
         Ok(PendingCall {
             worker: self.clone(),
             id,
-            function: function.name().to_owned(),
+            ended: false,
+            function: if named {
+                function.name().to_owned()
+            } else {
+                String::new()
+            },
             rx,
         })
     }
@@ -536,7 +552,7 @@ impl Worker {
         // Be the channel's reader before the call goes out (see
         // `Relay::try_lead`).
         let leading = self.link.lead();
-        let pending = match self.send_call(function, extra, options.output) {
+        let pending = match self.send_call(function, extra, options.output, false) {
             Ok(pending) => pending,
             Err(e) => {
                 if leading {
@@ -545,7 +561,7 @@ impl Worker {
                 return Err(self.explain_send_error(e));
             }
         };
-        pending.wait_as(timeout, leading, answer)
+        pending.wait_as(timeout, leading, answer, function.name())
     }
 
     /// Sends `message`; the number of frames sent to a process worker so

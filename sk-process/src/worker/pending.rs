@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError};
+use crossbeam::channel::RecvTimeoutError;
 use sk_core::Value;
 
+use super::mailbox::MailReceiver;
 use super::{Answerer, CallEvent, Worker, died, refuse};
 use crate::error::WorkerError;
 
@@ -15,7 +16,10 @@ pub struct PendingCall {
     pub(super) worker: Worker,
     pub(super) id: u64,
     pub(super) function: String,
-    pub(super) rx: Receiver<CallEvent>,
+    pub(super) rx: MailReceiver,
+    /// Its end has come: whoever sent it has taken the call off the
+    /// pending ones, and nothing comes after it.
+    pub(super) ended: bool,
 }
 
 impl PendingCall {
@@ -24,8 +28,9 @@ impl PendingCall {
     /// # Errors
     ///
     /// As [`Worker::call`].
-    pub fn wait(self, timeout: Option<Duration>) -> Result<Value, WorkerError> {
-        self.wait_as(timeout, false, &mut refuse)
+    pub fn wait(mut self, timeout: Option<Duration>) -> Result<Value, WorkerError> {
+        let function = std::mem::take(&mut self.function);
+        self.wait_as(timeout, false, &mut refuse, &function)
     }
 
     /// [`wait`](Self::wait), with `answer` answering the questions the
@@ -36,27 +41,33 @@ impl PendingCall {
     ///
     /// As [`Worker::call`].
     pub fn wait_answering(
-        self,
+        mut self,
         timeout: Option<Duration>,
         answer: Answerer<'_>,
     ) -> Result<Value, WorkerError> {
-        self.wait_as(timeout, false, answer)
+        let function = std::mem::take(&mut self.function);
+        self.wait_as(timeout, false, answer, &function)
     }
 
     /// Waits, `leading` the channel's reading already or not, answering
-    /// questions with `answer`.
+    /// questions with `answer`; `function`: the name of the function
+    /// called.
     pub(super) fn wait_as(
-        self,
+        mut self,
         timeout: Option<Duration>,
         mut leading: bool,
         answer: Answerer<'_>,
+        function: &str,
     ) -> Result<Value, WorkerError> {
         let link = &*self.worker.link;
         let shared = link.shared();
         let deadline = timeout.map(|t| Instant::now() + t);
         let received = loop {
             match link.next_event(&self.rx, deadline, leading) {
-                Ok(CallEvent::Done(reply)) => break Ok(reply),
+                Ok(CallEvent::Done(reply)) => {
+                    self.ended = true;
+                    break Ok(reply);
+                }
                 Ok(CallEvent::Ask { id, question }) => {
                     let reply = answer(&question);
                     // Be the reader before the answer goes out (see
@@ -73,14 +84,14 @@ impl PendingCall {
                 shared.pending.lock().remove(&self.id);
                 tracing::warn!(
                     worker = %shared.name,
-                    function = %self.function,
+                    function = %function,
                     after = ?timeout.unwrap_or_default(),
                     "call timed out; killing the worker"
                 );
                 self.worker.kill();
                 Err(WorkerError::TimedOut {
                     worker: shared.name.clone(),
-                    function: self.function.clone(),
+                    function: function.to_owned(),
                     after: timeout.unwrap_or_default(),
                 })
             }
@@ -98,9 +109,12 @@ impl Drop for PendingCall {
     /// A call nobody waits for any more: forget it, and refuse the
     /// questions its code asked meanwhile (they would wait in vain).
     fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
         let link = &*self.worker.link;
         link.shared().pending.lock().remove(&self.id);
-        while let Ok(event) = self.rx.try_recv() {
+        while let Some(event) = self.rx.try_recv() {
             if let CallEvent::Ask { id, .. } = event {
                 super::refuse_unwaited(link, id);
             }

@@ -15,11 +15,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError};
+use crossbeam::channel::RecvTimeoutError;
 use parking_lot::Mutex;
+use sk_core::{Args, Encoding, SkFunction};
 use sk_reg::GlobalStorage;
 
 use super::link::Link;
+use super::mailbox::MailReceiver;
 use super::{CallEvent, EXIT_REPORT_LIMIT, Shared, died, dispatch, settle};
 use crate::backend::Backend;
 use crate::error::{ProtocolError, WorkerError};
@@ -28,8 +30,8 @@ use crate::mark::StartedMark;
 use crate::spawn::spawn_worker;
 use crate::vocab::Exit;
 use crate::wire::{
-    DEFAULT_MAX_FRAME, Ended, FromWorker, Relay, Router, StorageOp, ToWorker, Waited,
-    encode_frame, send_frame,
+    CallRef, DEFAULT_MAX_FRAME, Ended, FromWorker, Relay, Router, StorageOp, ToWorker, Waited,
+    send_frame, with_frame,
 };
 
 /// How long a new worker process has to say it is ready.
@@ -77,17 +79,29 @@ impl ProcessLink {
     /// Writes one message; the number of frames written so far, this one
     /// included.
     fn write(&self, message: &impl serde::Serialize) -> Result<u64, ProtocolError> {
-        let frame = encode_frame(message, DEFAULT_MAX_FRAME)?;
-        let writer = self.writer.lock();
-        let sent = send_frame(&writer, &frame);
-        if let Err(ProtocolError::Io(e)) = &sent {
-            if e.kind() == std::io::ErrorKind::TimedOut {
-                // Stalled in the middle of a frame: the channel is shut
-                // (see `send_frame`); so is the worker.
-                self.fail(format!("protocol error: {e}"));
+        with_frame(message, DEFAULT_MAX_FRAME, |frame| {
+            let writer = self.writer.lock();
+            let sent = send_frame(&writer, frame);
+            if let Err(ProtocolError::Io(e)) = &sent {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    // Stalled in the middle of a frame: the channel is shut
+                    // (see `send_frame`); so is the worker.
+                    self.fail(format!("protocol error: {e}"));
+                }
             }
-        }
-        sent.map(|()| self.sent.fetch_add(1, Ordering::Relaxed) + 1)
+            sent.map(|()| self.sent.fetch_add(1, Ordering::Relaxed) + 1)
+        })?
+    }
+
+    /// [`write`](Self::write) as [`Link::send`] reports it.
+    fn write_message(&self, message: &impl serde::Serialize) -> Result<u64, WorkerError> {
+        self.write(message).map_err(|e| match e {
+            ProtocolError::Malformed(source) => WorkerError::Encode {
+                worker: self.shared.name.clone(),
+                source,
+            },
+            other => self.shared.protocol(other),
+        })
     }
 
     /// Gives up on the worker: records `why` and kills its process.
@@ -107,7 +121,7 @@ impl Router<FromWorker> for ProcessLink {
     fn route(&self, message: FromWorker) {
         // Every frame says the worker is alive (it skips heartbeats while
         // other frames flow).
-        self.shared.last_heard.touch();
+        self.shared.last_heard.mark();
         dispatch(self, message);
     }
 
@@ -170,12 +184,21 @@ impl Link for ProcessLink {
     }
 
     fn send(&self, message: ToWorker) -> Result<u64, WorkerError> {
-        self.write(&message).map_err(|e| match e {
-            ProtocolError::Malformed(source) => WorkerError::Encode {
-                worker: self.shared.name.clone(),
-                source,
-            },
-            other => self.shared.protocol(other),
+        self.write_message(&message)
+    }
+
+    fn send_call(
+        &self,
+        id: u64,
+        function: &SkFunction,
+        extra: &Args,
+        output: Encoding,
+    ) -> Result<u64, WorkerError> {
+        self.write_message(&CallRef {
+            id,
+            function,
+            extra,
+            output,
         })
     }
 
@@ -217,11 +240,11 @@ impl Link for ProcessLink {
 
     fn next_event(
         &self,
-        events: &Receiver<CallEvent>,
+        events: &MailReceiver,
         deadline: Option<Instant>,
         leading: bool,
     ) -> Result<CallEvent, RecvTimeoutError> {
-        let ready = || events.try_recv().ok();
+        let ready = || events.try_recv();
         let waited = if leading {
             self.relay.wait_leading(self, deadline, ready)
         } else {

@@ -6,12 +6,13 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use crossbeam::channel::{self, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use sk_core::StopToken;
 
 use super::child::{Outbox, ServeEnd, serve_thread};
 use super::link::Link;
+use super::mailbox::MailReceiver;
 use super::{CallEvent, Shared, died, dispatch, settle};
 use crate::backend::Backend;
 use crate::error::{ProtocolError, WorkerError};
@@ -127,14 +128,11 @@ impl Link for ThreadLink {
 
     fn next_event(
         &self,
-        events: &Receiver<CallEvent>,
+        events: &MailReceiver,
         deadline: Option<Instant>,
         _leading: bool,
     ) -> Result<CallEvent, RecvTimeoutError> {
-        match deadline {
-            Some(deadline) => events.recv_deadline(deadline),
-            None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        }
+        events.recv_deadline(deadline)
     }
 
     fn next_message(&self, deadline: Instant) -> Option<Vec<u8>> {
