@@ -104,8 +104,9 @@ pub(crate) struct Plan {
     /// Rate limits, in part starts per second.
     pub(crate) rates: Vec<f64>,
     pub(crate) components: Vec<String>,
-    pub(crate) by_name: FastMap<Arc<str>, u32>,
-    pub(crate) by_coord: FastMap<Coord, u32>,
+    /// Part ids by name and by coordinate (shared with each report).
+    pub(crate) by_name: Arc<FastMap<Arc<str>, u32>>,
+    pub(crate) by_coord: Arc<FastMap<Coord, u32>>,
     /// The parts directly below each part in the tree (through forks), in
     /// coordinate order: its subtree's first level.
     pub(crate) tree_children: Arc<TreeChildren>,
@@ -524,8 +525,8 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         gates,
         rates,
         components,
-        by_name,
-        by_coord,
+        by_name: Arc::new(by_name),
+        by_coord: Arc::new(by_coord),
         tree_children,
         fingerprint: std::sync::OnceLock::new(),
     })

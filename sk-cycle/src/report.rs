@@ -23,6 +23,9 @@ pub struct IterationReport {
     pub(crate) error_state: bool,
     pub(crate) names: Arc<[Arc<str>]>,
     pub(crate) coords: Arc<[Coord]>,
+    /// Part ids by name and coordinate (the cycle's own maps).
+    pub(crate) by_name: Arc<crate::FastMap<Arc<str>, u32>>,
+    pub(crate) by_coord: Arc<crate::FastMap<Coord, u32>>,
     /// Per part id; `None` for parts of other lanes.
     pub(crate) states: Vec<Option<PartState>>,
     pub(crate) outputs: Vec<Option<Arc<Value>>>,
@@ -33,11 +36,11 @@ pub struct IterationReport {
 
 impl IterationReport {
     fn id_of(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|n| &**n == name)
+        self.by_name.get(name).map(|&id| id as usize)
     }
 
     fn id_at(&self, coord: Coord) -> Option<usize> {
-        self.coords.iter().position(|c| *c == coord)
+        self.by_coord.get(&coord).map(|&id| id as usize)
     }
 
     /// The iteration number (of its lane), from 1.

@@ -10,7 +10,6 @@ use parking_lot::Mutex;
 use sk_core::{StopToken, TimingStats};
 use sk_journal::Durability;
 
-use crate::coord::Coord;
 use crate::cycle::Cycle;
 use crate::durable::{Durable, JournalSetup, Recorded, Resumed};
 use crate::engine::{Engine, EngineOptions, EngineSetup, Runtime};
@@ -493,20 +492,18 @@ impl Cycle {
         };
         // Lanes stop together: when one's predicate holds, or on instant fail.
         let halt = stop.child();
-        let (names, coords) = (&self.plan.names, &self.plan.coords);
         let lanes = self.plan.lanes.len();
         let outcomes: Vec<LaneOutcome> = if lanes == 1 {
-            vec![rt.install(|| drive_lane(rt, 0, &run, &halt, true, names, coords))]
+            vec![rt.install(|| drive_lane(rt, 0, &run, &halt, true))]
         } else {
             let results = Mutex::new(Vec::new());
             thread::scope(|scope| {
                 for lane in 0..lanes {
-                    let (run, halt, names, coords, results) =
-                        (&run, &halt, names, coords, &results);
+                    let (run, halt, results) = (&run, &halt, &results);
                     let spawned = thread::Builder::new()
                         .name(format!("sk-lane:{cycle}:{lane}"))
                         .spawn_scoped(scope, move || {
-                            let outcome = drive_lane(rt, lane, run, halt, false, names, coords);
+                            let outcome = drive_lane(rt, lane, run, halt, false);
                             results.lock().push((lane, outcome));
                         });
                     if spawned.is_err() {
@@ -578,8 +575,6 @@ fn drive_lane(
     run: &Run,
     halt: &StopToken,
     in_pool: bool,
-    names: &Arc<[Arc<str>]>,
-    coords: &Arc<[Coord]>,
 ) -> LaneOutcome {
     let mut outcome = LaneOutcome {
         iterations: 0,
@@ -646,7 +641,7 @@ fn drive_lane(
             outcome.errors += 1;
         }
         if wants_report {
-            let report = rt.iteration_report(lane as u32, iteration, last_duration, names, coords);
+            let report = rt.iteration_report(lane as u32, iteration, last_duration);
             if let Some(observer) = &run.observer {
                 observer(&report);
             }
@@ -677,8 +672,7 @@ fn drive_lane(
             .as_ref()
             .is_none_or(|l| l.iteration != last_iteration)
     {
-        outcome.last =
-            Some(rt.iteration_report(lane as u32, last_iteration, last_duration, names, coords));
+        outcome.last = Some(rt.iteration_report(lane as u32, last_iteration, last_duration));
     }
     outcome
 }

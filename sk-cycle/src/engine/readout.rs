@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Runtime;
-use crate::coord::Coord;
 use crate::error::PartError;
 use crate::mode::PartState;
 use crate::trace::TraceLog;
@@ -100,8 +99,6 @@ impl Runtime {
         lane: u32,
         iteration: u64,
         duration: Duration,
-        names: &Arc<[Arc<str>]>,
-        coords: &Arc<[Coord]>,
     ) -> crate::report::IterationReport {
         let parts = self.plan.parts.len();
         let mut states = vec![None; parts];
@@ -121,8 +118,10 @@ impl Runtime {
             iteration,
             duration,
             error_state: self.lane_in_error(lane as usize),
-            names: Arc::clone(names),
-            coords: Arc::clone(coords),
+            names: Arc::clone(&self.plan.names),
+            coords: Arc::clone(&self.plan.coords),
+            by_name: Arc::clone(&self.plan.by_name),
+            by_coord: Arc::clone(&self.plan.by_coord),
             tree: Arc::clone(&self.plan.tree_children),
             states,
             outputs,
