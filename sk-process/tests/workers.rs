@@ -720,3 +720,32 @@ fn a_worker_process_adopts_the_root_its_parent_fixed() {
         let _ = std::fs::remove_dir(&dir);
     })
 }
+
+#[test]
+fn a_worker_kept_in_a_thread_local_stops_cleanly_when_its_thread_ends() {
+    thread_local! {
+        static KEPT: std::cell::RefCell<Option<Worker>> = const { std::cell::RefCell::new(None) };
+    }
+    guarded(|| {
+        let f = SkFunction::builder("whoami").build().unwrap();
+        // The worker is kept first, then called: the thread's other
+        // thread-locals (made by the call) are destroyed before it, and
+        // its drop (which tells the worker to stop) runs after them.
+        let pid = thread::spawn(move || {
+            let worker = Worker::spawn("kept", Backend::from_env()).unwrap();
+            KEPT.with(|kept| *kept.borrow_mut() = Some(worker));
+            KEPT.with(|kept| {
+                let kept = kept.borrow();
+                let worker = kept.as_ref().unwrap();
+                worker
+                    .call(&f, &Args::new(), None)
+                    .unwrap()
+                    .take::<u32>()
+                    .unwrap()
+            })
+        })
+        .join()
+        .expect("the thread ends without a panic (the process did not abort)");
+        assert!(pid > 0);
+    });
+}

@@ -232,11 +232,13 @@ pub(crate) fn with_frame<T: Serialize + ?Sized, R>(
         static BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     }
     // Taken out while in use: a frame encoded meanwhile on this thread
-    // (from `send`, say) gets a buffer of its own.
-    let mut frame = BUFFER.take();
+    // (from `send`, say) gets a buffer of its own. A thread whose
+    // thread-locals are being destroyed (a worker dropped by one of them
+    // sends its stop) has none: a fresh buffer then, and none kept.
+    let mut frame = BUFFER.try_with(Cell::take).unwrap_or_default();
     let sent = encode_frame_into(message, max, &mut frame).map(|()| send(&frame));
     if frame.capacity() <= KEPT_FRAME_BUFFER {
-        BUFFER.set(frame);
+        let _ = BUFFER.try_with(|kept| kept.set(frame));
     }
     sent
 }
