@@ -1274,3 +1274,25 @@ fn a_once_part_that_stops_every_start_runs_again_when_the_caller_says_so() {
         assert_eq!(done.iterations(), 0, "the iteration is done");
     });
 }
+
+#[test]
+fn a_resumed_run_times_its_own_first_iterations_exactly() {
+    guarded(|| {
+        let (_dir, path) = journal_path();
+        // 450 parts: a run times its first 4096 / 450 = 9 iterations
+        // exactly, then samples.
+        let mut b = CycleBuilder::new("resumed-stats");
+        b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+        b.split((1..450).map(|i| CyclePart::new(format!("p{i}"), |_| ())), 2)
+            .unwrap();
+        let cycle = b.build().unwrap();
+        let first = cycle.run(Run::times(10).journal(&path)).unwrap();
+        assert_eq!(first.iterations(), 10);
+        // Iterations 11 to 18 of the journal, the first 8 of this run.
+        let report = cycle.run(Run::times(18).journal(&path)).unwrap();
+        assert_eq!(report.iterations(), 8);
+        for part in &report.stats().parts {
+            assert_eq!(part.timing.count, 8, "{}", part.name);
+        }
+    });
+}

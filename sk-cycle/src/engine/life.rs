@@ -125,8 +125,11 @@ impl Engine {
         );
         if let Some((durable, replays)) = setup.durable {
             // Iterations go on from where the journal says the run was.
-            for (lane, &done) in rt.lanes.iter().zip(&durable.lanes_done) {
+            for (lane, &done) in rt.lanes.iter_mut().zip(&durable.lanes_done) {
                 lane.iteration.store(done, Ordering::Relaxed);
+                // This run's first iterations are timed exactly, whatever
+                // their numbers.
+                lane.exact_iterations = lane.exact_iterations.saturating_add(done);
             }
             rt.replay_left.store(replays, Ordering::Relaxed);
             rt.durable = Some(durable);

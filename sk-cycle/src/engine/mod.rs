@@ -147,8 +147,8 @@ pub(crate) struct LaneRt {
     done: AtomicBool,
     waiter: Mutex<Option<Thread>>,
     pub(crate) error_state: AtomicBool,
-    /// Its first iterations, timed exactly when stats are on (see
-    /// `exec::sampled`).
+    /// Iterations up to this number are timed exactly when stats are on
+    /// (see `exec::sampled`): a run's first ones (a resumed run's too).
     exact_iterations: u64,
 }
 
