@@ -358,7 +358,7 @@ impl Pool {
         // go out: a bounded number of chunks ahead, not all at once.
         let items: Vec<T> = items.into_iter().collect();
         let n = items.len();
-        let stream = self.lazy_stream(f, bind(f, param, items.into_iter()));
+        let stream = self.stream(f, bind(f, param, items.into_iter()));
         collect_or_fail(stream, n)
     }
 
@@ -376,7 +376,7 @@ impl Pool {
     {
         let items: Vec<T> = items.into_iter().collect();
         let n = items.len();
-        let stream = self.lazy_stream(f, bind(f, param, items.into_iter()));
+        let stream = self.stream(f, bind(f, param, items.into_iter()));
         collect_all(stream, n)
     }
 
@@ -394,7 +394,7 @@ impl Pool {
         R: DeserializeOwned + 'static,
     {
         let items = items.into_iter();
-        let stream = self.lazy_stream(f, bind(f, param, items));
+        let stream = self.stream(f, bind(f, param, items));
         Imap {
             stream,
             next: 0,
@@ -417,7 +417,7 @@ impl Pool {
     {
         let items = items.into_iter();
         ImapUnordered {
-            stream: self.lazy_stream(f, bind(f, param, items)),
+            stream: self.stream(f, bind(f, param, items)),
             _out: PhantomData,
         }
     }
@@ -438,7 +438,7 @@ impl Pool {
     {
         let items: Vec<Args> = items.into_iter().collect();
         let n = items.len();
-        let stream = self.lazy_stream(f, items.into_iter().map(Ok));
+        let stream = self.stream(f, items.into_iter().map(Ok));
         collect_or_fail(stream, n)
     }
 
@@ -453,7 +453,7 @@ impl Pool {
     {
         let items: Vec<Args> = items.into_iter().collect();
         let n = items.len();
-        let stream = self.lazy_stream(f, items.into_iter().map(Ok));
+        let stream = self.stream(f, items.into_iter().map(Ok));
         collect_all(stream, n)
     }
 
@@ -468,7 +468,7 @@ impl Pool {
         R: DeserializeOwned + 'static,
     {
         ImapUnordered {
-            stream: self.lazy_stream(f, items.into_iter().map(Ok)),
+            stream: self.stream(f, items.into_iter().map(Ok)),
             _out: PhantomData,
         }
     }
@@ -478,27 +478,16 @@ impl Pool {
         drop(self);
     }
 
-    fn lazy_stream<'p, I>(&'p self, f: &SkFunction, items: I) -> Stream<'p>
+    /// One call's stream of `items`: chunked by their number (when the
+    /// iterator knows it), a bounded number of chunks ahead of the caller.
+    fn stream<'p, I>(&'p self, f: &SkFunction, items: I) -> Stream<'p>
     where
         I: Iterator<Item = Result<Args, FunctionError>> + 'p,
     {
         let hint = items.size_hint();
         let len = hint.1.filter(|&upper| upper == hint.0);
-        let chunk = self.chunk_for(len.or(Some(hint.0).filter(|&n| n > 0)));
-        let ahead = chunk.saturating_mul(AHEAD_PER_WORKER * self.size());
-        self.stream(f, items, len, ahead)
-    }
-
-    fn stream<'p, I>(
-        &'p self,
-        f: &SkFunction,
-        items: I,
-        len: Option<usize>,
-        ahead: usize,
-    ) -> Stream<'p>
-    where
-        I: Iterator<Item = Result<Args, FunctionError>> + 'p,
-    {
+        let ahead_chunk = self.chunk_for(len.or(Some(hint.0).filter(|&n| n > 0)));
+        let ahead = ahead_chunk.saturating_mul(AHEAD_PER_WORKER * self.size());
         let (results, rx) = channel::unbounded();
         let job = Arc::new(Job {
             function: f.clone(),
