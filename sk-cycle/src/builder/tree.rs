@@ -261,30 +261,29 @@ impl Tree {
     }
 
     fn check_names(&self, staged: &Staged) -> Result<(), BuildError> {
-        // One part (an `add`) needs no map of its own.
         let mut seen: FastMap<&str, Coord> = FastMap::default();
-        let several = staged.nodes.len() > 1;
         for node in &staged.nodes {
             let BpKind::Part(part) = &node.kind else {
                 continue;
             };
-            let first = match self.by_name.get(part.name()) {
-                Some(&idx) => Some(self.nodes[idx].coord),
-                None if several => seen.get(part.name()).copied(),
-                None => None,
-            };
-            if let Some(first) = first {
-                return Err(BuildError::DuplicatePart {
-                    name: part.name().to_owned(),
-                    first,
-                    second: node.coord,
-                });
-            }
-            if several {
-                seen.insert(part.name(), node.coord);
-            }
+            self.check_unique(part.name(), node.coord, seen.get(part.name()).copied())?;
+            seen.insert(part.name(), node.coord);
         }
         Ok(())
+    }
+
+    /// Refuses part name `name` at `at` when a placed part has it, or a
+    /// part staged before it at `staged`.
+    fn check_unique(&self, name: &str, at: Coord, staged: Option<Coord>) -> Result<(), BuildError> {
+        let first = self.by_name.get(name).map(|&idx| self.nodes[idx].coord);
+        match first.or(staged) {
+            Some(first) => Err(BuildError::DuplicatePart {
+                name: name.to_owned(),
+                first,
+                second: at,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Appends staged nodes; cannot fail (everything was checked).
@@ -324,13 +323,7 @@ impl Tree {
         parent: Option<NodeIdx>,
         part: Arc<CyclePart>,
     ) -> Result<NodeIdx, BuildError> {
-        if let Some(&idx) = self.by_name.get(part.name()) {
-            return Err(BuildError::DuplicatePart {
-                name: part.name().to_owned(),
-                first: self.nodes[idx].coord,
-                second: at,
-            });
-        }
+        self.check_unique(part.name(), at, None)?;
         let idx = self.push_node(BpNode {
             coord: at,
             parent,
