@@ -205,16 +205,7 @@ impl Host {
         // While the link is down the kernel's route to the subnet is gone;
         // without this one, replies to the host would leave by the
         // machine's default route.
-        ip(&[
-            "route",
-            "replace",
-            "blackhole",
-            &subnet,
-            "proto",
-            ROUTE_PROTO,
-            "metric",
-            ROUTE_METRIC,
-        ])?;
+        blackhole_route("replace", &subnet)?;
         let inside = |args: &[&str]| {
             let mut all = vec!["-n", name];
             all.extend_from_slice(args);
@@ -272,16 +263,7 @@ impl Host {
         // processes left inside keep the namespace alive.
         let _ = ip(&["link", "del", &self.link]);
         let _ = ip(&["netns", "del", &self.name]);
-        let _ = ip(&[
-            "route",
-            "del",
-            "blackhole",
-            &self.subnet(),
-            "proto",
-            ROUTE_PROTO,
-            "metric",
-            ROUTE_METRIC,
-        ]);
+        let _ = blackhole_route("del", &self.subnet());
     }
 }
 
@@ -293,6 +275,20 @@ impl Drop for Host {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.index);
     }
+}
+
+/// `ip route <verb>` of this module's blackhole route to `subnet`.
+fn blackhole_route(verb: &str, subnet: &str) -> Result<String, String> {
+    ip(&[
+        "route",
+        verb,
+        "blackhole",
+        subnet,
+        "proto",
+        ROUTE_PROTO,
+        "metric",
+        ROUTE_METRIC,
+    ])
 }
 
 /// Runs `ip` with `args`; its standard output.
@@ -410,16 +406,7 @@ fn remove_stale() {
     let in_use = slots_with_addresses();
     for (subnet, slot) in blackhole_routes() {
         if slot.is_some_and(|slot| !in_use.contains(&slot)) {
-            let _ = ip(&[
-                "route",
-                "del",
-                "blackhole",
-                &subnet,
-                "proto",
-                ROUTE_PROTO,
-                "metric",
-                ROUTE_METRIC,
-            ]);
+            let _ = blackhole_route("del", &subnet);
         }
     }
 }
