@@ -333,38 +333,30 @@ fn vanishing_workers() {
     let done = Arc::new(AtomicBool::new(false));
     let ghost = {
         let (taken, done) = (Arc::clone(&taken), Arc::clone(&done));
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                use futures_util::StreamExt;
-                let client = async_nats::connect(url).await.unwrap();
-                let js = async_nats::jetstream::new(client);
-                while !done.load(Ordering::Acquire) {
-                    let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> = js
-                        .get_consumer_from_stream("SK_WORK_group_ghost", "SK_WORK")
-                        .await;
-                    let Ok(consumer) = consumer else {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    };
-                    let Ok(mut batch) = consumer
-                        .batch()
-                        .max_messages(1)
-                        .expires(Duration::from_millis(300))
-                        .messages()
-                        .await
-                    else {
-                        continue;
-                    };
-                    // Taken, and never answered nor acked.
-                    while let Some(Ok(_message)) = batch.next().await {
-                        taken.fetch_add(1, Ordering::AcqRel);
-                    }
+        on_broker(url, move |_client, js| async move {
+            use futures_util::StreamExt;
+            while !done.load(Ordering::Acquire) {
+                let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> = js
+                    .get_consumer_from_stream("SK_WORK_group_ghost", "SK_WORK")
+                    .await;
+                let Ok(consumer) = consumer else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let Ok(mut batch) = consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(Duration::from_millis(300))
+                    .messages()
+                    .await
+                else {
+                    continue;
+                };
+                // Taken, and never answered nor acked.
+                while let Some(Ok(_message)) = batch.next().await {
+                    taken.fetch_add(1, Ordering::AcqRel);
                 }
-            });
+            }
         })
     };
     let dir = tempfile::tempdir().unwrap();
@@ -768,6 +760,27 @@ fn reused_run_id() {
     }
 }
 
+/// Runs `body` on a thread of its own (with a runtime of its own) with a
+/// broker client at `url` and its JetStream context: a misbehaving peer
+/// beside the workers.
+fn on_broker<F, Fut>(url: String, body: F) -> std::thread::JoinHandle<()>
+where
+    F: FnOnce(async_nats::Client, async_nats::jetstream::Context) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = async_nats::connect(url).await.unwrap();
+            let js = async_nats::jetstream::new(client.clone());
+            body(client, js).await;
+        });
+    })
+}
+
 /// Bad bytes on the work and results subjects, mid-run: dropped (the
 /// worker terminates such work for good), nothing else lost, nobody down.
 fn malformed_messages() {
@@ -778,33 +791,25 @@ fn malformed_messages() {
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let vandal = {
         let (done, sent) = (Arc::clone(&done), Arc::clone(&sent));
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                use futures_util::StreamExt;
-                let client = async_nats::connect(url).await.unwrap();
-                let js = async_nats::jetstream::new(client.clone());
-                // The run's results subject, from its first result.
-                let mut results = client.subscribe("sk.result.>").await.unwrap();
-                let first = tokio::time::timeout(Duration::from_secs(5), results.next()).await;
-                let subject = match first {
-                    Ok(Some(result)) => result.subject.to_string(),
-                    _ => "sk.result.none".to_owned(),
-                };
-                let junk: [&[u8]; 4] = [b"", &[1], &[1, 0xff, 0xff, 0xff], &[9, 9, 9]];
-                while !done.load(Ordering::Acquire) {
-                    for bytes in junk {
-                        let bytes = bytes::Bytes::copy_from_slice(bytes);
-                        let _ = js.publish("sk.work.bad.junk", bytes.clone()).await;
-                        let _ = js.publish(subject.clone(), bytes).await;
-                        sent.fetch_add(2, Ordering::AcqRel);
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+        on_broker(url, move |client, js| async move {
+            use futures_util::StreamExt;
+            // The run's results subject, from its first result.
+            let mut results = client.subscribe("sk.result.>").await.unwrap();
+            let first = tokio::time::timeout(Duration::from_secs(5), results.next()).await;
+            let subject = match first {
+                Ok(Some(result)) => result.subject.to_string(),
+                _ => "sk.result.none".to_owned(),
+            };
+            let junk: [&[u8]; 4] = [b"", &[1], &[1, 0xff, 0xff, 0xff], &[9, 9, 9]];
+            while !done.load(Ordering::Acquire) {
+                for bytes in junk {
+                    let bytes = bytes::Bytes::copy_from_slice(bytes);
+                    let _ = js.publish("sk.work.bad.junk", bytes.clone()).await;
+                    let _ = js.publish(subject.clone(), bytes).await;
+                    sent.fetch_add(2, Ordering::AcqRel);
                 }
-            });
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         })
     };
     let log = cluster.path("log");
