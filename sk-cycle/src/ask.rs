@@ -8,9 +8,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sk_core::{Encoding, Value};
 
+use crate::context::{ContextEnv, output_what};
 use crate::coord::Coord;
 use crate::error::ReadError;
-use crate::part::{ContextEnv, output_what};
 use crate::store;
 
 /// The part a running part's code belongs to, as its run sees it.
@@ -156,7 +156,7 @@ impl Asker<'_> {
             Question::StoreRemove(key) => Reply::Flag(store.remove(&key)),
             Question::StoreContains(key) => Reply::Flag(store.contains(&key)),
             Question::StoreKeys => Reply::Keys(store.keys()),
-            Question::Key => Reply::Key(crate::part::idempotency_key(
+            Question::Key => Reply::Key(crate::context::idempotency_key(
                 &self.env.run_key(),
                 self.iteration,
                 self.part,

@@ -5,9 +5,10 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use crate::context::PartContext;
 use crate::coord::Coord;
 use crate::mode::SyncMode;
-use crate::part::{ConditionFn, CyclePart, PartContext};
+use crate::part::{ConditionFn, CyclePart};
 
 /// Index of a node in [`Blueprint::nodes`].
 pub(crate) type NodeIdx = usize;

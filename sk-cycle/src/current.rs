@@ -19,9 +19,9 @@ use serde::de::DeserializeOwned;
 use sk_core::Value;
 
 use crate::ask::{Identity, Question, Reply, Wire, question_to_wire, reply_from_wire};
+use crate::context::{Descendants, Output, output_what};
 use crate::coord::Coord;
 use crate::error::{ReadError, StepError};
-use crate::part::{Descendants, Output, output_what};
 use crate::store;
 
 /// How long a part in a worker process waits for its run to answer a

@@ -137,6 +137,7 @@ pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 mod ask;
 mod blueprint;
 mod builder;
+mod context;
 mod coord;
 mod ctrl_c;
 mod current;
@@ -160,13 +161,14 @@ mod trace;
 
 pub use blueprint::Split;
 pub use builder::{CycleBuilder, PartHandle, PartRef, PartSource, SplitItem, SubCycle};
+pub use context::{Descendants, Input, Output, PartContext};
 pub use coord::Coord;
 pub use current::{CurrentPart, RunStore, current_part};
 pub use cycle::Cycle;
 pub use durable::{Recorded, Resumed};
 pub use error::{BuildError, PartError, ReadError, RunError, StepError};
 pub use mode::{ErrorMode, PartState, Placement, SyncMode};
-pub use part::{CyclePart, Descendants, Input, Output, PartContext};
+pub use part::CyclePart;
 pub use registry::CycleRegistry;
 pub use remote::{RemoteCall, RemoteDone, RemoteFailure, RemoteRunner};
 pub use report::{CycleStats, IterationReport, PartStats, RunReport, StateCounts, StopReason};

@@ -23,8 +23,8 @@ use parking_lot::{Condvar, Mutex};
 use sk_core::{Args, SkFunction, Value};
 use sk_process::{Answerer, Backend, CallOptions, Worker, WorkerError};
 
+use crate::context::Input;
 use crate::mode::Placement;
-use crate::part::Input;
 
 /// How many workers one call may be handed to while none of them gets
 /// it; the last error is then the part's.

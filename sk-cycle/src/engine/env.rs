@@ -7,9 +7,9 @@ use sk_core::Value;
 
 use super::Runtime;
 use crate::ask::{Asker, Question, Reply};
+use crate::context::ContextEnv;
 use crate::coord::Coord;
 use crate::error::ReadError;
-use crate::part::ContextEnv;
 use crate::store::Store;
 
 /// The view a part's context has of the run.
@@ -51,7 +51,7 @@ impl ContextEnv for Env<'_> {
         })
     }
 
-    fn subtree_latest(&self, part: &str) -> Option<crate::part::LatestOutputs> {
+    fn subtree_latest(&self, part: &str) -> Option<crate::context::LatestOutputs> {
         let plan = &self.rt.plan;
         let id = *plan.by_name.get(part)?;
         let below = crate::plan::subtree(&plan.tree_children, id);

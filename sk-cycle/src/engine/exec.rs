@@ -13,9 +13,10 @@ use sk_core::{
 };
 
 use super::{Poison, Runtime};
+use crate::context::{Input, PartContext};
 use crate::error::PartError;
 use crate::mode::{ErrorMode, PartState};
-use crate::part::{Input, PartContext, PartFn, ValidatorFn, Work};
+use crate::part::{PartFn, ValidatorFn, Work};
 use crate::plan::PlanPart;
 use crate::trace::TraceEvent;
 

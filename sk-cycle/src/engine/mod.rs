@@ -48,10 +48,10 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use sk_core::{RateLimiter, StopToken, Value, WindowStats};
 
+use crate::context::Input;
 use crate::durable::Durable;
 use crate::error::PartError;
 use crate::mode::PartState;
-use crate::part::Input;
 use crate::plan::{DATA, Plan};
 use crate::store::Store;
 use crate::trace::TraceLog;

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{Finish, Held, Runtime, Step};
-use crate::part::Input;
+use crate::context::Input;
 use crate::plan::{Plan, Site};
 
 /// Where a part runs.
