@@ -53,7 +53,11 @@ impl IterationReport {
         self.lane
     }
 
-    /// How long the iteration took.
+    /// How long the iteration took: from the end of the one before it
+    /// (the lane's bookkeeping between the two counts towards this one;
+    /// one clock read per iteration), or from its own start after a pause
+    /// ([`Run::interval`](crate::Run::interval)), an observer or predicate
+    /// call, or in a durable run.
     pub fn duration(&self) -> Duration {
         self.duration
     }

@@ -444,3 +444,36 @@ fn a_run_thread_that_panics_outside_any_part_is_its_own_error() {
         }
     })
 }
+
+#[test]
+fn a_pause_between_iterations_is_not_part_of_either() {
+    guarded(|| {
+        let mut b = CycleBuilder::new("paused");
+        b.add(CyclePart::new("tick", |_| ()), 1).unwrap();
+        let report = b
+            .build()
+            .unwrap()
+            .run(
+                Run::times(4)
+                    .interval(Duration::from_millis(40))
+                    .threads(1)
+                    .trace(true),
+            )
+            .unwrap();
+        let durations: Vec<Duration> = report
+            .trace()
+            .unwrap()
+            .events()
+            .iter()
+            .filter(|e| e.kind == sk_cycle::TraceKind::Iteration)
+            .map(|e| e.duration)
+            .collect();
+        assert_eq!(durations.len(), 4);
+        for d in &durations {
+            assert!(*d < Duration::from_millis(40), "{durations:?}");
+        }
+        let stats = &report.stats().iterations;
+        assert_eq!(stats.count, 4);
+        assert!(stats.max < Duration::from_millis(40), "{stats:?}");
+    })
+}
