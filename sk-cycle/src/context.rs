@@ -26,7 +26,8 @@ pub enum Input {
 /// Everything a running part can see: its input, the outputs of completed
 /// parts, the run's shared store, its stop token.
 pub struct PartContext<'a> {
-    pub(crate) part: &'a str,
+    /// A reference to the plan's handle: made without reading it.
+    pub(crate) part: &'a Arc<str>,
     pub(crate) coord: Coord,
     pub(crate) iteration: u64,
     pub(crate) attempt: u32,

@@ -116,6 +116,8 @@ pub(crate) struct Plan {
     /// The plan's fingerprint for a journal, made by the first journaled
     /// run (see `durable.rs`).
     pub(crate) fingerprint: std::sync::OnceLock<sk_journal::Fingerprint>,
+    /// The per-node arrays of the last run that ended, for the next one.
+    pub(crate) spare: parking_lot::Mutex<Option<crate::engine::Spare>>,
 }
 
 /// The parts directly below each part in the tree (through forks), in
@@ -529,6 +531,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         by_coord: Arc::new(by_coord),
         tree_children,
         fingerprint: std::sync::OnceLock::new(),
+        spare: parking_lot::Mutex::new(None),
     })
 }
 

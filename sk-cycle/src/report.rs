@@ -269,7 +269,9 @@ pub struct PartStats {
     /// `timing.count` is the number
     /// of runs timed — every run in a small run, a sample in a large one;
     /// [`PartStats::states`] counts every run. With the trace on, every
-    /// run is timed.
+    /// run is timed. Timings are gathered per thread and merged a few
+    /// hundred at a time and when read, so the percentiles' window of
+    /// recent runs is recent up to that.
     pub timing: StatsSummary,
 }
 

@@ -445,6 +445,48 @@ fn a_run_thread_that_panics_outside_any_part_is_its_own_error() {
     })
 }
 
+/// A part output that holds a reference to a shared token.
+#[derive(serde::Serialize)]
+struct Holding(#[serde(skip)] Arc<()>);
+
+#[test]
+fn a_cycles_next_run_counts_only_its_own_ends_and_the_last_keeps_no_output() {
+    guarded(|| {
+        // Run-local state lives in arrays a cycle's next run reuses: each
+        // run must count only its own ends, and a finished run must hold
+        // no part's output.
+        let token = Arc::new(());
+        let held = Arc::clone(&token);
+        let mut b = CycleBuilder::new("reused");
+        let root = b
+            .root(CyclePart::new("make", move |_| Holding(Arc::clone(&held))))
+            .unwrap();
+        b.then(
+            root,
+            CyclePart::fallible("fail", |_| Err::<(), _>(std::io::Error::other("always")))
+                .error_mode(sk_cycle::ErrorMode::Skip),
+        )
+        .unwrap();
+        let cycle = b.build().unwrap();
+        for run in 0..3 {
+            let report = cycle.run(Run::times(4).threads(2)).unwrap();
+            let parts = &report.stats().parts;
+            let count = |name: &str, state| {
+                parts
+                    .iter()
+                    .find(|p| &*p.name == name)
+                    .unwrap()
+                    .count(state)
+            };
+            assert_eq!(count("make", PartState::Succeeded), 4, "run {run}");
+            assert_eq!(count("fail", PartState::Failed), 4, "run {run}");
+            assert_eq!(count("fail", PartState::Succeeded), 0, "run {run}");
+            drop(report);
+            assert_eq!(Arc::strong_count(&token), 2, "run {run} kept an output");
+        }
+    })
+}
+
 #[test]
 fn a_pause_between_iterations_is_not_part_of_either() {
     guarded(|| {

@@ -12,7 +12,7 @@ use sk_core::{
     BoxError, Permanent, Retry, StopToken, SystemClock, Value, error_chain, panic_message,
 };
 
-use super::{Poison, Runtime};
+use super::{NodeRt, Poison, Runtime};
 use crate::context::{Input, PartContext};
 use crate::error::PartError;
 use crate::mode::{ErrorMode, PartState};
@@ -339,14 +339,26 @@ impl Runtime {
     /// Runs a plain part (see [`PlanPart::plain`]): no validator, retry,
     /// condition, gate, component, timeout or process to consider.
     #[inline]
-    pub(super) fn execute_plain(&self, node: u32, pp: &PlanPart, work: &PartFn) -> Finish {
+    ///
+    /// It reads the node's line, not its [`PlanPart`] (but for its name's
+    /// address, and on errors).
+    pub(super) fn execute_plain(&self, node: u32, n: &NodeRt, work: &PartFn) -> Finish {
         let input = self.input_for(node);
-        let iteration = self.lanes[pp.lane as usize]
+        let iteration = self.lanes[n.lane as usize]
             .iteration
             .load(Ordering::Relaxed);
-        let started = self.start_clock(node, iteration);
-        let env = self.env(pp.lane);
-        let ctx = self.context(pp, &input, &env, &self.cancel, iteration, 1);
+        let started = self.start_clock(node, n.lane, iteration);
+        let env = self.env(n.lane);
+        let pp = &self.plan.parts[node as usize];
+        let ctx = PartContext {
+            part: &pp.name,
+            coord: n.coord,
+            iteration,
+            attempt: 1,
+            input: &input,
+            env: &env,
+            stop: &self.cancel,
+        };
         let outcome = in_part_span(pp, iteration, || {
             self.attributed(node, || {
                 panic::catch_unwind(AssertUnwindSafe(|| work(&ctx)))
@@ -374,7 +386,7 @@ impl Runtime {
     ) -> Finish {
         let pp = &self.plan.parts[node as usize];
         let part = &pp.part;
-        let started = self.start_clock(node, iteration);
+        let started = self.start_clock(node, pp.lane, iteration);
         let _part = part_span(pp, iteration);
         let env = self.env(pp.lane);
         if let Err(error) = self.intend(node, iteration) {
@@ -382,33 +394,40 @@ impl Runtime {
         }
         let mut attempts = 0;
         let result = self.attributed(node, || {
-            with_retries(pp, part.timeout, &self.retries[node as usize], |number| {
-                attempts = number;
-                check_input(pp, input)?;
-                let ctx = self.context(pp, input, &env, stop, iteration, number);
-                let value = caught(
-                    pp,
-                    panic::catch_unwind(AssertUnwindSafe(|| match &part.work {
-                        Work::Context(f) => f(&ctx).map(|v| v.unwrap_or_else(|| Value::new(()))),
-                        // A function has no context: its code asks for the
-                        // part with `current_part`.
-                        Work::Function(f) => {
-                            super::enter(self, pp.lane, node, iteration, number, || {
-                                match f.as_handle() {
-                                    Some(handle) => handle
-                                        .execute_value_with(&crate::process::input_args(
-                                            handle, input,
-                                        ))
-                                        .map_err(BoxError::from),
-                                    None => f.execute_value().map_err(BoxError::from),
-                                }
-                            })
-                        }
-                    })),
-                )?;
-                check_output(pp, &value)?;
-                Ok(value)
-            })
+            with_retries(
+                pp,
+                part.timeout,
+                &self.cold[node as usize].retries,
+                |number| {
+                    attempts = number;
+                    check_input(pp, input)?;
+                    let ctx = self.context(pp, input, &env, stop, iteration, number);
+                    let value = caught(
+                        pp,
+                        panic::catch_unwind(AssertUnwindSafe(|| match &part.work {
+                            Work::Context(f) => {
+                                f(&ctx).map(|v| v.unwrap_or_else(|| Value::new(())))
+                            }
+                            // A function has no context: its code asks for the
+                            // part with `current_part`.
+                            Work::Function(f) => {
+                                super::enter(self, pp.lane, node, iteration, number, || {
+                                    match f.as_handle() {
+                                        Some(handle) => handle
+                                            .execute_value_with(&crate::process::input_args(
+                                                handle, input,
+                                            ))
+                                            .map_err(BoxError::from),
+                                        None => f.execute_value().map_err(BoxError::from),
+                                    }
+                                })
+                            }
+                        })),
+                    )?;
+                    check_output(pp, &value)?;
+                    Ok(value)
+                },
+            )
         });
         let mut finish = self.finish_with(pp, result, started);
         finish.retries = attempts.saturating_sub(1);
@@ -422,7 +441,7 @@ impl Runtime {
         let pp = &self.plan.parts[node as usize];
         let part = &pp.part;
         let iteration = self.iteration_of(node);
-        let started = self.start_clock(node, iteration);
+        let started = self.start_clock(node, pp.lane, iteration);
         let _part = part_span(pp, iteration);
         let handle = match (&part.work, &self.processes) {
             (Work::Function(f), Some(runner)) => f.as_handle().map(|handle| (handle, runner)),
@@ -440,7 +459,7 @@ impl Runtime {
         let mut attempts = 0;
         let env = self.env(pp.lane);
         let result = self.attributed(node, || {
-            with_retries(pp, None, &self.retries[node as usize], |number| {
+            with_retries(pp, None, &self.cold[node as usize].retries, |number| {
                 attempts = number;
                 check_input(pp, input)?;
                 // The function's reads of its run come here as questions.
@@ -571,13 +590,13 @@ impl Runtime {
     pub(super) fn execute_remote(&self, node: u32, input: &Input) -> Finish {
         let pp = &self.plan.parts[node as usize];
         let iteration = self.iteration_of(node);
-        let started = self.start_clock(node, iteration);
+        let started = self.start_clock(node, pp.lane, iteration);
         let _part = part_span(pp, iteration);
         if let Err(error) = self.intend(node, iteration) {
             return self.finish_with(pp, Err(Failure::new(error, false)), started);
         }
         let mut attempts = 0;
-        let result = with_retries(pp, None, &self.retries[node as usize], |number| {
+        let result = with_retries(pp, None, &self.cold[node as usize].retries, |number| {
             attempts = number;
             let (runner, call) = self.remote_call(node, input, iteration, number)?;
             self.remote_result(pp, crate::remote::call_and_wait(&**runner, call))
@@ -590,7 +609,7 @@ impl Runtime {
     pub(super) fn submit_remote(self: &Arc<Self>, node: u32, input: &Input, gated: bool) {
         let pp = &self.plan.parts[node as usize];
         let iteration = self.iteration_of(node);
-        let started = self.start_clock(node, iteration);
+        let started = self.start_clock(node, pp.lane, iteration);
         let sent = self
             .intend(node, iteration)
             .map_err(|error| Failure::new(error, false))
@@ -618,12 +637,12 @@ impl Runtime {
     /// When a part starts, if the trace wants it (always) or the stats
     /// sample this start (see [`timed_now`]).
     #[inline]
-    fn start_clock(&self, node: u32, iteration: u64) -> Option<(Instant, u64)> {
+    fn start_clock(&self, node: u32, lane: u32, iteration: u64) -> Option<(Instant, u64)> {
         if self.options.trace {
             self.note_thread();
             return Some((Instant::now(), thread_number()));
         }
-        let lane = self.plan.parts[node as usize].lane as usize;
+        let lane = lane as usize;
         (self.options.stats && sampled(node, iteration, self.lanes[lane].exact_iterations))
             .then(|| (Instant::now(), thread_number()))
     }
@@ -731,7 +750,7 @@ impl Runtime {
         };
         let elapsed = started.elapsed();
         if self.options.stats {
-            self.stats[node as usize].lock().record(elapsed);
+            self.samples.record(node, elapsed);
         }
         if self.options.trace {
             let pp = &self.plan.parts[node as usize];

@@ -19,6 +19,9 @@
 //!
 //! The modules: this file schedules nodes and records their ends;
 //! `exec.rs` runs one part (retries, validators, timeouts, stats);
+//! `node.rs` holds a run's per-node state (a cache line per node for the
+//! fast path, the rest apart, kept by the cycle between runs);
+//! `samples.rs` gathers part timings per thread;
 //! `journal.rs` records ends in a durable run's journal and replays them
 //! on resume;
 //! `place.rs` holds the [`Place`](place::Place) trait, where a part runs
@@ -34,11 +37,13 @@ mod exec;
 mod gate;
 mod journal;
 mod life;
+mod node;
 mod place;
 mod readout;
+mod samples;
 mod timer;
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -46,7 +51,7 @@ use std::time::{Duration, Instant};
 use crossbeam::utils::Backoff;
 use parking_lot::Mutex;
 use rayon::prelude::*;
-use sk_core::{RateLimiter, StopToken, Value, WindowStats};
+use sk_core::{RateLimiter, StopToken, Value};
 
 use crate::context::Input;
 use crate::durable::Durable;
@@ -61,6 +66,8 @@ pub(crate) use env::{Env, enter, respond_here};
 pub(crate) use exec::Finish;
 use gate::Gate;
 pub(crate) use life::{Engine, EngineSetup};
+pub(crate) use node::Spare;
+use node::{NO_INPUT, NodeCold, NodeRt, bump};
 pub(crate) use timer::Watchdog;
 
 /// Above this many successors, a finishing node splits them across the
@@ -100,44 +107,8 @@ impl Poison {
     }
 }
 
-/// How many iterations a part ended in each state.
-#[derive(Default)]
-pub(crate) struct Tally([AtomicU64; PartState::ALL.len()]);
-
-impl Tally {
-    /// One more end in `state`. One thread completes a node per
-    /// iteration, and iterations of a lane are ordered: a plain increment,
-    /// not a read-modify-write.
-    #[inline]
-    fn bump(&self, state: PartState) {
-        let count = &self.0[state.index()];
-        count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    }
-
-    /// The counts so far.
-    pub(crate) fn counts(&self) -> crate::report::StateCounts {
-        crate::report::StateCounts::from_fn(|state| self.0[state.index()].load(Ordering::Relaxed))
-    }
-}
-
 /// The value reported for parts whose output is `()`.
 static UNIT: LazyLock<Arc<Value>> = LazyLock::new(|| Arc::new(Value::new(())));
-
-/// Per-node state of the current iteration.
-#[derive(Default)]
-struct NodeRt {
-    pending: AtomicU32,
-    poison: AtomicU8,
-    state: AtomicU8,
-    has_output: AtomicBool,
-    has_error: AtomicBool,
-    /// The execution that may complete a timed part (0: none).
-    claim: AtomicU64,
-    /// Its rate limiters' turn has come (it was put off until then).
-    rate_cleared: AtomicBool,
-    output: Mutex<Option<Arc<Value>>>,
-    error: Mutex<Option<Arc<PartError>>>,
-}
 
 /// Per-lane state.
 #[derive(Default)]
@@ -166,6 +137,7 @@ pub(crate) struct Runtime {
     cycle: Arc<str>,
     pool: Arc<rayon::ThreadPool>,
     nodes: Box<[NodeRt]>,
+    cold: Box<[NodeCold]>,
     lanes: Box<[LaneRt]>,
     store: Arc<Store>,
     /// Set on instant fail: parts see it through their stop token.
@@ -189,10 +161,7 @@ pub(crate) struct Runtime {
     own_threads: Mutex<Vec<thread::JoinHandle<()>>>,
     options: EngineOptions,
     /// Per-part timing: a few hundred bytes each, however large the cycle.
-    stats: Box<[Mutex<WindowStats>]>,
-    tallies: Box<[Tally]>,
-    /// Per part: attempts beyond each iteration's first.
-    retries: Box<[AtomicU64]>,
+    samples: samples::Samples,
     trace: Mutex<TraceLog>,
     /// This run's number (distinct from every other run's in the process).
     run_id: u64,
@@ -243,6 +212,19 @@ impl Drop for Held {
     }
 }
 
+impl Drop for Runtime {
+    /// Hands the per-node arrays to the plan for the next run, holding no
+    /// output or error of this one.
+    fn drop(&mut self) {
+        let mut nodes = std::mem::take(&mut self.nodes);
+        let mut cold = std::mem::take(&mut self.cold);
+        nodes.iter_mut().for_each(NodeRt::reset);
+        cold.fill_with(NodeCold::default);
+        let stats = self.samples.take_spare();
+        *self.plan.spare.lock() = Some(Spare { nodes, cold, stats });
+    }
+}
+
 /// Successors a completed node made ready, for its thread to run.
 enum Ready {
     None,
@@ -269,8 +251,21 @@ impl Runtime {
     ) -> Runtime {
         let parts = plan.parts.len();
         let multi_lane = plan.lanes.len() > 1;
+        // A spare was reset when its run was dropped.
+        let spare = plan.spare.lock().take();
+        let (nodes, cold, spare_stats) = match spare {
+            Some(Spare { nodes, cold, stats }) => (nodes, cold, stats),
+            None => (
+                (0..plan.node_count as u32)
+                    .map(|node| NodeRt::new(&plan, node))
+                    .collect(),
+                (0..plan.node_count).map(|_| NodeCold::default()).collect(),
+                None,
+            ),
+        };
         Runtime {
-            nodes: (0..plan.node_count).map(|_| NodeRt::default()).collect(),
+            nodes,
+            cold,
             lanes: plan
                 .lanes
                 .iter()
@@ -285,11 +280,11 @@ impl Runtime {
                 .iter()
                 .filter_map(|&per_sec| RateLimiter::new(per_sec).ok())
                 .collect(),
-            stats: (0..if options.stats { parts } else { 0 })
-                .map(|_| Mutex::new(WindowStats::new()))
-                .collect(),
-            tallies: (0..parts).map(|_| Tally::default()).collect(),
-            retries: (0..parts).map(|_| AtomicU64::new(0)).collect(),
+            samples: samples::Samples::new(
+                if options.stats { parts } else { 0 },
+                pool.current_num_threads(),
+                spare_stats,
+            ),
             latest: (0..if multi_lane { parts } else { 0 })
                 .map(|_| Mutex::new(None))
                 .collect(),
@@ -334,7 +329,7 @@ impl Runtime {
                 .store(self.plan.pred_count[node as usize], Ordering::Relaxed);
             n.poison.store(Poison::None as u8, Ordering::Relaxed);
             n.state.store(0, Ordering::Relaxed);
-            n.claim.store(0, Ordering::Relaxed);
+            self.cold[node as usize].claim.store(0, Ordering::Relaxed);
             // Between iterations nothing else touches the node: plain loads
             // and stores, no read-modify-write.
             if n.has_output.load(Ordering::Relaxed) {
@@ -343,7 +338,7 @@ impl Runtime {
             }
             if n.has_error.load(Ordering::Relaxed) {
                 n.has_error.store(false, Ordering::Relaxed);
-                n.error.lock().take();
+                self.cold[node as usize].error.lock().take();
             }
         }
         rt.error_state.store(false, Ordering::Relaxed);
@@ -511,9 +506,8 @@ impl Runtime {
             Poison::None => {}
             p => return Step::Done(Finish::poisoned(p).gated(admitted)),
         }
-        let part = &self.plan.parts[node as usize];
-        if let Some(work) = &part.plain {
-            return Step::Done(self.execute_plain(node, part, &**work));
+        if let Some(work) = &n.plain {
+            return Step::Done(self.execute_plain(node, n, &**work));
         }
         self.process_placed(node, admitted)
     }
@@ -523,7 +517,7 @@ impl Runtime {
     /// fast path stays small enough to inline where it is hot.
     #[inline(never)]
     fn process_placed(self: &Arc<Self>, node: u32, admitted: bool) -> Step {
-        let n = &self.nodes[node as usize];
+        let n = &self.cold[node as usize];
         let part = &self.plan.parts[node as usize];
         let input = self.input_for(node);
         if !admitted {
@@ -571,7 +565,7 @@ impl Runtime {
     /// Opens a claim on completing timed part `node`: its number.
     fn claim(&self, node: u32) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.nodes[node as usize]
+        self.cold[node as usize]
             .claim
             .store(generation, Ordering::Release);
         generation
@@ -580,7 +574,7 @@ impl Runtime {
     /// Takes claim `generation` on completing `node`: whether it was still
     /// open (the part's own thread and the watchdog race for it).
     fn settle_claim(&self, node: u32, generation: u64) -> bool {
-        self.nodes[node as usize]
+        self.cold[node as usize]
             .claim
             .compare_exchange(generation, 0, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
@@ -700,13 +694,18 @@ impl Runtime {
                 self.abort.store(true, Ordering::Release);
                 self.cancel.stop();
             }
-            *n.error.lock() = Some(error);
+            *self.cold[node as usize].error.lock() = Some(error);
             n.has_error.store(true, Ordering::Release);
         }
         if finish.error_state {
             self.lanes[lane].error_state.store(true, Ordering::Relaxed);
         }
-        self.tallies[node as usize].bump(state);
+        if state == PartState::Succeeded {
+            bump(&n.succeeded);
+        } else {
+            let tally = self.cold[node as usize].tally.get_or_init(Box::default);
+            bump(&tally.0[state.index()]);
+        }
         n.state.store(state as u8, Ordering::Release);
     }
 
@@ -715,22 +714,22 @@ impl Runtime {
     /// The input of part `node`: its input part's output or propagated
     /// error (the latest one, for an input part in another lane).
     fn input_for(&self, node: u32) -> Input {
-        let part = &self.plan.parts[node as usize];
-        let Some(from) = part.input_from else {
+        let part = &self.nodes[node as usize];
+        if part.input_from == NO_INPUT {
             return Input::None;
-        };
-        let source = &self.plan.parts[from as usize];
-        if source.lane != part.lane {
-            return match self.latest[from as usize].lock().as_ref() {
+        }
+        let from = part.input_from as usize;
+        let n = &self.nodes[from];
+        if n.lane != part.lane {
+            return match self.latest[from].lock().as_ref() {
                 Some(v) if !Arc::ptr_eq(v, &UNIT) => Input::Value(Arc::clone(v)),
                 _ => Input::None,
             };
         }
-        let n = &self.nodes[from as usize];
         if n.has_error.load(Ordering::Acquire) {
             let state = n.state.load(Ordering::Acquire);
             if state == PartState::Failed as u8 || state == PartState::TimedOut as u8 {
-                if let Some(error) = n.error.lock().as_ref() {
+                if let Some(error) = self.cold[from].error.lock().as_ref() {
                     return Input::Error(Arc::clone(error));
                 }
             }
@@ -745,11 +744,13 @@ impl Runtime {
 
     /// The output of part `id` as seen from `lane`.
     pub(crate) fn output(&self, id: u32, lane: u32) -> Option<Arc<Value>> {
-        let part = self.plan.parts.get(id as usize)?;
-        if part.lane != lane && !self.latest.is_empty() {
-            return self.latest[id as usize].lock().clone();
+        if !self.plan.is_part(id) {
+            return None;
         }
         let n = &self.nodes[id as usize];
+        if n.lane != lane && !self.latest.is_empty() {
+            return self.latest[id as usize].lock().clone();
+        }
         let state = PartState::from_u8(n.state.load(Ordering::Acquire))?;
         if !state.is_success() {
             return None;
@@ -774,6 +775,16 @@ impl Runtime {
         }
     }
 
+    /// How many iterations part `id` ended in each state so far.
+    pub(crate) fn state_counts(&self, id: usize) -> crate::report::StateCounts {
+        let (tally, node) = (self.cold[id].tally.get(), &self.nodes[id]);
+        crate::report::StateCounts::from_fn(|state| match (state, tally) {
+            (PartState::Succeeded, _) => node.succeeded.load(Ordering::Relaxed),
+            (_, Some(tally)) => tally.0[state.index()].load(Ordering::Relaxed),
+            (_, None) => 0,
+        })
+    }
+
     /// The end state of part `id` in its lane's current iteration.
     pub(crate) fn state(&self, id: u32) -> Option<PartState> {
         PartState::from_u8(self.nodes[id as usize].state.load(Ordering::Acquire))
@@ -781,9 +792,8 @@ impl Runtime {
 
     /// The error part `id` ended with, if any.
     pub(crate) fn error(&self, id: u32) -> Option<Arc<PartError>> {
-        let n = &self.nodes[id as usize];
-        if n.has_error.load(Ordering::Acquire) {
-            n.error.lock().clone()
+        if self.nodes[id as usize].has_error.load(Ordering::Acquire) {
+            self.cold[id as usize].error.lock().clone()
         } else {
             None
         }

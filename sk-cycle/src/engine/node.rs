@@ -1,0 +1,112 @@
+//! A run's per-node state: the line the fast path reads and writes, the
+//! rest, and the arrays a cycle keeps between runs.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use sk_core::Value;
+
+use super::samples;
+use crate::coord::Coord;
+use crate::error::PartError;
+use crate::mode::PartState;
+use crate::plan::Plan;
+
+/// How many iterations a part ended in each state but
+/// [`Succeeded`](PartState::Succeeded), which its [`NodeRt`] counts: the
+/// common end touches only the node's own cache line, and a run makes
+/// tallies only for parts that end otherwise.
+#[derive(Default)]
+pub(super) struct Tally(pub(super) [AtomicU64; PartState::ALL.len()]);
+
+/// One more of `count`. One thread completes a node per iteration, and
+/// iterations of a lane are ordered: a plain increment, not a
+/// read-modify-write.
+#[inline]
+pub(super) fn bump(count: &AtomicU64) {
+    count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// No input part (see [`NodeRt::input_from`]).
+pub(super) const NO_INPUT: u32 = u32::MAX;
+
+/// A node as the run's fast path sees it, in one cache line: its state in
+/// the current iteration, and what running it as a plain part needs of
+/// the plan (copied here when the run starts, so that a part's run does
+/// not also miss on its `PlanPart` in a large cycle). What the fast path
+/// does not touch is in [`NodeCold`].
+#[repr(align(64))]
+pub(super) struct NodeRt {
+    pub(super) pending: AtomicU32,
+    pub(super) poison: AtomicU8,
+    pub(super) state: AtomicU8,
+    pub(super) has_output: AtomicBool,
+    pub(super) has_error: AtomicBool,
+    /// Its lane, and the part whose output is its input ([`NO_INPUT`]:
+    /// none); as in the plan.
+    pub(super) lane: u32,
+    pub(super) input_from: u32,
+    /// Iterations it succeeded in (other ends are in the run's tallies).
+    pub(super) succeeded: AtomicU64,
+    /// As in the plan (a barrier's is its lane's origin).
+    pub(super) coord: Coord,
+    /// As [`PlanPart::plain`](crate::plan::PlanPart::plain).
+    pub(super) plain: Option<Arc<crate::part::PartFn>>,
+    pub(super) output: Mutex<Option<Arc<Value>>>,
+}
+
+impl NodeRt {
+    /// Node `node` of `plan`, before its first iteration.
+    pub(super) fn new(plan: &Plan, node: u32) -> NodeRt {
+        let part = plan.parts.get(node as usize);
+        NodeRt {
+            pending: AtomicU32::new(0),
+            poison: AtomicU8::new(0),
+            state: AtomicU8::new(0),
+            has_output: AtomicBool::new(false),
+            has_error: AtomicBool::new(false),
+            lane: plan.node_lane[node as usize],
+            input_from: part.and_then(|p| p.input_from).unwrap_or(NO_INPUT),
+            succeeded: AtomicU64::new(0),
+            coord: part.map_or(Coord::new(0, 0), |p| p.coord),
+            plain: part.and_then(|p| p.plain.clone()),
+            output: Mutex::new(None),
+        }
+    }
+
+    /// Back to the state [`NodeRt::new`] made (its plan fields kept).
+    pub(super) fn reset(&mut self) {
+        *self.pending.get_mut() = 0;
+        *self.poison.get_mut() = 0;
+        *self.state.get_mut() = 0;
+        *self.has_output.get_mut() = false;
+        *self.has_error.get_mut() = false;
+        *self.succeeded.get_mut() = 0;
+        *self.output.get_mut() = None;
+    }
+}
+
+/// A run's per-node arrays, handed to the plan when the run is dropped
+/// for the cycle's next run: a large cycle's run then writes over memory
+/// it already has, rather than faulting fresh pages in (which the
+/// allocator may have given back to the system in between).
+pub(crate) struct Spare {
+    pub(super) nodes: Box<[NodeRt]>,
+    pub(super) cold: Box<[NodeCold]>,
+    pub(super) stats: Option<Box<[samples::PartSamples]>>,
+}
+
+/// The rest of a node's state, off the fast path.
+#[derive(Default)]
+pub(super) struct NodeCold {
+    /// The execution that may complete a timed part (0: none).
+    pub(super) claim: AtomicU64,
+    /// Its rate limiters' turn has come (it was put off until then).
+    pub(super) rate_cleared: AtomicBool,
+    pub(super) error: Mutex<Option<Arc<PartError>>>,
+    /// Attempts beyond each iteration's first.
+    pub(super) retries: AtomicU64,
+    /// Its ends but successes, made at its first such end.
+    pub(super) tally: OnceLock<Box<Tally>>,
+}

@@ -1,0 +1,133 @@
+//! Part timings: sampled runs are logged into a buffer of the thread that
+//! ran them, and merged into each part's stats a batch at a time and
+//! whenever the stats are read. A timed run so costs a push onto a buffer
+//! in the thread's cache, not a lock on a cold line of a large cycle's
+//! stats.
+
+use std::time::Duration;
+
+use crossbeam::utils::CachePadded;
+use parking_lot::Mutex;
+use sk_core::{StatsSummary, WindowStats};
+
+/// Samples a buffer holds before its thread merges them.
+const BATCH: usize = 256;
+
+/// One timed run of a part.
+#[derive(Clone, Copy)]
+struct Sample {
+    part: u32,
+    nanos: u64,
+}
+
+/// A part's timings in a run.
+pub(super) type PartSamples = Mutex<WindowStats>;
+
+/// A run's part timings.
+pub(super) struct Samples {
+    /// One buffer per thread of the run's pool, and a last one for any
+    /// other thread (a component's, a timed part's).
+    buffers: Box<[CachePadded<Mutex<Vec<Sample>>>]>,
+    /// Per part: the samples merged so far.
+    parts: Box<[PartSamples]>,
+}
+
+impl Samples {
+    /// Stats for `parts` parts run on a pool of `threads` threads (none
+    /// at all for `parts == 0`: stats off), in `spare` if it is a run's
+    /// of as many parts (see [`Samples::take_spare`]).
+    pub(super) fn new(parts: usize, threads: usize, spare: Option<Box<[PartSamples]>>) -> Samples {
+        let buffers = if parts == 0 { 0 } else { threads + 1 };
+        Samples {
+            buffers: (0..buffers)
+                .map(|_| CachePadded::new(Mutex::new(Vec::new())))
+                .collect(),
+            parts: match spare {
+                Some(spare) if spare.len() == parts => spare,
+                _ => (0..parts).map(|_| Mutex::new(WindowStats::new())).collect(),
+            },
+        }
+    }
+
+    /// The per-part stats, emptied, for another run.
+    pub(super) fn take_spare(&mut self) -> Option<Box<[PartSamples]>> {
+        let mut parts = std::mem::take(&mut self.parts);
+        if parts.is_empty() {
+            return None;
+        }
+        parts.fill_with(|| Mutex::new(WindowStats::new()));
+        Some(parts)
+    }
+
+    /// Records that part `part` ran for `elapsed`.
+    #[inline]
+    pub(super) fn record(&self, part: u32, elapsed: Duration) {
+        let Some(last) = self.buffers.len().checked_sub(1) else {
+            return;
+        };
+        // A thread of another pool may have an index too: it shares the
+        // last buffer with the threads of no pool.
+        let buffer = rayon::current_thread_index()
+            .filter(|&i| i < last)
+            .unwrap_or(last);
+        let mut samples = self.buffers[buffer].lock();
+        samples.push(Sample {
+            part,
+            nanos: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        });
+        if samples.len() >= BATCH {
+            self.merge(&mut samples);
+        }
+    }
+
+    /// Moves `samples` into their parts' stats.
+    #[cold]
+    fn merge(&self, samples: &mut Vec<Sample>) {
+        for s in samples.drain(..) {
+            if let Some(stats) = self.parts.get(s.part as usize) {
+                stats.lock().record(Duration::from_nanos(s.nanos));
+            }
+        }
+    }
+
+    /// The summary of every part's timings, in part order (empty with
+    /// stats off).
+    pub(super) fn summaries(&self) -> Vec<StatsSummary> {
+        for buffer in self.buffers.iter() {
+            self.merge(&mut buffer.lock());
+        }
+        self.parts.iter().map(|s| s.lock().summary()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_from_many_threads_all_reach_their_parts() {
+        let samples = Samples::new(3, 2, None);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let samples = &samples;
+                s.spawn(move || {
+                    for i in 0..1000u64 {
+                        samples.record((i % 3) as u32, Duration::from_nanos(t * 1000 + i));
+                    }
+                });
+            }
+        });
+        let summaries = samples.summaries();
+        let counts: Vec<u64> = summaries.iter().map(|s| s.count).collect();
+        assert_eq!(counts, [1336, 1332, 1332]);
+        assert_eq!(summaries[0].min, Duration::from_nanos(0));
+        assert_eq!(summaries[0].max, Duration::from_nanos(3999));
+    }
+
+    #[test]
+    fn stats_off_records_nothing() {
+        let samples = Samples::new(0, 2, None);
+        samples.record(0, Duration::from_nanos(5));
+        assert!(samples.summaries().is_empty());
+    }
+}
