@@ -59,6 +59,17 @@ impl WindowStats {
         }
     }
 
+    /// Forgets every sample, keeping the memory of the recent window (a
+    /// set of stats reused for another run allocates nothing again).
+    pub fn clear(&mut self) {
+        let mut recent = std::mem::take(&mut self.recent);
+        recent.clear();
+        *self = WindowStats {
+            recent,
+            ..WindowStats::new()
+        };
+    }
+
     /// Adds one sample.
     pub fn record(&mut self, sample: Duration) {
         let ns = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
@@ -99,9 +110,9 @@ impl WindowStats {
         let window = &mut buf[..self.recent.len()];
         window.copy_from_slice(&self.recent);
         window.sort_unstable();
-        let pick = |p: f64| {
-            // Nearest rank.
-            let rank = ((p / 100.0) * window.len() as f64).ceil() as usize;
+        let pick = |p: usize| {
+            // Nearest rank: ceil(p% of the window), in integers.
+            let rank = (p * window.len()).div_ceil(100);
             Duration::from_nanos(window[rank.clamp(1, window.len()) - 1])
         };
         let stdev = if self.count > 1 {
@@ -114,13 +125,13 @@ impl WindowStats {
             count: self.count,
             total,
             mean: Duration::from_nanos((self.total_ns / u128::from(self.count)) as u64),
-            median: pick(50.0),
+            median: pick(50),
             stdev: Duration::from_nanos(stdev.round() as u64),
             min: Duration::from_nanos(self.min_ns),
             max: Duration::from_nanos(self.max_ns),
-            p90: pick(90.0),
-            p95: pick(95.0),
-            p99: pick(99.0),
+            p90: pick(90),
+            p95: pick(95),
+            p99: pick(99),
         }
     }
 }
@@ -151,6 +162,43 @@ mod tests {
         assert_eq!(sum.p99, Duration::from_millis(10));
         // Sample stdev of 1..=10 ms is 3.0277 ms.
         assert_eq!(sum.stdev.as_micros(), 3_027);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_ranks_for_every_window_size() {
+        for n in 1..=WINDOW as u64 {
+            let mut s = WindowStats::new();
+            // Recorded in reverse: the summary sorts.
+            for v in (1..=n).rev() {
+                s.record(Duration::from_nanos(v));
+            }
+            let sum = s.summary();
+            // Rank ceil(p * n / 100), at least 1, of the values 1..=n.
+            let rank = |p: u64| Duration::from_nanos((p * n).div_ceil(100).max(1));
+            assert_eq!(sum.median, rank(50), "n = {n}");
+            assert_eq!(sum.p90, rank(90), "n = {n}");
+            assert_eq!(sum.p95, rank(95), "n = {n}");
+            assert_eq!(sum.p99, rank(99), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn cleared_stats_start_over_and_keep_their_window_memory() {
+        let mut s = WindowStats::new();
+        for i in 0..100u64 {
+            s.record(Duration::from_nanos(i));
+        }
+        let capacity = s.recent.capacity();
+        s.clear();
+        assert_eq!(s.summary(), StatsSummary::default());
+        assert_eq!(s.recent.capacity(), capacity);
+        s.record(Duration::from_nanos(7));
+        let sum = s.summary();
+        assert_eq!(
+            (sum.count, sum.min, sum.max),
+            (1, Duration::from_nanos(7), Duration::from_nanos(7))
+        );
+        assert_eq!(sum.median, Duration::from_nanos(7));
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl Samples {
         if parts.is_empty() {
             return None;
         }
-        parts.fill_with(|| Mutex::new(WindowStats::new()));
+        parts.iter_mut().for_each(|p| p.get_mut().clear());
         Some(parts)
     }
 
