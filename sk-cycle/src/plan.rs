@@ -116,6 +116,13 @@ pub(crate) struct Plan {
     /// The plan's fingerprint for a journal, made by the first journaled
     /// run (see `durable.rs`).
     pub(crate) fingerprint: std::sync::OnceLock<sk_journal::Fingerprint>,
+    /// What a run's start needs to know of every part, found once here
+    /// (a scan of every part's settings per run cost a large cycle a
+    /// cache miss per part): whether any has a timeout, any runs in a
+    /// local worker process, and the remote ones.
+    pub(crate) any_timeout: bool,
+    pub(crate) any_local_process: bool,
+    pub(crate) remote_parts: Vec<u32>,
     /// The per-node arrays of the last run that ended, for the next one.
     pub(crate) spare: parking_lot::Mutex<Option<crate::engine::Spare>>,
 }
@@ -514,7 +521,15 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         .collect();
     let names = parts.iter().map(|p| Arc::clone(&p.part.name)).collect();
     let coords = parts.iter().map(|p| p.coord).collect();
+    let any_timeout = parts.iter().any(|p| p.part.timeout.is_some());
+    let any_local_process = parts.iter().any(|p| p.part.placement.is_local_process());
+    let remote_parts = (0..parts.len() as u32)
+        .filter(|&id| matches!(parts[id as usize].part.placement, Placement::Remote(_)))
+        .collect();
     Ok(Plan {
+        any_timeout,
+        any_local_process,
+        remote_parts,
         names,
         coords,
         parts,

@@ -76,11 +76,14 @@ impl Engine {
         };
         // (part, group) of every remote part.
         let remote_parts: Vec<(&str, &str)> = plan
-            .parts
+            .remote_parts
             .iter()
-            .filter_map(|p| match &p.part.placement {
-                crate::Placement::Remote(group) => Some((&*p.part.name, group.as_str())),
-                _ => None,
+            .filter_map(|&id| {
+                let p = &plan.parts[id as usize];
+                match &p.part.placement {
+                    crate::Placement::Remote(group) => Some((&*p.part.name, group.as_str())),
+                    _ => None,
+                }
             })
             .collect();
         if let (Some(&(part, group)), None) = (remote_parts.first(), &setup.remote) {
@@ -139,11 +142,7 @@ impl Engine {
                 .map_err(|e| start_error(&format!("component thread \"{name}\""), e))?;
             rt.components.push(component);
         }
-        if plan
-            .parts
-            .iter()
-            .any(|p| p.part.placement.is_local_process())
-        {
+        if plan.any_local_process {
             let backend = setup.backend.unwrap_or_else(sk_process::Backend::from_env);
             rt.processes = Some(Arc::new(crate::process::ProcessRunner::new(
                 Arc::clone(cycle),
@@ -166,8 +165,7 @@ impl Engine {
             rt.remote = Some((runner, run));
         }
         // The watchdog fires timeouts, and starts parts put off by a rate.
-        let timed = plan.parts.iter().any(|p| p.part.timeout.is_some());
-        if timed || !plan.rates.is_empty() {
+        if plan.any_timeout || !plan.rates.is_empty() {
             let dog = Watchdog::start(cycle).map_err(|e| start_error("the watchdog thread", e))?;
             *rt.watchdog.lock() = Some(dog);
         }
