@@ -75,13 +75,16 @@ impl Runtime {
     /// Every part's stats as they are now.
     pub(crate) fn part_stats(&self) -> Vec<crate::report::PartStats> {
         let mut timings = self.samples.summaries().into_iter();
+        // The plan's name and coordinate arrays, not its parts: a large
+        // cycle's report reads a few bytes per part, in order.
         self.plan
-            .parts
+            .names
             .iter()
+            .zip(self.plan.coords.iter())
             .enumerate()
-            .map(|(id, p)| crate::report::PartStats {
-                name: Arc::clone(&p.name),
-                coord: p.coord,
+            .map(|(id, (name, &coord))| crate::report::PartStats {
+                name: Arc::clone(name),
+                coord,
                 states: self.state_counts(id),
                 retries: self.cold[id].retries.load(Ordering::Relaxed),
                 timing: timings.next().unwrap_or_default(),
