@@ -12,7 +12,7 @@ use sk_core::{
     BoxError, Permanent, Retry, StopToken, SystemClock, Value, error_chain, panic_message,
 };
 
-use super::{NodeRt, Poison, Runtime};
+use super::{NodeRt, Plain, Poison, Runtime, Step};
 use crate::context::{Input, PartContext};
 use crate::error::PartError;
 use crate::mode::{ErrorMode, PartState};
@@ -342,7 +342,7 @@ impl Runtime {
     ///
     /// It reads the node's line, not its [`PlanPart`] (but for its name's
     /// address, and on errors).
-    pub(super) fn execute_plain(&self, node: u32, n: &NodeRt, work: &PartFn) -> Finish {
+    pub(super) fn execute_plain(&self, node: u32, n: &NodeRt, work: &PartFn) -> Step {
         let input = self.input_for(node);
         let iteration = self.lanes[n.lane as usize]
             .iteration
@@ -366,13 +366,12 @@ impl Runtime {
         });
         match outcome {
             // The common end, made here: no `()` value, no checks.
-            Ok(Ok(output)) => Finish {
+            Ok(Ok(output)) => Step::Plain(Plain {
                 output: output.map(Arc::new),
                 ran: started,
-                ..Finish::new(PartState::Succeeded)
-            },
-            Ok(Err(error)) => self.finish_with(pp, caught(pp, Ok(Err(error))), started),
-            Err(panic) => self.finish_with(pp, caught(pp, Err(panic)), started),
+            }),
+            Ok(Err(error)) => Step::Done(self.finish_with(pp, caught(pp, Ok(Err(error))), started)),
+            Err(panic) => Step::Done(self.finish_with(pp, caught(pp, Err(panic)), started)),
         }
     }
 

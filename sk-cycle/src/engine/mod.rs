@@ -225,6 +225,24 @@ impl Drop for Runtime {
     }
 }
 
+/// A plain part's success: its output, and when it started if it was
+/// timed.
+struct Plain {
+    output: Option<Arc<Value>>,
+    ran: Option<(Instant, u64)>,
+}
+
+impl Plain {
+    /// The same end as a [`Finish`], for the general path.
+    fn into_finish(self) -> Finish {
+        Finish {
+            output: self.output,
+            ran: self.ran,
+            ..Finish::barrier()
+        }
+    }
+}
+
 /// Successors a completed node made ready, for its thread to run.
 enum Ready {
     None,
@@ -236,6 +254,9 @@ enum Ready {
 enum Step {
     /// It finished here; complete it.
     Done(Finish),
+    /// A plain part succeeded here: the fast path's end, with nothing
+    /// but its output to record (see [`Runtime::complete_plain`]).
+    Plain(Plain),
     /// It finishes elsewhere (queued at a gate, on a component thread, on a
     /// timed thread) and completes itself through the pool.
     Deferred,
@@ -441,8 +462,8 @@ impl Runtime {
     /// time. Returns how many sinks it ended (not yet counted).
     fn drive(self: &Arc<Self>, node: u32, admitted: bool, depth: u32) -> usize {
         match self.process(node, admitted) {
-            Step::Done(finish) => self.finish_and_follow(node, finish, depth),
             Step::Deferred => 0,
+            end => self.finish_and_follow(node, end, depth),
         }
     }
 
@@ -450,11 +471,15 @@ impl Runtime {
     /// (a chain is a loop), two as a `rayon::join` (no allocation, and the
     /// second is stolen only if a thread is idle). Returns how many sinks
     /// it ended (not yet counted).
-    fn finish_and_follow(self: &Arc<Self>, node: u32, finish: Finish, depth: u32) -> usize {
-        let (mut node, mut finish) = (node, finish);
+    fn finish_and_follow(self: &Arc<Self>, node: u32, end: Step, depth: u32) -> usize {
+        let (mut node, mut end) = (node, end);
         let mut sinks = 0;
         loop {
-            let (ready, ended) = self.complete(node, finish, depth);
+            let (ready, ended) = match end {
+                Step::Plain(plain) => self.complete_plain(node, plain, depth),
+                Step::Done(finish) => self.complete(node, finish, depth),
+                Step::Deferred => return sinks,
+            };
             sinks += ended;
             let next = match ready {
                 Ready::None => return sinks,
@@ -469,10 +494,7 @@ impl Runtime {
                     return sinks + x + y;
                 }
             };
-            match self.process(next, false) {
-                Step::Done(f) => (node, finish) = (next, f),
-                Step::Deferred => return sinks,
-            }
+            (node, end) = (next, self.process(next, false));
         }
     }
 
@@ -480,7 +502,7 @@ impl Runtime {
     pub(crate) fn complete_from_outside(self: &Arc<Self>, node: u32, finish: Finish) {
         let this = self.hold();
         self.pool.spawn(move || {
-            let sinks = this.finish_and_follow(node, finish, 0);
+            let sinks = this.finish_and_follow(node, Step::Done(finish), 0);
             this.sinks_ended(node, sinks);
         });
     }
@@ -507,7 +529,7 @@ impl Runtime {
             p => return Step::Done(Finish::poisoned(p).gated(admitted)),
         }
         if let Some(work) = &n.plain {
-            return Step::Done(self.execute_plain(node, n, &**work));
+            return self.execute_plain(node, n, &**work);
         }
         self.process_placed(node, admitted)
     }
@@ -618,6 +640,48 @@ impl Runtime {
                 self.spawn(queued, true);
             }
         }
+        self.follow(node, data_poison, depth)
+    }
+
+    /// [`complete`](Self::complete) for a plain part's success: its
+    /// output, count and state, and its successors released with data. A
+    /// run that has stopped, keeps a journal or shares outputs between
+    /// lanes takes the general path.
+    #[inline]
+    fn complete_plain(self: &Arc<Self>, node: u32, plain: Plain, depth: u32) -> (Ready, usize) {
+        if self.abort.load(Ordering::Acquire) || self.durable.is_some() || !self.latest.is_empty() {
+            return self.complete(node, plain.into_finish(), depth);
+        }
+        let n = &self.nodes[node as usize];
+        let Plain { output, ran } = plain;
+        if ran.is_some() {
+            let iteration = self.lanes[n.lane as usize]
+                .iteration
+                .load(Ordering::Relaxed);
+            self.observe(
+                node,
+                iteration,
+                &Finish {
+                    ran,
+                    ..Finish::barrier()
+                },
+            );
+        }
+        if let Some(output) = output {
+            *n.output.lock() = Some(output);
+            n.has_output.store(true, Ordering::Release);
+        }
+        bump(&n.succeeded);
+        n.state.store(PartState::Succeeded as u8, Ordering::Release);
+        self.follow(node, Poison::None, depth)
+    }
+
+    /// Releases `node`'s successors (passing `data_poison` on data edges)
+    /// and returns up to two that became ready for the caller to run
+    /// (spawning any others) and how many sinks ended here (not yet
+    /// counted).
+    #[inline(always)]
+    fn follow(self: &Arc<Self>, node: u32, data_poison: Poison, depth: u32) -> (Ready, usize) {
         let successors = self.plan.successors(node);
         if successors.is_empty() {
             return (Ready::None, 1);
