@@ -249,6 +249,9 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         scopes: if cycle_level { vec![0] } else { Vec::new() },
     }];
     let cycle_independent = bp.sync == Some(SyncMode::Independent);
+    // Found while walking, with each part's settings at hand.
+    let (mut any_timeout, mut any_local_process) = (false, false);
+    let mut remote_parts: Vec<u32> = Vec::new();
     while let Some(frame) = stack.pop() {
         let node = &bp.nodes[frame.node];
         match &node.kind {
@@ -261,9 +264,14 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
                 } else {
                     frame.lane
                 };
+                any_timeout |= part.timeout.is_some();
+                any_local_process |= part.placement.is_local_process();
                 let site = match &part.placement {
                     Placement::Component(name) => Site::Component(intern(&mut components, name)),
-                    Placement::Remote(_) => Site::Remote,
+                    Placement::Remote(_) => {
+                        remote_parts.push(id);
+                        Site::Remote
+                    }
                     p if p.is_process() => Site::Process,
                     _ if part.timeout.is_some() => Site::Timed,
                     _ => Site::Pool,
@@ -521,11 +529,7 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         .collect();
     let names = parts.iter().map(|p| Arc::clone(&p.part.name)).collect();
     let coords = parts.iter().map(|p| p.coord).collect();
-    let any_timeout = parts.iter().any(|p| p.part.timeout.is_some());
-    let any_local_process = parts.iter().any(|p| p.part.placement.is_local_process());
-    let remote_parts = (0..parts.len() as u32)
-        .filter(|&id| matches!(parts[id as usize].part.placement, Placement::Remote(_)))
-        .collect();
+    remote_parts.sort_unstable();
     Ok(Plan {
         any_timeout,
         any_local_process,
