@@ -43,7 +43,9 @@ pub(crate) struct Blueprint {
 pub(crate) struct BpNode {
     pub(crate) coord: Coord,
     pub(crate) parent: Option<NodeIdx>,
-    pub(crate) children: Vec<NodeIdx>,
+    /// Inline up to two (a chain's node has one, a fork's two): most
+    /// nodes allocate nothing for them.
+    pub(crate) children: smallvec::SmallVec<[NodeIdx; 2]>,
     pub(crate) kind: BpKind,
 }
 

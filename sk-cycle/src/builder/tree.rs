@@ -240,7 +240,7 @@ impl Tree {
                 let fork_idx = staged.push(BpNode {
                     coord: at,
                     parent,
-                    children: Vec::new(),
+                    children: smallvec::SmallVec::new(),
                     kind: BpKind::Fork(options),
                 });
                 for (k, item) in items.into_iter().enumerate() {
@@ -327,7 +327,7 @@ impl Tree {
         let idx = self.push_node(BpNode {
             coord: at,
             parent,
-            children: Vec::new(),
+            children: smallvec::SmallVec::new(),
             kind: BpKind::Part(part),
         });
         if let Some(p) = parent {
@@ -397,7 +397,7 @@ impl Tree {
             Resolved::Part(part) => staged.push(BpNode {
                 coord,
                 parent,
-                children: Vec::new(),
+                children: smallvec::SmallVec::new(),
                 kind: BpKind::Part(part),
             }),
             Resolved::Cycle(sub) => self.stage_sub(staged, &sub, coord, parent),
