@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use crate::stats::StatsSummary;
 
 /// How many recent samples [`WindowStats`] keeps for percentiles.
@@ -40,7 +42,9 @@ pub struct WindowStats {
     max_ns: u64,
     mean_ns: f64,
     m2: f64,
-    recent: Vec<u64>,
+    /// The first few inline: a part timed a few times per run (a large
+    /// cycle's) allocates nothing.
+    recent: SmallVec<[u64; 4]>,
     next: usize,
 }
 
@@ -54,7 +58,7 @@ impl WindowStats {
             max_ns: 0,
             mean_ns: 0.0,
             m2: 0.0,
-            recent: Vec::new(),
+            recent: SmallVec::new_const(),
             next: 0,
         }
     }
@@ -104,6 +108,23 @@ impl WindowStats {
     pub fn summary(&self) -> StatsSummary {
         if self.count == 0 {
             return StatsSummary::default();
+        }
+        if self.count == 1 {
+            // One sample is every statistic (a large cycle's parts often
+            // have one per run).
+            let only = Duration::from_nanos(self.min_ns);
+            return StatsSummary {
+                count: 1,
+                total: only,
+                mean: only,
+                median: only,
+                stdev: Duration::ZERO,
+                min: only,
+                max: only,
+                p90: only,
+                p95: only,
+                p99: only,
+            };
         }
         // Sorted on the stack: a report of many parts allocates nothing here.
         let mut buf = [0u64; WINDOW];
