@@ -28,7 +28,8 @@ pub enum Input {
 pub struct PartContext<'a> {
     /// A reference to the plan's handle: made without reading it.
     pub(crate) part: &'a Arc<str>,
-    pub(crate) coord: Coord,
+    /// A reference to the plan's: made without reading it.
+    pub(crate) coord: &'a Coord,
     pub(crate) iteration: u64,
     pub(crate) attempt: u32,
     pub(crate) input: &'a Input,
@@ -139,7 +140,7 @@ impl<'a> PartContext<'a> {
 
     /// The part's coordinate.
     pub fn coord(&self) -> Coord {
-        self.coord
+        *self.coord
     }
 
     /// The iteration number, from 1 (per lane under independent sync).

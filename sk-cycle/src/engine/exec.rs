@@ -112,13 +112,17 @@ const TIMED_EXACTLY: u64 = 4096;
 /// always skipped).
 const TIMED_ONE_IN: u64 = 16;
 
-/// Whether the run of part `node` in iteration `iteration` is timed,
-/// given the lane's exactly timed iterations: a multiply and a compare, no
-/// shared or thread-local state.
+/// How many iterations after `iteration` part `node` is timed next: the
+/// next one while the lane is timed exactly (up to `exact_iterations`),
+/// then a pseudo-random gap of 1 to 31, one run in [`TIMED_ONE_IN`] on
+/// average (so that no part of a periodic graph is always skipped).
 #[inline]
-fn sampled(node: u32, iteration: u64, exact_iterations: u64) -> bool {
+fn timing_gap(node: u32, iteration: u64, exact_iterations: u64) -> u64 {
+    if iteration < exact_iterations {
+        return 1;
+    }
     let mixed = (iteration ^ (u64::from(node) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    iteration <= exact_iterations || mixed >> 60 < 16 / TIMED_ONE_IN
+    1 + (mixed >> 59) % (2 * TIMED_ONE_IN - 1)
 }
 
 /// Iterations of a lane of `parts` parts timed exactly.
@@ -306,7 +310,7 @@ impl Runtime {
     ) -> PartContext<'a> {
         PartContext {
             part: &part.name,
-            coord: part.coord,
+            coord: &part.coord,
             iteration,
             attempt,
             input,
@@ -352,7 +356,7 @@ impl Runtime {
         let pp = &self.plan.parts[node as usize];
         let ctx = PartContext {
             part: &pp.name,
-            coord: n.coord,
+            coord: &pp.coord,
             iteration,
             attempt: 1,
             input: &input,
@@ -634,16 +638,30 @@ impl Runtime {
     }
 
     /// When a part starts, if the trace wants it (always) or the stats
-    /// sample this start (see [`timed_now`]).
-    #[inline]
+    /// time this run: the node keeps the iteration it is timed next in
+    /// (see [`timing_gap`]), so a run not timed costs a load and a
+    /// compare on the node's own line.
+    #[inline(always)]
     fn start_clock(&self, node: u32, lane: u32, iteration: u64) -> Option<(Instant, u64)> {
         if self.options.trace {
             self.note_thread();
             return Some((Instant::now(), thread_number()));
         }
-        let lane = lane as usize;
-        (self.options.stats && sampled(node, iteration, self.lanes[lane].exact_iterations))
-            .then(|| (Instant::now(), thread_number()))
+        if !self.options.stats {
+            return None;
+        }
+        // One thread runs a node per iteration, and a lane's iterations
+        // are ordered: plain loads and stores.
+        let n = &self.nodes[node as usize];
+        if iteration < n.next_timed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let exact = self.lanes[lane as usize].exact_iterations;
+        n.next_timed.store(
+            iteration + timing_gap(node, iteration, exact),
+            Ordering::Relaxed,
+        );
+        Some((Instant::now(), thread_number()))
     }
 
     /// Records the current thread's name in the trace, once per run.

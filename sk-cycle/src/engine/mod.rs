@@ -119,7 +119,7 @@ pub(crate) struct LaneRt {
     waiter: Mutex<Option<Thread>>,
     pub(crate) error_state: AtomicBool,
     /// Iterations up to this number are timed exactly when stats are on
-    /// (see `exec::sampled`): a run's first ones (a resumed run's too).
+    /// (see `exec::timing_gap`): a run's first ones (a resumed run's too).
     exact_iterations: u64,
 }
 

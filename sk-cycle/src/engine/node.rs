@@ -8,7 +8,6 @@ use parking_lot::Mutex;
 use sk_core::Value;
 
 use super::samples;
-use crate::coord::Coord;
 use crate::error::PartError;
 use crate::mode::PartState;
 use crate::plan::Plan;
@@ -49,8 +48,9 @@ pub(super) struct NodeRt {
     pub(super) input_from: u32,
     /// Iterations it succeeded in (other ends are in the run's tallies).
     pub(super) succeeded: AtomicU64,
-    /// As in the plan (a barrier's is its lane's origin).
-    pub(super) coord: Coord,
+    /// The iteration in which its run is timed next, when stats are on
+    /// (see `exec::start_clock`).
+    pub(super) next_timed: AtomicU64,
     /// As [`PlanPart::plain`](crate::plan::PlanPart::plain).
     pub(super) plain: Option<Arc<crate::part::PartFn>>,
     pub(super) output: Mutex<Option<Arc<Value>>>,
@@ -69,7 +69,7 @@ impl NodeRt {
             lane: plan.node_lane[node as usize],
             input_from: part.and_then(|p| p.input_from).unwrap_or(NO_INPUT),
             succeeded: AtomicU64::new(0),
-            coord: part.map_or(Coord::new(0, 0), |p| p.coord),
+            next_timed: AtomicU64::new(0),
             plain: part.and_then(|p| p.plain.clone()),
             output: Mutex::new(None),
         }
@@ -83,6 +83,7 @@ impl NodeRt {
         *self.has_output.get_mut() = false;
         *self.has_error.get_mut() = false;
         *self.succeeded.get_mut() = 0;
+        *self.next_timed.get_mut() = 0;
         *self.output.get_mut() = None;
     }
 }
