@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
@@ -53,6 +54,8 @@ pub struct Registry<T: ?Sized> {
     name: String,
     /// One map per layer, indexed by [`Layer::index`].
     layers: [DashMap<String, Arc<T>>; 3],
+    /// Bumped after every change (see [`generation`](Registry::generation)).
+    generation: AtomicU64,
 }
 
 /// One entry of a [`Registry`] snapshot.
@@ -91,7 +94,33 @@ impl<T: ?Sized + Send + Sync + 'static> Registry<T> {
                 DashMap::with_shard_amount(SHARDS),
                 DashMap::with_shard_amount(SHARDS),
             ],
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// A number that changes whenever an entry is added, replaced or
+    /// removed: a lookup's result remembered along with the generation
+    /// read *before* the lookup is still what a lookup would give while
+    /// the generation is the same.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sk_reg::{Layer, Registry};
+    ///
+    /// let sizes: Registry<u32> = Registry::new("sizes");
+    /// let before = sizes.generation();
+    /// sizes.register(Layer::Global, "width", 640)?;
+    /// assert_ne!(sizes.generation(), before);
+    /// # Ok::<(), sk_reg::RegistryError>(())
+    /// ```
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Records a change (after it is made).
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The registry's name.
@@ -144,6 +173,7 @@ impl<T: ?Sized + Send + Sync + 'static> Registry<T> {
             }),
             MapEntry::Vacant(vacant) => {
                 vacant.insert(Arc::clone(&value));
+                self.changed();
                 Ok(value)
             }
         }
@@ -165,7 +195,9 @@ impl<T: ?Sized + Send + Sync + 'static> Registry<T> {
         name: impl Into<String>,
         value: Arc<T>,
     ) -> Option<Arc<T>> {
-        self.layer(layer).insert(name.into(), value)
+        let previous = self.layer(layer).insert(name.into(), value);
+        self.changed();
+        previous
     }
 
     /// The value visible under `name`: the first layer in
@@ -201,12 +233,17 @@ impl<T: ?Sized + Send + Sync + 'static> Registry<T> {
     /// Removes `name` from `layer` and returns its value. Other layers are
     /// untouched, so a value of a lower layer may become visible.
     pub fn remove(&self, layer: Layer, name: &str) -> Option<Arc<T>> {
-        self.layer(layer).remove(name).map(|(_, value)| value)
+        let removed = self.layer(layer).remove(name).map(|(_, value)| value);
+        if removed.is_some() {
+            self.changed();
+        }
+        removed
     }
 
     /// Removes every entry of `layer`.
     pub fn clear_layer(&self, layer: Layer) {
         self.layer(layer).clear();
+        self.changed();
     }
 
     /// Removes every entry of every layer.

@@ -5,6 +5,7 @@
 //! crate's only public item from here is [`DEFAULT_MAX_FRAME`].
 
 mod frame;
+mod function;
 mod protocol;
 mod relay;
 

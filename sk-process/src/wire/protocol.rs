@@ -1,5 +1,7 @@
 //! The messages parent and worker exchange, one per frame.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sk_core::{Args, SkFunction};
 use sk_reg::{CasOutcome, StoredValue};
@@ -15,7 +17,9 @@ pub(crate) enum ToWorker {
     /// Run `function` with `extra` arguments layered over its own.
     Call {
         id: u64,
-        function: SkFunction,
+        /// As the byte string of its encoding (see `function.rs`).
+        #[serde(with = "super::function")]
+        function: Arc<SkFunction>,
         extra: Args,
         /// The format to send the output back in.
         output: Encoding,
@@ -50,10 +54,19 @@ impl Serialize for CallRef<'_> {
         // As the derived `Serialize` of `ToWorker` writes its variant 0.
         let mut call = serializer.serialize_struct_variant("ToWorker", 0, "Call", 4)?;
         call.serialize_field("id", &self.id)?;
-        call.serialize_field("function", self.function)?;
+        call.serialize_field("function", &Function(self.function))?;
         call.serialize_field("extra", self.extra)?;
         call.serialize_field("output", &self.output)?;
         call.end()
+    }
+}
+
+/// A function as [`ToWorker::Call`] carries it.
+struct Function<'a>(&'a SkFunction);
+
+impl Serialize for Function<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        super::function::serialize(self.0, serializer)
     }
 }
 
@@ -140,7 +153,7 @@ pub fn __call_frame_sizes(function: &SkFunction) -> (usize, usize) {
     use super::frame::{DEFAULT_MAX_FRAME, encode_frame};
     let call = ToWorker::Call {
         id: 1,
-        function: function.clone(),
+        function: Arc::new(function.clone()),
         extra: Args::new(),
         output: Encoding::Internal,
     };
@@ -180,7 +193,7 @@ mod tests {
         for output in [Encoding::Internal, Encoding::External] {
             let owned = ToWorker::Call {
                 id: 42,
-                function: function.clone(),
+                function: Arc::new(function.clone()),
                 extra: extra.clone(),
                 output,
             };
@@ -199,7 +212,7 @@ mod tests {
                     extra: e,
                     output: o,
                 } => {
-                    assert_eq!((id, &f, &e, o), (42, &function, &extra, output));
+                    assert_eq!((id, &*f, &e, o), (42, &function, &extra, output));
                 }
                 other => panic!("{other:?}"),
             }

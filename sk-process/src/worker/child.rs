@@ -336,8 +336,7 @@ fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
     let mut waited = link.relay.wait(&**link, None, next);
     loop {
         match waited {
-            Waited::Got(Command::Call(call)) => {
-                let (id, function, extra, output) = *call;
+            Waited::Got(Command::Call(id, function, extra, output)) => {
                 if let Some(mark) = &link.mark {
                     // The function is looked up first (a new process's
                     // first lookup takes a while): the mark then comes as
@@ -402,7 +401,7 @@ fn run_call(
 
 /// What the serving thread does next.
 enum Command {
-    Call(Box<(u64, SkFunction, Args, Encoding)>),
+    Call(u64, Arc<SkFunction>, Args, Encoding),
     Stop,
 }
 
@@ -548,7 +547,7 @@ impl Router<ToWorker> for WorkerLink {
             } => self
                 .commands
                 .lock()
-                .push_back(Command::Call(Box::new((id, function, extra, output)))),
+                .push_back(Command::Call(id, function, extra, output)),
             ToWorker::Stop => self.commands.lock().push_back(Command::Stop),
             ToWorker::Storage { id, reply } => {
                 if let Some(waiter) = self.storage.lock().remove(&id) {

@@ -44,7 +44,7 @@ pub(super) trait Link: Send + Sync + 'static {
     ) -> Result<u64, WorkerError> {
         self.send(ToWorker::Call {
             id,
-            function: function.clone(),
+            function: std::sync::Arc::new(function.clone()),
             extra: extra.clone(),
             output,
         })

@@ -466,3 +466,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_generation_changes_with_every_change_and_only_then() {
+    let reg = filled();
+    let mut seen = reg.generation();
+    let mut changed = |reg: &Registry<&'static str>, expected: bool, what: &str| {
+        let now = reg.generation();
+        assert_eq!(now != seen, expected, "{what}");
+        seen = now;
+    };
+    let _ = reg.get("name");
+    let _ = reg.register(Layer::Global, "name", "again");
+    let _ = reg.remove(Layer::Global, "absent");
+    changed(
+        &reg,
+        false,
+        "a lookup, a refused register, removing nothing",
+    );
+    reg.register(Layer::Global, "other", "x").unwrap();
+    changed(&reg, true, "register");
+    reg.replace(Layer::Global, "other", "y");
+    changed(&reg, true, "replace");
+    reg.remove(Layer::External, "name");
+    changed(&reg, true, "remove");
+    reg.clear_layer(Layer::Internal);
+    changed(&reg, true, "clear_layer");
+    reg.clear();
+    changed(&reg, true, "clear");
+}
