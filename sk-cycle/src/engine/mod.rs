@@ -344,13 +344,18 @@ impl Runtime {
     fn begin_iteration(&self, lane: usize) -> u64 {
         let rt = &self.lanes[lane];
         let nodes = &self.plan.lanes[lane].nodes;
+        // Only timed parts make claims: other cycles leave the cold array
+        // alone (a cache miss per node per iteration in a large cycle).
+        let claims = self.plan.any_timeout;
         for &node in nodes {
             let n = &self.nodes[node as usize];
             n.pending
                 .store(self.plan.pred_count[node as usize], Ordering::Relaxed);
             n.poison.store(Poison::None as u8, Ordering::Relaxed);
             n.state.store(0, Ordering::Relaxed);
-            self.cold[node as usize].claim.store(0, Ordering::Relaxed);
+            if claims {
+                self.cold[node as usize].claim.store(0, Ordering::Relaxed);
+            }
             // Between iterations nothing else touches the node: plain loads
             // and stores, no read-modify-write.
             if n.has_output.load(Ordering::Relaxed) {
