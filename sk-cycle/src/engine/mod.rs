@@ -117,6 +117,9 @@ pub(crate) struct LaneRt {
     remaining: AtomicUsize,
     done: AtomicBool,
     waiter: Mutex<Option<Thread>>,
+    /// The driver may be parked, waiting for `done`: only then does the
+    /// iteration's last sink take the lock and unpark it.
+    parked: AtomicBool,
     pub(crate) error_state: AtomicBool,
     /// Iterations up to this number are timed exactly when stats are on
     /// (see `exec::timing_gap`): a run's first ones (a resumed run's too).
@@ -400,11 +403,23 @@ impl Runtime {
         while !rt.done.load(Ordering::Acquire) {
             match rayon::yield_now() {
                 Some(rayon::Yield::Executed) => backoff.reset(),
-                _ if backoff.is_completed() => thread::park_timeout(Duration::from_micros(200)),
+                _ if backoff.is_completed() => self.park_driver(rt, Duration::from_micros(200)),
                 _ => backoff.snooze(),
             }
         }
         iteration
+    }
+
+    /// Parks the lane's driver for at most `limit` unless the iteration
+    /// has ended. The flag and `done` are stored and read in opposite
+    /// orders, sequentially consistent: either the last sink sees the
+    /// flag and unparks, or this sees `done` and does not park.
+    fn park_driver(&self, rt: &LaneRt, limit: Duration) {
+        rt.parked.store(true, Ordering::SeqCst);
+        if !rt.done.load(Ordering::SeqCst) {
+            thread::park_timeout(limit);
+        }
+        rt.parked.store(false, Ordering::Relaxed);
     }
 
     /// Runs one iteration of `lane` from a thread outside the pool,
@@ -416,7 +431,7 @@ impl Runtime {
         }
         let rt = &self.lanes[lane];
         while !rt.done.load(Ordering::Acquire) {
-            thread::park_timeout(Duration::from_millis(50));
+            self.park_driver(rt, Duration::from_millis(50));
         }
         iteration
     }
@@ -440,9 +455,13 @@ impl Runtime {
 
     fn lane_finished(&self, lane: usize) {
         let rt = &self.lanes[lane];
-        rt.done.store(true, Ordering::Release);
-        if let Some(waiter) = rt.waiter.lock().as_ref() {
-            waiter.unpark();
+        rt.done.store(true, Ordering::SeqCst);
+        // A driver still spinning sees `done` by itself (see
+        // `park_driver`).
+        if rt.parked.load(Ordering::SeqCst) {
+            if let Some(waiter) = rt.waiter.lock().as_ref() {
+                waiter.unpark();
+            }
         }
     }
 
