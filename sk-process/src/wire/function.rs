@@ -7,7 +7,8 @@
 //! The handle is reused only while the worker's function registry is as
 //! it was when the handle was decoded (see
 //! [`Registry::generation`](sk_reg::Registry::generation)), so a call
-//! runs what a fresh lookup would find, as before.
+//! runs what a fresh lookup would find, as before; and never for a handle
+//! with a rate limit, whose limiter is state its clones share.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::{self, Serializer};
 use sk_cereal::Internal;
-use sk_core::SkFunction;
+use sk_core::{Modify as _, SkFunction};
 
 /// The last function decoded on this thread.
 struct Decoded {
@@ -93,6 +94,12 @@ fn decode(bytes: &[u8]) -> Result<Arc<SkFunction>, String> {
             return Ok(Arc::clone(&hit.function));
         }
         let function = fresh(bytes)?;
+        // A handle with a rate limit carries its limiter, shared by its
+        // clones: reusing it would throttle a run of identical calls but
+        // not interleaved ones. Each call decodes its own, as before.
+        if function.modifiers().rate_limit.is_some() {
+            return Ok(function);
+        }
         *last = Some(Decoded {
             bytes: bytes.to_vec(),
             function: Arc::clone(&function),
@@ -169,6 +176,22 @@ mod tests {
         sk_core::functions().replace(replacement.layer(), name, replacement);
         assert_eq!(round_trip(&handle).execute::<u32>().unwrap(), 2);
         assert_eq!(WHICH.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_rate_limited_function_is_decoded_afresh_for_every_call() {
+        // Its limiter is shared by clones of one handle: a cached handle
+        // would throttle identical calls in a row and not interleaved
+        // ones. Each call gets its own, as when nothing was cached.
+        let limited = SkFunction::builder("blob_probe")
+            .arg("x", 1u32)
+            .build()
+            .unwrap()
+            .rate_limit(1.0);
+        let first = round_trip(&limited);
+        let again = round_trip(&limited);
+        assert!(!Arc::ptr_eq(&first, &again), "a rate-limited handle is not reused");
+        assert_eq!(again.execute::<u32>().unwrap(), 2);
     }
 
     #[test]
