@@ -262,6 +262,33 @@ fn a_large_run_samples_timings_and_counts_every_end() {
 }
 
 #[test]
+fn a_cycle_larger_than_the_exact_budget_samples_its_first_iteration() {
+    guarded(|| {
+        // More than 4096 parts: no iteration is timed exactly, the first
+        // one is sampled like any other (about one part in 16).
+        let n = 8000;
+        let mut b = CycleBuilder::new("wide sampled");
+        b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+        b.split((0..n).map(|i| CyclePart::new(format!("p{i}"), |_| ())), 2)
+            .unwrap();
+        let cycle = b.build().unwrap();
+        // Twice: the second run reuses the first's per-part state.
+        for run in 0..2 {
+            let report = cycle.run(Run::once().threads(2)).unwrap();
+            let timed: u64 = report.stats().parts.iter().map(|p| p.timing.count).sum();
+            let parts = n as u64 + 1;
+            assert!(
+                timed > parts / 40 && timed < parts / 8,
+                "run {run}: {timed} of {parts} part runs timed"
+            );
+            for part in &report.stats().parts {
+                assert_eq!(part.count(PartState::Succeeded), 1, "{}", part.name);
+            }
+        }
+    })
+}
+
+#[test]
 fn stats_count_every_iteration_of_every_part() {
     guarded(|| {
         let mut b = CycleBuilder::new("stats");

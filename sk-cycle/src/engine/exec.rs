@@ -104,7 +104,8 @@ impl Finish {
 
 /// Part runs a run times exactly before it samples: whole iterations of
 /// a lane, as many as make at most this many part runs (none for a lane
-/// larger than that: its first iteration is sampled too).
+/// larger than that: its first iteration is sampled too, see
+/// [`first_timed`]).
 const TIMED_EXACTLY: u64 = 4096;
 
 /// After those, a part's run is timed one time in this many, at
@@ -112,17 +113,35 @@ const TIMED_EXACTLY: u64 = 4096;
 /// always skipped).
 const TIMED_ONE_IN: u64 = 16;
 
+/// A pseudo-random number from part `node` and iteration `iteration`.
+#[inline]
+fn mixed(node: u32, iteration: u64) -> u64 {
+    (iteration ^ (u64::from(node) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The iteration, from `iteration` on, in which part `node` is first
+/// timed in a run: this one while the lane is timed exactly (up to
+/// `exact_iterations`), else one of the next [`TIMED_ONE_IN`] at random
+/// (so a large lane's first iteration times about one part in 16).
+#[inline]
+fn first_timed(node: u32, iteration: u64, exact_iterations: u64) -> u64 {
+    if iteration <= exact_iterations {
+        return iteration;
+    }
+    iteration + (mixed(node, iteration) >> 60) % TIMED_ONE_IN
+}
+
 /// How many iterations after `iteration` part `node` is timed next: the
-/// next one while the lane is timed exactly (up to `exact_iterations`),
-/// then a pseudo-random gap of 1 to 31, one run in [`TIMED_ONE_IN`] on
-/// average (so that no part of a periodic graph is always skipped).
+/// next one while the lane is timed exactly, then a pseudo-random gap of
+/// 1 to 31, uniform, one run in [`TIMED_ONE_IN`] on average (so that no
+/// part of a periodic graph is always skipped).
 #[inline]
 fn timing_gap(node: u32, iteration: u64, exact_iterations: u64) -> u64 {
     if iteration < exact_iterations {
         return 1;
     }
-    let mixed = (iteration ^ (u64::from(node) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    1 + (mixed >> 59) % (2 * TIMED_ONE_IN - 1)
+    // The top 32 bits scaled to 0..=30.
+    1 + (((mixed(node, iteration) >> 32) * (2 * TIMED_ONE_IN - 1)) >> 32)
 }
 
 /// Iterations of a lane of `parts` parts timed exactly.
@@ -342,10 +361,10 @@ impl Runtime {
 
     /// Runs a plain part (see [`PlanPart::plain`]): no validator, retry,
     /// condition, gate, component, timeout or process to consider.
-    #[inline]
     ///
     /// It reads the node's line, not its [`PlanPart`] (but for its name's
     /// address, and on errors).
+    #[inline]
     pub(super) fn execute_plain(&self, node: u32, n: &NodeRt, work: &PartFn) -> Step {
         let input = self.input_for(node);
         let iteration = self.lanes[n.lane as usize]
@@ -653,10 +672,19 @@ impl Runtime {
         // One thread runs a node per iteration, and a lane's iterations
         // are ordered: plain loads and stores.
         let n = &self.nodes[node as usize];
-        if iteration < n.next_timed.load(Ordering::Relaxed) {
+        let next = n.next_timed.load(Ordering::Relaxed);
+        if iteration < next {
             return None;
         }
         let exact = self.lanes[lane as usize].exact_iterations;
+        if next == 0 {
+            // Its first run in this run: decide when it is first timed.
+            let first = first_timed(node, iteration, exact);
+            if iteration < first {
+                n.next_timed.store(first, Ordering::Relaxed);
+                return None;
+            }
+        }
         n.next_timed.store(
             iteration + timing_gap(node, iteration, exact),
             Ordering::Relaxed,
