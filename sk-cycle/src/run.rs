@@ -650,8 +650,7 @@ fn drive_lane(
         if let (true, Some(began)) = (run.trace, began) {
             rt.trace_iteration(lane, iteration, began, last_duration);
         }
-        // The report gives the first lane's iteration timings.
-        if run.stats && lane == 0 {
+        if run.stats {
             outcome.timing.record(last_duration);
         }
         outcome.iterations += 1;

@@ -106,22 +106,32 @@ mod tests {
 
     #[test]
     fn samples_from_many_threads_all_reach_their_parts() {
-        let samples = Samples::new(3, 2, None);
-        std::thread::scope(|s| {
-            for t in 0..4u64 {
-                let samples = &samples;
-                s.spawn(move || {
-                    for i in 0..1000u64 {
-                        samples.record((i % 3) as u32, Duration::from_nanos(t * 1000 + i));
-                    }
-                });
-            }
-        });
-        let summaries = samples.summaries();
-        let counts: Vec<u64> = summaries.iter().map(|s| s.count).collect();
-        assert_eq!(counts, [1336, 1332, 1332]);
-        assert_eq!(summaries[0].min, Duration::from_nanos(0));
-        assert_eq!(summaries[0].max, Duration::from_nanos(3999));
+        sk_testkit::guarded(|| {
+            // Two pool threads (a buffer each) and two threads of no pool
+            // (sharing the last one).
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            let samples = Samples::new(3, 2, None);
+            let record = |t: u64| {
+                for i in 0..1000u64 {
+                    samples.record((i % 3) as u32, Duration::from_nanos(t * 1000 + i));
+                }
+            };
+            pool.broadcast(|ctx| record(ctx.index() as u64));
+            std::thread::scope(|s| {
+                for t in 2..4u64 {
+                    let record = &record;
+                    s.spawn(move || record(t));
+                }
+            });
+            let summaries = samples.summaries();
+            let counts: Vec<u64> = summaries.iter().map(|s| s.count).collect();
+            assert_eq!(counts, [1336, 1332, 1332]);
+            assert_eq!(summaries[0].min, Duration::from_nanos(0));
+            assert_eq!(summaries[0].max, Duration::from_nanos(3999));
+        })
     }
 
     #[test]
