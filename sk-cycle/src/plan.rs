@@ -123,8 +123,9 @@ pub(crate) struct Plan {
     pub(crate) any_timeout: bool,
     pub(crate) any_local_process: bool,
     pub(crate) remote_parts: Vec<u32>,
-    /// The per-node arrays of the last run that ended, for the next one.
-    pub(crate) spare: parking_lot::Mutex<Option<crate::engine::Spare>>,
+    /// The per-node arrays of the last run that ended, for the next one
+    /// (the engine's `Spare`, which the plan does not look into).
+    pub(crate) spare: parking_lot::Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 /// The parts directly below each part in the tree (through forks), in

@@ -66,7 +66,7 @@ pub(crate) use env::{Env, enter, respond_here};
 pub(crate) use exec::Finish;
 use gate::Gate;
 pub(crate) use life::{Engine, EngineSetup};
-pub(crate) use node::Spare;
+use node::Spare;
 use node::{NO_INPUT, NodeCold, NodeRt, bump};
 pub(crate) use timer::Watchdog;
 
@@ -224,7 +224,7 @@ impl Drop for Runtime {
         nodes.iter_mut().for_each(NodeRt::reset);
         cold.fill_with(NodeCold::default);
         let stats = self.samples.take_spare();
-        *self.plan.spare.lock() = Some(Spare { nodes, cold, stats });
+        *self.plan.spare.lock() = Some(Box::new(Spare { nodes, cold, stats }));
     }
 }
 
@@ -276,8 +276,12 @@ impl Runtime {
         let parts = plan.parts.len();
         let multi_lane = plan.lanes.len() > 1;
         // A spare was reset when its run was dropped.
-        let spare = plan.spare.lock().take();
-        let (nodes, cold, spare_stats) = match spare {
+        let spare = plan
+            .spare
+            .lock()
+            .take()
+            .and_then(|s| s.downcast::<Spare>().ok());
+        let (nodes, cold, spare_stats) = match spare.map(|s| *s) {
             Some(Spare { nodes, cold, stats }) => (nodes, cold, stats),
             None => (
                 (0..plan.node_count as u32)

@@ -92,7 +92,7 @@ impl NodeRt {
 /// for the cycle's next run: a large cycle's run then writes over memory
 /// it already has, rather than faulting fresh pages in (which the
 /// allocator may have given back to the system in between).
-pub(crate) struct Spare {
+pub(super) struct Spare {
     pub(super) nodes: Box<[NodeRt]>,
     pub(super) cold: Box<[NodeCold]>,
     pub(super) stats: Option<Box<[samples::PartSamples]>>,
