@@ -7,6 +7,14 @@
 //! reads a worker's channel whenever no waiting thread does (see
 //! `relay.rs`); and checks heartbeats. So a worker costs the parent no
 //! thread of its own.
+//!
+//! A worker process with a doorbell (an eventfd handed over with its
+//! started-call mark, see `mark.rs`) rings it for every frame it sends
+//! outside a call. Frames sent inside a call are read by whoever waits for
+//! the call, or by the hub watching the socket while calls are out (see
+//! [`Arm::must_watch`]). So a call's round trip, with its caller reading
+//! the reply, costs the hub nothing: the socket need not be disarmed for
+//! the call and armed again after it.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -38,6 +46,10 @@ pub(crate) trait Watched: Send + Sync {
     fn exited(&self);
     /// A periodic check (heartbeats).
     fn sweep(&self, now: Instant);
+    /// Its doorbell rang: it sent something outside a call.
+    fn rung(&self) {
+        self.readable();
+    }
 }
 
 enum Entry {
@@ -48,6 +60,10 @@ enum Entry {
         outputs: Vec<u64>,
     },
     Output(Output),
+    Doorbell {
+        worker: Weak<dyn Watched>,
+        bell: OwnedFd,
+    },
 }
 
 struct Output {
@@ -127,6 +143,18 @@ impl Hub {
         added
     }
 
+    /// Listens to a worker's doorbell (an eventfd); its token.
+    pub(crate) fn watch_doorbell(&self, bell: OwnedFd, worker: Weak<dyn Watched>) -> io::Result<u64> {
+        set_nonblocking(&bell)?;
+        let token = self.token();
+        // Added under the entries' lock: the hub, locking them for the
+        // first event, finds the entry.
+        let mut entries = self.entries.lock();
+        self.add(&bell, token, EventFlags::IN)?;
+        entries.insert(token, Entry::Doorbell { worker, bell });
+        Ok(token)
+    }
+
     /// Forwards a worker's output stream line by line; its token.
     pub(crate) fn forward(&self, worker: &str, stream: OwnedFd, err: bool) -> io::Result<u64> {
         set_nonblocking(&stream)?;
@@ -188,9 +216,10 @@ impl Hub {
             }
             if matches!(
                 entries.get(token),
-                Some(Entry::Channel(_) | Entry::Exit { .. })
+                Some(Entry::Channel(_) | Entry::Exit { .. } | Entry::Doorbell { .. })
             ) {
-                // Closing the pidfd takes it out of the epoll set.
+                // Closing the pidfd (the eventfd) takes it out of the
+                // epoll set.
                 entries.remove(token);
             }
         }
@@ -233,6 +262,7 @@ impl Hub {
     fn handle(&self, token: u64) {
         enum Action {
             Read(Arc<dyn Watched>),
+            Rung(Arc<dyn Watched>),
             Exit(Weak<dyn Watched>, Vec<u64>),
             Output,
             Nothing,
@@ -243,11 +273,22 @@ impl Hub {
                 worker, outputs, ..
             }) => Action::Exit(worker.clone(), outputs.clone()),
             Some(Entry::Output(_)) => Action::Output,
+            Some(Entry::Doorbell { worker, bell }) => {
+                // Quietened before the channel is read: a ring after this
+                // is heard again.
+                let mut count = [0u8; 8];
+                let _ = rustix::io::read(bell, &mut count);
+                worker.upgrade().map_or(Action::Nothing, Action::Rung)
+            }
             None => Action::Nothing,
         };
         match action {
             Action::Read(worker) => {
                 worker.readable();
+                release(worker);
+            }
+            Action::Rung(worker) => {
+                worker.rung();
                 release(worker);
             }
             Action::Exit(worker, outputs) => {
@@ -349,6 +390,9 @@ fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
 pub(crate) struct Arm {
     pub(crate) hub: &'static Hub,
     pub(crate) token: u64,
+    /// With a doorbell: the calls sent to the worker whose end has not
+    /// been read. `None`: no doorbell, the socket is always watched.
+    pub(crate) calls_out: Option<Arc<AtomicU64>>,
 }
 
 impl HubArm for Arm {
@@ -360,5 +404,15 @@ impl HubArm for Arm {
 
     fn disarm(&self, socket: BorrowedFd<'_>) {
         let _ = self.hub.modify(socket, self.token, EventFlags::empty());
+    }
+
+    /// The worker rings for what it sends outside a call; inside one, it
+    /// does not, and a call's caller may not be waiting (sent with
+    /// `submit`, or its handle dropped): the socket is watched until
+    /// every call sent has ended.
+    fn must_watch(&self) -> bool {
+        self.calls_out
+            .as_ref()
+            .is_none_or(|out| out.load(Ordering::SeqCst) > 0)
     }
 }

@@ -10,10 +10,13 @@
 //! on another worker without running twice. The worker maps the file and
 //! pays one atomic store a call (a `pwrite` where it cannot map it);
 //! nobody is woken.
+//!
+//! The same byte may carry a second descriptor: the worker's doorbell
+//! (see `hub.rs`).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -49,12 +52,17 @@ impl StartedMark {
     }
 
     /// Sends the mark to the worker at the other end of `channel`, as the
-    /// channel's first byte.
-    pub(crate) fn hand_over(&self, channel: &UnixStream) -> io::Result<()> {
-        let fds = [self.file.as_fd()];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    /// channel's first byte, with its `doorbell` if it has one.
+    pub(crate) fn hand_over(
+        &self,
+        channel: &UnixStream,
+        doorbell: Option<BorrowedFd<'_>>,
+    ) -> io::Result<()> {
+        let both = [self.file.as_fd(), doorbell.unwrap_or(self.file.as_fd())];
+        let fds = if doorbell.is_some() { &both[..] } else { &both[..1] };
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
         let mut control = SendAncillaryBuffer::new(&mut space);
-        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        if !control.push(SendAncillaryMessage::ScmRights(fds)) {
             return Err(io::Error::other("no room for the descriptor"));
         }
         let sent = sendmsg(
@@ -70,10 +78,11 @@ impl StartedMark {
         }
     }
 
-    /// Takes the mark the parent handed over: the channel's first byte.
-    pub(crate) fn receive(channel: &UnixStream) -> io::Result<Self> {
+    /// Takes the mark the parent handed over: the channel's first byte;
+    /// with the doorbell, if it came along.
+    pub(crate) fn receive(channel: &UnixStream) -> io::Result<(Self, Option<OwnedFd>)> {
         let mut byte = [0u8];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let got = recvmsg(
             channel,
@@ -82,10 +91,15 @@ impl StartedMark {
             RecvFlags::CMSG_CLOEXEC,
         )?;
         let mut file = None;
+        let mut doorbell = None;
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = message {
                 for fd in fds {
-                    file.get_or_insert(fd);
+                    if file.is_none() {
+                        file = Some(fd);
+                    } else {
+                        doorbell.get_or_insert(fd);
+                    }
                 }
             }
         }
@@ -95,7 +109,7 @@ impl StartedMark {
                 // Mapped for the rest of the process: a worker keeps its
                 // one mark until it exits.
                 mark.mapped = crate::sys::map_shared_u64(&mark.file);
-                Ok(mark)
+                Ok((mark, doorbell))
             }
             (0, _, _) => Err(io::ErrorKind::UnexpectedEof.into()),
             _ => Err(io::Error::new(
@@ -148,10 +162,11 @@ mod tests {
     fn a_mark_handed_over_is_shared_by_both_ends() {
         let (parent, worker) = UnixStream::pair().unwrap();
         let ours = StartedMark::new().unwrap();
-        ours.hand_over(&parent).unwrap();
+        ours.hand_over(&parent, None).unwrap();
         // Frames after the hand-over stay in the stream for the relay.
         std::io::Write::write_all(&mut &parent, b"rest").unwrap();
-        let theirs = StartedMark::receive(&worker).unwrap();
+        let (theirs, doorbell) = StartedMark::receive(&worker).unwrap();
+        assert!(doorbell.is_none());
         assert_eq!(ours.get(), 0);
         theirs.mark(7);
         theirs.mark(3);
@@ -159,6 +174,23 @@ mod tests {
         let mut rest = [0u8; 4];
         std::io::Read::read_exact(&mut &worker, &mut rest).unwrap();
         assert_eq!(&rest, b"rest");
+    }
+
+    #[test]
+    fn a_doorbell_comes_with_the_mark() {
+        let (parent, worker) = UnixStream::pair().unwrap();
+        let ours = StartedMark::new().unwrap();
+        let (bell_here, bell_there) = UnixStream::pair().unwrap();
+        ours.hand_over(&parent, Some(bell_there.as_fd())).unwrap();
+        drop(bell_there);
+        let (theirs, doorbell) = StartedMark::receive(&worker).unwrap();
+        theirs.mark(2);
+        assert_eq!(ours.get(), 2);
+        let doorbell = UnixStream::from(doorbell.expect("the doorbell came along"));
+        std::io::Write::write_all(&mut &doorbell, b"ding").unwrap();
+        let mut heard = [0u8; 4];
+        std::io::Read::read_exact(&mut &bell_here, &mut heard).unwrap();
+        assert_eq!(&heard, b"ding");
     }
 
     #[test]

@@ -577,6 +577,78 @@ fn threads_a_call_starts_use_storage_while_the_call_waits_for_them() {
     })
 }
 
+/// Starts a thread that adds one to `key` after `ms`, and returns at
+/// once: the update reaches the parent while no call runs.
+#[sk_core::function(crate = ::sk_core)]
+fn bump_later(key: String, ms: u64) {
+    thread::spawn(move || {
+        thread::sleep(Duration::from_millis(ms));
+        GlobalStorage::global()
+            .update(&key, |n: Option<u64>| n.unwrap_or(0) + 1)
+            .expect("storage works");
+    });
+}
+
+/// Waits (at most 20 s) until `key` holds `want`.
+fn storage_reaches(key: &str, want: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if GlobalStorage::global().get::<u64>(key).unwrap() == Some(want) {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn storage_used_between_calls_is_served_while_no_thread_waits() {
+    guarded(|| {
+        let key = format!("later-{}", backend());
+        let worker = Worker::spawn("w-later", backend()).unwrap();
+        for round in 1..=3u64 {
+            let args = Args::new()
+                .with("key", &key)
+                .unwrap()
+                .with("ms", &50u64)
+                .unwrap();
+            call::<()>(&worker, "bump_later", args, Some(Duration::from_secs(20))).unwrap();
+            // Nobody reads the channel now but the parent's hub.
+            assert!(storage_reaches(&key, round), "round {round}");
+        }
+    })
+}
+
+#[test]
+fn storage_used_by_a_submitted_call_is_served_while_nobody_waits_for_it() {
+    guarded(|| {
+        let key = format!("submitted-{}", backend());
+        let worker = Worker::spawn("w-submitted", backend()).unwrap();
+        let args = Args::new()
+            .with("key", &key)
+            .unwrap()
+            .with("times", &3u64)
+            .unwrap();
+        // Calls first: their caller read their ends, and left no call out.
+        for _ in 0..3 {
+            call::<u32>(&worker, "whoami", Args::new(), None).unwrap();
+        }
+        let bump = SkFunction::builder("bump").build().unwrap();
+        let pending = worker.submit(&bump, &args).unwrap();
+        // The call needs the parent for each update; its handle is not
+        // waited on until they are all done.
+        assert!(storage_reaches(&key, 3));
+        assert_eq!(
+            pending
+                .wait(Some(Duration::from_secs(20)))
+                .unwrap()
+                .take::<u64>()
+                .unwrap(),
+            3
+        );
+    })
+}
+
 /// Reads the worker's standard input to its end; how many bytes came.
 #[sk_core::function(crate = ::sk_core)]
 fn drain_stdin() -> u64 {

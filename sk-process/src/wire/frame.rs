@@ -277,12 +277,23 @@ const WRITE_STALL_LIMIT: Duration = Duration::from_secs(10);
 /// frame shuts the socket down (the peer would read the rest of the stream
 /// out of step) and is a `TimedOut` error.
 pub(crate) fn send_frame(stream: &UnixStream, frame: &[u8]) -> Result<(), ProtocolError> {
+    send_frame_or(stream, frame, &mut || {})
+}
+
+/// [`send_frame`], calling `full` before each wait for room (the peer
+/// must then read what has gone out so far).
+pub(crate) fn send_frame_or(
+    stream: &UnixStream,
+    frame: &[u8],
+    full: &mut dyn FnMut(),
+) -> Result<(), ProtocolError> {
     let mut rest = frame;
     while !rest.is_empty() {
         match rustix::net::send(stream, rest, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
             Ok(sent) => rest = &rest[sent..],
             Err(Errno::INTR) => {}
             Err(Errno::WOULDBLOCK) => {
+                full();
                 if !poll_fd(stream.as_fd(), PollFlags::OUT, Some(WRITE_STALL_LIMIT))? {
                     let midway = rest.len() < frame.len();
                     if midway {

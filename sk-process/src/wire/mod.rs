@@ -10,7 +10,7 @@ mod protocol;
 mod relay;
 
 pub use frame::DEFAULT_MAX_FRAME;
-pub(crate) use frame::{encode_frame, send_frame, with_frame};
+pub(crate) use frame::{encode_frame, send_frame, send_frame_or, with_frame};
 pub use protocol::__call_frame_sizes;
 pub(crate) use protocol::{
     Answer, CallRef, Encoded, FromWorker, RemoteFailure, StorageOp, StorageReply, ToWorker,

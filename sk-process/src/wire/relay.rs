@@ -9,6 +9,15 @@
 //! I/O hub (see `hub.rs`) reads whenever no thread does, so heartbeats,
 //! messages and storage requests are served between calls too.
 //!
+//! The hub learns that there is something to read in one of two ways.
+//! It can watch the socket itself (armed in its epoll), which a thread
+//! taking the reader's role must undo and the thread stepping down redo:
+//! two `epoll_ctl` calls a call. Or, where the worker has a doorbell (see
+//! `hub.rs`), the worker rings it for each frame it sends outside a call,
+//! and the socket is watched only while that does not cover everything:
+//! while calls are out that no thread may be waiting for, while a frame
+//! is partly read, and once after a ring came while a thread was reading.
+//!
 //! Reads are buffered (a frame usually costs one `recv`). A reader with
 //! no deadline blocks in `recv`; one with a deadline waits in `poll` first
 //! and then reads without blocking, so it keeps its deadline even inside a
@@ -82,6 +91,12 @@ struct State {
     reader: Reader,
     waiters: Vec<Thread>,
     ended: Option<Ended>,
+    /// The socket was last left armed in the hub's epoll (it may have
+    /// fired since).
+    armed: bool,
+    /// The doorbell rang while a thread was reading: whoever steps down
+    /// next leaves the socket armed.
+    rung: bool,
 }
 
 /// The hub's hooks for a relay it reads when no thread does.
@@ -90,6 +105,12 @@ pub(crate) trait HubArm: Send + Sync {
     fn arm(&self, socket: BorrowedFd<'_>);
     /// Stop listening for `socket`.
     fn disarm(&self, socket: BorrowedFd<'_>);
+    /// Whether the hub must watch the socket while no thread reads it;
+    /// `false` only while the peer rings a doorbell for every frame that
+    /// nobody is sure to read (see `hub.rs`).
+    fn must_watch(&self) -> bool {
+        true
+    }
 }
 
 /// How long a parked follower sleeps before looking again (a safety net;
@@ -179,6 +200,9 @@ impl<M: DeserializeOwned> Relay<M> {
                 reader,
                 waiters: Vec::new(),
                 ended: None,
+                // The caller registers the socket armed.
+                armed: hub.is_some(),
+                rung: false,
             }),
             waiting: AtomicUsize::new(0),
             hub,
@@ -270,8 +294,9 @@ impl<M: DeserializeOwned> Relay<M> {
             }
             Reader::Hub => {
                 state.reader = Reader::Thread;
+                let armed = std::mem::take(&mut state.armed);
                 drop(state);
-                if let Some(hub) = &self.hub {
+                if let (true, Some(hub)) = (armed, &self.hub) {
                     hub.disarm(self.socket.as_fd());
                 }
                 true
@@ -317,6 +342,41 @@ impl<M: DeserializeOwned> Relay<M> {
         self.step_down();
     }
 
+    /// The peer rang the doorbell (it sent a frame nobody may be about to
+    /// read): the hub reads what has come, or, if a thread is reading, has
+    /// the socket watched once that thread steps down.
+    pub(crate) fn rung(&self, router: &dyn Router<M>) {
+        {
+            let mut state = self.state.lock();
+            if state.ended.is_some() {
+                return;
+            }
+            match state.reader {
+                Reader::Hub | Reader::Nobody => state.reader = Reader::HubReading,
+                Reader::Thread | Reader::HubReading => {
+                    state.rung = true;
+                    return;
+                }
+            }
+        }
+        let _ = self.read_until(router, Some(Instant::now()), &mut || None::<()>);
+        self.step_down();
+    }
+
+    /// Makes sure the hub watches the socket while no thread reads it:
+    /// something went out whose answer no thread may wait for.
+    pub(crate) fn watch(&self) {
+        let mut state = self.state.lock();
+        if state.reader != Reader::Hub || state.ended.is_some() || state.armed {
+            return;
+        }
+        state.armed = true;
+        drop(state);
+        if let Some(hub) = &self.hub {
+            hub.arm(self.socket.as_fd());
+        }
+    }
+
     /// Wakes every parked follower (something they wait for may be ready).
     pub(crate) fn wake_all(&self) {
         for waiter in &self.state.lock().waiters {
@@ -335,19 +395,28 @@ impl<M: DeserializeOwned> Relay<M> {
 
     /// The reader gives up the channel: to the hub where there is one
     /// (a parked follower, woken here, takes it back from the hub if it
-    /// still needs to read), else to nobody.
+    /// still needs to read), else to nobody. The socket is left armed in
+    /// the hub's epoll unless the doorbell covers what may come next: a
+    /// frame partly read goes on arriving without a ring.
     fn step_down(&self) {
+        // Taken before the state (the order `read_until` holds them in).
+        let partial = self.frames.lock().frames.partial().is_some();
         let mut state = self.state.lock();
-        let to_hub = self.hub.is_some() && state.ended.is_none();
+        let to_hub = state.ended.is_none() && self.hub.is_some();
         state.reader = if to_hub { Reader::Hub } else { Reader::Nobody };
         for waiter in &state.waiters {
             waiter.unpark();
         }
+        let arm = to_hub
+            && (std::mem::take(&mut state.rung)
+                || partial
+                || self.hub.as_ref().is_some_and(|hub| hub.must_watch()));
+        if arm {
+            state.armed = true;
+        }
         drop(state);
-        if to_hub {
-            if let Some(hub) = &self.hub {
-                hub.arm(self.socket.as_fd());
-            }
+        if let (true, Some(hub)) = (arm, &self.hub) {
+            hub.arm(self.socket.as_fd());
         }
     }
 
@@ -586,6 +655,97 @@ mod tests {
             // the socket would announce it to anyone else.
             assert_eq!(rx1.try_recv().ok(), Some(1));
         });
+    }
+
+    /// A hub whose peer rings a doorbell: it counts how often it is
+    /// asked to arm and disarm the socket.
+    #[derive(Clone, Default)]
+    struct RungHub {
+        arms: Arc<AtomicU32>,
+        disarms: Arc<AtomicU32>,
+    }
+
+    impl HubArm for RungHub {
+        fn arm(&self, _socket: BorrowedFd<'_>) {
+            self.arms.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn disarm(&self, _socket: BorrowedFd<'_>) {
+            self.disarms.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn must_watch(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn with_a_doorbell_a_thread_reads_without_touching_the_hub() {
+        hang_guard(Duration::from_secs(30), || {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let hub = RungHub::default();
+        let relay = Relay::<u64>::new(ours, Some(Box::new(hub.clone())));
+        let router = Mailboxes::default();
+        for id in 0..3u64 {
+            let (tx, rx) = channel::bounded(1);
+            router.boxes.lock().insert(id, tx);
+            theirs.write_all(&frame(id)).unwrap();
+            let waited = relay.wait(&router, None, || rx.try_recv().ok());
+            assert!(matches!(waited, Waited::Got(got) if got == id), "{waited:?}");
+            assert_eq!(relay.state.lock().reader, Reader::Hub);
+        }
+        // Registered armed: disarmed once, for the first reader; never
+        // armed again, as nothing came outside a ring.
+        assert_eq!(hub.disarms.load(Ordering::SeqCst), 1);
+        assert_eq!(hub.arms.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    #[test]
+    fn a_ring_is_read_by_the_hub_or_has_the_socket_watched_after_the_reader() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let hub = RungHub::default();
+        let relay = Relay::<u64>::new(ours, Some(Box::new(hub.clone())));
+        let router = Mailboxes::default();
+        let (tx, rx) = channel::bounded(2);
+        router.boxes.lock().insert(7, tx.clone());
+        // No thread reads: the hub reads at the ring.
+        theirs.write_all(&frame(7)).unwrap();
+        relay.rung(&router);
+        assert_eq!(rx.try_recv().ok(), Some(7));
+        assert_eq!(hub.arms.load(Ordering::SeqCst), 0);
+        // A thread reads when the ring comes: once it leaves, the hub
+        // watches the socket (the frame may have come after its last read).
+        assert!(relay.try_lead());
+        relay.rung(&router);
+        router.boxes.lock().insert(8, tx);
+        theirs.write_all(&frame(8)).unwrap();
+        assert!(rx.try_recv().is_err(), "the hub left it to the reader");
+        relay.wait_leading(&router, Some(Instant::now()), || None::<()>);
+        assert_eq!(hub.arms.load(Ordering::SeqCst), 1);
+        // Once is enough: the next reader leaves it alone again.
+        assert!(relay.try_lead());
+        relay.wait_leading(&router, Some(Instant::now()), || None::<()>);
+        assert_eq!(hub.arms.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn with_a_doorbell_a_frame_partly_read_keeps_the_socket_watched() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let hub = RungHub::default();
+        let relay = Relay::<u64>::new(ours, Some(Box::new(hub.clone())));
+        let router = Mailboxes::default();
+        let (tx, rx) = channel::bounded(1);
+        router.boxes.lock().insert(9, tx);
+        let whole = frame(9);
+        theirs.write_all(&whole[..3]).unwrap();
+        relay.rung(&router);
+        // The rest comes without a ring (it is one frame's send).
+        assert_eq!(hub.arms.load(Ordering::SeqCst), 1);
+        theirs.write_all(&whole[3..]).unwrap();
+        relay.drain(&router, true);
+        assert_eq!(rx.try_recv().ok(), Some(9));
+        assert_eq!(hub.arms.load(Ordering::SeqCst), 1);
     }
 
     /// A hub that counts how often it is asked to watch the socket.

@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -32,7 +33,8 @@ use crate::error::ProtocolError;
 use crate::mark::StartedMark;
 use crate::wire::{
     Answer, DEFAULT_MAX_FRAME, Encoded, Ended, FromWorker, Relay, RemoteFailure, Router,
-    StorageOp, StorageReply, ToWorker, Waited, encode_frame, send_frame, with_frame,
+    StorageOp, StorageReply, ToWorker, Waited, encode_frame, send_frame, send_frame_or,
+    with_frame,
 };
 use crate::spawn::{ENV_FD, ENV_NAME, ENV_PARENT, ENV_ROOT};
 use crate::stamp::Stamp;
@@ -149,7 +151,10 @@ pub fn __write_raw_to_parent(bytes: &[u8]) -> io::Result<()> {
     let link = LINK
         .get()
         .ok_or_else(|| io::Error::other("not a worker process"))?;
-    send_frame(&link.out.lock(), bytes).map_err(io::Error::other)
+    let out = link.out.lock();
+    let sent = send_frame(&out, bytes).map_err(io::Error::other);
+    link.ring_if_idle();
+    sent
 }
 
 /// Closes the worker's sending side of the channel (the parent sees end of
@@ -163,7 +168,11 @@ pub fn __close_channel_to_parent() -> io::Result<()> {
     let link = LINK
         .get()
         .ok_or_else(|| io::Error::other("not a worker process"))?;
-    link.out.lock().shutdown(std::net::Shutdown::Write)
+    let out = link.out.lock();
+    let shut = out.shutdown(std::net::Shutdown::Write);
+    // The parent reads the end (if no thread does) when told.
+    link.ring_if_idle();
+    shut
 }
 
 /// Ties this worker's life to its parent's: a parent-death signal, SIGINT
@@ -337,6 +346,10 @@ fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
     loop {
         match waited {
             Waited::Got(Command::Call(id, function, extra, output)) => {
+                // From here until its end is sent, what the worker sends
+                // is read by the call's caller, or by the hub watching
+                // while calls are out: no ring.
+                link.in_call.store(true, Ordering::Relaxed);
                 if let Some(mark) = &link.mark {
                     // The function is looked up first (a new process's
                     // first lookup takes a while): the mark then comes as
@@ -351,7 +364,7 @@ fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
                 // Be the reader before the answer goes out (see
                 // `Relay::try_lead`).
                 let leading = link.relay.try_lead();
-                if link.send(FromWorker::Done { id, outcome }).is_err() {
+                if link.send_as(FromWorker::Done { id, outcome }, true).is_err() {
                     return ServeEnd::ParentGone;
                 }
                 waited = if leading {
@@ -412,6 +425,13 @@ enum Command {
 pub(crate) struct WorkerLink {
     /// Where the parent sees which calls have started.
     mark: Option<StartedMark>,
+    /// Rung (where the parent handed one over) for each frame sent
+    /// outside a call (see `hub.rs`).
+    doorbell: Option<OwnedFd>,
+    /// A call runs (its end not sent yet). Changed, where it matters,
+    /// under the lock of `out`, so that frames on the channel after a
+    /// call's end are the ones sent with a ring.
+    in_call: AtomicBool,
     relay: Relay<ToWorker>,
     out: Mutex<UnixStream>,
     commands: Mutex<VecDeque<Command>>,
@@ -437,13 +457,18 @@ const STORAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl WorkerLink {
     fn new(stream: UnixStream) -> io::Result<Self> {
-        let mark = match std::env::var_os(crate::mark::ENV_MARK) {
-            Some(_) => Some(StartedMark::receive(&stream)?),
-            None => None,
+        let (mark, doorbell) = match std::env::var_os(crate::mark::ENV_MARK) {
+            Some(_) => {
+                let (mark, doorbell) = StartedMark::receive(&stream)?;
+                (Some(mark), doorbell)
+            }
+            None => (None, None),
         };
         let out = stream.try_clone()?;
         Ok(WorkerLink {
             mark,
+            doorbell,
+            in_call: AtomicBool::new(false),
             relay: Relay::new(stream, None),
             out: Mutex::new(out),
             commands: Mutex::new(VecDeque::new()),
@@ -456,11 +481,44 @@ impl WorkerLink {
     }
 
     fn send(&self, message: FromWorker) -> Result<(), ProtocolError> {
+        self.send_as(message, false)
+    }
+
+    /// Sends `message`, the end of the running call if `ends_call`;
+    /// rings the doorbell if no call runs (also while the frame waits
+    /// for room: the parent must read to make it).
+    fn send_as(&self, message: FromWorker, ends_call: bool) -> Result<(), ProtocolError> {
         with_frame(&message, DEFAULT_MAX_FRAME, |frame| {
-            send_frame(&self.out.lock(), frame)
+            let out = self.out.lock();
+            let idle = !self.in_call.load(Ordering::Relaxed);
+            let sent = send_frame_or(&out, frame, &mut || {
+                if idle {
+                    self.ring();
+                }
+            });
+            if ends_call {
+                self.in_call.store(false, Ordering::Relaxed);
+            } else if idle {
+                self.ring();
+            }
+            sent
         })??;
         self.last_send.mark();
         Ok(())
+    }
+
+    /// Rings the doorbell if no call runs (the caller holds `out`).
+    fn ring_if_idle(&self) {
+        if !self.in_call.load(Ordering::Relaxed) {
+            self.ring();
+        }
+    }
+
+    fn ring(&self) {
+        if let Some(bell) = &self.doorbell {
+            // A full counter (it never is: the hub reads it) has rung.
+            let _ = rustix::io::write(bell, &1u64.to_ne_bytes());
+        }
     }
 
     fn listen(&self, timeout: Duration) -> Option<Vec<u8>> {

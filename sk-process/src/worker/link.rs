@@ -73,6 +73,10 @@ pub(super) trait Link: Send + Sync + 'static {
     /// Gives up a lead taken with [`lead`](Link::lead) without waiting.
     fn unlead(&self) {}
 
+    /// A call went out that no thread may wait for (`submit`): whatever
+    /// the worker sends until it ends must be read all the same.
+    fn watch(&self) {}
+
     /// The next event of a call (its end or a question), waiting at most
     /// until `deadline` and reading the channel meanwhile if need be.
     fn next_event(

@@ -392,8 +392,11 @@ impl Worker {
     /// [`WorkerError::Closed`] when the worker has ended,
     /// [`WorkerError::Encode`] when the call cannot be sent.
     pub fn submit(&self, function: &SkFunction, extra: &Args) -> Result<PendingCall, WorkerError> {
-        self.send_call(function, extra, Encoding::Internal, true)
-            .map_err(|e| self.explain_send_error(e))
+        let pending = self
+            .send_call(function, extra, Encoding::Internal, true)
+            .map_err(|e| self.explain_send_error(e))?;
+        self.link.watch();
+        Ok(pending)
     }
 
     /// [`submit`](Self::submit) without waiting to explain a failed send;

@@ -71,8 +71,12 @@ pub(super) struct ProcessLink {
     /// The worker said it runs `main` without `init()` (a program
     /// mistake; see `spawn.rs`).
     missing_init: AtomicBool,
-    /// The hub's entries for this worker (its channel and its exit).
+    /// The hub's entries for this worker (its channel, its exit, its
+    /// doorbell).
     tokens: Mutex<Vec<u64>>,
+    /// With a doorbell: the calls sent whose end has not been read (see
+    /// [`Arm::must_watch`]).
+    calls_out: Option<Arc<AtomicU64>>,
 }
 
 impl ProcessLink {
@@ -122,6 +126,10 @@ impl Router<FromWorker> for ProcessLink {
         // Every frame says the worker is alive (it skips heartbeats while
         // other frames flow).
         self.shared.last_heard.mark();
+        if let (FromWorker::Done { .. }, Some(out)) = (&message, &self.calls_out) {
+            // Before the call's caller can step down as the reader.
+            let _ = out.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
         dispatch(self, message);
     }
 
@@ -136,6 +144,10 @@ impl Router<FromWorker> for ProcessLink {
 impl Watched for ProcessLink {
     fn readable(&self) {
         self.relay.drain(self, true);
+    }
+
+    fn rung(&self) {
+        self.relay.rung(self);
     }
 
     fn exited(&self) {
@@ -194,12 +206,27 @@ impl Link for ProcessLink {
         extra: &Args,
         output: Encoding,
     ) -> Result<u64, WorkerError> {
-        self.write_message(&CallRef {
+        // Counted before it can start: the worker does not ring for what
+        // it sends inside a call.
+        if let Some(out) = &self.calls_out {
+            out.fetch_add(1, Ordering::SeqCst);
+        }
+        let sent = self.write_message(&CallRef {
             id,
             function,
             extra,
             output,
-        })
+        });
+        if sent.is_err() {
+            if let Some(out) = &self.calls_out {
+                out.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        sent
+    }
+
+    fn watch(&self) {
+        self.relay.watch();
     }
 
     fn send_raw(&self, bytes: &[u8]) -> Result<(), WorkerError> {
@@ -332,9 +359,19 @@ pub(super) fn start(name: String, storage: GlobalStorage) -> Result<Arc<dyn Link
     // Without a mark, the worker's end says less about which calls it
     // started (see `never_started`), but it works the same.
     let mark = StartedMark::new().ok();
+    // Without a doorbell (no mark to hand it over with, or no eventfd),
+    // the hub watches the socket whenever no thread reads it.
+    let doorbell = mark.as_ref().and_then(|_| {
+        rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )
+        .ok()
+    });
     let mut spawned = spawn_worker(&name, mark.is_some()).map_err(spawn_error)?;
     if let Some(mark) = &mark {
-        if mark.hand_over(&spawned.channel).is_err() {
+        let bell = doorbell.as_ref().map(std::os::fd::AsFd::as_fd);
+        if mark.hand_over(&spawned.channel, bell).is_err() {
             // Dead already (killed while starting), or it cannot be told
             // its mark: either way it ends here, and its end is reported
             // like any other death before it was ready.
@@ -345,12 +382,14 @@ pub(super) fn start(name: String, storage: GlobalStorage) -> Result<Arc<dyn Link
     let stdout = spawned.child.stdout.take();
     let stderr = spawned.child.stderr.take();
     let channel_token = hub.token();
+    let calls_out = doorbell.as_ref().map(|_| Arc::new(AtomicU64::new(0)));
     let relay = spawned.channel.try_clone().map(|reader| {
         Relay::new(
             reader,
             Some(Box::new(Arm {
                 hub,
                 token: channel_token,
+                calls_out: calls_out.clone(),
             })),
         )
     });
@@ -385,6 +424,7 @@ pub(super) fn start(name: String, storage: GlobalStorage) -> Result<Arc<dyn Link
         started: Instant::now(),
         missing_init: AtomicBool::new(false),
         tokens: Mutex::new(Vec::new()),
+        calls_out,
     });
     let watched: Weak<dyn Watched> = Arc::downgrade(&link) as Weak<dyn Watched>;
     let registered = (|| -> std::io::Result<()> {
@@ -392,6 +432,9 @@ pub(super) fn start(name: String, storage: GlobalStorage) -> Result<Arc<dyn Link
         let tokens = &link.tokens;
         hub.watch_channel(channel_token, channel_fd, watched.clone())?;
         tokens.lock().push(channel_token);
+        if let Some(bell) = doorbell {
+            tokens.lock().push(hub.watch_doorbell(bell, watched.clone())?);
+        }
         let mut outputs = Vec::new();
         for (stream, err) in [
             (stdout.map(OwnedFd::from), false),
