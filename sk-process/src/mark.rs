@@ -11,8 +11,9 @@
 //! pays one atomic store a call (a `pwrite` where it cannot map it);
 //! nobody is woken.
 //!
-//! The same byte may carry a second descriptor: the worker's doorbell
-//! (see `hub.rs`).
+//! The same byte may carry more descriptors after the mark's (see
+//! `worker/process.rs`): the worker's doorbell, and the socket its calls
+//! come on.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -33,6 +34,9 @@ pub(crate) const ENV_MARK: &str = "SK_WORKER_MARK";
 /// The byte that carries the mark's descriptor.
 const HANDOVER: u8 = b'M';
 
+/// The most descriptors that come with the mark.
+pub(crate) const MAX_EXTRA: usize = 2;
+
 /// The highest call id a worker process has started.
 #[derive(Debug)]
 pub(crate) struct StartedMark {
@@ -52,15 +56,16 @@ impl StartedMark {
     }
 
     /// Sends the mark to the worker at the other end of `channel`, as the
-    /// channel's first byte, with its `doorbell` if it has one.
-    pub(crate) fn hand_over(
-        &self,
-        channel: &UnixStream,
-        doorbell: Option<BorrowedFd<'_>>,
-    ) -> io::Result<()> {
-        let both = [self.file.as_fd(), doorbell.unwrap_or(self.file.as_fd())];
-        let fds = if doorbell.is_some() { &both[..] } else { &both[..1] };
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    /// channel's first byte, with the descriptors `extra` (at most
+    /// [`MAX_EXTRA`]) after its own.
+    pub(crate) fn hand_over(&self, channel: &UnixStream, extra: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let mut fds = [self.file.as_fd(); 1 + MAX_EXTRA];
+        let Some(slots) = fds.get_mut(1..=extra.len()) else {
+            return Err(io::Error::other("too many descriptors for the mark"));
+        };
+        slots.copy_from_slice(extra);
+        let fds = &fds[..=extra.len()];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1 + MAX_EXTRA))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !control.push(SendAncillaryMessage::ScmRights(fds)) {
             return Err(io::Error::other("no room for the descriptor"));
@@ -79,10 +84,10 @@ impl StartedMark {
     }
 
     /// Takes the mark the parent handed over: the channel's first byte;
-    /// with the doorbell, if it came along.
-    pub(crate) fn receive(channel: &UnixStream) -> io::Result<(Self, Option<OwnedFd>)> {
+    /// with the descriptors that came after its own, in order.
+    pub(crate) fn receive(channel: &UnixStream) -> io::Result<(Self, Vec<OwnedFd>)> {
         let mut byte = [0u8];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1 + MAX_EXTRA))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let got = recvmsg(
             channel,
@@ -91,14 +96,14 @@ impl StartedMark {
             RecvFlags::CMSG_CLOEXEC,
         )?;
         let mut file = None;
-        let mut doorbell = None;
+        let mut extra = Vec::new();
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = message {
                 for fd in fds {
                     if file.is_none() {
                         file = Some(fd);
                     } else {
-                        doorbell.get_or_insert(fd);
+                        extra.push(fd);
                     }
                 }
             }
@@ -109,7 +114,7 @@ impl StartedMark {
                 // Mapped for the rest of the process: a worker keeps its
                 // one mark until it exits.
                 mark.mapped = crate::sys::map_shared_u64(&mark.file);
-                Ok((mark, doorbell))
+                Ok((mark, extra))
             }
             (0, _, _) => Err(io::ErrorKind::UnexpectedEof.into()),
             _ => Err(io::Error::new(
@@ -162,11 +167,11 @@ mod tests {
     fn a_mark_handed_over_is_shared_by_both_ends() {
         let (parent, worker) = UnixStream::pair().unwrap();
         let ours = StartedMark::new().unwrap();
-        ours.hand_over(&parent, None).unwrap();
+        ours.hand_over(&parent, &[]).unwrap();
         // Frames after the hand-over stay in the stream for the relay.
         std::io::Write::write_all(&mut &parent, b"rest").unwrap();
-        let (theirs, doorbell) = StartedMark::receive(&worker).unwrap();
-        assert!(doorbell.is_none());
+        let (theirs, extra) = StartedMark::receive(&worker).unwrap();
+        assert!(extra.is_empty());
         assert_eq!(ours.get(), 0);
         theirs.mark(7);
         theirs.mark(3);
@@ -177,20 +182,24 @@ mod tests {
     }
 
     #[test]
-    fn a_doorbell_comes_with_the_mark() {
+    fn descriptors_come_with_the_mark_in_order() {
         let (parent, worker) = UnixStream::pair().unwrap();
         let ours = StartedMark::new().unwrap();
-        let (bell_here, bell_there) = UnixStream::pair().unwrap();
-        ours.hand_over(&parent, Some(bell_there.as_fd())).unwrap();
-        drop(bell_there);
-        let (theirs, doorbell) = StartedMark::receive(&worker).unwrap();
+        let (one_here, one_there) = UnixStream::pair().unwrap();
+        let (two_here, two_there) = UnixStream::pair().unwrap();
+        ours.hand_over(&parent, &[one_there.as_fd(), two_there.as_fd()])
+            .unwrap();
+        drop((one_there, two_there));
+        let (theirs, extra) = StartedMark::receive(&worker).unwrap();
         theirs.mark(2);
         assert_eq!(ours.get(), 2);
-        let doorbell = UnixStream::from(doorbell.expect("the doorbell came along"));
-        std::io::Write::write_all(&mut &doorbell, b"ding").unwrap();
-        let mut heard = [0u8; 4];
-        std::io::Read::read_exact(&mut &bell_here, &mut heard).unwrap();
-        assert_eq!(&heard, b"ding");
+        assert_eq!(extra.len(), 2);
+        for (fd, (here, word)) in extra.into_iter().zip([(one_here, b"one"), (two_here, b"two")]) {
+            std::io::Write::write_all(&mut &UnixStream::from(fd), word).unwrap();
+            let mut heard = [0u8; 3];
+            std::io::Read::read_exact(&mut &here, &mut heard).unwrap();
+            assert_eq!(&heard, word);
+        }
     }
 
     #[test]

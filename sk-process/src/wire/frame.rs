@@ -330,6 +330,10 @@ pub(crate) struct Recv {
     /// Whether a read that may wait tries the socket before it waits
     /// (see [`Recv::new`]).
     eager: bool,
+    /// Whether the socket carries only what this side reads (the peer
+    /// reads what this side sends on another): a read that may wait
+    /// waits in `recv` itself.
+    pub(crate) one_way: bool,
 }
 
 impl Recv {
@@ -343,6 +347,7 @@ impl Recv {
             stream,
             wait: false,
             eager,
+            one_way: false,
         }
     }
 
@@ -356,6 +361,13 @@ impl Read for Recv {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if !std::mem::take(&mut self.wait) {
             return self.recv(buf);
+        }
+        if self.one_way {
+            // Nothing this side sends goes through this socket, so the
+            // peer taking it in wakes nobody here (see below): one
+            // system call, whether the input has come or not.
+            let (got, _) = rustix::net::recv(&*self.stream, buf, RecvFlags::empty())?;
+            return Ok(got);
         }
         if self.eager {
             match self.recv(buf) {

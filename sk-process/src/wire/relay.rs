@@ -210,6 +210,17 @@ impl<M: DeserializeOwned> Relay<M> {
         }
     }
 
+    /// The same relay, for a socket that carries only what this side
+    /// reads (what it sends goes on another): a reader with no deadline
+    /// then waits in `recv` itself, not in `poll` and then `recv`. (The
+    /// peer closing with bytes of ours unread then shows on the other
+    /// socket: this relay sees it as a plain end, never
+    /// [`Ended::Reset`].)
+    pub(crate) fn one_way(self) -> Self {
+        self.frames.lock().frames.get_mut().get_mut().one_way = true;
+        self
+    }
+
     /// The same relay with another limit for a frame to arrive whole.
     #[cfg(test)]
     fn stall_after(self, limit: Duration) -> Self {
@@ -934,6 +945,37 @@ mod tests {
                 "{:?}",
                 relay.ended()
             );
+        });
+    }
+
+    #[test]
+    fn a_one_way_reader_waits_in_recv_for_frames_and_for_the_end() {
+        hang_guard(Duration::from_secs(30), || {
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            let relay = Arc::new(Relay::<u64>::new(ours, None).one_way());
+            assert!(relay.frames.lock().frames.get_ref().get_ref().one_way);
+            let router = Arc::new(Mailboxes::default());
+            let (tx, rx) = channel::bounded(1);
+            router.boxes.lock().insert(3, tx);
+            let reader = {
+                let (relay, router) = (Arc::clone(&relay), Arc::clone(&router));
+                thread::spawn(move || {
+                    let got = relay.wait(&*router, None, || rx.try_recv().ok());
+                    let end = relay.wait(&*router, None, || None::<u64>);
+                    (got, end)
+                })
+            };
+            // The frame in two pieces, then the end.
+            let whole = frame(3);
+            theirs.write_all(&whole[..2]).unwrap();
+            thread::sleep(Duration::from_millis(20));
+            theirs.write_all(&whole[2..]).unwrap();
+            thread::sleep(Duration::from_millis(20));
+            drop(theirs);
+            let (got, end) = reader.join().unwrap();
+            assert!(matches!(got, Waited::Got(3)), "{got:?}");
+            assert!(matches!(end, Waited::Closed), "{end:?}");
+            assert!(matches!(relay.ended(), Some(Ended::Eof)));
         });
     }
 

@@ -4,7 +4,9 @@
 //! its standard input and `SK_WORKER_FD=0` in its environment. The worker
 //! moves the channel off standard input at once (to a descriptor closed on
 //! exec) and puts `/dev/null` there, so code it runs may read stdin
-//! harmlessly and programs it starts do not inherit the channel.
+//! harmlessly and programs it starts do not inherit the channel. Calls
+//! may come on a second socket, handed over on the first with the
+//! started-call mark; the first then carries only what the worker sends.
 //! [`init`] at the top of `main` (or the test entry made by
 //! [`worker_test!`](crate::worker_test)) sees that, runs the registered
 //! process init functions, and serves calls until the parent says stop or
@@ -457,19 +459,26 @@ const STORAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl WorkerLink {
     fn new(stream: UnixStream) -> io::Result<Self> {
-        let (mark, doorbell) = match std::env::var_os(crate::mark::ENV_MARK) {
+        let (mark, extra) = match std::env::var_os(crate::mark::ENV_MARK) {
             Some(_) => {
-                let (mark, doorbell) = StartedMark::receive(&stream)?;
-                (Some(mark), doorbell)
+                let (mark, extra) = StartedMark::receive(&stream)?;
+                (Some(mark), extra)
             }
-            None => (None, None),
+            None => (None, Vec::new()),
         };
-        let out = stream.try_clone()?;
+        // After the mark may come the doorbell, then the socket calls come
+        // on (this one then carries only what the worker sends).
+        let mut extra = extra.into_iter();
+        let doorbell = extra.next();
+        let (relay, out) = match extra.next() {
+            Some(calls) => (Relay::new(UnixStream::from(calls), None).one_way(), stream),
+            None => (Relay::new(stream.try_clone()?, None), stream),
+        };
         Ok(WorkerLink {
             mark,
             doorbell,
             in_call: AtomicBool::new(false),
-            relay: Relay::new(stream, None),
+            relay,
             out: Mutex::new(out),
             commands: Mutex::new(VecDeque::new()),
             inbox: channel::unbounded(),

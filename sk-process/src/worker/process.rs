@@ -1,5 +1,6 @@
 //! The process backend: this binary started again as a worker, its
-//! channel a socket pair of length-prefixed frames.
+//! channel a socket pair of length-prefixed frames (two, one a direction,
+//! where the worker's started-call mark carries the second; see `start`).
 //!
 //! Nobody owns a thread per worker: the caller waiting for a reply reads
 //! the channel itself (see `wire/relay.rs`); the I/O hub reads it between
@@ -8,7 +9,7 @@
 //! ended by the reaper after a short grace, without holding up whoever
 //! dropped it.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -368,10 +369,20 @@ pub(super) fn start(name: String, storage: GlobalStorage) -> Result<Arc<dyn Link
         )
         .ok()
     });
+    // With a doorbell, calls go to the worker on a socket of their own,
+    // the channel carrying only what it sends: neither side's wait for
+    // input is then woken by the other taking in what it sent, so both
+    // wait in `recv` itself (see `Recv`). The worker's end goes with the
+    // mark.
+    let calls = doorbell.as_ref().and_then(|_| UnixStream::pair().ok());
     let mut spawned = spawn_worker(&name, mark.is_some()).map_err(spawn_error)?;
     if let Some(mark) = &mark {
-        let bell = doorbell.as_ref().map(std::os::fd::AsFd::as_fd);
-        if mark.hand_over(&spawned.channel, bell).is_err() {
+        let extra: Vec<_> = doorbell
+            .iter()
+            .map(AsFd::as_fd)
+            .chain(calls.iter().map(|(_, theirs)| theirs.as_fd()))
+            .collect();
+        if mark.hand_over(&spawned.channel, &extra).is_err() {
             // Dead already (killed while starting), or it cannot be told
             // its mark: either way it ends here, and its end is reported
             // like any other death before it was ready.
@@ -383,15 +394,17 @@ pub(super) fn start(name: String, storage: GlobalStorage) -> Result<Arc<dyn Link
     let stderr = spawned.child.stderr.take();
     let channel_token = hub.token();
     let calls_out = doorbell.as_ref().map(|_| Arc::new(AtomicU64::new(0)));
+    let one_way = calls.is_some();
     let relay = spawned.channel.try_clone().map(|reader| {
-        Relay::new(
+        let relay = Relay::new(
             reader,
             Some(Box::new(Arm {
                 hub,
                 token: channel_token,
                 calls_out: calls_out.clone(),
             })),
-        )
+        );
+        if one_way { relay.one_way() } else { relay }
     });
     let relay = match relay {
         Ok(relay) => relay,
@@ -410,9 +423,15 @@ pub(super) fn start(name: String, storage: GlobalStorage) -> Result<Arc<dyn Link
             return Err(spawn_error(e));
         }
     };
+    // The parent's copy of the worker's end is closed here, so a write
+    // to a worker that died fails.
+    let writer = match calls {
+        Some((ours, _theirs)) => ours,
+        None => spawned.channel,
+    };
     let link = Arc::new(ProcessLink {
         shared: Shared::new(name.clone(), Backend::Process, pid),
-        writer: Mutex::new(spawned.channel),
+        writer: Mutex::new(writer),
         control,
         child: Mutex::new(Some(spawned.child)),
         relay,
