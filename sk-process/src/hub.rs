@@ -144,7 +144,11 @@ impl Hub {
     }
 
     /// Listens to a worker's doorbell (an eventfd); its token.
-    pub(crate) fn watch_doorbell(&self, bell: OwnedFd, worker: Weak<dyn Watched>) -> io::Result<u64> {
+    pub(crate) fn watch_doorbell(
+        &self,
+        bell: OwnedFd,
+        worker: Weak<dyn Watched>,
+    ) -> io::Result<u64> {
         set_nonblocking(&bell)?;
         let token = self.token();
         // Added under the entries' lock: the hub, locking them for the
@@ -211,15 +215,23 @@ impl Hub {
     pub(crate) fn forget(&self, tokens: &[u64], channel: impl AsFd) {
         let mut entries = self.entries.lock();
         for token in tokens {
-            if let Some(Entry::Channel(_)) = entries.get(token) {
-                let _ = epoll::delete(&self.epoll, &channel);
+            match entries.get(token) {
+                Some(Entry::Channel(_)) => {
+                    let _ = epoll::delete(&self.epoll, &channel);
+                }
+                // The worker holds the same eventfd: closing ours would
+                // leave it in the set, ready for good after a last ring.
+                Some(Entry::Doorbell { bell, .. }) => {
+                    let _ = epoll::delete(&self.epoll, bell);
+                }
+                _ => {}
             }
             if matches!(
                 entries.get(token),
                 Some(Entry::Channel(_) | Entry::Exit { .. } | Entry::Doorbell { .. })
             ) {
-                // Closing the pidfd (the eventfd) takes it out of the
-                // epoll set.
+                // Closing the pidfd takes it out of the epoll set (nobody
+                // else holds it).
                 entries.remove(token);
             }
         }

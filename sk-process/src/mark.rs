@@ -58,7 +58,11 @@ impl StartedMark {
     /// Sends the mark to the worker at the other end of `channel`, as the
     /// channel's first byte, with the descriptors `extra` (at most
     /// [`MAX_EXTRA`]) after its own.
-    pub(crate) fn hand_over(&self, channel: &UnixStream, extra: &[BorrowedFd<'_>]) -> io::Result<()> {
+    pub(crate) fn hand_over(
+        &self,
+        channel: &UnixStream,
+        extra: &[BorrowedFd<'_>],
+    ) -> io::Result<()> {
         let mut fds = [self.file.as_fd(); 1 + MAX_EXTRA];
         let Some(slots) = fds.get_mut(1..=extra.len()) else {
             return Err(io::Error::other("too many descriptors for the mark"));
@@ -95,6 +99,15 @@ impl StartedMark {
             &mut control,
             RecvFlags::CMSG_CLOEXEC,
         )?;
+        // Descriptors the kernel could not hand over (the worker at its
+        // limit of open files, say) leave the rest misread: the worker
+        // must not start on half its channel.
+        if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the started-call mark came without all its descriptors",
+            ));
+        }
         let mut file = None;
         let mut extra = Vec::new();
         for message in control.drain() {
@@ -194,12 +207,37 @@ mod tests {
         theirs.mark(2);
         assert_eq!(ours.get(), 2);
         assert_eq!(extra.len(), 2);
-        for (fd, (here, word)) in extra.into_iter().zip([(one_here, b"one"), (two_here, b"two")]) {
+        for (fd, (here, word)) in extra
+            .into_iter()
+            .zip([(one_here, b"one"), (two_here, b"two")])
+        {
             std::io::Write::write_all(&mut &UnixStream::from(fd), word).unwrap();
             let mut heard = [0u8; 3];
             std::io::Read::read_exact(&mut &here, &mut heard).unwrap();
             assert_eq!(&heard, word);
         }
+    }
+
+    #[test]
+    fn a_mark_whose_descriptors_did_not_all_come_is_refused() {
+        // More descriptors than the worker makes room for (its space is
+        // rounded up: 8 is more) stand for a hand-over the kernel cut
+        // short: the worker must not start on part of its channel.
+        let (parent, worker) = UnixStream::pair().unwrap();
+        let ours = StartedMark::new().unwrap();
+        let fds = [ours.file.as_fd(); 8];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        sendmsg(
+            &parent,
+            &[IoSlice::new(&[HANDOVER])],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
+        let err = StartedMark::receive(&worker).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     }
 
     #[test]

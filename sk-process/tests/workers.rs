@@ -649,6 +649,41 @@ fn storage_used_by_a_submitted_call_is_served_while_nobody_waits_for_it() {
     })
 }
 
+#[test]
+fn a_second_submitted_call_is_served_after_the_hub_read_the_first() {
+    guarded(|| {
+        let key = format!("resubmitted-{}", backend());
+        let worker = Worker::spawn("w-resubmitted", backend()).unwrap();
+        let args = Args::new()
+            .with("key", &key)
+            .unwrap()
+            .with("times", &3u64)
+            .unwrap();
+        for _ in 0..3 {
+            call::<u32>(&worker, "whoami", Args::new(), None).unwrap();
+        }
+        let bump = SkFunction::builder("bump").build().unwrap();
+        let first = worker.submit(&bump, &args).unwrap();
+        assert!(storage_reaches(&key, 3));
+        // Nobody waits on it: its end is read by the hub, whose one-shot
+        // watch of the socket is then used up. The pause lets that happen
+        // (it makes the case, not the pass).
+        thread::sleep(Duration::from_millis(500));
+        let second = worker.submit(&bump, &args).unwrap();
+        // The second call's updates go through the parent too: the socket
+        // must be watched again for them.
+        assert!(storage_reaches(&key, 6), "exit: {:?}", worker.exit());
+        let took = |p: sk_process::PendingCall| {
+            p.wait(Some(Duration::from_secs(20)))
+                .unwrap()
+                .take::<u64>()
+                .unwrap()
+        };
+        assert_eq!(took(first), 3);
+        assert_eq!(took(second), 6);
+    })
+}
+
 /// Reads the worker's standard input to its end; how many bytes came.
 #[sk_core::function(crate = ::sk_core)]
 fn drain_stdin() -> u64 {

@@ -18,10 +18,12 @@
 //! while calls are out that no thread may be waiting for, while a frame
 //! is partly read, and once after a ring came while a thread was reading.
 //!
-//! Reads are buffered (a frame usually costs one `recv`). A reader with
-//! no deadline blocks in `recv`; one with a deadline waits in `poll` first
-//! and then reads without blocking, so it keeps its deadline even inside a
-//! half-arrived frame.
+//! Reads are buffered (a frame usually costs one `recv`). On a one-way
+//! channel (a worker's socket for calls, which it only reads) a reader
+//! with no deadline blocks in `recv`; otherwise, and with a deadline, it
+//! waits in `poll` first and then reads without blocking, so it keeps its
+//! deadline even inside a half-arrived frame (and is not woken when the
+//! peer takes in what this side sent).
 //!
 //! A frame that has begun must keep arriving: a peer that stops inside a
 //! frame (frozen, or its header promised more bytes than it sent) would
@@ -45,8 +47,8 @@ use rustix::event::PollFlags;
 use serde::de::DeserializeOwned;
 use sk_cereal::Internal;
 
-use crate::error::ProtocolError;
 use super::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, poll_fd};
+use crate::error::ProtocolError;
 
 /// Where the frames a relay reads go.
 pub(crate) trait Router<M>: Send + Sync {
@@ -335,6 +337,11 @@ impl<M: DeserializeOwned> Relay<M> {
     pub(crate) fn drain(&self, router: &dyn Router<M>, from_hub: bool) {
         {
             let mut state = self.state.lock();
+            if from_hub {
+                // The hub's turn came from a one-shot event: the kernel
+                // has disarmed the socket (a later `watch` must arm it).
+                state.armed = false;
+            }
             let mine = if from_hub {
                 matches!(state.reader, Reader::Hub | Reader::Nobody)
             } else {
@@ -479,7 +486,10 @@ impl<M: DeserializeOwned> Relay<M> {
                     // Nothing new came in this read: a frame begun that
                     // has had no byte for the whole limit is stalled (not
                     // one whose bytes wait in the socket for a reader).
-                    if reading.stall_deadline().is_some_and(|s| Instant::now() >= s) {
+                    if reading
+                        .stall_deadline()
+                        .is_some_and(|s| Instant::now() >= s)
+                    {
                         let (expected, got) = reading.frames.partial().unwrap_or_default();
                         let stalled = ProtocolError::Stalled {
                             expected,
@@ -693,22 +703,25 @@ mod tests {
     #[test]
     fn with_a_doorbell_a_thread_reads_without_touching_the_hub() {
         hang_guard(Duration::from_secs(30), || {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let hub = RungHub::default();
-        let relay = Relay::<u64>::new(ours, Some(Box::new(hub.clone())));
-        let router = Mailboxes::default();
-        for id in 0..3u64 {
-            let (tx, rx) = channel::bounded(1);
-            router.boxes.lock().insert(id, tx);
-            theirs.write_all(&frame(id)).unwrap();
-            let waited = relay.wait(&router, None, || rx.try_recv().ok());
-            assert!(matches!(waited, Waited::Got(got) if got == id), "{waited:?}");
-            assert_eq!(relay.state.lock().reader, Reader::Hub);
-        }
-        // Registered armed: disarmed once, for the first reader; never
-        // armed again, as nothing came outside a ring.
-        assert_eq!(hub.disarms.load(Ordering::SeqCst), 1);
-        assert_eq!(hub.arms.load(Ordering::SeqCst), 0);
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            let hub = RungHub::default();
+            let relay = Relay::<u64>::new(ours, Some(Box::new(hub.clone())));
+            let router = Mailboxes::default();
+            for id in 0..3u64 {
+                let (tx, rx) = channel::bounded(1);
+                router.boxes.lock().insert(id, tx);
+                theirs.write_all(&frame(id)).unwrap();
+                let waited = relay.wait(&router, None, || rx.try_recv().ok());
+                assert!(
+                    matches!(waited, Waited::Got(got) if got == id),
+                    "{waited:?}"
+                );
+                assert_eq!(relay.state.lock().reader, Reader::Hub);
+            }
+            // Registered armed: disarmed once, for the first reader; never
+            // armed again, as nothing came outside a ring.
+            assert_eq!(hub.disarms.load(Ordering::SeqCst), 1);
+            assert_eq!(hub.arms.load(Ordering::SeqCst), 0);
         });
     }
 
@@ -757,6 +770,28 @@ mod tests {
         relay.drain(&router, true);
         assert_eq!(rx.try_recv().ok(), Some(9));
         assert_eq!(hub.arms.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn after_the_hub_read_on_its_one_shot_event_a_watch_arms_the_socket_again() {
+        // A submitted call's end is read by the hub, the kernel having
+        // disarmed the socket as the event fired; the next submitted call
+        // must have it armed again, or nothing reads what its code sends.
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let hub = RungHub::default();
+        let relay = Relay::<u64>::new(ours, Some(Box::new(hub.clone())));
+        let router = Mailboxes::default();
+        let (tx, rx) = channel::bounded(1);
+        router.boxes.lock().insert(1, tx);
+        theirs.write_all(&frame(1)).unwrap();
+        relay.drain(&router, true);
+        assert_eq!(rx.try_recv().ok(), Some(1));
+        relay.watch();
+        assert_eq!(
+            hub.arms.load(Ordering::SeqCst),
+            1,
+            "the socket was left unarmed"
+        );
     }
 
     /// A hub that counts how often it is asked to watch the socket.
@@ -899,9 +934,11 @@ mod tests {
             relay.drain(&router, false);
             theirs.write_all(&whole[3..]).unwrap();
             thread::sleep(Duration::from_millis(300));
-            let waited = relay.wait(&router, Some(Instant::now() + Duration::from_secs(5)), || {
-                rx.try_recv().ok()
-            });
+            let waited = relay.wait(
+                &router,
+                Some(Instant::now() + Duration::from_secs(5)),
+                || rx.try_recv().ok(),
+            );
             assert!(matches!(waited, Waited::Got(5)), "{waited:?}");
             assert!(relay.ended().is_none(), "{:?}", relay.ended());
         });
