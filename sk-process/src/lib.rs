@@ -59,6 +59,11 @@
 //!
 //! `SK_SPAWN_BACKEND=thread|process` ([`Backend::from_env`]) picks the
 //! backend for a whole program or test suite; the same tests pass on both.
+//! `SK_WORKER_CHANNEL=watched` has worker processes talk over one socket
+//! the I/O hub watches, without the doorbell and the socket for calls
+//! that make a call's round trip four system calls: the fallback every
+//! worker uses where those cannot be made, selectable for diagnosis (the
+//! test suite runs on it too).
 //!
 //! Linux only: the crate is built on pidfd, epoll, memfd, `SCM_RIGHTS`
 //! and the parent-death signal; on any other system it stops the build

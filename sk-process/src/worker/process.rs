@@ -348,6 +348,22 @@ impl Link for ProcessLink {
 
 /// Starts a worker process named `name`, hosting its global storage in
 /// `storage`.
+/// The environment variable that, set to `watched`, has worker processes
+/// started afterwards talk over one socket that the I/O hub watches
+/// whenever no thread reads it, with no doorbell and no socket of their
+/// own for calls: the plain channel every worker falls back to where
+/// those cannot be made (slower per call; a switch for diagnosis, and the
+/// way the test suite runs that fallback).
+pub(crate) const CHANNEL_ENV: &str = "SK_WORKER_CHANNEL";
+
+/// Whether [`CHANNEL_ENV`] asks for the watched channel (read once).
+fn watched_channel() -> bool {
+    static WATCHED: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        std::env::var(CHANNEL_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("watched"))
+    });
+    *WATCHED
+}
+
 pub(super) fn start(name: String, storage: GlobalStorage) -> Result<Arc<dyn Link>, WorkerError> {
     if let Some(refused) = super::child::missing_init(&name) {
         return Err(refused);
@@ -360,9 +376,10 @@ pub(super) fn start(name: String, storage: GlobalStorage) -> Result<Arc<dyn Link
     // Without a mark, the worker's end says less about which calls it
     // started (see `never_started`), but it works the same.
     let mark = StartedMark::new().ok();
-    // Without a doorbell (no mark to hand it over with, or no eventfd),
-    // the hub watches the socket whenever no thread reads it.
-    let doorbell = mark.as_ref().and_then(|_| {
+    // Without a doorbell (no mark to hand it over with, no eventfd, or
+    // `SK_WORKER_CHANNEL=watched`), the hub watches the socket whenever no
+    // thread reads it.
+    let doorbell = mark.as_ref().filter(|_| !watched_channel()).and_then(|_| {
         rustix::event::eventfd(
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
