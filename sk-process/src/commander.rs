@@ -59,11 +59,6 @@ impl Default for Budget {
     }
 }
 
-
-
-
-
-
 #[derive(Debug)]
 struct SideState {
     side: Side,

@@ -26,8 +26,8 @@ use sk_core::{Args, SkFunction, Value};
 use crate::backend::Backend;
 use crate::commander::{Budget, BudgetSide, BudgetSlot, ProcessCommander};
 use crate::error::{BudgetError, ManagerError, WorkerError};
-use crate::worker::{Worker, WorkerEvent};
 use crate::vocab::{ChildId, Exit, Resource, Side};
+use crate::worker::{Worker, WorkerEvent};
 mod supervise;
 
 use self::supervise::{stop_all, stop_and_reap, supervise, take_all};
@@ -491,7 +491,13 @@ impl ProcessManager {
         };
         let restarting = |name: String| {
             let waited = started.elapsed();
-            worker_error(name.clone(), WorkerError::Restarting { worker: name, waited })
+            worker_error(
+                name.clone(),
+                WorkerError::Restarting {
+                    worker: name,
+                    waited,
+                },
+            )
         };
         loop {
             let (name, worker, incarnation) =

@@ -191,12 +191,10 @@ impl PoolBuilder {
             // Dropped when the driver's thread ends: closing waits for the
             // channel to disconnect.
             let ended = ended_tx.clone();
-            let spawned = thread::Builder::new()
-                .name(name.clone())
-                .spawn(move || {
-                    let _ended = ended;
-                    driver::drive(shared, slot, worker);
-                });
+            let spawned = thread::Builder::new().name(name.clone()).spawn(move || {
+                let _ended = ended;
+                driver::drive(shared, slot, worker);
+            });
             match spawned {
                 Ok(handle) => pool.drivers.push(handle),
                 Err(source) => {

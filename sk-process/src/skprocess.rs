@@ -16,15 +16,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sk_core::{BoxError, StatsSummary, StopToken};
 
-use crate::vocab::Hook;
 use crate::error::SkProcessError;
+use crate::vocab::Hook;
 
-mod handle;
 mod child;
+mod handle;
 
-pub use handle::{SkProcessHandle, start};
 #[doc(hidden)]
 pub use child::process_spec;
+pub use handle::{SkProcessHandle, start};
 
 /// A long-lived worker: a state that crosses into a worker, and the hooks
 /// the worker runs on it.
@@ -147,9 +147,6 @@ pub trait SkProcess: Serialize + DeserializeOwned + Send + 'static {
         None
     }
 }
-
-
-
 
 /// How an [`SkProcess`] runs, returned by [`SkProcess::config`].
 ///

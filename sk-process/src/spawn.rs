@@ -65,7 +65,6 @@ pub(crate) fn worker_args() -> Vec<String> {
     }
 }
 
-
 type Request = (Command, Sender<io::Result<Child>>);
 
 /// The spawner thread's queue.

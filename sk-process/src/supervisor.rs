@@ -19,9 +19,6 @@ pub const DEFAULT_MAX_RESTARTS: u32 = 3;
 /// The window [`DEFAULT_MAX_RESTARTS`] is counted in.
 pub const DEFAULT_WITHIN: Duration = Duration::from_secs(5);
 
-
-
-
 /// Which children are restarted when one ends and must be restarted.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -118,9 +118,8 @@ impl Chain {
             f(signal, info, context);
         } else {
             // SAFETY: without SA_SIGINFO it is a one-argument handler.
-            let f: extern "C" fn(c_int) = unsafe {
-                std::mem::transmute::<libc::sighandler_t, extern "C" fn(c_int)>(handler)
-            };
+            let f: extern "C" fn(c_int) =
+                unsafe { std::mem::transmute::<libc::sighandler_t, extern "C" fn(c_int)>(handler) };
             f(signal);
         }
     }
@@ -203,7 +202,10 @@ pub(crate) fn wait_exited(pid: u32) -> io::Result<()> {
         .and_then(Pid::from_raw)
         .ok_or_else(|| io::Error::other(format!("not a process id: {pid}")))?;
     loop {
-        match waitid(WaitId::Pid(pid), WaitIdOptions::EXITED | WaitIdOptions::NOWAIT) {
+        match waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        ) {
             Err(rustix::io::Errno::INTR) => {}
             other => return other.map(drop).map_err(io::Error::from),
         }

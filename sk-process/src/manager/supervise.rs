@@ -8,10 +8,10 @@ use crossbeam::channel::{self, Receiver, Select};
 use super::{ChildState, Control, ManagerEvent, Phase, REAP_WAIT, Shared, State};
 use crate::commander::BudgetSlot;
 use crate::error::WorkerError;
-use crate::worker::{Worker, WorkerEvent};
-use crate::vocab::Exit;
 use crate::supervisor::Decision;
 use crate::vocab::ChildId;
+use crate::vocab::Exit;
+use crate::worker::{Worker, WorkerEvent};
 
 /// A child's worker and slot, taken out of the manager to be stopped.
 pub(super) struct Taken {

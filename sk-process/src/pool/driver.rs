@@ -18,8 +18,8 @@ use sk_core::{Args, RetryPolicy, SkFunction, Value};
 
 use crate::backend::Backend;
 use crate::error::{ItemError, WorkerError};
-use crate::worker::Worker;
 use crate::pool::child::{FailureKind, Outcome, Report};
+use crate::worker::Worker;
 
 /// An item run by workers that died under it this many times fails with
 /// [`ItemError::WorkerDied`], whatever the retry policy says.

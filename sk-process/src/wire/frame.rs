@@ -166,7 +166,9 @@ impl<R: Read> FrameReader<R> {
     /// As [`FrameReader::read_frame`], and [`ProtocolError::Malformed`]
     /// when the payload is not a `T`.
     #[cfg(test)]
-    pub(crate) fn read<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ProtocolError> {
+    pub(crate) fn read<T: serde::de::DeserializeOwned>(
+        &mut self,
+    ) -> Result<Option<T>, ProtocolError> {
         match self.read_frame()? {
             Some(bytes) => Internal::decode(bytes)
                 .map(Some)
@@ -183,7 +185,10 @@ impl<R: Read> FrameReader<R> {
 ///
 /// [`ProtocolError::Malformed`] when the message does not serialize, or
 /// [`ProtocolError::TooLarge`] when it exceeds `max`.
-pub(crate) fn encode_frame<T: Serialize>(message: &T, max: usize) -> Result<Vec<u8>, ProtocolError> {
+pub(crate) fn encode_frame<T: Serialize>(
+    message: &T,
+    max: usize,
+) -> Result<Vec<u8>, ProtocolError> {
     let mut frame = Vec::new();
     encode_frame_into(message, max, &mut frame)?;
     Ok(frame)

@@ -34,7 +34,10 @@ thread_local! {
 }
 
 /// Serializes `function` as the byte string of its encoding.
-pub(crate) fn serialize<S: Serializer>(function: &SkFunction, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize<S: Serializer>(
+    function: &SkFunction,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     let mut fresh = Vec::new();
     // A frame encoded while this thread's scratch is in use (never, as
     // things are) gets a buffer of its own.
@@ -144,8 +147,14 @@ mod tests {
 
     #[test]
     fn the_same_function_again_is_the_handle_decoded_before() {
-        let five = SkFunction::builder("blob_probe").arg("x", 5u32).build().unwrap();
-        let six = SkFunction::builder("blob_probe").arg("x", 6u32).build().unwrap();
+        let five = SkFunction::builder("blob_probe")
+            .arg("x", 5u32)
+            .build()
+            .unwrap();
+        let six = SkFunction::builder("blob_probe")
+            .arg("x", 6u32)
+            .build()
+            .unwrap();
         let first = round_trip(&five);
         assert_eq!(*first, five);
         let again = round_trip(&five);
@@ -190,7 +199,10 @@ mod tests {
             .rate_limit(1.0);
         let first = round_trip(&limited);
         let again = round_trip(&limited);
-        assert!(!Arc::ptr_eq(&first, &again), "a rate-limited handle is not reused");
+        assert!(
+            !Arc::ptr_eq(&first, &again),
+            "a rate-limited handle is not reused"
+        );
         assert_eq!(again.execute::<u32>().unwrap(), 2);
     }
 

@@ -28,10 +28,7 @@ pub(crate) enum ToWorker {
     Storage { id: u64, reply: StorageReply },
     /// The answer to a question the running code asked
     /// ([`FromWorker::Ask`]): the answer's bytes, or why there is none.
-    Answer {
-        id: u64,
-        answer: Answer,
-    },
+    Answer { id: u64, answer: Answer },
     /// A message for the running code (`listen` in the worker).
     Message { bytes: Vec<u8> },
     /// Finish the current call, then exit cleanly.

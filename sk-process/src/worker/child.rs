@@ -33,20 +33,18 @@ use sk_reg::{CasOutcome, GlobalStorage, SkRoot, StorageBackend, StorageError, St
 
 use crate::error::ProtocolError;
 use crate::mark::StartedMark;
-use crate::wire::{
-    Answer, DEFAULT_MAX_FRAME, Encoded, Ended, FromWorker, Relay, RemoteFailure, Router,
-    StorageOp, StorageReply, ToWorker, Waited, encode_frame, send_frame, send_frame_or,
-    with_frame,
-};
 use crate::spawn::{ENV_FD, ENV_NAME, ENV_PARENT, ENV_ROOT};
 use crate::stamp::Stamp;
+use crate::wire::{
+    Answer, DEFAULT_MAX_FRAME, Encoded, Ended, FromWorker, Relay, RemoteFailure, Router, StorageOp,
+    StorageReply, ToWorker, Waited, encode_frame, send_frame, send_frame_or, with_frame,
+};
 use sk_core::Encoding;
 
 mod talk;
 
 use talk::{InCall, LINE, Line};
 pub use talk::{ask_parent, listen_parent, tell_parent};
-
 
 /// How often a worker process says it is alive.
 const HEARTBEAT: Duration = Duration::from_millis(250);
@@ -79,7 +77,6 @@ impl ProcessInit {
 }
 
 inventory::collect!(ProcessInit);
-
 
 /// Whether this process is a worker.
 pub fn is_worker() -> bool {
@@ -202,7 +199,11 @@ fn take_channel() -> io::Result<UnixStream> {
     let channel = rustix::io::fcntl_dupfd_cloexec(stdin(), 3)?;
     // Best effort: if /dev/null does not open, standard input stays the
     // channel.
-    if let Ok(null) = open(c"/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+    if let Ok(null) = open(
+        c"/dev/null",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         let _ = dup2_stdin(&null);
     }
     Ok(UnixStream::from(channel))
@@ -366,7 +367,10 @@ fn serve_process(link: &Arc<WorkerLink>) -> ServeEnd {
                 // Be the reader before the answer goes out (see
                 // `Relay::try_lead`).
                 let leading = link.relay.try_lead();
-                if link.send_as(FromWorker::Done { id, outcome }, true).is_err() {
+                if link
+                    .send_as(FromWorker::Done { id, outcome }, true)
+                    .is_err()
+                {
                     return ServeEnd::ParentGone;
                 }
                 waited = if leading {

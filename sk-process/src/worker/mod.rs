@@ -42,8 +42,8 @@ use crate::backend::Backend;
 use crate::error::{ProtocolError, WorkerError};
 use crate::stamp::Stamp;
 use crate::vocab::Exit;
-use sk_core::Encoding;
 use crate::wire::{FromWorker, ToWorker};
+use sk_core::Encoding;
 
 pub(crate) mod child;
 mod ending;
@@ -414,7 +414,10 @@ impl Worker {
         }
         let id = self.shared().next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mailbox::mailbox();
-        self.shared().pending.lock().insert(id, Pending { reply: tx });
+        self.shared()
+            .pending
+            .lock()
+            .insert(id, Pending { reply: tx });
         match self.link.send_call(id, function, extra, output) {
             Ok(sent) => rx.set_sent(sent),
             Err(e) => {
@@ -429,9 +432,11 @@ impl Worker {
         // final.
         if self.shared().exit.lock().is_some() {
             if let Some(call) = self.shared().pending.lock().remove(&id) {
-                let _ = call
-                    .reply
-                    .send(CallEvent::Done(Err(lost(&*self.link, id, call.reply.sent()))));
+                let _ = call.reply.send(CallEvent::Done(Err(lost(
+                    &*self.link,
+                    id,
+                    call.reply.sent(),
+                ))));
             }
         }
         Ok(PendingCall {
@@ -657,7 +662,10 @@ fn answer(link: &dyn Link, id: u64, answer: Result<Vec<u8>, String>) {
             },
         ) => {
             let why = format!("the answer cannot be sent: {}", sk_core::error_chain(&e));
-            let _ = link.send(ToWorker::Answer { id, answer: Err(why) });
+            let _ = link.send(ToWorker::Answer {
+                id,
+                answer: Err(why),
+            });
         }
         _ => {}
     }

@@ -288,7 +288,10 @@ impl Link for ProcessLink {
 
     fn next_message(&self, deadline: Instant) -> Option<Vec<u8>> {
         let inbox = &self.shared.messages.1;
-        match self.relay.wait(self, Some(deadline), || inbox.try_recv().ok()) {
+        match self
+            .relay
+            .wait(self, Some(deadline), || inbox.try_recv().ok())
+        {
             Waited::Got(bytes) => Some(bytes),
             Waited::TimedOut | Waited::Closed => None,
         }
@@ -469,7 +472,9 @@ pub(super) fn start(name: String, storage: GlobalStorage) -> Result<Arc<dyn Link
         hub.watch_channel(channel_token, channel_fd, watched.clone())?;
         tokens.lock().push(channel_token);
         if let Some(bell) = doorbell {
-            tokens.lock().push(hub.watch_doorbell(bell, watched.clone())?);
+            tokens
+                .lock()
+                .push(hub.watch_doorbell(bell, watched.clone())?);
         }
         let mut outputs = Vec::new();
         for (stream, err) in [

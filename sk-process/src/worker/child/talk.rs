@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{self, Receiver};
 
 use super::{Asked, Outbox, WorkerLink};
-use crate::spawn::ENV_NAME;
 use crate::error::ProtocolError;
+use crate::spawn::ENV_NAME;
 use crate::wire::{Answer, FromWorker};
 
 /// The running code's line to its parent: set on the thread that runs a
@@ -188,4 +188,3 @@ pub(super) fn current_name() -> String {
             .to_owned()
     })
 }
-
