@@ -619,50 +619,49 @@ fn storage_used_between_calls_is_served_while_no_thread_waits() {
     })
 }
 
+/// A worker named `name` that has answered three calls (their caller read
+/// their ends: no call is out), the `bump` function, its arguments (three
+/// updates of the storage key `{name}-{backend}`), and the key.
+fn after_three_calls(name: &str) -> (Worker, SkFunction, Args, String) {
+    let key = format!("{name}-{}", backend());
+    let worker = Worker::spawn(name, backend()).unwrap();
+    let args = Args::new()
+        .with("key", &key)
+        .unwrap()
+        .with("times", &3u64)
+        .unwrap();
+    for _ in 0..3 {
+        call::<u32>(&worker, "whoami", Args::new(), None).unwrap();
+    }
+    let bump = SkFunction::builder("bump").build().unwrap();
+    (worker, bump, args, key)
+}
+
+/// What submitted call `pending` returned (a `u64`).
+fn submitted_result(pending: sk_process::PendingCall) -> u64 {
+    pending
+        .wait(Some(Duration::from_secs(20)))
+        .unwrap()
+        .take::<u64>()
+        .unwrap()
+}
+
 #[test]
 fn storage_used_by_a_submitted_call_is_served_while_nobody_waits_for_it() {
     guarded(|| {
-        let key = format!("submitted-{}", backend());
-        let worker = Worker::spawn("w-submitted", backend()).unwrap();
-        let args = Args::new()
-            .with("key", &key)
-            .unwrap()
-            .with("times", &3u64)
-            .unwrap();
-        // Calls first: their caller read their ends, and left no call out.
-        for _ in 0..3 {
-            call::<u32>(&worker, "whoami", Args::new(), None).unwrap();
-        }
-        let bump = SkFunction::builder("bump").build().unwrap();
+        let (worker, bump, args, key) = after_three_calls("w-submitted");
         let pending = worker.submit(&bump, &args).unwrap();
         // The call needs the parent for each update; its handle is not
         // waited on until they are all done.
         assert!(storage_reaches(&key, 3));
-        assert_eq!(
-            pending
-                .wait(Some(Duration::from_secs(20)))
-                .unwrap()
-                .take::<u64>()
-                .unwrap(),
-            3
-        );
+        assert_eq!(submitted_result(pending), 3);
     })
 }
 
 #[test]
 fn a_second_submitted_call_is_served_after_the_hub_read_the_first() {
     guarded(|| {
-        let key = format!("resubmitted-{}", backend());
-        let worker = Worker::spawn("w-resubmitted", backend()).unwrap();
-        let args = Args::new()
-            .with("key", &key)
-            .unwrap()
-            .with("times", &3u64)
-            .unwrap();
-        for _ in 0..3 {
-            call::<u32>(&worker, "whoami", Args::new(), None).unwrap();
-        }
-        let bump = SkFunction::builder("bump").build().unwrap();
+        let (worker, bump, args, key) = after_three_calls("w-resubmitted");
         let first = worker.submit(&bump, &args).unwrap();
         assert!(storage_reaches(&key, 3));
         // Nobody waits on it: its end is read by the hub, whose one-shot
@@ -673,14 +672,8 @@ fn a_second_submitted_call_is_served_after_the_hub_read_the_first() {
         // The second call's updates go through the parent too: the socket
         // must be watched again for them.
         assert!(storage_reaches(&key, 6), "exit: {:?}", worker.exit());
-        let took = |p: sk_process::PendingCall| {
-            p.wait(Some(Duration::from_secs(20)))
-                .unwrap()
-                .take::<u64>()
-                .unwrap()
-        };
-        assert_eq!(took(first), 3);
-        assert_eq!(took(second), 6);
+        assert_eq!(submitted_result(first), 3);
+        assert_eq!(submitted_result(second), 6);
     })
 }
 
