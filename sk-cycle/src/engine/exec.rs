@@ -373,15 +373,7 @@ impl Runtime {
         let started = self.start_clock(node, n.lane, iteration);
         let env = self.env(n.lane);
         let pp = &self.plan.parts[node as usize];
-        let ctx = PartContext {
-            part: &pp.name,
-            coord: &pp.coord,
-            iteration,
-            attempt: 1,
-            input: &input,
-            env: &env,
-            stop: &self.cancel,
-        };
+        let ctx = self.context(pp, &input, &env, &self.cancel, iteration, 1);
         let outcome = in_part_span(pp, iteration, || {
             self.attributed(node, || {
                 panic::catch_unwind(AssertUnwindSafe(|| work(&ctx)))

@@ -66,8 +66,7 @@ pub(crate) use env::{Env, enter, respond_here};
 pub(crate) use exec::Finish;
 use gate::Gate;
 pub(crate) use life::{Engine, EngineSetup};
-use node::Spare;
-use node::{NO_INPUT, NodeCold, NodeRt, bump};
+use node::{NO_INPUT, NodeCold, NodeRt, Spare, bump};
 pub(crate) use timer::Watchdog;
 
 /// Above this many successors, a finishing node splits them across the

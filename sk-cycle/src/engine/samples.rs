@@ -17,7 +17,7 @@ const BATCH: usize = 256;
 #[derive(Clone, Copy)]
 struct Sample {
     part: u32,
-    nanos: u64,
+    elapsed: Duration,
 }
 
 /// A part's timings in a run.
@@ -71,10 +71,7 @@ impl Samples {
             .filter(|&i| i < last)
             .unwrap_or(last);
         let mut samples = self.buffers[buffer].lock();
-        samples.push(Sample {
-            part,
-            nanos: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-        });
+        samples.push(Sample { part, elapsed });
         if samples.len() >= BATCH {
             self.merge(&mut samples);
         }
@@ -85,7 +82,7 @@ impl Samples {
     fn merge(&self, samples: &mut Vec<Sample>) {
         for s in samples.drain(..) {
             if let Some(stats) = self.parts.get(s.part as usize) {
-                stats.lock().record(Duration::from_nanos(s.nanos));
+                stats.lock().record(s.elapsed);
             }
         }
     }
