@@ -18,9 +18,11 @@
 //! parallel branches do not contend on it.
 //!
 //! The modules: this file schedules nodes and records their ends;
-//! `exec.rs` runs one part (retries, validators, timeouts, stats);
+//! `lane.rs` begins a lane's iterations and waits for their ends;
+//! `exec.rs` runs one part (retries, validators, timeouts);
 //! `node.rs` holds a run's per-node state (a cache line per node for the
 //! fast path, the rest apart, kept by the cycle between runs);
+//! `timing.rs` decides which part runs are timed and records them;
 //! `samples.rs` gathers part timings per thread;
 //! `journal.rs` records ends in a durable run's journal and replays them
 //! on resume;
@@ -36,19 +38,20 @@ mod env;
 mod exec;
 mod gate;
 mod journal;
+mod lane;
 mod life;
 mod node;
 mod place;
 mod readout;
 mod samples;
 mod timer;
+mod timing;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::thread;
+use std::time::Instant;
 
-use crossbeam::utils::Backoff;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use sk_core::{RateLimiter, StopToken, Value};
@@ -65,6 +68,7 @@ pub(crate) use component::Component;
 pub(crate) use env::{Env, enter, respond_here};
 pub(crate) use exec::Finish;
 use gate::Gate;
+use lane::LaneRt;
 pub(crate) use life::{Engine, EngineSetup};
 use node::{NO_INPUT, NodeCold, NodeRt, Spare, bump};
 pub(crate) use timer::Watchdog;
@@ -108,22 +112,6 @@ impl Poison {
 
 /// The value reported for parts whose output is `()`.
 static UNIT: LazyLock<Arc<Value>> = LazyLock::new(|| Arc::new(Value::new(())));
-
-/// Per-lane state.
-#[derive(Default)]
-pub(crate) struct LaneRt {
-    pub(crate) iteration: AtomicU64,
-    remaining: AtomicUsize,
-    done: AtomicBool,
-    waiter: Mutex<Option<Thread>>,
-    /// The driver may be parked, waiting for `done`: only then does the
-    /// iteration's last sink take the lock and unpark it.
-    parked: AtomicBool,
-    pub(crate) error_state: AtomicBool,
-    /// Iterations up to this number are timed exactly when stats are on
-    /// (see `exec::timing_gap`): a run's first ones (a resumed run's too).
-    exact_iterations: u64,
-}
 
 /// Options the engine reads while running.
 #[derive(Clone, Copy, Debug)]
@@ -297,7 +285,7 @@ impl Runtime {
                 .lanes
                 .iter()
                 .map(|lane| LaneRt {
-                    exact_iterations: exec::exact_iterations(lane.nodes.len()),
+                    exact_iterations: timing::exact_iterations(lane.nodes.len()),
                     ..LaneRt::default()
                 })
                 .collect(),
@@ -340,131 +328,6 @@ impl Runtime {
                 NEXT_RUN.fetch_add(1, Ordering::Relaxed)
             },
             epoch: Instant::now(),
-        }
-    }
-
-    // ----- iterations -------------------------------------------------
-
-    /// Resets lane `lane` for its next iteration and registers the calling
-    /// thread as the one to wake when it ends.
-    fn begin_iteration(&self, lane: usize) -> u64 {
-        let rt = &self.lanes[lane];
-        let nodes = &self.plan.lanes[lane].nodes;
-        // Only timed parts make claims: other cycles leave the cold array
-        // alone (a cache miss per node per iteration in a large cycle).
-        let claims = self.plan.any_timeout;
-        for &node in nodes {
-            let n = &self.nodes[node as usize];
-            n.pending
-                .store(self.plan.pred_count[node as usize], Ordering::Relaxed);
-            n.poison.store(Poison::None as u8, Ordering::Relaxed);
-            n.state.store(0, Ordering::Relaxed);
-            if claims {
-                self.cold[node as usize].claim.store(0, Ordering::Relaxed);
-            }
-            // Between iterations nothing else touches the node: plain loads
-            // and stores, no read-modify-write.
-            if n.has_output.load(Ordering::Relaxed) {
-                n.has_output.store(false, Ordering::Relaxed);
-                n.output.lock().take();
-            }
-            if n.has_error.load(Ordering::Relaxed) {
-                n.has_error.store(false, Ordering::Relaxed);
-                self.cold[node as usize].error.lock().take();
-            }
-        }
-        rt.error_state.store(false, Ordering::Relaxed);
-        rt.done.store(false, Ordering::Relaxed);
-        rt.remaining
-            .store(self.plan.lanes[lane].sinks, Ordering::Release);
-        // Only the lane's driver writes the iteration number.
-        let iteration = rt.iteration.load(Ordering::Relaxed) + 1;
-        rt.iteration.store(iteration, Ordering::Release);
-        iteration
-    }
-
-    /// Makes the calling thread the one woken when an iteration of `lane`
-    /// ends. A lane is driven by one thread for the whole run.
-    pub(crate) fn register_driver(&self, lane: usize) {
-        *self.lanes[lane].waiter.lock() = Some(thread::current());
-    }
-
-    /// Runs one iteration of `lane` on the calling pool thread, helping
-    /// the pool until it ends. Returns the iteration number.
-    pub(crate) fn run_iteration_in_pool(self: &Arc<Self>, lane: usize) -> u64 {
-        let iteration = self.begin_iteration(lane);
-        let roots = &self.plan.lanes[lane].roots;
-        if let Some((&first, rest)) = roots.split_first() {
-            for &root in rest {
-                self.spawn(root, false);
-            }
-            let sinks = self.drive(first, false, 0);
-            self.sinks_ended(first, sinks);
-        }
-        let rt = &self.lanes[lane];
-        let backoff = Backoff::new();
-        while !rt.done.load(Ordering::Acquire) {
-            match rayon::yield_now() {
-                Some(rayon::Yield::Executed) => backoff.reset(),
-                _ if backoff.is_completed() => self.park_driver(rt, Duration::from_micros(200)),
-                _ => backoff.snooze(),
-            }
-        }
-        iteration
-    }
-
-    /// Parks the lane's driver for at most `limit` unless the iteration
-    /// has ended. The flag and `done` are stored and read in opposite
-    /// orders, sequentially consistent: either the last sink sees the
-    /// flag and unparks, or this sees `done` and does not park.
-    fn park_driver(&self, rt: &LaneRt, limit: Duration) {
-        rt.parked.store(true, Ordering::SeqCst);
-        if !rt.done.load(Ordering::SeqCst) {
-            thread::park_timeout(limit);
-        }
-        rt.parked.store(false, Ordering::Relaxed);
-    }
-
-    /// Runs one iteration of `lane` from a thread outside the pool,
-    /// sleeping until it ends.
-    pub(crate) fn run_iteration_outside(self: &Arc<Self>, lane: usize) -> u64 {
-        let iteration = self.begin_iteration(lane);
-        for &root in &self.plan.lanes[lane].roots {
-            self.spawn(root, false);
-        }
-        let rt = &self.lanes[lane];
-        while !rt.done.load(Ordering::Acquire) {
-            self.park_driver(rt, Duration::from_millis(50));
-        }
-        iteration
-    }
-
-    /// Counts `sinks` more ended sinks of `node`'s lane; the last one ends
-    /// the iteration. Callers batch them: one count per pool job, not one
-    /// per node, so that parallel branches do not fight over the counter.
-    fn sinks_ended(&self, node: u32, sinks: usize) {
-        if sinks == 0 {
-            return;
-        }
-        let lane = self.plan.node_lane[node as usize] as usize;
-        if self.lanes[lane]
-            .remaining
-            .fetch_sub(sinks, Ordering::AcqRel)
-            == sinks
-        {
-            self.lane_finished(lane);
-        }
-    }
-
-    fn lane_finished(&self, lane: usize) {
-        let rt = &self.lanes[lane];
-        rt.done.store(true, Ordering::SeqCst);
-        // A driver still spinning sees `done` by itself (see
-        // `park_driver`).
-        if rt.parked.load(Ordering::SeqCst) {
-            if let Some(waiter) = rt.waiter.lock().as_ref() {
-                waiter.unpark();
-            }
         }
     }
 

@@ -49,7 +49,7 @@ pub(super) struct NodeRt {
     /// Iterations it succeeded in (other ends are in the run's tallies).
     pub(super) succeeded: AtomicU64,
     /// The iteration in which its run is timed next, when stats are on
-    /// (see `exec::start_clock`).
+    /// (see `timing::start_clock`).
     pub(super) next_timed: AtomicU64,
     /// As [`PlanPart::plain`](crate::plan::PlanPart::plain).
     pub(super) plain: Option<Arc<crate::part::PartFn>>,
