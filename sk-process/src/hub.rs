@@ -224,16 +224,14 @@ impl Hub {
                 Some(Entry::Doorbell { bell, .. }) => {
                     let _ = epoll::delete(&self.epoll, bell);
                 }
-                _ => {}
-            }
-            if matches!(
-                entries.get(token),
-                Some(Entry::Channel(_) | Entry::Exit { .. } | Entry::Doorbell { .. })
-            ) {
                 // Closing the pidfd takes it out of the epoll set (nobody
                 // else holds it).
-                entries.remove(token);
+                Some(Entry::Exit { .. }) => {}
+                // Output entries outlive the worker's (they are read to
+                // their end).
+                Some(Entry::Output(_)) | None => continue,
             }
+            entries.remove(token);
         }
     }
 
