@@ -18,7 +18,7 @@ use sk_journal::{Durability, Fingerprint, Journal, JournalError, PartRecord};
 
 use crate::error::{PartError, RunError};
 use crate::mode::PartState;
-use crate::plan::{DATA, Plan};
+use crate::plan::{DATA, Plan, edge_target};
 use crate::store::Store;
 
 /// Called after a part's record is committed.
@@ -532,7 +532,7 @@ fn forget_after(plan: &Plan, rerun: &[u32], replay: &mut [Option<PendingReplay>]
     let mut stack: Vec<u32> = rerun.to_vec();
     while let Some(node) = stack.pop() {
         for &next in plan.successors(node) {
-            let next = next & !DATA;
+            let next = edge_target(next);
             if std::mem::replace(&mut seen[next as usize], true) {
                 continue;
             }
@@ -552,7 +552,7 @@ fn forget_after(plan: &Plan, rerun: &[u32], replay: &mut [Option<PendingReplay>]
 /// barriers by their successors.
 pub(crate) fn fingerprint(cycle: &str, plan: &Plan) -> Fingerprint {
     let node_name = |node: u32| -> String {
-        let target = node & !DATA;
+        let target = edge_target(node);
         let data = if node & DATA != 0 { "*" } else { "" };
         match plan.parts.get(target as usize) {
             Some(p) => format!("{data}{}", p.part.name),

@@ -209,6 +209,17 @@ pub enum BuildError {
         /// What it is: a local closure (SkLambda) or a context closure.
         what: String,
     },
+    /// The cycle has more nodes (parts and level barriers) than a plan
+    /// can number.
+    #[error("cycle \"{name}\" has {nodes} nodes (parts and level barriers); at most {max} fit")]
+    TooLarge {
+        /// The cycle.
+        name: String,
+        /// Its parts and level barriers.
+        nodes: usize,
+        /// The most a cycle can have.
+        max: usize,
+    },
 }
 
 /// Why a part's input or another part's output could not be read as

@@ -29,6 +29,18 @@ use crate::part::{ConditionFn, CyclePart, PartFn, Work};
 /// Marks a data edge in [`Plan::succ`].
 pub(crate) const DATA: u32 = 1 << 31;
 
+/// Marks an edge in [`Plan::succ`] into a node that has no other
+/// predecessor: it is ready as soon as this edge's source ends, with no
+/// count to take down (a chain's link, a tree's child). Node ids stay
+/// below it.
+pub(crate) const SOLE: u32 = 1 << 30;
+
+/// The node an entry of [`Plan::succ`] leads to (without its marks).
+#[inline(always)]
+pub(crate) const fn edge_target(edge: u32) -> u32 {
+    edge & !(DATA | SOLE)
+}
+
 /// One part, ready to run.
 pub(crate) struct PlanPart {
     /// Behind an `Arc`: the record stays small, so large cycles stay in
@@ -92,7 +104,8 @@ pub(crate) struct Plan {
     /// Total nodes: parts, then barriers.
     pub(crate) node_count: usize,
     /// Successors of node `n`: `succ[succ_start[n]..succ_start[n + 1]]`,
-    /// each a node id, with [`DATA`] set on data edges.
+    /// each a node id, with [`DATA`] set on data edges and [`SOLE`] on
+    /// edges into a node with no other predecessor.
     pub(crate) succ_start: Vec<u32>,
     pub(crate) succ: Vec<u32>,
     /// Number of predecessors of each node (within its lane).
@@ -474,6 +487,13 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
     // latest output instead.
     edges.retain(|&(from, to, _)| node_lane[from as usize] == node_lane[to as usize]);
     let n = node_count as usize;
+    if n >= SOLE as usize {
+        return Err(BuildError::TooLarge {
+            name: bp.name.clone(),
+            nodes: n,
+            max: SOLE as usize - 1,
+        });
+    }
     let (succ_start, succ, pred_count) = successor_lists(n, &edges);
 
     check_acyclic(&parts, n, &succ_start, &succ, &pred_count)?;
@@ -557,7 +577,8 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
 
 /// Each node's successors from `edges` (`(from, to, data)`), in order of
 /// node id, one edge per pair (a data edge if either was): the successor
-/// lists, as `succ[succ_start[n]..succ_start[n + 1]]`, and each node's
+/// lists, as `succ[succ_start[n]..succ_start[n + 1]]` (with [`SOLE`] set
+/// on the edges into a node of one predecessor), and each node's
 /// predecessor count. Bucketed by node (no sort of all edges: a large
 /// cycle has a few edges per node, sorted and deduplicated in place).
 fn successor_lists(n: usize, edges: &[(u32, u32, bool)]) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
@@ -586,7 +607,7 @@ fn successor_lists(n: usize, edges: &[(u32, u32, bool)]) -> (Vec<u32>, Vec<u32>,
         for &(to, data) in list.iter() {
             match succ[first..].last_mut() {
                 // The same pair again (sorted: a data edge comes last).
-                Some(last) if *last & !DATA == to => *last |= if data { DATA } else { 0 },
+                Some(last) if edge_target(*last) == to => *last |= if data { DATA } else { 0 },
                 _ => {
                     succ.push(if data { to | DATA } else { to });
                     pred_count[to as usize] += 1;
@@ -594,6 +615,11 @@ fn successor_lists(n: usize, edges: &[(u32, u32, bool)]) -> (Vec<u32>, Vec<u32>,
             }
         }
         succ_start.push(succ.len() as u32);
+    }
+    for edge in &mut succ {
+        if pred_count[edge_target(*edge) as usize] == 1 {
+            *edge |= SOLE;
+        }
     }
     (succ_start, succ, pred_count)
 }
@@ -657,7 +683,7 @@ fn reaches(from: usize, to: usize, n: usize, succ_start: &[u32], succ: &[u32]) -
             return true;
         }
         for &next in &succ[succ_start[node] as usize..succ_start[node + 1] as usize] {
-            let next = (next & !DATA) as usize;
+            let next = edge_target(next) as usize;
             if !std::mem::replace(&mut seen[next], true) {
                 stack.push(next);
             }
@@ -690,7 +716,7 @@ fn check_acyclic(
     while let Some(node) = queue.pop_front() {
         seen += 1;
         for &s in &succ[succ_start[node] as usize..succ_start[node + 1] as usize] {
-            let s = (s & !DATA) as usize;
+            let s = edge_target(s) as usize;
             remaining[s] -= 1;
             if remaining[s] == 0 {
                 queue.push_back(s);
@@ -709,8 +735,9 @@ fn check_acyclic(
     // until a node repeats, then report the loop in edge order.
     let succ_of = |p: usize| &succ[succ_start[p] as usize..succ_start[p + 1] as usize];
     let pred_left = |node: usize| {
-        (0..n)
-            .find(|&p| remaining[p] > 0 && succ_of(p).iter().any(|&s| (s & !DATA) as usize == node))
+        (0..n).find(|&p| {
+            remaining[p] > 0 && succ_of(p).iter().any(|&s| edge_target(s) as usize == node)
+        })
     };
     let mut path = Vec::new();
     let mut index_of: HashMap<usize, usize> = HashMap::new();
@@ -731,5 +758,34 @@ fn check_acyclic(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successor_lists_merge_repeats_and_mark_sole_predecessors() {
+        // 0 -> 1 twice (once as data), 1 -> 2, 1 -> 3 (data), and 2 and 3
+        // both -> 4.
+        let edges = [
+            (0, 1, false),
+            (1, 2, false),
+            (0, 1, true),
+            (1, 3, true),
+            (2, 4, false),
+            (3, 4, true),
+        ];
+        let (start, succ, preds) = successor_lists(5, &edges);
+        let of = |n: usize| &succ[start[n] as usize..start[n + 1] as usize];
+        assert_eq!(preds, [0, 1, 1, 1, 2]);
+        assert_eq!(of(0), [1 | DATA | SOLE]);
+        assert_eq!(of(1), [2 | SOLE, 3 | DATA | SOLE]);
+        // 4 waits for two: its edges keep the count.
+        assert_eq!(of(2), [4]);
+        assert_eq!(of(3), [4 | DATA]);
+        assert_eq!(of(4), [] as [u32; 0]);
+        assert!(succ.iter().all(|&e| edge_target(e) < 5));
     }
 }

@@ -302,7 +302,7 @@ impl Runtime {
     ///
     /// It reads the node's line, not its [`PlanPart`] (but for its name's
     /// address, and on errors).
-    #[inline]
+    #[inline(always)]
     pub(super) fn execute_plain(&self, node: u32, n: &NodeRt, work: &PartFn) -> Step {
         let input = self.input_for(node);
         let iteration = self.lanes[n.lane as usize]
@@ -312,16 +312,29 @@ impl Runtime {
         let env = self.env(n.lane);
         let pp = &self.plan.parts[node as usize];
         let ctx = self.context(pp, &input, &env, &self.cancel, iteration, 1);
+        // The work's outcome (a large `Value` inline) is made small, an
+        // `Arc` or an error's box, in the frame that got it: what crosses
+        // the unwinding boundary and comes back here is a few words, not
+        // copies of the whole (which cost a chain most of its time per
+        // part).
         let outcome = in_part_span(pp, iteration, || {
             self.attributed(node, || {
-                panic::catch_unwind(AssertUnwindSafe(|| work(&ctx)))
+                panic::catch_unwind(AssertUnwindSafe(|| work(&ctx).map(|v| v.map(Arc::new))))
             })
         });
         match outcome {
             // The common end, made here: no `()` value, no checks.
-            Ok(Ok(output)) => Step::Plain(Plain {
-                output: output.map(Arc::new),
+            Ok(Ok(output)) if started.is_none() => Step::Plain(Plain { output }),
+            // A timed run: its stats are taken here; a traced one takes
+            // the general path (its trace event has its end state).
+            Ok(Ok(output)) if !self.options.trace => {
+                self.observe_run(node, started);
+                Step::Plain(Plain { output })
+            }
+            Ok(Ok(output)) => Step::Done(Finish {
+                output,
                 ran: started,
+                ..Finish::new(PartState::Succeeded)
             }),
             Ok(Err(error)) => Step::Done(self.finish_with(pp, caught(pp, Ok(Err(error))), started)),
             Err(panic) => Step::Done(self.finish_with(pp, caught(pp, Err(panic)), started)),

@@ -60,7 +60,7 @@ use crate::context::Input;
 use crate::durable::Durable;
 use crate::error::PartError;
 use crate::mode::PartState;
-use crate::plan::{DATA, Plan};
+use crate::plan::{DATA, Plan, SOLE, edge_target};
 use crate::store::Store;
 use crate::trace::TraceLog;
 
@@ -215,11 +215,11 @@ impl Drop for Runtime {
     }
 }
 
-/// A plain part's success: its output, and when it started if it was
-/// timed.
+/// A plain part's success: its output. Nothing else, so that it goes
+/// from where the part ran to where it completes in a register (a timed
+/// run's clock is read where it ran, see [`Runtime::execute_plain`]).
 struct Plain {
     output: Option<Arc<Value>>,
-    ran: Option<(Instant, u64)>,
 }
 
 impl Plain {
@@ -227,7 +227,6 @@ impl Plain {
     fn into_finish(self) -> Finish {
         Finish {
             output: self.output,
-            ran: self.ran,
             ..Finish::barrier()
         }
     }
@@ -365,26 +364,42 @@ impl Runtime {
         let (mut node, mut end) = (node, end);
         let mut sinks = 0;
         loop {
-            let (ready, ended) = match end {
+            let (mut ready, ended) = match end {
                 Step::Plain(plain) => self.complete_plain(node, plain, depth),
                 Step::Done(finish) => self.complete(node, finish, depth),
                 Step::Deferred => return sinks,
             };
             sinks += ended;
-            let next = match ready {
-                Ready::None => return sinks,
-                Ready::One(next) => next,
-                Ready::Two(a, b) => {
-                    // The later successor runs here, the earlier one is
-                    // offered to idle threads (as with spawning).
-                    let (x, y) = rayon::join(
-                        || self.drive(b, false, depth + 1),
-                        || self.drive(a, false, depth + 1),
-                    );
-                    return sinks + x + y;
+            // Plain parts complete right where they ran: their outcome
+            // goes from one to the other in registers, not through a
+            // `Step` carried round the outer loop (whose copies on the
+            // stack cost a chain most of its time per part).
+            loop {
+                let next = match ready {
+                    Ready::None => return sinks,
+                    Ready::One(next) => next,
+                    Ready::Two(a, b) => {
+                        // The later successor runs here, the earlier one
+                        // is offered to idle threads (as with spawning).
+                        let (x, y) = rayon::join(
+                            || self.drive(b, false, depth + 1),
+                            || self.drive(a, false, depth + 1),
+                        );
+                        return sinks + x + y;
+                    }
+                };
+                match self.process(next, false) {
+                    Step::Plain(plain) => {
+                        let ended;
+                        (ready, ended) = self.complete_plain(next, plain, depth);
+                        sinks += ended;
+                    }
+                    other => {
+                        (node, end) = (next, other);
+                        break;
+                    }
                 }
-            };
-            (node, end) = (next, self.process(next, false));
+            }
         }
     }
 
@@ -398,6 +413,7 @@ impl Runtime {
     }
 
     /// Decides what `node` does now.
+    #[inline(always)]
     fn process(self: &Arc<Self>, node: u32, admitted: bool) -> Step {
         if !self.plan.is_part(node) {
             return Step::Done(Finish::barrier());
@@ -537,27 +553,13 @@ impl Runtime {
     /// output, count and state, and its successors released with data. A
     /// run that has stopped, keeps a journal or shares outputs between
     /// lanes takes the general path.
-    #[inline]
+    #[inline(always)]
     fn complete_plain(self: &Arc<Self>, node: u32, plain: Plain, depth: u32) -> (Ready, usize) {
         if self.abort.load(Ordering::Acquire) || self.durable.is_some() || !self.latest.is_empty() {
             return self.complete(node, plain.into_finish(), depth);
         }
         let n = &self.nodes[node as usize];
-        let Plain { output, ran } = plain;
-        if ran.is_some() {
-            let iteration = self.lanes[n.lane as usize]
-                .iteration
-                .load(Ordering::Relaxed);
-            self.observe(
-                node,
-                iteration,
-                &Finish {
-                    ran,
-                    ..Finish::barrier()
-                },
-            );
-        }
-        if let Some(output) = output {
+        if let Some(output) = plain.output {
             *n.output.lock() = Some(output);
             n.has_output.store(true, Ordering::Release);
         }
@@ -607,13 +609,20 @@ impl Runtime {
     }
 
     /// Counts one predecessor of `edge`'s target as done; the target if
-    /// that made it ready.
+    /// that made it ready. A target of this one predecessor only
+    /// ([`SOLE`]) is ready now, with no read-modify-write of its count:
+    /// whoever runs it next — this thread, or one that takes it from the
+    /// pool's queue, which orders the two — sees what its predecessor
+    /// wrote.
     #[inline]
     fn release(&self, edge: u32, data_poison: Poison) -> Option<u32> {
-        let target = edge & !DATA;
+        let target = edge_target(edge);
         let n = &self.nodes[target as usize];
         if edge & DATA != 0 && data_poison != Poison::None {
             n.poison.fetch_max(data_poison as u8, Ordering::Relaxed);
+        }
+        if edge & SOLE != 0 {
+            return Some(target);
         }
         (n.pending.fetch_sub(1, Ordering::AcqRel) == 1).then_some(target)
     }

@@ -129,6 +129,16 @@ impl Runtime {
         }
     }
 
+    /// Records the stats of a part that ran, started at `started`, with
+    /// the trace off (a run stats time but do not trace).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn observe_run(&self, node: u32, started: Option<(Instant, u64)>) {
+        if let Some((started, _)) = started {
+            self.samples.record(node, started.elapsed());
+        }
+    }
+
     /// Records stats and a trace event for a part that ran.
     pub(super) fn observe(&self, node: u32, iteration: u64, finish: &Finish) {
         let Some((started, tid)) = finish.ran else {
