@@ -232,11 +232,23 @@ impl Plain {
     }
 }
 
-/// Successors a completed node made ready, for its thread to run.
-enum Ready {
-    None,
-    One(u32),
-    Two(u32, u32),
+/// Up to two successors a completed node made ready, for its thread to
+/// run: `first`, then `second`, each [`Ready::EMPTY`] when there is none
+/// (two words, so that it is handed back in registers).
+#[derive(Clone, Copy)]
+struct Ready {
+    first: u32,
+    second: u32,
+}
+
+impl Ready {
+    /// No node in a slot.
+    const EMPTY: u32 = u32::MAX;
+    /// Nothing ready.
+    const NONE: Ready = Ready {
+        first: Ready::EMPTY,
+        second: Ready::EMPTY,
+    };
 }
 
 /// What processing a node led to.
@@ -350,56 +362,52 @@ impl Runtime {
     /// Runs `node`, then keeps going inline with one ready successor at a
     /// time. Returns how many sinks it ended (not yet counted).
     fn drive(self: &Arc<Self>, node: u32, admitted: bool, depth: u32) -> usize {
-        match self.process(node, admitted) {
-            Step::Deferred => 0,
-            end => self.finish_and_follow(node, end, depth),
-        }
+        let (ready, sinks) = match self.process(node, admitted) {
+            Step::Plain(plain) => self.complete_plain(node, plain, depth),
+            Step::Done(finish) => self.complete(node, finish, depth),
+            Step::Deferred => return 0,
+        };
+        self.run_ready(ready, sinks, depth)
     }
 
-    /// Completes `node` and runs what it made ready: one successor inline
-    /// (a chain is a loop), two as a `rayon::join` (no allocation, and the
-    /// second is stolen only if a thread is idle). Returns how many sinks
-    /// it ended (not yet counted).
-    fn finish_and_follow(self: &Arc<Self>, node: u32, end: Step, depth: u32) -> usize {
-        let (mut node, mut end) = (node, end);
-        let mut sinks = 0;
+    /// Completes `node`, which ended as `finish`, and runs what it made
+    /// ready. Returns how many sinks it ended (not yet counted).
+    fn finish_and_follow(self: &Arc<Self>, node: u32, finish: Finish, depth: u32) -> usize {
+        let (ready, sinks) = self.complete(node, finish, depth);
+        self.run_ready(ready, sinks, depth)
+    }
+
+    /// Runs the nodes `ready` holds and what they make ready in turn: one
+    /// successor inline (a chain is a loop), two as a `rayon::join` (no
+    /// allocation, and the second is stolen only if a thread is idle).
+    /// Each node's `Step` is made and taken apart in one iteration of the
+    /// loop, so a plain part's end goes from where it ran to where it
+    /// completes in registers (a `Step` passed or carried on through the
+    /// stack cost a chain most of its time per part in store-forwarding
+    /// stalls). Returns `sinks` and how many sinks it ended.
+    fn run_ready(self: &Arc<Self>, mut ready: Ready, mut sinks: usize, depth: u32) -> usize {
         loop {
-            let (mut ready, ended) = match end {
-                Step::Plain(plain) => self.complete_plain(node, plain, depth),
-                Step::Done(finish) => self.complete(node, finish, depth),
+            let Ready { first, second } = ready;
+            if first == Ready::EMPTY {
+                return sinks;
+            }
+            if second != Ready::EMPTY {
+                // The later successor runs here, the earlier one is
+                // offered to idle threads (as with spawning).
+                let (x, y) = rayon::join(
+                    || self.drive(second, false, depth + 1),
+                    || self.drive(first, false, depth + 1),
+                );
+                return sinks + x + y;
+            }
+            let next = first;
+            let ended;
+            (ready, ended) = match self.process(next, false) {
+                Step::Plain(plain) => self.complete_plain(next, plain, depth),
+                Step::Done(finish) => self.complete(next, finish, depth),
                 Step::Deferred => return sinks,
             };
             sinks += ended;
-            // Plain parts complete right where they ran: their outcome
-            // goes from one to the other in registers, not through a
-            // `Step` carried round the outer loop (whose copies on the
-            // stack cost a chain most of its time per part).
-            loop {
-                let next = match ready {
-                    Ready::None => return sinks,
-                    Ready::One(next) => next,
-                    Ready::Two(a, b) => {
-                        // The later successor runs here, the earlier one
-                        // is offered to idle threads (as with spawning).
-                        let (x, y) = rayon::join(
-                            || self.drive(b, false, depth + 1),
-                            || self.drive(a, false, depth + 1),
-                        );
-                        return sinks + x + y;
-                    }
-                };
-                match self.process(next, false) {
-                    Step::Plain(plain) => {
-                        let ended;
-                        (ready, ended) = self.complete_plain(next, plain, depth);
-                        sinks += ended;
-                    }
-                    other => {
-                        (node, end) = (next, other);
-                        break;
-                    }
-                }
-            }
         }
     }
 
@@ -407,7 +415,7 @@ impl Runtime {
     pub(crate) fn complete_from_outside(self: &Arc<Self>, node: u32, finish: Finish) {
         let this = self.hold();
         self.pool.spawn(move || {
-            let sinks = this.finish_and_follow(node, Step::Done(finish), 0);
+            let sinks = this.finish_and_follow(node, finish, 0);
             this.sinks_ended(node, sinks);
         });
     }
@@ -576,7 +584,7 @@ impl Runtime {
     fn follow(self: &Arc<Self>, node: u32, data_poison: Poison, depth: u32) -> (Ready, usize) {
         let successors = self.plan.successors(node);
         if successors.is_empty() {
-            return (Ready::None, 1);
+            return (Ready::NONE, 1);
         }
         if successors.len() > WIDE_FANOUT {
             let sinks = successors
@@ -586,23 +594,18 @@ impl Runtime {
                     None => 0,
                 })
                 .sum();
-            return (Ready::None, sinks);
+            return (Ready::NONE, sinks);
         }
-        let mut ready = Ready::None;
+        let mut ready = Ready::NONE;
         for &s in successors {
             if let Some(r) = self.release(s, data_poison) {
-                ready = match ready {
-                    Ready::None => Ready::One(r),
-                    Ready::One(a) if depth < MAX_JOIN_DEPTH => Ready::Two(a, r),
-                    Ready::One(a) => {
-                        self.spawn(r, false);
-                        Ready::One(a)
-                    }
-                    Ready::Two(a, b) => {
-                        self.spawn(r, false);
-                        Ready::Two(a, b)
-                    }
-                };
+                if ready.first == Ready::EMPTY {
+                    ready.first = r;
+                } else if ready.second == Ready::EMPTY && depth < MAX_JOIN_DEPTH {
+                    ready.second = r;
+                } else {
+                    self.spawn(r, false);
+                }
             }
         }
         (ready, 0)
