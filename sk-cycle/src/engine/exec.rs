@@ -11,7 +11,7 @@ use sk_core::{
     BoxError, Permanent, Retry, StopToken, SystemClock, Value, error_chain, panic_message,
 };
 
-use super::timing::thread_number;
+use super::timing::{Started, thread_number};
 use super::{NodeRt, Plain, Poison, Runtime, Step};
 use crate::context::{Input, PartContext};
 use crate::error::PartError;
@@ -31,7 +31,7 @@ pub(crate) struct Finish {
     /// Whether the node holds a gate permit to give back.
     pub(crate) gated: bool,
     /// When it started running, and on which thread (for stats and trace).
-    pub(crate) ran: Option<(Instant, u64)>,
+    pub(crate) ran: Option<Started>,
     /// Attempts beyond the first it took (for the trace).
     pub(crate) retries: u32,
     /// The worker process it ran in (0: this process).
@@ -534,7 +534,7 @@ impl Runtime {
         &self,
         pp: &PlanPart,
         result: Result<Value, Failure>,
-        started: Option<(Instant, u64)>,
+        started: Option<Started>,
         attempts: u32,
     ) -> Finish {
         if result.is_err() && self.abort.load(std::sync::atomic::Ordering::Acquire) {
@@ -604,7 +604,7 @@ impl Runtime {
         &self,
         pp: &PlanPart,
         result: Result<Value, Failure>,
-        started: Option<(Instant, u64)>,
+        started: Option<Started>,
     ) -> Finish {
         let mut finish = match result {
             Ok(value) => Finish {
@@ -626,7 +626,12 @@ impl Runtime {
             after: limit,
         };
         let mut finish = self.failure(pp, error, true);
-        finish.ran = (self.options.stats || self.options.trace).then(|| (started, thread_number()));
+        finish.ran = (self.options.stats || self.options.trace).then(|| {
+            // The stats' clock at `started`, as near as it can be told.
+            let now = quanta::Instant::now();
+            let at = now.checked_sub(started.elapsed()).unwrap_or(now);
+            (at, thread_number())
+        });
         finish
     }
 

@@ -156,6 +156,8 @@ pub(crate) struct Runtime {
     /// This run's number (distinct from every other run's in the process).
     run_id: u64,
     epoch: Instant,
+    /// `epoch` on the part runs' clock (see `timing::Started`).
+    part_epoch: quanta::Instant,
     /// Latest output of every part, kept only when there are several lanes.
     latest: Box<[Mutex<Option<Arc<Value>>>]>,
     /// Where parts run, one per site (see `place.rs`).
@@ -339,6 +341,7 @@ impl Runtime {
                 NEXT_RUN.fetch_add(1, Ordering::Relaxed)
             },
             epoch: Instant::now(),
+            part_epoch: quanta::Instant::now(),
         }
     }
 

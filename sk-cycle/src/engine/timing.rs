@@ -5,7 +5,6 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use super::{Finish, Runtime};
 use crate::trace::TraceEvent;
@@ -20,6 +19,13 @@ const TIMED_EXACTLY: u64 = 4096;
 /// pseudo-random iterations (so that no part of a periodic graph is
 /// always skipped).
 const TIMED_ONE_IN: u64 = 16;
+
+/// When a timed part run started, on the stats' clock, and on which
+/// thread. The clock is quanta's: the CPU's time-stamp counter where it is
+/// invariant (calibrated against the system clock once per process), a
+/// few nanoseconds a read where the system clock takes tens (under a
+/// hypervisor); the system clock otherwise.
+pub(crate) type Started = (quanta::Instant, u64);
 
 /// A pseudo-random number from part `node` and iteration `iteration`.
 #[inline]
@@ -77,15 +83,10 @@ impl Runtime {
     /// (see [`timing_gap`]), so a run not timed costs a load and a
     /// compare on the node's own line.
     #[inline(always)]
-    pub(super) fn start_clock(
-        &self,
-        node: u32,
-        lane: u32,
-        iteration: u64,
-    ) -> Option<(Instant, u64)> {
+    pub(super) fn start_clock(&self, node: u32, lane: u32, iteration: u64) -> Option<Started> {
         if self.options.trace {
             self.note_thread();
-            return Some((Instant::now(), thread_number()));
+            return Some((quanta::Instant::now(), thread_number()));
         }
         if !self.options.stats {
             return None;
@@ -110,7 +111,7 @@ impl Runtime {
             iteration + timing_gap(node, iteration, exact),
             Ordering::Relaxed,
         );
-        Some((Instant::now(), thread_number()))
+        Some((quanta::Instant::now(), thread_number()))
     }
 
     /// Records the current thread's name in the trace, once per run.
@@ -133,9 +134,10 @@ impl Runtime {
     /// the trace off (a run stats time but do not trace).
     #[cold]
     #[inline(never)]
-    pub(super) fn observe_run(&self, node: u32, started: Option<(Instant, u64)>) {
+    pub(super) fn observe_run(&self, node: u32, started: Option<Started>) {
         if let Some((started, _)) = started {
-            self.samples.record(node, started.elapsed());
+            let elapsed = quanta::Instant::now().saturating_duration_since(started);
+            self.samples.record(node, elapsed);
         }
     }
 
@@ -144,7 +146,7 @@ impl Runtime {
         let Some((started, tid)) = finish.ran else {
             return;
         };
-        let elapsed = started.elapsed();
+        let elapsed = quanta::Instant::now().saturating_duration_since(started);
         if self.options.stats {
             self.samples.record(node, elapsed);
         }
@@ -159,7 +161,7 @@ impl Runtime {
                 lane: pp.lane,
                 iteration,
                 tid,
-                start: started.saturating_duration_since(self.epoch),
+                start: started.saturating_duration_since(self.part_epoch),
                 duration: elapsed,
                 state: finish.state,
             };
