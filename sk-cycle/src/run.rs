@@ -589,14 +589,15 @@ fn drive_lane(
         timing: TimingStats::new(),
     };
     let wants_report = run.observer.is_some() || matches!(run.mode, Mode::Until(_));
-    // Clock reads cost as much as a small part: only when something uses them.
+    // Clock reads cost as much as a small part: only when something uses
+    // them, and on the parts' clock (see `engine::timing::Started`).
     let timed = run.stats || run.trace || wants_report || run.interval.is_some();
     // An iteration is timed from the end of the one before (one clock
     // read per iteration): the lane's bookkeeping between two iterations
     // counts towards the later one. When user code, a pause or a journal
     // commit comes between, the clock is read again as it starts.
     let chained = !wants_report && run.interval.is_none() && rt.durable().is_none();
-    let mut ended: Option<Instant> = None;
+    let mut ended: Option<quanta::Instant> = None;
     rt.register_driver(lane);
     let mut last_duration = Duration::ZERO;
     let mut last_iteration = 0;
@@ -620,7 +621,7 @@ fn drive_lane(
             outcome.reason = StopReason::InstantFail;
             break;
         }
-        let began = timed.then(|| ended.take().unwrap_or_else(Instant::now));
+        let began = timed.then(|| ended.take().unwrap_or_else(quanta::Instant::now));
         let span = tracing::debug_span!("iteration", lane, number = outcome.iterations + 1);
         let iteration = span.in_scope(|| {
             if in_pool {
@@ -629,7 +630,7 @@ fn drive_lane(
                 rt.run_iteration_outside(lane)
             }
         });
-        let now = began.map(|_| Instant::now());
+        let now = began.map(|_| quanta::Instant::now());
         last_duration = began
             .zip(now)
             .map_or(Duration::ZERO, |(b, e)| e.saturating_duration_since(b));
@@ -676,7 +677,8 @@ fn drive_lane(
             break;
         }
         if let (Some(interval), Some(began)) = (run.interval, began) {
-            let rest = interval.saturating_sub(began.elapsed());
+            let rest =
+                interval.saturating_sub(quanta::Instant::now().saturating_duration_since(began));
             if !rest.is_zero() && halt.wait_timeout(rest) {
                 outcome.reason = StopReason::Stopped;
                 break;

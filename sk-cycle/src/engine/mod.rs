@@ -155,9 +155,8 @@ pub(crate) struct Runtime {
     trace: Mutex<TraceLog>,
     /// This run's number (distinct from every other run's in the process).
     run_id: u64,
-    epoch: Instant,
-    /// `epoch` on the part runs' clock (see `timing::Started`).
-    part_epoch: quanta::Instant,
+    /// When the run started, on its clock (see `timing::Started`).
+    epoch: quanta::Instant,
     /// Latest output of every part, kept only when there are several lanes.
     latest: Box<[Mutex<Option<Arc<Value>>>]>,
     /// Where parts run, one per site (see `place.rs`).
@@ -340,8 +339,7 @@ impl Runtime {
                 static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
                 NEXT_RUN.fetch_add(1, Ordering::Relaxed)
             },
-            epoch: Instant::now(),
-            part_epoch: quanta::Instant::now(),
+            epoch: quanta::Instant::now(),
         }
     }
 

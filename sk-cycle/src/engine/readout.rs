@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Runtime;
 use crate::error::PartError;
@@ -44,7 +44,7 @@ impl Runtime {
         &self,
         lane: usize,
         iteration: u64,
-        began: Instant,
+        began: quanta::Instant,
         duration: Duration,
     ) {
         let state = if self.lane_in_error(lane) {

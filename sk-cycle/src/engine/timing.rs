@@ -161,7 +161,7 @@ impl Runtime {
                 lane: pp.lane,
                 iteration,
                 tid,
-                start: started.saturating_duration_since(self.part_epoch),
+                start: started.saturating_duration_since(self.epoch),
                 duration: elapsed,
                 state: finish.state,
             };
