@@ -5,6 +5,7 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use crate::FastMap;
 use crate::context::PartContext;
 use crate::coord::Coord;
 use crate::mode::SyncMode;
@@ -36,6 +37,15 @@ pub(crate) struct Blueprint {
     pub(crate) after: Vec<(NodeIdx, NodeIdx)>,
     /// Data edges `(from, to)`: `to` receives `from`'s output as input.
     pub(crate) pipes: Vec<(NodeIdx, NodeIdx)>,
+}
+
+/// A builder's indexes of its blueprint's nodes, which the plan takes
+/// over (rather than hash every name and coordinate again): node indices
+/// by part name and by coordinate (forks included).
+#[derive(Debug, Default)]
+pub(crate) struct Indexes {
+    pub(crate) by_name: FastMap<Arc<str>, u32>,
+    pub(crate) by_coord: FastMap<Coord, u32>,
 }
 
 /// One node of the tree.

@@ -404,13 +404,13 @@ impl CycleBuilder {
 
     /// The coordinate of the placed part `name`.
     pub fn coord_of(&self, name: &str) -> Option<Coord> {
-        let &idx = self.tree.by_name.get(name)?;
+        let idx = self.tree.idx_of(name)?;
         Some(self.tree.nodes[idx].coord)
     }
 
     /// The handle of the placed part `name`.
     pub fn handle_of(&self, name: &str) -> Option<PartHandle> {
-        let &idx = self.tree.by_name.get(name)?;
+        let idx = self.tree.idx_of(name)?;
         Some(self.handle(idx))
     }
 
@@ -436,7 +436,8 @@ impl CycleBuilder {
                 name: self.tree.name,
             });
         }
-        Cycle::from_blueprint(self.tree.into_blueprint())
+        let (blueprint, indexes) = self.tree.into_blueprint();
+        Cycle::from_blueprint(blueprint, indexes)
     }
 
     /// Builds the cycle and registers it under its name in the external
@@ -477,8 +478,8 @@ impl CycleBuilder {
 
     fn resolve_ref(&self, part: PartRef, context: &str) -> Result<NodeIdx, BuildError> {
         match part.0 {
-            RefKind::Name(name) => match self.tree.by_name.get(name.as_str()) {
-                Some(&idx) => Ok(idx),
+            RefKind::Name(name) => match self.tree.idx_of(&name) {
+                Some(idx) => Ok(idx),
                 None => Err(BuildError::UnknownPart {
                     name,
                     context: context.to_owned(),

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::blueprint::Blueprint;
+use crate::blueprint::{Blueprint, Indexes};
 use crate::error::BuildError;
 use crate::plan::{self, Plan};
 
@@ -16,9 +16,12 @@ pub struct Cycle {
 
 impl Cycle {
     /// Validates and compiles a blueprint.
-    pub(crate) fn from_blueprint(blueprint: Blueprint) -> Result<Cycle, BuildError> {
+    pub(crate) fn from_blueprint(
+        blueprint: Blueprint,
+        indexes: Indexes,
+    ) -> Result<Cycle, BuildError> {
         check_process_parts(&blueprint)?;
-        let plan = plan::compile(&blueprint)?;
+        let plan = plan::compile(&blueprint, indexes)?;
         Ok(Cycle {
             blueprint: Arc::new(blueprint),
             plan: Arc::new(plan),

@@ -20,7 +20,7 @@ use crate::FastMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use crate::blueprint::{Blueprint, BpKind, NodeIdx};
+use crate::blueprint::{Blueprint, BpKind, Indexes, NodeIdx};
 use crate::coord::Coord;
 use crate::error::BuildError;
 use crate::mode::{ErrorMode, Placement, SyncMode};
@@ -192,7 +192,8 @@ fn effective_sync(bp: &Blueprint, fork: Option<SyncMode>) -> SyncMode {
     bp.sync.or(fork).unwrap_or_default()
 }
 
-pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
+/// Compiles `bp`, taking over its builder's `indexes`.
+pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildError> {
     if bp.nodes.is_empty() {
         return Err(BuildError::Empty {
             name: bp.name.clone(),
@@ -203,7 +204,11 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
     let mut order: Vec<NodeIdx> = (0..bp.nodes.len())
         .filter(|&i| bp.part(i).is_some())
         .collect();
-    order.sort_by_key(|&i| bp.nodes[i].coord);
+    // Builders usually place in coordinate order (a chain, a split, rows
+    // of columns): no sort then. Coordinates are unique.
+    if !order.is_sorted_by_key(|&i| bp.nodes[i].coord) {
+        order.sort_unstable_by_key(|&i| bp.nodes[i].coord);
+    }
     for (pid, &idx) in order.iter().enumerate() {
         part_of_node[idx] = Some(pid as u32);
     }
@@ -516,11 +521,27 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         }
     }
 
-    let by_name: FastMap<Arc<str>, u32> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (Arc::clone(&p.part.name), i as u32))
-        .collect();
+    // The builder's indexes, from node indices to part ids (a fork has no
+    // part: its coordinate goes).
+    let to_part = |idx: &mut u32| match pid(*idx as NodeIdx) {
+        Some(id) => {
+            *idx = id;
+            true
+        }
+        None => false,
+    };
+    let Indexes {
+        mut by_name,
+        mut by_coord,
+    } = indexes;
+    by_name.retain(|_, idx| to_part(idx));
+    by_coord.retain(|_, idx| to_part(idx));
+    if by_name.len() != parts.len() || by_coord.len() != parts.len() {
+        // Unreachable for a builder's indexes: one entry per part.
+        return Err(BuildError::Empty {
+            name: bp.name.clone(),
+        });
+    }
     resolve_reads(&mut parts, &by_name, n, &succ_start, &succ)?;
     let mut start = Vec::with_capacity(order.len() + 1);
     let mut ids = Vec::with_capacity(order.len());
@@ -543,11 +564,6 @@ pub(crate) fn compile(bp: &Blueprint) -> Result<Plan, BuildError> {
         start: start.into_boxed_slice(),
         ids: ids.into_boxed_slice(),
     });
-    let by_coord = parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.coord, i as u32))
-        .collect();
     let names = parts.iter().map(|p| Arc::clone(&p.part.name)).collect();
     let coords = parts.iter().map(|p| p.coord).collect();
     remote_parts.sort_unstable();
@@ -635,10 +651,11 @@ fn resolve_reads(
     succ: &[u32],
 ) -> Result<(), BuildError> {
     for reader in 0..parts.len() {
-        let part = Arc::clone(&parts[reader].part);
-        if part.reads.is_empty() && part.reads_latest.is_empty() {
+        let declared = &parts[reader].part;
+        if declared.reads.is_empty() && declared.reads_latest.is_empty() {
             continue;
         }
+        let part = Arc::clone(declared);
         let coord = parts[reader].coord;
         let id_of = |name: &Arc<str>| {
             by_name

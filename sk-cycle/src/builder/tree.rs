@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::order::OrderGraph;
 
-use crate::blueprint::{Blueprint, BpKind, BpNode, NodeIdx, Split};
+use crate::blueprint::{Blueprint, BpKind, BpNode, Indexes, NodeIdx, Split};
 use crate::coord::Coord;
 use crate::error::BuildError;
 use crate::mode::SyncMode;
@@ -20,8 +20,10 @@ use crate::{FastMap, FastSet};
 pub(super) struct Tree {
     pub(super) name: String,
     pub(super) nodes: Vec<BpNode>,
-    pub(super) by_coord: FastMap<Coord, NodeIdx>,
-    pub(super) by_name: FastMap<Arc<str>, NodeIdx>,
+    /// Node indices by coordinate and part name, as `u32`s (the plan's
+    /// ids, which these maps become at build: see [`Indexes`]).
+    pub(super) by_coord: FastMap<Coord, u32>,
+    pub(super) by_name: FastMap<Arc<str>, u32>,
     /// Tree, `after` and `pipe` edges, all pointing from the part that runs
     /// first to the part that runs later. Node `i` is `NodeIndex::new(i)`.
     pub(super) graph: OrderGraph,
@@ -126,8 +128,9 @@ impl Tree {
         }
     }
 
-    pub(super) fn into_blueprint(self) -> Blueprint {
-        Blueprint {
+    /// The blueprint, and the indexes the plan takes over.
+    pub(super) fn into_blueprint(self) -> (Blueprint, Indexes) {
+        let blueprint = Blueprint {
             name: self.name,
             nodes: self.nodes,
             sync: self.sync,
@@ -135,7 +138,22 @@ impl Tree {
             rate_limit: self.rate_limit,
             after: self.after,
             pipes: self.pipes,
-        }
+        };
+        let indexes = Indexes {
+            by_name: self.by_name,
+            by_coord: self.by_coord,
+        };
+        (blueprint, indexes)
+    }
+
+    /// The node of the placed part `name`.
+    pub(super) fn idx_of(&self, name: &str) -> Option<NodeIdx> {
+        self.by_name.get(name).map(|&idx| idx as NodeIdx)
+    }
+
+    /// The node at `coord`.
+    fn idx_at(&self, coord: Coord) -> Option<NodeIdx> {
+        self.by_coord.get(&coord).map(|&idx| idx as NodeIdx)
     }
 
     /// The name of the node at `idx` (`""` for a fork).
@@ -172,7 +190,7 @@ impl Tree {
         let Some(above) = at.above() else {
             return Err(BuildError::SecondRoot { coord: at });
         };
-        let above_idx = self.by_coord.get(&above).copied();
+        let above_idx = self.idx_at(above);
         // A fork's first part sits right below it, so `at` is also filled;
         // saying the fork is not a leaf tells the user where to go instead.
         if let Some(a) = above_idx
@@ -189,7 +207,7 @@ impl Tree {
                 reason: format!("it is a split; its parts are at {}", parts.join(", ")),
             });
         }
-        if let Some(&idx) = self.by_coord.get(&at) {
+        if let Some(idx) = self.idx_at(at) {
             return Err(BuildError::Occupied {
                 coord: at,
                 by: self.describe(idx),
@@ -275,7 +293,7 @@ impl Tree {
     /// Refuses part name `name` at `at` when a placed part has it, or a
     /// part staged before it at `staged`.
     fn check_unique(&self, name: &str, at: Coord, staged: Option<Coord>) -> Result<(), BuildError> {
-        let first = self.by_name.get(name).map(|&idx| self.nodes[idx].coord);
+        let first = self.idx_of(name).map(|idx| self.nodes[idx].coord);
         match first.or(staged) {
             Some(first) => Err(BuildError::DuplicatePart {
                 name: name.to_owned(),
@@ -341,9 +359,12 @@ impl Tree {
     fn push_node(&mut self, node: BpNode) -> NodeIdx {
         let idx = self.graph.add_node();
         debug_assert_eq!(idx, self.nodes.len());
-        self.by_coord.insert(node.coord, idx);
+        // A plan numbers its nodes in `u32`s, checked when it is built
+        // (a builder cannot hold 2^32 nodes in memory before that).
+        let id = idx as u32;
+        self.by_coord.insert(node.coord, id);
         if let BpKind::Part(part) = &node.kind {
-            self.by_name.insert(Arc::clone(&part.name), idx);
+            self.by_name.insert(Arc::clone(&part.name), id);
         }
         if let Some(p) = node.parent {
             // A tree edge into a new node, which has no outgoing edges
