@@ -134,6 +134,8 @@ pub(crate) struct Plan {
     /// cache miss per part): whether any has a timeout, any runs in a
     /// local worker process, and the remote ones.
     pub(crate) any_timeout: bool,
+    /// Whether any part retries (its error mode is `Retry`).
+    pub(crate) any_retry: bool,
     pub(crate) any_local_process: bool,
     pub(crate) remote_parts: Vec<u32>,
     /// The per-node arrays of the last run that ended, for the next one
@@ -269,7 +271,7 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     }];
     let cycle_independent = bp.sync == Some(SyncMode::Independent);
     // Found while walking, with each part's settings at hand.
-    let (mut any_timeout, mut any_local_process) = (false, false);
+    let (mut any_timeout, mut any_local_process, mut any_retry) = (false, false, false);
     let mut remote_parts: Vec<u32> = Vec::new();
     while let Some(frame) = stack.pop() {
         let node = &bp.nodes[frame.node];
@@ -284,6 +286,7 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
                     frame.lane
                 };
                 any_timeout |= part.timeout.is_some();
+                any_retry |= part.error_mode == ErrorMode::Retry;
                 any_local_process |= part.placement.is_local_process();
                 let site = match &part.placement {
                     Placement::Component(name) => Site::Component(intern(&mut components, name)),
@@ -569,6 +572,7 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     remote_parts.sort_unstable();
     Ok(Plan {
         any_timeout,
+        any_retry,
         any_local_process,
         remote_parts,
         names,

@@ -282,6 +282,77 @@ impl PartStats {
     }
 }
 
+/// What a run counted per part, made into [`PartStats`] when the stats
+/// are first read: a large cycle's report costs a few bytes a part, not a
+/// `PartStats` each (a quarter of a kilobyte, most of a run's fixed cost
+/// when made every run).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PartCounts {
+    pub(crate) names: Arc<[Arc<str>]>,
+    pub(crate) coords: Arc<[Coord]>,
+    /// Iterations each part succeeded in.
+    pub(crate) succeeded: Box<[u64]>,
+    /// The parts that ended otherwise or retried, in id order: their
+    /// counts of every state, and their retries.
+    pub(crate) unusual: Vec<(u32, StateCounts, u64)>,
+    /// Each part's timings, in id order; empty when stats were off.
+    pub(crate) timings: Vec<StatsSummary>,
+}
+
+impl PartCounts {
+    /// Every part's stats.
+    pub(crate) fn part_stats(&self) -> Vec<PartStats> {
+        let mut unusual = self.unusual.iter().peekable();
+        (0..self.names.len())
+            .map(|id| {
+                let (states, retries) = match unusual.next_if(|u| u.0 as usize == id) {
+                    Some(&(_, states, retries)) => (states, retries),
+                    None => {
+                        let succeeded = self.succeeded.get(id).copied().unwrap_or(0);
+                        let states = StateCounts {
+                            succeeded,
+                            ..StateCounts::default()
+                        };
+                        (states, 0)
+                    }
+                };
+                PartStats {
+                    name: Arc::clone(&self.names[id]),
+                    coord: self.coords[id],
+                    states,
+                    retries,
+                    timing: self.timings.get(id).copied().unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A run's stats, made on first read (see [`PartCounts`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LazyStats {
+    pub(crate) iterations: StatsSummary,
+    pub(crate) counts: PartCounts,
+    made: std::sync::OnceLock<CycleStats>,
+}
+
+impl LazyStats {
+    pub(crate) fn new(iterations: StatsSummary, counts: PartCounts) -> Self {
+        LazyStats {
+            iterations,
+            counts,
+            made: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> &CycleStats {
+        self.made.get_or_init(|| CycleStats {
+            iterations: self.iterations,
+            parts: self.counts.part_stats(),
+        })
+    }
+}
+
 /// Timing stats of a run: per iteration and per part (serializable).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -324,7 +395,7 @@ pub struct RunReport {
     pub(crate) reason: StopReason,
     pub(crate) instant_fail: Option<Arc<PartError>>,
     pub(crate) last: Option<IterationReport>,
-    pub(crate) stats: CycleStats,
+    pub(crate) stats: LazyStats,
     pub(crate) trace: Option<Trace>,
     pub(crate) wall: Duration,
     pub(crate) resumed: Option<crate::durable::Resumed>,
@@ -379,9 +450,9 @@ impl RunReport {
         self.last.as_ref()
     }
 
-    /// Timing stats.
+    /// Timing stats (and per-part end states), made on first call.
     pub fn stats(&self) -> &CycleStats {
-        &self.stats
+        self.stats.get()
     }
 
     /// The trace, when the run was traced.

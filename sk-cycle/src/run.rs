@@ -379,7 +379,7 @@ impl RunHandle {
         let rt = self.live.lock().as_ref()?.upgrade()?;
         Some(CycleStats {
             iterations: sk_core::StatsSummary::default(),
-            parts: rt.part_stats(),
+            parts: rt.part_counts().part_stats(),
         })
     }
 
@@ -711,7 +711,7 @@ fn build_report(
     } else {
         StopReason::Completed
     };
-    let parts = rt.part_stats();
+    let counts = rt.part_counts();
     let iterations = outcomes
         .first()
         .map(|o| o.timing.summary())
@@ -736,7 +736,7 @@ fn build_report(
         reason,
         instant_fail: rt.instant_error(),
         last: last.flatten(),
-        stats: CycleStats { iterations, parts },
+        stats: crate::report::LazyStats::new(iterations, counts),
         trace,
         wall,
         resumed: None,

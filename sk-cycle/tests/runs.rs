@@ -308,6 +308,62 @@ fn stats_count_every_iteration_of_every_part() {
 }
 
 #[test]
+fn a_run_counts_only_its_own_ends_after_a_run_with_failures() {
+    guarded(|| {
+        // The same cycle run twice: its per-part state is kept between
+        // runs, and the first run's failures must not reach the second's
+        // stats (nor its errors the second's report).
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = Arc::clone(&fail);
+        let mut b = CycleBuilder::new("twice");
+        let root = b.root(CyclePart::new("a", |_| ())).unwrap();
+        let flaky = CyclePart::fallible("flaky", move |_| {
+            if flag.load(Ordering::Relaxed) {
+                Err::<(), _>("not this run")
+            } else {
+                Ok(())
+            }
+        })
+        .error_mode(sk_cycle::ErrorMode::Skip);
+        let middle = b.then(root, flaky).unwrap();
+        b.then(middle, CyclePart::new("c", |_| ())).unwrap();
+        let cycle = b.build().unwrap();
+
+        let first = cycle.run(Run::times(3).stats(false)).unwrap();
+        let counts = |report: &sk_cycle::RunReport, name: &str| {
+            let part = report
+                .stats()
+                .parts
+                .iter()
+                .find(|p| &*p.name == name)
+                .cloned();
+            part.unwrap().states
+        };
+        assert_eq!(counts(&first, "flaky").failed, 3);
+        assert_eq!(counts(&first, "c").skipped, 3);
+        assert_eq!(counts(&first, "a").succeeded, 3);
+        assert!(first.last().unwrap().error_of("flaky").is_some());
+
+        fail.store(false, Ordering::Relaxed);
+        let second = cycle.run(Run::times(2).stats(false)).unwrap();
+        for name in ["a", "flaky", "c"] {
+            let states = counts(&second, name);
+            assert_eq!(states.succeeded, 2, "{name}");
+            assert_eq!(states.total(), 2, "{name}: {states:?}");
+        }
+        assert!(second.last().unwrap().error_of("flaky").is_none());
+        assert_eq!(second.last().unwrap().errors().count(), 0);
+
+        // Failing again: this run's one failure, not the first run's too.
+        fail.store(true, Ordering::Relaxed);
+        let third = cycle.run(Run::once().stats(false)).unwrap();
+        assert_eq!(counts(&third, "flaky").failed, 1);
+        assert_eq!(counts(&third, "flaky").total(), 1);
+        assert_eq!(counts(&third, "c").skipped, 1);
+    })
+}
+
+#[test]
 fn the_trace_is_chrome_json_with_one_complete_event_per_part_execution() {
     guarded(|| {
         let mut b = CycleBuilder::new("traced");

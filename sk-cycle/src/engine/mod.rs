@@ -133,6 +133,10 @@ pub(crate) struct Runtime {
     /// Set on instant fail: parts see it through their stop token.
     cancel: StopToken,
     abort: AtomicBool,
+    /// Some part ended otherwise than succeeded (it has a tally, maybe an
+    /// error, in its `NodeCold`): a report then reads the nodes' cold
+    /// state, and the run's end clears it (see `Runtime::mark_unusual`).
+    unusual: AtomicBool,
     instant_error: Mutex<Option<Arc<PartError>>>,
     gates: Box<[Gate]>,
     /// Part starts per second (see `PlanPart::rates`).
@@ -210,7 +214,13 @@ impl Drop for Runtime {
         let mut nodes = std::mem::take(&mut self.nodes);
         let mut cold = std::mem::take(&mut self.cold);
         nodes.iter_mut().for_each(NodeRt::reset);
-        cold.fill_with(NodeCold::default);
+        // Cold state is written only by timeouts, rate limits, retries and
+        // ends other than success: a run of none of those left it as new.
+        let plan = &self.plan;
+        let touched = *self.unusual.get_mut() || plan.any_retry || plan.any_timeout;
+        if touched || !plan.rates.is_empty() {
+            cold.fill_with(NodeCold::default);
+        }
         let stats = self.samples.take_spare();
         *self.plan.spare.lock() = Some(Box::new(Spare { nodes, cold, stats }));
     }
@@ -325,6 +335,7 @@ impl Runtime {
             store,
             cancel: StopToken::new(),
             abort: AtomicBool::new(false),
+            unusual: AtomicBool::new(false),
             instant_error: Mutex::new(None),
             components: Vec::new(),
             watchdog: Mutex::new(None),
@@ -670,7 +681,10 @@ impl Runtime {
         if state == PartState::Succeeded {
             bump(&n.succeeded);
         } else {
-            let tally = self.cold[node as usize].tally.get_or_init(Box::default);
+            let tally = self.cold[node as usize].tally.get_or_init(|| {
+                self.mark_unusual();
+                Box::default()
+            });
             bump(&tally.0[state.index()]);
         }
         n.state.store(state as u8, Ordering::Release);
@@ -740,6 +754,13 @@ impl Runtime {
         } else {
             None
         }
+    }
+
+    /// Notes that a part ended otherwise than succeeded (see
+    /// [`Runtime::part_counts`]).
+    #[cold]
+    fn mark_unusual(&self) {
+        self.unusual.store(true, Ordering::Release);
     }
 
     /// How many iterations part `id` ended in each state so far.

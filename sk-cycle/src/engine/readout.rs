@@ -72,24 +72,31 @@ impl Runtime {
         std::mem::replace(&mut *self.trace.lock(), TraceLog::new(1))
     }
 
-    /// Every part's stats as they are now.
-    pub(crate) fn part_stats(&self) -> Vec<crate::report::PartStats> {
-        let mut timings = self.samples.summaries().into_iter();
-        // The plan's name and coordinate arrays, not its parts: a large
-        // cycle's report reads a few bytes per part, in order.
-        self.plan
-            .names
+    /// What every part counted so far. Reads each node's own line for
+    /// its successes; the rest of a node's state only when some part
+    /// ended otherwise or could retry (see [`Runtime::mark_unusual`]).
+    pub(crate) fn part_counts(&self) -> crate::report::PartCounts {
+        let parts = self.plan.parts.len();
+        let succeeded = self.nodes[..parts]
             .iter()
-            .zip(self.plan.coords.iter())
-            .enumerate()
-            .map(|(id, (name, &coord))| crate::report::PartStats {
-                name: Arc::clone(name),
-                coord,
-                states: self.state_counts(id),
-                retries: self.cold[id].retries.load(Ordering::Relaxed),
-                timing: timings.next().unwrap_or_default(),
-            })
-            .collect()
+            .map(|n| n.succeeded.load(Ordering::Relaxed))
+            .collect();
+        let mut unusual = Vec::new();
+        if self.plan.any_retry || self.unusual.load(Ordering::Acquire) {
+            for id in 0..parts {
+                let retries = self.cold[id].retries.load(Ordering::Relaxed);
+                if retries > 0 || self.cold[id].tally.get().is_some() {
+                    unusual.push((id as u32, self.state_counts(id), retries));
+                }
+            }
+        }
+        crate::report::PartCounts {
+            names: Arc::clone(&self.plan.names),
+            coords: Arc::clone(&self.plan.coords),
+            succeeded,
+            unusual,
+            timings: self.samples.summaries(),
+        }
     }
 
     /// What iteration `iteration` of `lane`, which took `duration`, came
