@@ -296,7 +296,7 @@ pub(crate) struct PartCounts {
     /// counts of every state, and their retries.
     pub(crate) unusual: Vec<(u32, StateCounts, u64)>,
     /// Each part's timings, in id order; empty when stats were off.
-    pub(crate) timings: Vec<StatsSummary>,
+    pub(crate) timings: Box<[sk_core::WindowStats]>,
 }
 
 impl PartCounts {
@@ -321,7 +321,11 @@ impl PartCounts {
                     coord: self.coords[id],
                     states,
                     retries,
-                    timing: self.timings.get(id).copied().unwrap_or_default(),
+                    timing: self
+                        .timings
+                        .get(id)
+                        .map(sk_core::WindowStats::summary)
+                        .unwrap_or_default(),
                 }
             })
             .collect()

@@ -379,7 +379,7 @@ impl RunHandle {
         let rt = self.live.lock().as_ref()?.upgrade()?;
         Some(CycleStats {
             iterations: sk_core::StatsSummary::default(),
-            parts: rt.part_counts().part_stats(),
+            parts: rt.part_counts_now().part_stats(),
         })
     }
 

@@ -72,10 +72,28 @@ impl Runtime {
         std::mem::replace(&mut *self.trace.lock(), TraceLog::new(1))
     }
 
-    /// What every part counted so far. Reads each node's own line for
-    /// its successes; the rest of a node's state only when some part
-    /// ended otherwise or could retry (see [`Runtime::mark_unusual`]).
+    /// What every part counted so far, with a copy of its timings (a
+    /// running run's snapshot).
+    pub(crate) fn part_counts_now(&self) -> crate::report::PartCounts {
+        crate::report::PartCounts {
+            timings: self.samples.snapshot(),
+            ..self.part_counts_but_timings()
+        }
+    }
+
+    /// What every part counted, its timings taken out (the run has
+    /// ended: its report takes them).
     pub(crate) fn part_counts(&self) -> crate::report::PartCounts {
+        crate::report::PartCounts {
+            timings: self.samples.take(),
+            ..self.part_counts_but_timings()
+        }
+    }
+
+    /// What every part counted but its timings. Reads each node's own
+    /// line for its successes; the rest of a node's state only when some
+    /// part ended otherwise or could retry (see [`Runtime::mark_unusual`]).
+    fn part_counts_but_timings(&self) -> crate::report::PartCounts {
         let parts = self.plan.parts.len();
         let succeeded = self.nodes[..parts]
             .iter()
@@ -95,7 +113,7 @@ impl Runtime {
             coords: Arc::clone(&self.plan.coords),
             succeeded,
             unusual,
-            timings: self.samples.summaries(),
+            timings: Box::default(),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
-use sk_core::{StatsSummary, WindowStats};
+use sk_core::WindowStats;
 
 /// Samples a buffer holds before its thread merges them.
 const BATCH: usize = 256;
@@ -90,13 +90,35 @@ impl Samples {
         }
     }
 
-    /// The summary of every part's timings, in part order (empty with
-    /// stats off).
-    pub(super) fn summaries(&self) -> Vec<StatsSummary> {
+    /// Merges every thread's buffer.
+    fn merge_all(&self) {
         for buffer in self.buffers.iter() {
             self.merge(&mut buffer.lock());
         }
+    }
+
+    /// The summary of every part's timings, in part order (empty with
+    /// stats off).
+    #[cfg(test)]
+    pub(super) fn summaries(&self) -> Vec<sk_core::StatsSummary> {
+        self.merge_all();
         self.parts.lock().iter().map(WindowStats::summary).collect()
+    }
+
+    /// Every part's timings as they are now, in part order (empty with
+    /// stats off).
+    pub(super) fn snapshot(&self) -> Box<[PartSamples]> {
+        self.merge_all();
+        self.parts.lock().clone()
+    }
+
+    /// Every part's timings, taken out at the end of the run for its
+    /// report (which summarizes them when read): a large cycle's timings
+    /// are neither copied nor summarized unless they are read. Later
+    /// samples are dropped, and the next run makes its own.
+    pub(super) fn take(&self) -> Box<[PartSamples]> {
+        self.merge_all();
+        std::mem::take(&mut *self.parts.lock())
     }
 }
 
