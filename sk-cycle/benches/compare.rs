@@ -19,11 +19,12 @@
 //!
 //! A second table compares with Taskflow through the rayon baselines:
 //! measured side by side on a 2-core machine (3 alternating rounds,
-//! medians; 2026-12-02), Taskflow 4.1 (`run_n`, 2 workers) took 0.63x the
-//! scope+spawn baseline on (a), 0.26x the scope spawn chain on (b), 6.1x
-//! `f; join(f, f); f` on (c) and 19.5x the atomic counters on (d) (an
-//! earlier machine gave 0.66, 0.74, 3.8 and 7.1: the ratios drift with
-//! the machine, so side-by-side runs are the figures of record). Those
+//! medians; 2026-12-03), Taskflow 4.1 (`run_n`, 2 workers) took 0.71x the
+//! scope+spawn baseline on (a), 0.50x the scope spawn chain on (b), 7.2x
+//! `f; join(f, f); f` on (c) and 5.6x the atomic counters on (d) (other
+//! machines gave 0.63, 0.26, 6.1 and 19.5, and 0.66, 0.74, 3.8 and 7.1:
+//! the ratios drift with the machine, so side-by-side runs are the
+//! figures of record). Those
 //! ratios times this run's baselines estimate Taskflow here; the targets
 //! are ours / Taskflow at most 1.0 with stats on and 0.8 with stats off
 //! and marginal. Build times are printed first, with the time per part.
@@ -168,10 +169,10 @@ impl Bench {
 /// (see the module docs).
 fn taskflow_ratio(name: &str) -> Option<f64> {
     match name {
-        "scope+spawn" => Some(0.63),
-        "scope spawn chain" => Some(0.26),
-        "f; join(f, f); f" => Some(6.1),
-        "atomic counters+spawn" => Some(19.5),
+        "scope+spawn" => Some(0.71),
+        "scope spawn chain" => Some(0.50),
+        "f; join(f, f); f" => Some(7.2),
+        "atomic counters+spawn" => Some(5.6),
         _ => None,
     }
 }
