@@ -346,12 +346,7 @@ impl CycleBuilder {
     ) -> Result<(), BuildError> {
         let waiter = self.resolve_ref(waiter.into(), "after edge")?;
         let waits_for = self.resolve_ref(waits_for.into(), "after edge")?;
-        if self.tree.has_after((waiter, waits_for)) {
-            return Ok(());
-        }
-        self.tree.add_order_edge(waits_for, waiter)?;
-        self.tree.push_after((waiter, waits_for));
-        Ok(())
+        self.tree.add_after((waiter, waits_for))
     }
 
     /// Pipes `from`'s output to `to`: `to` waits for `from` and gets its

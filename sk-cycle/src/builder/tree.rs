@@ -1,6 +1,7 @@
 //! The tree behind a [`CycleBuilder`](super::CycleBuilder): placement
 //! checks, layout of splits and sub-cycles, the ordering graph.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -92,13 +93,25 @@ impl Tree {
         }
     }
 
-    /// Whether the `after` edge `(waiter, waits_for)` exists.
-    pub(super) fn has_after(&self, edge: (NodeIdx, NodeIdx)) -> bool {
-        self.after_set.contains(&edge)
+    /// Adds the `after` edge `(waiter, waits_for)` unless it exists (one
+    /// probe of the set either way), checking it as an ordering edge.
+    pub(super) fn add_after(
+        &mut self,
+        (waiter, waits_for): (NodeIdx, NodeIdx),
+    ) -> Result<(), BuildError> {
+        if !self.after_set.insert((waiter, waits_for)) {
+            return Ok(());
+        }
+        if let Err(refused) = self.add_order_edge(waits_for, waiter) {
+            self.after_set.remove(&(waiter, waits_for));
+            return Err(refused);
+        }
+        self.after.push((waiter, waits_for));
+        Ok(())
     }
 
     /// Records an `after` edge (already checked).
-    pub(super) fn push_after(&mut self, edge: (NodeIdx, NodeIdx)) {
+    fn push_after(&mut self, edge: (NodeIdx, NodeIdx)) {
         if self.after_set.insert(edge) {
             self.after.push(edge);
         }
@@ -341,8 +354,21 @@ impl Tree {
         parent: Option<NodeIdx>,
         part: Arc<CyclePart>,
     ) -> Result<NodeIdx, BuildError> {
-        self.check_unique(part.name(), at, None)?;
-        let idx = self.push_node(BpNode {
+        // The name is looked up and indexed in one probe of the map.
+        let id = self.nodes.len() as u32;
+        match self.by_name.entry(Arc::clone(&part.name)) {
+            Entry::Occupied(first) => {
+                return Err(BuildError::DuplicatePart {
+                    name: part.name().to_owned(),
+                    first: self.nodes[*first.get() as NodeIdx].coord,
+                    second: at,
+                });
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(id);
+            }
+        }
+        let idx = self.push_node_indexed(BpNode {
             coord: at,
             parent,
             children: smallvec::SmallVec::new(),
@@ -357,15 +383,21 @@ impl Tree {
 
     /// Appends a checked node with its indexes and its tree edge.
     fn push_node(&mut self, node: BpNode) -> NodeIdx {
+        if let BpKind::Part(part) = &node.kind {
+            self.by_name
+                .insert(Arc::clone(&part.name), self.nodes.len() as u32);
+        }
+        self.push_node_indexed(node)
+    }
+
+    /// [`push_node`](Tree::push_node) for a node whose name is indexed.
+    fn push_node_indexed(&mut self, node: BpNode) -> NodeIdx {
         let idx = self.graph.add_node();
         debug_assert_eq!(idx, self.nodes.len());
         // A plan numbers its nodes in `u32`s, checked when it is built
         // (a builder cannot hold 2^32 nodes in memory before that).
         let id = idx as u32;
         self.by_coord.insert(node.coord, id);
-        if let BpKind::Part(part) = &node.kind {
-            self.by_name.insert(Arc::clone(&part.name), id);
-        }
         if let Some(p) = node.parent {
             // A tree edge into a new node, which has no outgoing edges
             // yet, cannot close a loop.
