@@ -540,10 +540,17 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     by_name.retain(|_, idx| to_part(idx));
     by_coord.retain(|_, idx| to_part(idx));
     if by_name.len() != parts.len() || by_coord.len() != parts.len() {
-        // Unreachable for a builder's indexes: one entry per part.
-        return Err(BuildError::Empty {
-            name: bp.name.clone(),
-        });
+        // Not a builder's indexes (one entry per part): made afresh.
+        by_name = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (Arc::clone(&p.part.name), i as u32))
+            .collect();
+        by_coord = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.coord, i as u32))
+            .collect();
     }
     resolve_reads(&mut parts, &by_name, n, &succ_start, &succ)?;
     let mut start = Vec::with_capacity(order.len() + 1);

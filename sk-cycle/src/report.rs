@@ -286,7 +286,7 @@ impl PartStats {
 /// are first read: a large cycle's report costs a few bytes a part, not a
 /// `PartStats` each (a quarter of a kilobyte, most of a run's fixed cost
 /// when made every run).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct PartCounts {
     pub(crate) names: Arc<[Arc<str>]>,
     pub(crate) coords: Arc<[Coord]>,
@@ -297,6 +297,17 @@ pub(crate) struct PartCounts {
     pub(crate) unusual: Vec<(u32, StateCounts, u64)>,
     /// Each part's timings, in id order; empty when stats were off.
     pub(crate) timings: Box<[sk_core::WindowStats]>,
+}
+
+impl fmt::Debug for PartCounts {
+    /// Counts, not every part's timing window.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartCounts")
+            .field("parts", &self.names.len())
+            .field("unusual", &self.unusual.len())
+            .field("timed", &!self.timings.is_empty())
+            .finish()
+    }
 }
 
 impl PartCounts {

@@ -221,8 +221,7 @@ impl Drop for Runtime {
         if touched || !plan.rates.is_empty() {
             cold.fill_with(NodeCold::default);
         }
-        let stats = self.samples.take_spare();
-        *self.plan.spare.lock() = Some(Box::new(Spare { nodes, cold, stats }));
+        *self.plan.spare.lock() = Some(Box::new(Spare { nodes, cold }));
     }
 }
 
@@ -290,14 +289,13 @@ impl Runtime {
             .lock()
             .take()
             .and_then(|s| s.downcast::<Spare>().ok());
-        let (nodes, cold, spare_stats) = match spare.map(|s| *s) {
-            Some(Spare { nodes, cold, stats }) => (nodes, cold, stats),
+        let (nodes, cold) = match spare.map(|s| *s) {
+            Some(Spare { nodes, cold }) => (nodes, cold),
             None => (
                 (0..plan.node_count as u32)
                     .map(|node| NodeRt::new(&plan, node))
                     .collect(),
                 (0..plan.node_count).map(|_| NodeCold::default()).collect(),
-                None,
             ),
         };
         Runtime {
@@ -320,7 +318,6 @@ impl Runtime {
             samples: samples::Samples::new(
                 if options.stats { parts } else { 0 },
                 pool.current_num_threads(),
-                spare_stats,
             ),
             latest: (0..if multi_lane { parts } else { 0 })
                 .map(|_| Mutex::new(None))
@@ -374,19 +371,18 @@ impl Runtime {
     /// Runs `node`, then keeps going inline with one ready successor at a
     /// time. Returns how many sinks it ended (not yet counted).
     fn drive(self: &Arc<Self>, node: u32, admitted: bool, depth: u32) -> usize {
-        let (ready, sinks) = match self.process(node, admitted) {
-            Step::Plain(plain) => self.complete_plain(node, plain, depth),
-            Step::Done(finish) => self.complete(node, finish, depth),
-            Step::Deferred => return 0,
+        let ready = Ready {
+            first: node,
+            second: Ready::EMPTY,
         };
-        self.run_ready(ready, sinks, depth)
+        self.run_ready(ready, 0, depth, admitted)
     }
 
     /// Completes `node`, which ended as `finish`, and runs what it made
     /// ready. Returns how many sinks it ended (not yet counted).
     fn finish_and_follow(self: &Arc<Self>, node: u32, finish: Finish, depth: u32) -> usize {
         let (ready, sinks) = self.complete(node, finish, depth);
-        self.run_ready(ready, sinks, depth)
+        self.run_ready(ready, sinks, depth, false)
     }
 
     /// Runs the nodes `ready` holds and what they make ready in turn: one
@@ -396,8 +392,17 @@ impl Runtime {
     /// loop, so a plain part's end goes from where it ran to where it
     /// completes in registers (a `Step` passed or carried on through the
     /// stack cost a chain most of its time per part in store-forwarding
-    /// stalls). Returns `sinks` and how many sinks it ended.
-    fn run_ready(self: &Arc<Self>, mut ready: Ready, mut sinks: usize, depth: u32) -> usize {
+    /// stalls); it is the one place a part's run is inlined, so a level
+    /// of nested joins costs one such frame of stack. The first node
+    /// runs as `admitted` (see [`process`](Self::process)). Returns
+    /// `sinks` and how many sinks it ended.
+    fn run_ready(
+        self: &Arc<Self>,
+        mut ready: Ready,
+        mut sinks: usize,
+        depth: u32,
+        mut admitted: bool,
+    ) -> usize {
         loop {
             let Ready { first, second } = ready;
             if first == Ready::EMPTY {
@@ -414,7 +419,8 @@ impl Runtime {
             }
             let next = first;
             let ended;
-            (ready, ended) = match self.process(next, false) {
+            let step = self.process(next, std::mem::take(&mut admitted));
+            (ready, ended) = match step {
                 Step::Plain(plain) => self.complete_plain(next, plain, depth),
                 Step::Done(finish) => self.complete(next, finish, depth),
                 Step::Deferred => return sinks,

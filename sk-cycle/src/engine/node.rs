@@ -7,7 +7,6 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use sk_core::Value;
 
-use super::samples;
 use crate::error::PartError;
 use crate::mode::PartState;
 use crate::plan::Plan;
@@ -95,7 +94,6 @@ impl NodeRt {
 pub(super) struct Spare {
     pub(super) nodes: Box<[NodeRt]>,
     pub(super) cold: Box<[NodeCold]>,
-    pub(super) stats: Option<Box<[samples::PartSamples]>>,
 }
 
 /// The rest of a node's state, off the fast path.

@@ -36,29 +36,16 @@ pub(super) struct Samples {
 
 impl Samples {
     /// Stats for `parts` parts run on a pool of `threads` threads (none
-    /// at all for `parts == 0`: stats off), in `spare` if it is a run's
-    /// of as many parts (see [`Samples::take_spare`]).
-    pub(super) fn new(parts: usize, threads: usize, spare: Option<Box<[PartSamples]>>) -> Samples {
+    /// at all for `parts == 0`: stats off). A run makes its own: the last
+    /// run's went to its report (see [`Samples::take`]).
+    pub(super) fn new(parts: usize, threads: usize) -> Samples {
         let buffers = if parts == 0 { 0 } else { threads + 1 };
         Samples {
             buffers: (0..buffers)
                 .map(|_| CachePadded::new(Mutex::new(Vec::new())))
                 .collect(),
-            parts: Mutex::new(match spare {
-                Some(spare) if spare.len() == parts => spare,
-                _ => (0..parts).map(|_| WindowStats::new()).collect(),
-            }),
+            parts: Mutex::new((0..parts).map(|_| WindowStats::new()).collect()),
         }
-    }
-
-    /// The per-part stats, emptied, for another run.
-    pub(super) fn take_spare(&mut self) -> Option<Box<[PartSamples]>> {
-        let mut parts = std::mem::take(self.parts.get_mut());
-        if parts.is_empty() {
-            return None;
-        }
-        parts.iter_mut().for_each(WindowStats::clear);
-        Some(parts)
     }
 
     /// Records that part `part` ran for `elapsed`.
@@ -106,7 +93,7 @@ impl Samples {
     }
 
     /// Every part's timings as they are now, in part order (empty with
-    /// stats off).
+    /// stats off). Merges wait while they are copied.
     pub(super) fn snapshot(&self) -> Box<[PartSamples]> {
         self.merge_all();
         self.parts.lock().clone()
@@ -135,7 +122,7 @@ mod tests {
                 .num_threads(2)
                 .build()
                 .unwrap();
-            let samples = Samples::new(3, 2, None);
+            let samples = Samples::new(3, 2);
             let record = |t: u64| {
                 for i in 0..1000u64 {
                     samples.record((i % 3) as u32, Duration::from_nanos(t * 1000 + i));
@@ -158,7 +145,7 @@ mod tests {
 
     #[test]
     fn stats_off_records_nothing() {
-        let samples = Samples::new(0, 2, None);
+        let samples = Samples::new(0, 2);
         samples.record(0, Duration::from_nanos(5));
         assert!(samples.summaries().is_empty());
     }
