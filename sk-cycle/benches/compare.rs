@@ -9,7 +9,9 @@
 //!
 //! Columns: ours with stats on (the default) and off, per part of a whole
 //! `Cycle::run` of k iterations (runtime setup and report included);
-//! `marginal`, stats off, per part of one more iteration (the engine alone);
+//! `marginal`, stats off, per part of one more iteration (the engine
+//! alone: the median, over back-to-back pairs, of a 2k-iteration run less
+//! a k-iteration one);
 //! `run/k`: a whole run over k marginals (the per-run cost; the target is
 //! at most 1.2); the baseline; and the ratios ours / baseline. Case (b) and
 //! (d) print one row per baseline: (b) against a plain loop over `Box<dyn
@@ -116,9 +118,18 @@ impl Bench {
             on = on.min(best(1, work, || run(true)));
         }
         // Twice the iterations, so the difference is k iterations without
-        // the per-run costs.
-        let double = best(self.reps.div_ceil(2), work, || run_k(2 * k, false));
-        let marginal = double - off;
+        // the per-run costs: the median of the differences of runs made
+        // back to back (the difference of two minima swings wildly on a
+        // machine with stolen time).
+        let mut differences: Vec<f64> = (0..self.reps)
+            .map(|_| {
+                let once = best(1, work, || run_k(k, false));
+                let twice = best(1, work, || run_k(2 * k, false));
+                twice - once
+            })
+            .collect();
+        differences.sort_unstable_by(f64::total_cmp);
+        let marginal = differences[differences.len() / 2];
         self.rows.push(Row {
             case: case.to_owned(),
             parts,
