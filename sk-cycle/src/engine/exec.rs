@@ -315,8 +315,7 @@ impl Runtime {
         // The work's outcome (a large `Value` inline) is made small, an
         // `Arc` or an error's box, in the frame that got it: what crosses
         // the unwinding boundary and comes back here is a few words, not
-        // copies of the whole (which cost a chain most of its time per
-        // part).
+        // copies of the whole.
         let outcome = in_part_span(pp, iteration, || {
             self.attributed(node, || {
                 panic::catch_unwind(AssertUnwindSafe(|| work(&ctx).map(|v| v.map(Arc::new))))

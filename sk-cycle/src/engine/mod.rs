@@ -395,7 +395,7 @@ impl Runtime {
     /// stalls); it is the one place a part's run is inlined, so a level
     /// of nested joins costs one such frame of stack. The first node
     /// runs as `admitted` (see [`process`](Self::process)). Returns
-    /// `sinks` and how many sinks it ended.
+    /// `sinks` plus how many sinks it ended (not yet counted).
     fn run_ready(
         self: &Arc<Self>,
         mut ready: Ready,
