@@ -688,8 +688,7 @@ fn drive_lane(
             break;
         }
         if let (Some(interval), Some(began)) = (run.interval, began) {
-            let rest =
-                interval.saturating_sub(quanta::Instant::now().saturating_duration_since(began));
+            let rest = interval.saturating_sub(crate::engine::elapsed(began));
             if !rest.is_zero() && halt.wait_timeout(rest) {
                 outcome.reason = StopReason::Stopped;
                 break;

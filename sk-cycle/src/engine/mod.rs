@@ -72,6 +72,7 @@ use lane::LaneRt;
 pub(crate) use life::{Engine, EngineSetup};
 use node::{NO_INPUT, NodeCold, NodeRt, Spare, bump};
 pub(crate) use timer::Watchdog;
+pub(crate) use timing::elapsed;
 
 /// Above this many successors, a finishing node splits them across the
 /// pool with a parallel iterator instead of spawning each.

@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::{Finish, Runtime};
 use crate::trace::TraceEvent;
@@ -26,6 +27,14 @@ const TIMED_ONE_IN: u64 = 16;
 /// few nanoseconds a read where the system clock takes tens (under a
 /// hypervisor); the system clock otherwise.
 pub(crate) type Started = (quanta::Instant, u64);
+
+/// The time since `started` on the stats' clock; zero if the clock read
+/// earlier than `started` (quanta's own `elapsed` may panic then in a
+/// later version).
+#[inline]
+pub(crate) fn elapsed(started: quanta::Instant) -> Duration {
+    quanta::Instant::now().saturating_duration_since(started)
+}
 
 /// A pseudo-random number from part `node` and iteration `iteration`.
 #[inline]
@@ -136,8 +145,7 @@ impl Runtime {
     #[inline(never)]
     pub(super) fn observe_run(&self, node: u32, started: Option<Started>) {
         if let Some((started, _)) = started {
-            let elapsed = quanta::Instant::now().saturating_duration_since(started);
-            self.samples.record(node, elapsed);
+            self.samples.record(node, elapsed(started));
         }
     }
 
@@ -146,7 +154,7 @@ impl Runtime {
         let Some((started, tid)) = finish.ran else {
             return;
         };
-        let elapsed = quanta::Instant::now().saturating_duration_since(started);
+        let elapsed = elapsed(started);
         if self.options.stats {
             self.samples.record(node, elapsed);
         }
