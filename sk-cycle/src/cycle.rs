@@ -20,7 +20,6 @@ impl Cycle {
         blueprint: Blueprint,
         indexes: Indexes,
     ) -> Result<Cycle, BuildError> {
-        check_process_parts(&blueprint)?;
         let plan = plan::compile(&blueprint, indexes)?;
         Ok(Cycle {
             blueprint: Arc::new(blueprint),
@@ -41,30 +40,4 @@ impl fmt::Debug for Cycle {
             .field("nodes", &self.blueprint.nodes.len())
             .finish_non_exhaustive()
     }
-}
-
-/// A part placed in a process must be a function handle: closures and
-/// lambdas cannot cross a process boundary.
-fn check_process_parts(blueprint: &Blueprint) -> Result<(), BuildError> {
-    for node in &blueprint.nodes {
-        let crate::blueprint::BpKind::Part(part) = &node.kind else {
-            continue;
-        };
-        if !part.placement.is_process() {
-            continue;
-        }
-        let what = match &part.work {
-            crate::part::Work::Function(f) if f.as_handle().is_some() => continue,
-            crate::part::Work::Function(f) => {
-                format!("the local closure (SkLambda) \"{}\"", f.name())
-            }
-            crate::part::Work::Context(_) => "a closure over its context".to_owned(),
-        };
-        return Err(BuildError::LocalOnlyInProcess {
-            name: part.name.to_string(),
-            coord: node.coord,
-            what,
-        });
-    }
-    Ok(())
 }

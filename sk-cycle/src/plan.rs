@@ -263,6 +263,13 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     // Found while walking, with each part's settings at hand.
     let (mut any_timeout, mut any_local_process, mut any_retry) = (false, false, false);
     let mut remote_parts: Vec<u32> = Vec::new();
+    // Also found here, so that the checks after the walk visit only the
+    // parts concerned (each part's settings are a separate allocation: a
+    // pass over every part to look at them missed the cache per part).
+    let mut readers: Vec<u32> = Vec::new();
+    let mut process_parts: Vec<u32> = Vec::new();
+    let mut process_nodes: Vec<NodeIdx> = Vec::new();
+    let mut missing_fallback: Option<u32> = None;
     while let Some(frame) = stack.pop() {
         let node = &bp.nodes[frame.node];
         match &node.kind {
@@ -278,6 +285,20 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
                 any_timeout |= part.timeout.is_some();
                 any_retry |= part.error_mode == ErrorMode::Retry;
                 any_local_process |= part.placement.is_local_process();
+                if matches!(
+                    part.error_mode,
+                    ErrorMode::FallbackFail | ErrorMode::FallbackSkip
+                ) && part.fallback.is_none()
+                {
+                    missing_fallback = Some(missing_fallback.map_or(id, |m| m.min(id)));
+                }
+                if !part.reads.is_empty() || !part.reads_latest.is_empty() {
+                    readers.push(id);
+                }
+                if part.placement.is_process() {
+                    process_parts.push(id);
+                    process_nodes.push(frame.node);
+                }
                 let site = match &part.placement {
                     Placement::Component(name) => Site::Component(intern(&mut components, name)),
                     Placement::Remote(_) => {
@@ -398,13 +419,14 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
             }
         }
     }
-    let mut parts: Vec<PlanPart> = parts.into_iter().flatten().collect();
-    if let Some(p) = parts.iter().find(|p| {
-        matches!(
-            p.part.error_mode,
-            ErrorMode::FallbackFail | ErrorMode::FallbackSkip
-        ) && p.part.fallback.is_none()
-    }) {
+    #[expect(
+        clippy::filter_map_identity,
+        reason = "`filter_map` collects in place; `flatten` copies every part into a fresh array"
+    )]
+    let mut parts: Vec<PlanPart> = parts.into_iter().filter_map(|p| p).collect();
+    process_nodes.sort_unstable();
+    check_process_work(bp, &process_nodes)?;
+    if let Some(p) = missing_fallback.and_then(|id| parts.get(id as usize)) {
         return Err(BuildError::MissingFallback {
             name: p.part.name.to_string(),
             coord: p.coord,
@@ -433,10 +455,9 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     }
 
     // A value that cannot leave this process must not feed a process part.
-    for reader in &parts {
-        if !reader.part.placement.is_process() {
-            continue;
-        }
+    process_parts.sort_unstable();
+    for &reader in &process_parts {
+        let reader = &parts[reader as usize];
         if let Some(from) = reader.input_from {
             let source = &parts[from as usize];
             if source.part.local_output {
@@ -542,7 +563,8 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
             .map(|(i, p)| (p.coord, i as u32))
             .collect();
     }
-    resolve_reads(&mut parts, &by_name, n, &succ_start, &succ)?;
+    readers.sort_unstable();
+    resolve_reads(&mut parts, &readers, &by_name, n, &succ_start, &succ)?;
     let mut start = Vec::with_capacity(order.len() + 1);
     let mut ids = Vec::with_capacity(order.len());
     let mut stack = Vec::new();
@@ -564,7 +586,7 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
         start: start.into_boxed_slice(),
         ids: ids.into_boxed_slice(),
     });
-    let names = parts.iter().map(|p| Arc::clone(&p.part.name)).collect();
+    let names = parts.iter().map(|p| Arc::clone(&p.name)).collect();
     let coords = parts.iter().map(|p| p.coord).collect();
     remote_parts.sort_unstable();
     Ok(Plan {
@@ -592,22 +614,44 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     })
 }
 
-/// Resolves each part's declared reads to part ids; a `reads` target must
-/// be ordered before its reader (it reaches the reader along the plan's
-/// edges, which join only nodes of one lane).
+/// A part placed in a process must be a function handle: closures and
+/// lambdas cannot cross a process boundary. `nodes`: the blueprint's
+/// process parts, checked in blueprint order.
+fn check_process_work(bp: &Blueprint, nodes: &[NodeIdx]) -> Result<(), BuildError> {
+    for &idx in nodes {
+        let node = &bp.nodes[idx];
+        let BpKind::Part(part) = &node.kind else {
+            continue;
+        };
+        let what = match &part.work {
+            Work::Function(f) if f.as_handle().is_some() => continue,
+            Work::Function(f) => format!("the local closure (SkLambda) \"{}\"", f.name()),
+            Work::Context(_) => "a closure over its context".to_owned(),
+        };
+        return Err(BuildError::LocalOnlyInProcess {
+            name: part.name.to_string(),
+            coord: node.coord,
+            what,
+        });
+    }
+    Ok(())
+}
+
+/// Resolves the declared reads of `readers` (in id order: the parts that
+/// declared any) to part ids; a `reads` target must be ordered before its
+/// reader (it reaches the reader along the plan's edges, which join only
+/// nodes of one lane).
 fn resolve_reads(
     parts: &mut [PlanPart],
+    readers: &[u32],
     by_name: &FastMap<Arc<str>, u32>,
     n: usize,
     succ_start: &[u32],
     succ: &[u32],
 ) -> Result<(), BuildError> {
-    for reader in 0..parts.len() {
-        let declared = &parts[reader].part;
-        if declared.reads.is_empty() && declared.reads_latest.is_empty() {
-            continue;
-        }
-        let part = Arc::clone(declared);
+    for &reader in readers {
+        let reader = reader as usize;
+        let part = Arc::clone(&parts[reader].part);
         let coord = parts[reader].coord;
         let id_of = |name: &Arc<str>| {
             by_name

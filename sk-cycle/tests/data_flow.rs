@@ -128,6 +128,25 @@ fn reading_a_part_not_ordered_before_the_reader_is_a_build_error_naming_both() {
 }
 
 #[test]
+fn of_several_unordered_reads_the_build_error_names_the_first_reader_by_coordinate() {
+    // Two readers in sibling branches, each reading the other branch's
+    // part: both are unordered; the first reader by coordinate is named.
+    let mut b = CycleBuilder::new("racy-pair");
+    b.add(constant("root", 1), 1).unwrap();
+    b.split(
+        [echo("left").reads(["right"]), echo("right").reads(["left"])],
+        2,
+    )
+    .unwrap();
+    let err = b.build().unwrap_err();
+    assert!(
+        matches!(&err, sk_cycle::BuildError::UnorderedRead { reader, part, .. }
+            if reader == "left" && part == "right"),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn a_declared_read_of_a_name_the_cycle_lacks_is_a_build_error() {
     let mut b = CycleBuilder::new("typo");
     b.add(constant("root", 1).reads(["rooot"]), 1).unwrap();

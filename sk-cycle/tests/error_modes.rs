@@ -336,3 +336,25 @@ fn a_fallback_mode_without_a_fallback_value_is_a_build_error() {
         "part \"bad\" at 1-1 uses fallback skip but has no fallback value (set one with .fallback(value))"
     );
 }
+
+#[test]
+fn of_several_parts_without_a_fallback_the_build_error_names_the_first_by_coordinate() {
+    // The build walks a split's later branches first: the error must
+    // still name the part that comes first in coordinate order.
+    let mut b = CycleBuilder::new("no-fallbacks");
+    b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+    b.split(
+        [
+            failing("first", ErrorMode::FallbackFail),
+            CyclePart::new("fine", |_| ()),
+            failing("third", ErrorMode::FallbackSkip),
+        ],
+        2,
+    )
+    .unwrap();
+    let err = b.build().unwrap_err();
+    assert!(
+        matches!(&err, sk_cycle::BuildError::MissingFallback { name, .. } if name == "first"),
+        "{err:?}"
+    );
+}
