@@ -179,9 +179,19 @@ impl CycleBuilder {
         part: impl Into<PartSource>,
         at: impl Into<Coord>,
     ) -> Result<PartHandle, BuildError> {
-        let at = at.into();
-        let parent = self.tree.check_target(at, "add")?;
-        let part = resolve_part(part.into())?;
+        self.add_below(part.into(), at.into(), None)
+    }
+
+    /// [`add`](CycleBuilder::add), given the node above `at` when the
+    /// caller has checked it (see [`Tree::check_target_below`]).
+    fn add_below(
+        &mut self,
+        part: PartSource,
+        at: Coord,
+        known_above: Option<NodeIdx>,
+    ) -> Result<PartHandle, BuildError> {
+        let parent = self.tree.check_target_below(at, "add", known_above)?;
+        let part = resolve_part(part)?;
         let idx = self.tree.place_part(at, parent, part)?;
         Ok(self.handle(idx))
     }
@@ -270,7 +280,7 @@ impl CycleBuilder {
         part: impl Into<PartSource>,
     ) -> Result<PartHandle, BuildError> {
         let at = self.check_handle(below)?.below();
-        self.add(part, at)
+        self.add_below(part.into(), at, Some(below.index))
     }
 
     /// Splits directly below `below` into `N` parts and returns their

@@ -191,6 +191,17 @@ impl Tree {
         at: Coord,
         action: &'static str,
     ) -> Result<Option<NodeIdx>, BuildError> {
+        self.check_target_below(at, action, None)
+    }
+
+    /// [`check_target`](Tree::check_target), given the node above `at`
+    /// when the caller knows it (a checked handle's: one lookup less).
+    pub(super) fn check_target_below(
+        &self,
+        at: Coord,
+        action: &'static str,
+        known_above: Option<NodeIdx>,
+    ) -> Result<Option<NodeIdx>, BuildError> {
         if at.level == 0 || at.position == 0 {
             return Err(BuildError::InvalidCoord { coord: at });
         }
@@ -203,7 +214,7 @@ impl Tree {
         let Some(above) = at.above() else {
             return Err(BuildError::SecondRoot { coord: at });
         };
-        let above_idx = self.idx_at(above);
+        let above_idx = known_above.or_else(|| self.idx_at(above));
         // A fork's first part sits right below it, so `at` is also filled;
         // saying the fork is not a leaf tells the user where to go instead.
         if let Some(a) = above_idx
