@@ -581,7 +581,7 @@ pub(crate) fn fingerprint(cycle: &str, plan: &Plan) -> Fingerprint {
             if let Some(from) = p.input_from {
                 let _ = write!(d, " input {}", plan.parts[from as usize].part.name);
             }
-            if let Some(limit) = part.timeout {
+            if let Some(limit) = part.settings().timeout {
                 let _ = write!(d, " timeout {limit:?}");
             }
             if part.once {

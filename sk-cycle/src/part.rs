@@ -64,18 +64,8 @@ pub struct CyclePart {
     pub(crate) work: Work,
     pub(crate) placement: Placement,
     pub(crate) error_mode: ErrorMode,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) rate_limit: Option<f64>,
-    /// Parts it reads, ordered before it (checked when the cycle is built).
-    pub(crate) reads: Vec<Arc<str>>,
-    /// Parts it reads as they last completed, in whatever order.
-    pub(crate) reads_latest: Vec<Arc<str>>,
-    /// Boxed: most parts have none, and a policy is large.
-    pub(crate) retry: Option<Box<RetryPolicy>>,
-    pub(crate) validator: Option<Arc<ValidatorFn>>,
-    pub(crate) input_validator: Option<Arc<ValidatorFn>>,
-    pub(crate) condition: Option<Arc<ConditionFn>>,
-    pub(crate) fallback: Option<Arc<FallbackFn>>,
+    /// The settings most parts leave unset (see [`Settings`]).
+    settings: Option<Box<Settings>>,
     /// Whether the output is known to be `()` (no slot to fill).
     pub(crate) unit_output: bool,
     /// Whether the output can only stay in this process (no serde).
@@ -87,22 +77,56 @@ pub struct CyclePart {
     pub(crate) recompute: bool,
 }
 
+/// A part's settings that most parts leave unset, out of line: a part
+/// without any carries no box (a large cycle's parts stay small, and so
+/// quick to build).
+#[derive(Clone, Default)]
+pub(crate) struct Settings {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) rate_limit: Option<f64>,
+    /// Parts it reads, ordered before it (checked when the cycle is built).
+    pub(crate) reads: Vec<Arc<str>>,
+    /// Parts it reads as they last completed, in whatever order.
+    pub(crate) reads_latest: Vec<Arc<str>>,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) validator: Option<Arc<ValidatorFn>>,
+    pub(crate) input_validator: Option<Arc<ValidatorFn>>,
+    pub(crate) condition: Option<Arc<ConditionFn>>,
+    pub(crate) fallback: Option<Arc<FallbackFn>>,
+}
+
+/// What a part without settings reads.
+static UNSET: Settings = Settings {
+    timeout: None,
+    rate_limit: None,
+    reads: Vec::new(),
+    reads_latest: Vec::new(),
+    retry: None,
+    validator: None,
+    input_validator: None,
+    condition: None,
+    fallback: None,
+};
+
 impl CyclePart {
+    /// Its settings (all unset for most parts).
+    #[inline]
+    pub(crate) fn settings(&self) -> &Settings {
+        self.settings.as_deref().unwrap_or(&UNSET)
+    }
+
+    /// Its settings, to change one.
+    fn settings_mut(&mut self) -> &mut Settings {
+        self.settings.get_or_insert_with(Box::default)
+    }
+
     fn with_work(name: impl Into<Arc<str>>, work: Work, unit_output: bool) -> Self {
         CyclePart {
             name: name.into(),
             work,
             placement: Placement::Pool,
             error_mode: ErrorMode::default(),
-            timeout: None,
-            rate_limit: None,
-            reads: Vec::new(),
-            reads_latest: Vec::new(),
-            retry: None,
-            validator: None,
-            input_validator: None,
-            condition: None,
-            fallback: None,
+            settings: None,
             unit_output,
             local_output: false,
             once: false,
@@ -256,7 +280,7 @@ impl CyclePart {
     /// Bounds each run of the part (all retries included); an overrun sets
     /// its stop token and it ends [`PartState::TimedOut`](crate::PartState::TimedOut).
     pub fn timeout(mut self, limit: Duration) -> Self {
-        self.timeout = Some(limit);
+        self.settings_mut().timeout = Some(limit);
         self
     }
 
@@ -270,7 +294,9 @@ impl CyclePart {
         I: IntoIterator<Item = S>,
         S: Into<Arc<str>>,
     {
-        self.reads.extend(parts.into_iter().map(Into::into));
+        self.settings_mut()
+            .reads
+            .extend(parts.into_iter().map(Into::into));
         self
     }
 
@@ -282,7 +308,9 @@ impl CyclePart {
         I: IntoIterator<Item = S>,
         S: Into<Arc<str>>,
     {
-        self.reads_latest.extend(parts.into_iter().map(Into::into));
+        self.settings_mut()
+            .reads_latest
+            .extend(parts.into_iter().map(Into::into));
         self
     }
 
@@ -292,14 +320,14 @@ impl CyclePart {
     /// [`BuildError::InvalidRateLimit`](crate::BuildError::InvalidRateLimit)
     /// when the cycle is built.
     pub fn rate_limit(mut self, per_sec: f64) -> Self {
-        self.rate_limit = Some(per_sec);
+        self.settings_mut().rate_limit = Some(per_sec);
         self
     }
 
     /// The retry policy used under [`ErrorMode::Retry`]; setting one also
     /// selects that mode.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(Box::new(policy));
+        self.settings_mut().retry = Some(policy);
         self.error_mode = ErrorMode::Retry;
         self
     }
@@ -312,7 +340,7 @@ impl CyclePart {
         E: fmt::Display,
         F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
     {
-        self.validator = Some(typed_validator(check));
+        self.settings_mut().validator = Some(typed_validator(check));
         self
     }
 
@@ -324,7 +352,7 @@ impl CyclePart {
         E: fmt::Display,
         F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
     {
-        self.input_validator = Some(typed_validator(check));
+        self.settings_mut().input_validator = Some(typed_validator(check));
         self
     }
 
@@ -334,7 +362,7 @@ impl CyclePart {
     where
         F: Fn(&PartContext<'_>) -> bool + Send + Sync + 'static,
     {
-        self.condition = Some(Arc::new(condition));
+        self.settings_mut().condition = Some(Arc::new(condition));
         self
     }
 
@@ -344,7 +372,7 @@ impl CyclePart {
     where
         T: Clone + Serialize + Send + Sync + 'static,
     {
-        self.fallback = Some(Arc::new(move || Value::new(value.clone())));
+        self.settings_mut().fallback = Some(Arc::new(move || Value::new(value.clone())));
         self
     }
 
@@ -365,7 +393,7 @@ impl CyclePart {
 
     /// The part's timeout.
     pub fn timeout_of(&self) -> Option<Duration> {
-        self.timeout
+        self.settings().timeout
     }
 }
 
@@ -391,11 +419,11 @@ impl fmt::Debug for CyclePart {
             .field("name", &self.name)
             .field("placement", &self.placement)
             .field("error_mode", &self.error_mode)
-            .field("timeout", &self.timeout)
-            .field("retry", &self.retry)
-            .field("validated", &self.validator.is_some())
-            .field("conditional", &self.condition.is_some())
-            .field("fallback", &self.fallback.is_some())
+            .field("timeout", &self.settings().timeout)
+            .field("retry", &self.settings().retry)
+            .field("validated", &self.settings().validator.is_some())
+            .field("conditional", &self.settings().condition.is_some())
+            .field("fallback", &self.settings().fallback.is_some())
             .finish_non_exhaustive()
     }
 }

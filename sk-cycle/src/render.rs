@@ -47,10 +47,10 @@ fn label_lines(node: &BpNode) -> Vec<String> {
             if part.error_mode != ErrorMode::default() {
                 lines.push(part.error_mode.to_string());
             }
-            if part.condition.is_some() {
+            if part.settings().condition.is_some() {
                 lines.push("conditional".to_owned());
             }
-            if let Some(per_sec) = part.rate_limit {
+            if let Some(per_sec) = part.settings().rate_limit {
                 lines.push(format!("{per_sec}/s"));
             }
             lines

@@ -187,14 +187,14 @@ fn check_value(
 /// Runs the input validator on the part's input value, if any.
 fn check_input(pp: &PlanPart, input: &Input) -> Result<(), Failure> {
     match input {
-        Input::Value(value) => check_value(pp, &pp.part.input_validator, value, "input"),
+        Input::Value(value) => check_value(pp, &pp.part.settings().input_validator, value, "input"),
         _ => Ok(()),
     }
 }
 
 /// Runs the output validator.
 fn check_output(pp: &PlanPart, value: &Value) -> Result<(), Failure> {
-    check_value(pp, &pp.part.validator, value, "output")
+    check_value(pp, &pp.part.settings().validator, value, "output")
 }
 
 /// The span of one run of a part, entered — only when TRACE is on for
@@ -230,7 +230,7 @@ fn with_retries(
     if pp.part.error_mode != ErrorMode::Retry {
         return attempt(1);
     }
-    let mut policy = pp.part.retry.as_deref().cloned().unwrap_or_default();
+    let mut policy = pp.part.settings().retry.clone().unwrap_or_default();
     if let Some(limit) = deadline {
         let limit = policy.deadline_value().map_or(limit, |d| d.min(limit));
         policy = policy.deadline(limit);
@@ -279,7 +279,7 @@ impl Runtime {
     /// Whether every condition over `node` holds (a split's, then its own).
     pub(super) fn conditions_hold(&self, node: u32, input: &Input) -> bool {
         let part = &self.plan.parts[node as usize];
-        if part.split_conditions.is_empty() && part.part.condition.is_none() {
+        if part.split_conditions.is_empty() && part.part.settings().condition.is_none() {
             return true;
         }
         let env = self.env(part.lane);
@@ -290,7 +290,7 @@ impl Runtime {
         let check = || {
             part.split_conditions
                 .iter()
-                .chain(part.part.condition.as_ref())
+                .chain(part.part.settings().condition.as_ref())
                 .all(|cond| cond(&ctx))
         };
         // A panicking condition counts as false: the subtree is not taken.
@@ -360,7 +360,7 @@ impl Runtime {
         let result = self.attributed(node, || {
             with_retries(
                 pp,
-                part.timeout,
+                part.settings().timeout,
                 &self.cold[node as usize].retries,
                 |number| {
                     attempts = number;
@@ -435,7 +435,7 @@ impl Runtime {
                     attempt: number,
                 };
                 let options = sk_process::CallOptions::new()
-                    .timeout(part.timeout)
+                    .timeout(part.settings().timeout)
                     .output(self.output_format());
                 let value = runner
                     .call(
@@ -497,7 +497,7 @@ impl Runtime {
             handle.clone(),
             crate::process::input_args(handle, input),
         )
-        .timeout(part.timeout)
+        .timeout(part.settings().timeout)
         .output(self.output_format())
         .stop(self.cancel.clone());
         Ok((runner, call))
@@ -645,7 +645,7 @@ impl Runtime {
         };
         let error = Some(Arc::new(error));
         let mode = pp.part.error_mode;
-        match (mode, &pp.part.fallback) {
+        match (mode, &pp.part.settings().fallback) {
             (ErrorMode::FallbackFail | ErrorMode::FallbackSkip, Some(fallback)) => {
                 let value = fallback();
                 let output = (!value.is::<()>()).then(|| Arc::new(value));

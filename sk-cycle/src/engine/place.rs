@@ -69,6 +69,7 @@ impl Place for OwnThread {
     fn run(&self, rt: &Arc<Runtime>, node: u32, input: Input, gated: bool) -> Step {
         let limit = rt.plan.parts[node as usize]
             .part
+            .settings()
             .timeout
             .unwrap_or(Duration::MAX);
         let iteration = rt.iteration_of(node);
@@ -124,7 +125,7 @@ impl Place for OnComponent {
         let this = rt.hold();
         let job = Box::new(move || {
             let iteration = this.iteration_of(node);
-            match this.plan.parts[node as usize].part.timeout {
+            match this.plan.parts[node as usize].part.settings().timeout {
                 Some(limit) => run_claimed(&this, node, input, limit, gated, iteration),
                 None => {
                     let finish = this.execute(node, &input, &this.cancel, iteration);
