@@ -282,17 +282,18 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
                 } else {
                     frame.lane
                 };
-                any_timeout |= part.settings().timeout.is_some();
+                let settings = part.settings();
+                any_timeout |= settings.timeout.is_some();
                 any_retry |= part.error_mode == ErrorMode::Retry;
                 any_local_process |= part.placement.is_local_process();
                 if matches!(
                     part.error_mode,
                     ErrorMode::FallbackFail | ErrorMode::FallbackSkip
-                ) && part.settings().fallback.is_none()
+                ) && settings.fallback.is_none()
                 {
                     missing_fallback = Some(missing_fallback.map_or(id, |m| m.min(id)));
                 }
-                if !part.settings().reads.is_empty() || !part.settings().reads_latest.is_empty() {
+                if !settings.reads.is_empty() || !settings.reads_latest.is_empty() {
                     readers.push(id);
                 }
                 if part.placement.is_process() {
@@ -306,7 +307,7 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
                         Site::Remote
                     }
                     p if p.is_process() => Site::Process,
-                    _ if part.settings().timeout.is_some() => Site::Timed,
+                    _ if settings.timeout.is_some() => Site::Timed,
                     _ => Site::Pool,
                 };
                 if let Some(parent) = frame.data_parent {
@@ -318,16 +319,16 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
                 lanes_of_parts[id as usize] = lane;
                 let plain = match &part.work {
                     Work::Context(f)
-                        if part.settings().validator.is_none()
-                            && part.settings().input_validator.is_none()
-                            && part.settings().condition.is_none()
+                        if settings.validator.is_none()
+                            && settings.input_validator.is_none()
+                            && settings.condition.is_none()
                             && part.error_mode != ErrorMode::Retry
-                            && part.settings().timeout.is_none()
+                            && settings.timeout.is_none()
                             && part.placement == Placement::Pool
                             && frame.conditions.is_empty()
                             && frame.gate.is_none()
                             && frame.rates.is_empty()
-                            && part.settings().rate_limit.is_none()
+                            && settings.rate_limit.is_none()
                             && !part.once =>
                     {
                         Some(Arc::clone(f))
@@ -335,7 +336,7 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
                     _ => None,
                 };
                 let mut part_rates = frame.rates.clone();
-                if let Some(per_sec) = part.settings().rate_limit {
+                if let Some(per_sec) = settings.rate_limit {
                     let what = || format!("part \"{}\" at {}", part.name, node.coord);
                     part_rates.push(add_rate(per_sec, &what)?);
                 }
