@@ -251,26 +251,31 @@ fn diamond() -> Cycle {
 
 /// A root, a split at 2-1 into `n` columns, each a chain of `n` parts; part
 /// (i, j) (row i, column j) runs after (i - 1, j) by the chain and after
-/// (i, j - 1) by an `after` edge.
+/// (i, j - 1) by an `after` edge, added by handle (as Taskflow's `precede`
+/// takes task handles; by name, each edge also formats and looks up two
+/// names).
 fn wavefront(n: usize) -> Cycle {
     let name = |i: usize, j: usize| format!("w{i}_{j}");
     let mut b = CycleBuilder::new("wavefront");
     b.add(noop("root".into()), 1).expect("root");
-    let mut cols = timed("wavefront: split", None, || {
+    let mut rows = Vec::with_capacity(n);
+    rows.push(timed("wavefront: split", None, || {
         b.split((0..n).map(|j| noop(name(0, j))), 2).expect("split")
-    });
+    }));
     timed("wavefront: chains", None, || {
         for i in 1..n {
-            for col in cols.iter_mut() {
-                let j = col.coord().position as usize - 1;
-                *col = b.then(*col, noop(name(i, j))).expect("then");
-            }
+            let row = rows[i - 1]
+                .iter()
+                .enumerate()
+                .map(|(j, &above)| b.then(above, noop(name(i, j))).expect("then"))
+                .collect();
+            rows.push(row);
         }
     });
     timed("wavefront: after edges", None, || {
-        for i in 0..n {
-            for j in 1..n {
-                b.after(name(i, j), name(i, j - 1)).expect("after");
+        for row in &rows {
+            for pair in row.windows(2) {
+                b.after(pair[1], pair[0]).expect("after");
             }
         }
     });
