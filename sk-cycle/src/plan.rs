@@ -238,10 +238,13 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     let mut rates: Vec<f64> = Vec::new();
     let mut add_rate = |per_sec: f64, what: &dyn Fn() -> String| -> Result<u32, BuildError> {
         if !(per_sec.is_finite() && per_sec > 0.0) {
-            return Err(BuildError::InvalidRateLimit {
-                what: what(),
-                per_sec,
-            });
+            return Err(process_error_or(
+                bp,
+                BuildError::InvalidRateLimit {
+                    what: what(),
+                    per_sec,
+                },
+            ));
         }
         rates.push(per_sec);
         Ok(rates.len() as u32 - 1)
@@ -427,17 +430,18 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     let mut parts: Vec<PlanPart> = parts.into_iter().filter_map(|p| p).collect();
     process_nodes.sort_unstable();
     check_process_work(bp, &process_nodes)?;
+    if parts.len() != order.len() {
+        // Unreachable for a builder-made blueprint: every part hangs off
+        // the root. (Part ids index `parts` from here on.)
+        return Err(BuildError::Empty {
+            name: bp.name.clone(),
+        });
+    }
     if let Some(p) = missing_fallback.and_then(|id| parts.get(id as usize)) {
         return Err(BuildError::MissingFallback {
             name: p.part.name.to_string(),
             coord: p.coord,
             mode: p.part.error_mode,
-        });
-    }
-    if parts.len() != order.len() {
-        // Unreachable for a builder-made blueprint: every part hangs off the root.
-        return Err(BuildError::Empty {
-            name: bp.name.clone(),
         });
     }
 
@@ -615,9 +619,23 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     })
 }
 
+/// `error`, unless a process part's work cannot cross into a process
+/// (see [`check_process_work`]): that error comes first, as from a build
+/// that finds nothing else wrong. Made only on an error path: it looks at
+/// every node.
+fn process_error_or(bp: &Blueprint, error: BuildError) -> BuildError {
+    let process_nodes: Vec<NodeIdx> = (0..bp.nodes.len())
+        .filter(|&i| bp.part(i).is_some_and(|p| p.placement.is_process()))
+        .collect();
+    check_process_work(bp, &process_nodes)
+        .err()
+        .unwrap_or(error)
+}
+
 /// A part placed in a process must be a function handle: closures and
-/// lambdas cannot cross a process boundary. `nodes`: the blueprint's
-/// process parts, checked in blueprint order.
+/// lambdas cannot cross a process boundary. Checks `nodes` (process
+/// parts) in the order given, and names the first offender: callers give
+/// them in placement (node index) order.
 fn check_process_work(bp: &Blueprint, nodes: &[NodeIdx]) -> Result<(), BuildError> {
     for &idx in nodes {
         let node = &bp.nodes[idx];

@@ -338,6 +338,30 @@ fn a_fallback_mode_without_a_fallback_value_is_a_build_error() {
 }
 
 #[test]
+fn a_closure_in_a_process_is_reported_before_a_bad_rate_limit() {
+    // The closure check came first when it ran before the plan was
+    // compiled; it still does, for a part's and for the cycle's rate.
+    let mut b = CycleBuilder::new("proc-and-rate");
+    b.add(CyclePart::new("ctx", |_| ()).in_process(), 1)
+        .unwrap();
+    b.add(CyclePart::new("fast", |_| ()).rate_limit(0.0), 2)
+        .unwrap();
+    let err = b.build().unwrap_err();
+    assert!(
+        matches!(&err, sk_cycle::BuildError::LocalOnlyInProcess { name, .. } if name == "ctx"),
+        "{err:?}"
+    );
+    let mut b = CycleBuilder::new("proc-and-cycle-rate").rate_limit(-1.0);
+    b.add(CyclePart::new("ctx", |_| ()).in_process(), 1)
+        .unwrap();
+    let err = b.build().unwrap_err();
+    assert!(
+        matches!(&err, sk_cycle::BuildError::LocalOnlyInProcess { name, .. } if name == "ctx"),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn of_several_parts_without_a_fallback_the_build_error_names_the_first_by_coordinate() {
     // The build walks a split's later branches first: the error must
     // still name the part that comes first in coordinate order.

@@ -214,6 +214,7 @@ impl Tree {
         let Some(above) = at.above() else {
             return Err(BuildError::SecondRoot { coord: at });
         };
+        debug_assert!(known_above.is_none_or(|k| Some(k) == self.idx_at(above)));
         let above_idx = known_above.or_else(|| self.idx_at(above));
         // A fork's first part sits right below it, so `at` is also filled;
         // saying the fork is not a leaf tells the user where to go instead.
