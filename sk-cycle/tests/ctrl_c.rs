@@ -24,9 +24,20 @@ fn example() -> PathBuf {
 }
 
 /// Starts the example in `mode`; its stdout lines arrive on the channel.
+///
+/// With SIGINT and SIGTERM at their default actions (`env` resets them,
+/// then execs the example under the same pid): a program started in the
+/// background of a non-interactive shell inherits them ignored, and a
+/// run restores what it found, so "Ctrl-C ends the program again" would
+/// not hold there.
 fn start(mode: &str) -> (Child, Receiver<String>) {
-    sk_testkit::spawn_lines(Command::new(example()).arg(mode))
-        .expect("the example is built by cargo test")
+    sk_testkit::spawn_lines(
+        Command::new("env")
+            .arg("--default-signal=INT,TERM")
+            .arg(example())
+            .arg(mode),
+    )
+    .expect("the example is built by cargo test")
 }
 
 /// Waits for the line `want`; the lines before it.
