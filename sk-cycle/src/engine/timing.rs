@@ -169,23 +169,29 @@ impl Runtime {
         }
     }
 
-    /// Records the stats of a part that ran in `iteration`, started at
-    /// `started`, with the trace off (a run stats time but do not trace).
+    /// Records the stats of a part of `lane` that ran in `iteration`,
+    /// started at `started`, with the trace off (a run stats time but do
+    /// not trace).
     #[cold]
     #[inline(never)]
-    pub(super) fn observe_run(&self, node: u32, iteration: u64, started: Option<Started>) {
+    pub(super) fn observe_run(
+        &self,
+        node: u32,
+        lane: u32,
+        iteration: u64,
+        started: Option<Started>,
+    ) {
         if let Some((started, _)) = started {
             let took = elapsed(started);
             self.samples.record(node, took);
-            self.time_next_after(node, iteration, took);
+            self.time_next_after(node, lane, iteration, took);
         }
     }
 
-    /// Sets when part `node`, whose timed run in `iteration` took `took`,
-    /// is timed next (see [`gap_after`]); its run's start set a gap that
-    /// did not know how long its runs take.
-    fn time_next_after(&self, node: u32, iteration: u64, took: Duration) {
-        let lane = self.plan.node_lane[node as usize];
+    /// Sets when part `node` of `lane`, whose timed run in `iteration`
+    /// took `took`, is timed next (see [`gap_after`]); its run's start set
+    /// a gap that did not know how long its runs take.
+    fn time_next_after(&self, node: u32, lane: u32, iteration: u64, took: Duration) {
         let exact = self.lanes[lane as usize].exact_iterations;
         self.nodes[node as usize].next_timed.store(
             iteration + gap_after(node, iteration, exact, took),
@@ -194,7 +200,7 @@ impl Runtime {
     }
 
     /// Records stats and a trace event for a part that ran.
-    pub(super) fn observe(&self, node: u32, iteration: u64, finish: &Finish) {
+    pub(super) fn observe(&self, node: u32, lane: u32, iteration: u64, finish: &Finish) {
         let Some((started, tid)) = finish.ran else {
             return;
         };
@@ -202,7 +208,7 @@ impl Runtime {
         if self.options.stats {
             self.samples.record(node, elapsed);
             if !self.options.trace {
-                self.time_next_after(node, iteration, elapsed);
+                self.time_next_after(node, lane, iteration, elapsed);
             }
         }
         if self.options.trace {
