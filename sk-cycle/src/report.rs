@@ -265,13 +265,9 @@ pub struct PartStats {
     /// Its execution times (empty when stats were off), sampled: a run
     /// times every part in its first iterations (as many as make at most
     /// 4096 part runs: none in a cycle larger than that), then each part's
-    /// run in pseudo-random iterations, as often as keeps timing to about
-    /// 1/32 of the part's time: every run of a part of 1.6 µs or more, one
-    /// in about 80 of a 20 ns one, at least one in 511 (a part's first
-    /// timed run past the exact ones comes within 16 iterations). So
+    /// run in about one iteration in 16 (pseudo-random ones), so
     /// `timing.count` is the number
-    /// of runs timed — every run in a small run or of a slow part, a
-    /// sample otherwise;
+    /// of runs timed — every run in a small run, a sample in a large one;
     /// [`PartStats::states`] counts every run. With the trace on, every
     /// run is timed. Timings are gathered per thread and merged a few
     /// hundred at a time and when read, so the percentiles' window of

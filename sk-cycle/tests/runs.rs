@@ -241,15 +241,13 @@ fn a_large_run_samples_timings_and_counts_every_end() {
         };
         let n = 20_000;
         let report = cycle().run(Run::times(n).threads(1)).unwrap();
-        // Every run of the first 4096 / 2 iterations, then a share of
-        // them: short parts are timed in some runs, at least one run in
-        // every 511 iterations.
+        // Every run of the first 4096 / 2 iterations, then about one in 16.
         let exact = 2048;
         for part in &report.stats().parts {
             assert_eq!(part.count(PartState::Succeeded), n, "{}", part.name);
             let (timed, rest) = (part.timing.count, n - exact);
             assert!(
-                timed >= exact + rest / 511 && timed < n,
+                timed > exact + rest / 32 && timed < exact + rest / 8,
                 "{timed} of {n} runs timed: {part:?}"
             );
         }
@@ -260,38 +258,6 @@ fn a_large_run_samples_timings_and_counts_every_end() {
         for part in &report.stats().parts {
             assert_eq!(part.timing.count, 3000, "{}", part.name);
         }
-    })
-}
-
-#[test]
-fn a_part_that_takes_microseconds_is_timed_every_run() {
-    guarded(|| {
-        // A part of 20 µs a run: timing it costs well under a share of
-        // its run, so every run is timed, past the exact iterations too;
-        // the no-op part beside it is timed in only some of its runs.
-        let spin = |_: &sk_cycle::PartContext<'_>| {
-            let start = std::time::Instant::now();
-            while start.elapsed() < Duration::from_micros(20) {
-                std::hint::spin_loop();
-            }
-        };
-        let mut b = CycleBuilder::new("slow and quick");
-        let root = b.root(CyclePart::new("slow", spin)).unwrap();
-        b.then(root, CyclePart::new("quick", |_| ())).unwrap();
-        let n = 4000;
-        let report = b.build().unwrap().run(Run::times(n).threads(1)).unwrap();
-        let stats = report.stats();
-        let timed = |name: &str| {
-            stats
-                .parts
-                .iter()
-                .find(|p| &*p.name == name)
-                .unwrap()
-                .timing
-                .count
-        };
-        assert_eq!(timed("slow"), n);
-        assert!(timed("quick") < n, "{} of {n}", timed("quick"));
     })
 }
 

@@ -655,7 +655,7 @@ impl Runtime {
         let n = &self.nodes[node as usize];
         if finish.ran.is_some() {
             let iteration = self.lanes[lane].iteration.load(Ordering::Relaxed);
-            self.observe(node, lane as u32, iteration, &finish);
+            self.observe(node, iteration, &finish);
         }
         if let Some(durable) = &self.durable {
             self.journal_end(durable, node, lane, &finish);

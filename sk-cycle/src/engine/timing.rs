@@ -1,7 +1,7 @@
 //! When a part's run is timed, and what its timing becomes: the sampling
-//! of stats (exact for a run's first iterations, then a share of each
-//! part's runs that shrinks with how short they are), the start clock,
-//! and the record of a run that ended (its sample, its trace event).
+//! of stats (exact for a run's first iterations, then about one run in
+//! 16 per part), the start clock, and the record of a run that ended (its
+//! sample, its trace event).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,19 +18,8 @@ const TIMED_EXACTLY: u64 = 4096;
 
 /// After those, a part's run is timed one time in this many, at
 /// pseudo-random iterations (so that no part of a periodic graph is
-/// always skipped), until a timed run says how long its runs take (see
-/// [`gap_after`]).
+/// always skipped).
 const TIMED_ONE_IN: u64 = 16;
-
-/// About what timing a run adds to it, in nanoseconds (two clock reads
-/// and the sample's bookkeeping), times the share of a part's time that
-/// timing may take (1/32): a part whose run takes this long or longer is
-/// timed every run; a shorter one one run in `TIMED_BUDGET_NS / its
-/// duration`, at most [`MAX_TIMING_GAP`].
-const TIMED_BUDGET_NS: u64 = 50 * 32;
-
-/// The longest mean gap between two timed runs of a part.
-const MAX_TIMING_GAP: u64 = 256;
 
 /// When a timed part run started, on the stats' clock, and on which
 /// thread. The clock is quanta's: the CPU's time-stamp counter where it is
@@ -76,25 +65,6 @@ fn timing_gap(node: u32, iteration: u64, exact_iterations: u64) -> u64 {
     }
     // The top 32 bits scaled to 0..=30.
     1 + (((mixed(node, iteration) >> 32) * (2 * TIMED_ONE_IN - 1)) >> 32)
-}
-
-/// How many iterations after `iteration` part `node` is timed next, its
-/// timed run having taken `took`: the next one while the lane is timed
-/// exactly, else a pseudo-random gap averaging `TIMED_BUDGET_NS / took`
-/// (see [`TIMED_BUDGET_NS`]): every run of a part of 1.6 µs or more, one
-/// in about 80 of a 20 ns one.
-#[inline]
-fn gap_after(node: u32, iteration: u64, exact_iterations: u64, took: Duration) -> u64 {
-    if iteration < exact_iterations {
-        return 1;
-    }
-    let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
-    let mean = TIMED_BUDGET_NS.div_ceil(took).clamp(1, MAX_TIMING_GAP);
-    if mean == 1 {
-        return 1;
-    }
-    // Uniform in 1..=2 * mean - 1: the top 32 bits scaled.
-    1 + (((mixed(node, iteration) >> 32) * (2 * mean - 1)) >> 32)
 }
 
 /// Iterations of a lane of `parts` parts timed exactly.
@@ -169,47 +139,24 @@ impl Runtime {
         }
     }
 
-    /// Records the stats of a part of `lane` that ran in `iteration`,
-    /// started at `started`, with the trace off (a run stats time but do
-    /// not trace).
+    /// Records the stats of a part that ran, started at `started`, with
+    /// the trace off (a run stats time but do not trace).
     #[cold]
     #[inline(never)]
-    pub(super) fn observe_run(
-        &self,
-        node: u32,
-        lane: u32,
-        iteration: u64,
-        started: Option<Started>,
-    ) {
+    pub(super) fn observe_run(&self, node: u32, started: Option<Started>) {
         if let Some((started, _)) = started {
-            let took = elapsed(started);
-            self.samples.record(node, took);
-            self.time_next_after(node, lane, iteration, took);
+            self.samples.record(node, elapsed(started));
         }
     }
 
-    /// Sets when part `node` of `lane`, whose timed run in `iteration`
-    /// took `took`, is timed next (see [`gap_after`]); its run's start set
-    /// a gap that did not know how long its runs take.
-    fn time_next_after(&self, node: u32, lane: u32, iteration: u64, took: Duration) {
-        let exact = self.lanes[lane as usize].exact_iterations;
-        self.nodes[node as usize].next_timed.store(
-            iteration + gap_after(node, iteration, exact, took),
-            Ordering::Relaxed,
-        );
-    }
-
     /// Records stats and a trace event for a part that ran.
-    pub(super) fn observe(&self, node: u32, lane: u32, iteration: u64, finish: &Finish) {
+    pub(super) fn observe(&self, node: u32, iteration: u64, finish: &Finish) {
         let Some((started, tid)) = finish.ran else {
             return;
         };
         let elapsed = elapsed(started);
         if self.options.stats {
             self.samples.record(node, elapsed);
-            if !self.options.trace {
-                self.time_next_after(node, lane, iteration, elapsed);
-            }
         }
         if self.options.trace {
             let pp = &self.plan.parts[node as usize];
@@ -228,39 +175,5 @@ impl Runtime {
             };
             self.trace.lock().push(event);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The mean of `gap_after` over many iterations of one part.
-    fn mean_gap(took: Duration) -> f64 {
-        let runs = 20_000u64;
-        let sum: u64 = (0..runs).map(|i| gap_after(7, 1000 + i, 0, took)).sum();
-        sum as f64 / runs as f64
-    }
-
-    #[test]
-    fn a_timed_run_sets_a_gap_that_shrinks_as_parts_take_longer() {
-        // Exactly timed iterations: the next one.
-        assert_eq!(gap_after(7, 5, 10, Duration::from_nanos(1)), 1);
-        // 1.6 µs or more: every run.
-        for ns in [1_600, 5_000, 1_000_000_000] {
-            assert_eq!(mean_gap(Duration::from_nanos(ns)), 1.0, "{ns} ns");
-        }
-        // Shorter: a mean of 1600 ns / its duration, within a few percent.
-        for (ns, mean) in [(20, 80.0), (100, 16.0), (400, 4.0)] {
-            let got = mean_gap(Duration::from_nanos(ns));
-            assert!((got - mean).abs() < mean * 0.05, "{ns} ns: {got}");
-        }
-        // Nothing measurable: at most the longest gap, 1..=511.
-        let gaps: Vec<u64> = (0..20_000)
-            .map(|i| gap_after(7, 1000 + i, 0, Duration::ZERO))
-            .collect();
-        assert!(gaps.iter().all(|&g| (1..=511).contains(&g)));
-        let mean = gaps.iter().sum::<u64>() as f64 / gaps.len() as f64;
-        assert!((mean - 256.0).abs() < 256.0 * 0.05, "{mean}");
     }
 }
