@@ -270,7 +270,6 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     // parts concerned (each part's settings are a separate allocation: a
     // pass over every part to look at them missed the cache per part).
     let mut readers: Vec<u32> = Vec::new();
-    let mut process_parts: Vec<u32> = Vec::new();
     let mut process_nodes: Vec<NodeIdx> = Vec::new();
     let mut missing_fallback: Option<u32> = None;
     while let Some(frame) = stack.pop() {
@@ -300,7 +299,6 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
                     readers.push(id);
                 }
                 if part.placement.is_process() {
-                    process_parts.push(id);
                     process_nodes.push(frame.node);
                 }
                 let site = match &part.placement {
@@ -460,6 +458,7 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     }
 
     // A value that cannot leave this process must not feed a process part.
+    let mut process_parts: Vec<u32> = process_nodes.iter().filter_map(|&n| pid(n)).collect();
     process_parts.sort_unstable();
     for &reader in &process_parts {
         let reader = &parts[reader as usize];
