@@ -14,6 +14,11 @@ pub const WINDOW: usize = 64;
 /// deviation, minimum and maximum are exact over every sample; the median
 /// and percentiles are exact over the most recent [`WINDOW`] samples.
 ///
+/// A sample may stand for several runs ([`record_n`](WindowStats::record_n),
+/// for runs timed one in `n`): it then counts `n` times in the count,
+/// total, mean, standard deviation and percentiles (frequency weights), so
+/// that they estimate every run and not only the timed ones.
+///
 /// Use [`TimingStats`](crate::TimingStats) where percentiles over every
 /// sample matter and there are few stats to keep.
 ///
@@ -45,6 +50,9 @@ pub struct WindowStats {
     /// The first few inline: a part timed a few times per run (a large
     /// cycle's) allocates nothing.
     recent: SmallVec<[u64; 4]>,
+    /// How many runs each of `recent` stands for, in the same order;
+    /// empty while every sample stands for one. The first few inline too.
+    weights: SmallVec<[u32; 4]>,
     next: usize,
 }
 
@@ -59,6 +67,7 @@ impl WindowStats {
             mean_ns: 0.0,
             m2: 0.0,
             recent: SmallVec::new_const(),
+            weights: SmallVec::new_const(),
             next: 0,
         }
     }
@@ -68,38 +77,80 @@ impl WindowStats {
     pub fn clear(&mut self) {
         let mut recent = std::mem::take(&mut self.recent);
         recent.clear();
+        let mut weights = std::mem::take(&mut self.weights);
+        weights.clear();
         *self = WindowStats {
             recent,
+            weights,
             ..WindowStats::new()
         };
     }
 
     /// Adds one sample.
     pub fn record(&mut self, sample: Duration) {
+        self.record_n(sample, 1);
+    }
+
+    /// Adds one sample that stands for `n` runs, as if it had been
+    /// recorded `n` times (but for the window of recent samples, where it
+    /// takes one place and counts `n` times in the percentiles). Nothing
+    /// is recorded for `n == 0`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sk_core::WindowStats;
+    ///
+    /// // One run in four of a 10 ns part timed, and every run of a 1 µs one.
+    /// let mut stats = WindowStats::new();
+    /// stats.record_n(Duration::from_nanos(10), 4);
+    /// stats.record(Duration::from_micros(1));
+    /// let s = stats.summary();
+    /// assert_eq!(s.count, 5);
+    /// assert_eq!(s.total, Duration::from_nanos(1_040));
+    /// assert_eq!(s.median, Duration::from_nanos(10));
+    /// ```
+    pub fn record_n(&mut self, sample: Duration, n: u32) {
+        if n == 0 {
+            return;
+        }
         let ns = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
-        self.count += 1;
-        self.total_ns += u128::from(ns);
-        if self.count == 1 {
+        let weight = u64::from(n);
+        self.count += weight;
+        self.total_ns += u128::from(ns) * u128::from(n);
+        if self.count == weight {
             self.min_ns = ns;
             self.max_ns = ns;
         } else {
             self.min_ns = self.min_ns.min(ns);
             self.max_ns = self.max_ns.max(ns);
         }
-        // Welford's online mean and variance.
+        // Welford's online mean and variance, with frequency weights.
         let x = ns as f64;
         let delta = x - self.mean_ns;
-        self.mean_ns += delta / self.count as f64;
-        self.m2 += delta * (x - self.mean_ns);
+        self.mean_ns += delta * (weight as f64 / self.count as f64);
+        self.m2 += weight as f64 * delta * (x - self.mean_ns);
+        let weighted = n != 1 || !self.weights.is_empty();
+        if weighted && self.weights.is_empty() {
+            // The first sample for more than one run: the earlier ones
+            // stand for one each.
+            self.weights.resize(self.recent.len(), 1);
+        }
         if self.recent.len() < WINDOW {
             self.recent.push(ns);
+            if weighted {
+                self.weights.push(n);
+            }
         } else {
             self.recent[self.next] = ns;
+            if weighted {
+                self.weights[self.next] = n;
+            }
             self.next = (self.next + 1) % WINDOW;
         }
     }
 
-    /// How many samples were recorded.
+    /// How many samples were recorded, each counted as many times as the
+    /// runs it stands for (see [`record_n`](WindowStats::record_n)).
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -127,14 +178,25 @@ impl WindowStats {
             };
         }
         // Sorted on the stack: a report of many parts allocates nothing here.
-        let mut buf = [0u64; WINDOW];
+        let mut buf = [(0u64, 1u32); WINDOW];
         let window = &mut buf[..self.recent.len()];
-        window.copy_from_slice(&self.recent);
+        for (i, (slot, &ns)) in window.iter_mut().zip(&self.recent).enumerate() {
+            *slot = (ns, self.weights.get(i).copied().unwrap_or(1));
+        }
         window.sort_unstable();
-        let pick = |p: usize| {
-            // Nearest rank: ceil(p% of the window), in integers.
-            let rank = (p * window.len()).div_ceil(100);
-            Duration::from_nanos(window[rank.clamp(1, window.len()) - 1])
+        let runs: u64 = window.iter().map(|&(_, w)| u64::from(w)).sum();
+        let pick = |p: u64| {
+            // Nearest rank: ceil(p% of the window's runs), in integers;
+            // the sample whose runs reach it.
+            let rank = (p * runs).div_ceil(100).clamp(1, runs);
+            let mut reached = 0;
+            for &(ns, w) in window.iter() {
+                reached += u64::from(w);
+                if reached >= rank {
+                    return Duration::from_nanos(ns);
+                }
+            }
+            Duration::from_nanos(self.max_ns)
         };
         let stdev = if self.count > 1 {
             (self.m2 / (self.count - 1) as f64).sqrt()
@@ -220,6 +282,61 @@ mod tests {
             (1, Duration::from_nanos(7), Duration::from_nanos(7))
         );
         assert_eq!(sum.median, Duration::from_nanos(7));
+    }
+
+    #[test]
+    fn a_sample_for_n_runs_counts_as_n_recorded_samples() {
+        let samples = [(5u64, 3u32), (1, 1), (9, 7), (2, 2), (7, 1)];
+        let mut weighted = WindowStats::new();
+        let mut repeated = WindowStats::new();
+        for &(ns, n) in &samples {
+            weighted.record_n(Duration::from_micros(ns), n);
+            for _ in 0..n {
+                repeated.record(Duration::from_micros(ns));
+            }
+        }
+        // A sample for no run is no sample.
+        weighted.record_n(Duration::from_secs(1), 0);
+        let (w, r) = (weighted.summary(), repeated.summary());
+        assert_eq!(w.count, 14);
+        assert_eq!(
+            (w.count, w.total, w.mean, w.min, w.max),
+            (r.count, r.total, r.mean, r.min, r.max)
+        );
+        assert_eq!(
+            (w.median, w.p90, w.p95, w.p99),
+            (r.median, r.p90, r.p95, r.p99)
+        );
+        // Welford with weights: the same stdev, to float precision.
+        assert!(
+            w.stdev.abs_diff(r.stdev) <= Duration::from_nanos(1),
+            "{w:?} {r:?}"
+        );
+        // 9 µs stands for half of the 14 runs: the median is the 7th
+        // run, the 7 µs one; an unweighted window's would be 5 µs.
+        assert_eq!(w.median, Duration::from_micros(7));
+        assert_eq!(w.p90, Duration::from_micros(9));
+    }
+
+    #[test]
+    fn weights_leave_the_window_with_their_samples() {
+        let mut s = WindowStats::new();
+        // A slow sample for many runs, then a window's worth of fast ones
+        // for one run each: the slow one has left the window.
+        s.record_n(Duration::from_millis(1), 1000);
+        for _ in 0..WINDOW {
+            s.record(Duration::from_nanos(10));
+        }
+        let sum = s.summary();
+        assert_eq!(sum.count, 1000 + WINDOW as u64);
+        assert_eq!(sum.p99, Duration::from_nanos(10));
+        assert_eq!(sum.max, Duration::from_millis(1));
+        // Cleared: weights go too.
+        s.clear();
+        s.record(Duration::from_nanos(3));
+        s.record(Duration::from_nanos(5));
+        assert_eq!(s.summary().count, 2);
+        assert_eq!(s.summary().median, Duration::from_nanos(3));
     }
 
     #[test]
