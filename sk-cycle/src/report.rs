@@ -265,13 +265,19 @@ pub struct PartStats {
     /// Its execution times (empty when stats were off), sampled: a run
     /// times every part in its first iterations (as many as make at most
     /// 4096 part runs: none in a cycle larger than that), then each part's
-    /// run in about one iteration in 16 (pseudo-random ones), so
-    /// `timing.count` is the number
-    /// of runs timed — every run in a small run, a sample in a large one;
-    /// [`PartStats::states`] counts every run. With the trace on, every
-    /// run is timed. Timings are gathered per thread and merged a few
-    /// hundred at a time and when read, so the percentiles' window of
-    /// recent runs is recent up to that.
+    /// runs at pseudo-random gaps that keep timing to about 1/32 of the
+    /// part's time: every run of a part of 1.6 µs or more, about one in
+    /// 80 of a 20 ns one, at most a mean gap of 256 (its first timed run
+    /// past the exact ones comes within 16 of its runs). Each timed run
+    /// counts for the runs since the part's last timed one (see
+    /// [`WindowStats::record_n`](sk_core::WindowStats::record_n)), so the
+    /// count, total, mean, stdev and percentiles estimate every run, also
+    /// when its run times change during the run; `min` and `max` are of
+    /// the timed runs. `timing.count` is every run up to its last timed
+    /// one; [`PartStats::states`] counts every run exactly. With the trace
+    /// on, every run is timed. Timings are gathered per thread and merged
+    /// a few hundred at a time and when read, so the percentiles' window
+    /// of recent runs is recent up to that.
     pub timing: StatsSummary,
 }
 

@@ -241,14 +241,16 @@ fn a_large_run_samples_timings_and_counts_every_end() {
         };
         let n = 20_000;
         let report = cycle().run(Run::times(n).threads(1)).unwrap();
-        // Every run of the first 4096 / 2 iterations, then about one in 16.
-        let exact = 2048;
+        // Every run of the first 4096 / 2 iterations, then some: each
+        // timed run counts for the runs since the last one, so the count
+        // reaches every run up to the part's last timed one (at most 511
+        // runs before the end).
         for part in &report.stats().parts {
             assert_eq!(part.count(PartState::Succeeded), n, "{}", part.name);
-            let (timed, rest) = (part.timing.count, n - exact);
+            let counted = part.timing.count;
             assert!(
-                timed > exact + rest / 32 && timed < exact + rest / 8,
-                "{timed} of {n} runs timed: {part:?}"
+                counted > n - 511 && counted <= n,
+                "{counted} of {n} runs counted: {part:?}"
             );
         }
         // A trace times every run.
@@ -258,6 +260,68 @@ fn a_large_run_samples_timings_and_counts_every_end() {
         for part in &report.stats().parts {
             assert_eq!(part.timing.count, 3000, "{}", part.name);
         }
+    })
+}
+
+/// Spins for `d` (a part's work of a known length, not a wait).
+fn spin(d: Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+#[test]
+fn a_part_that_takes_microseconds_is_timed_every_run() {
+    guarded(|| {
+        // A part of 20 µs a run, 2 ms in one iteration past the exactly
+        // timed ones: timing costs well under a share of its run, so every
+        // run is timed and the slow one is its max.
+        let slow = |ctx: &sk_cycle::PartContext<'_>| {
+            spin(Duration::from_micros(if ctx.iteration() == 3001 {
+                2000
+            } else {
+                20
+            }))
+        };
+        let mut b = CycleBuilder::new("slow and quick");
+        let root = b.root(CyclePart::new("slow", slow)).unwrap();
+        b.then(root, CyclePart::new("quick", |_| ())).unwrap();
+        let n = 4000;
+        let report = b.build().unwrap().run(Run::times(n).threads(1)).unwrap();
+        let slow = &report.stats().parts[0];
+        assert_eq!(&*slow.name, "slow");
+        assert_eq!(slow.timing.count, n);
+        assert!(slow.timing.max >= Duration::from_millis(2), "{slow:?}");
+    })
+}
+
+#[test]
+fn sampled_timings_estimate_every_run_when_run_times_change() {
+    guarded(|| {
+        // 5000 runs of 20 µs (timed every run), then 95 000 of nearly
+        // nothing (timed in a few): each timed quick run stands for the
+        // runs since the last, so the mean is of all runs, not of the
+        // timed ones (which would be mostly slow: about 10x too high).
+        let slow_runs = 5000;
+        let phased = move |ctx: &sk_cycle::PartContext<'_>| {
+            if ctx.iteration() <= slow_runs {
+                spin(Duration::from_micros(20));
+            }
+        };
+        let mut b = CycleBuilder::new("phases");
+        b.root(CyclePart::new("phased", phased)).unwrap();
+        let n = 100_000;
+        let report = b.build().unwrap().run(Run::times(n).threads(1)).unwrap();
+        let timing = report.stats().parts[0].timing;
+        assert!(timing.count > n - 511 && timing.count <= n, "{timing:?}");
+        let slow_total = Duration::from_micros(20) * slow_runs as u32;
+        assert!(timing.total >= slow_total, "{timing:?}");
+        // All runs' mean is about slow_total / n (1 µs) plus a quick run;
+        // the timed runs' mean would be over 10 µs.
+        let all_runs_mean = slow_total / n as u32;
+        assert!(timing.mean < all_runs_mean * 5, "{timing:?}");
+        assert!(timing.mean >= all_runs_mean, "{timing:?}");
     })
 }
 

@@ -327,7 +327,7 @@ impl Runtime {
             // A timed run: its stats are taken here; a traced one takes
             // the general path (its trace event has its end state).
             Ok(Ok(output)) if !self.options.trace => {
-                self.observe_run(node, started);
+                self.observe_run(node, iteration, started);
                 Step::Plain(Plain { output })
             }
             Ok(Ok(output)) => Step::Done(Finish {

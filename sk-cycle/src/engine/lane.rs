@@ -24,7 +24,7 @@ pub(crate) struct LaneRt {
     pub(super) parked: AtomicBool,
     pub(crate) error_state: AtomicBool,
     /// Iterations up to this number are timed exactly when stats are on
-    /// (see `timing::timing_gap`): a run's first ones (a resumed run's too).
+    /// (see `timing::gap_after`): a run's first ones (a resumed run's too).
     pub(super) exact_iterations: u64,
 }
 

@@ -47,9 +47,11 @@ pub(super) struct NodeRt {
     pub(super) input_from: u32,
     /// Iterations it succeeded in (other ends are in the run's tallies).
     pub(super) succeeded: AtomicU64,
-    /// The iteration in which its run is timed next, when stats are on
-    /// (see `timing::start_clock`).
-    pub(super) next_timed: AtomicU64,
+    /// When stats are on (see `timing::start_clock`): its runs left
+    /// untimed before the next timed one, and the runs that one stands
+    /// for (0: it has not run in this run yet).
+    pub(super) untimed: AtomicU32,
+    pub(super) timed_runs: AtomicU32,
     /// As [`PlanPart::plain`](crate::plan::PlanPart::plain).
     pub(super) plain: Option<Arc<crate::part::PartFn>>,
     pub(super) output: Mutex<Option<Arc<Value>>>,
@@ -68,7 +70,8 @@ impl NodeRt {
             lane: plan.node_lane[node as usize],
             input_from: part.and_then(|p| p.input_from).unwrap_or(NO_INPUT),
             succeeded: AtomicU64::new(0),
-            next_timed: AtomicU64::new(0),
+            untimed: AtomicU32::new(0),
+            timed_runs: AtomicU32::new(0),
             plain: part.and_then(|p| p.plain.clone()),
             output: Mutex::new(None),
         }
@@ -82,7 +85,8 @@ impl NodeRt {
         *self.has_output.get_mut() = false;
         *self.has_error.get_mut() = false;
         *self.succeeded.get_mut() = 0;
-        *self.next_timed.get_mut() = 0;
+        *self.untimed.get_mut() = 0;
+        *self.timed_runs.get_mut() = 0;
         *self.output.get_mut() = None;
     }
 }

@@ -13,10 +13,11 @@ use sk_core::WindowStats;
 /// Samples a buffer holds before its thread merges them.
 const BATCH: usize = 256;
 
-/// One timed run of a part.
+/// One timed run of a part, standing for `runs` of its runs.
 #[derive(Clone, Copy)]
 struct Sample {
     part: u32,
+    runs: u32,
     elapsed: Duration,
 }
 
@@ -48,9 +49,10 @@ impl Samples {
         }
     }
 
-    /// Records that part `part` ran for `elapsed`.
+    /// Records that part `part` ran for `elapsed`, a sample standing for
+    /// `runs` of its runs (see [`WindowStats::record_n`]).
     #[inline]
-    pub(super) fn record(&self, part: u32, elapsed: Duration) {
+    pub(super) fn record(&self, part: u32, elapsed: Duration, runs: u32) {
         let Some(last) = self.buffers.len().checked_sub(1) else {
             return;
         };
@@ -60,7 +62,11 @@ impl Samples {
             .filter(|&i| i < last)
             .unwrap_or(last);
         let mut samples = self.buffers[buffer].lock();
-        samples.push(Sample { part, elapsed });
+        samples.push(Sample {
+            part,
+            runs,
+            elapsed,
+        });
         if samples.len() >= BATCH {
             self.merge(&mut samples);
         }
@@ -72,7 +78,7 @@ impl Samples {
         let mut parts = self.parts.lock();
         for s in samples.drain(..) {
             if let Some(stats) = parts.get_mut(s.part as usize) {
-                stats.record(s.elapsed);
+                stats.record_n(s.elapsed, s.runs);
             }
         }
     }
@@ -125,7 +131,7 @@ mod tests {
             let samples = Samples::new(3, 2);
             let record = |t: u64| {
                 for i in 0..1000u64 {
-                    samples.record((i % 3) as u32, Duration::from_nanos(t * 1000 + i));
+                    samples.record((i % 3) as u32, Duration::from_nanos(t * 1000 + i), 1);
                 }
             };
             pool.broadcast(|ctx| record(ctx.index() as u64));
@@ -146,7 +152,7 @@ mod tests {
     #[test]
     fn stats_off_records_nothing() {
         let samples = Samples::new(0, 2);
-        samples.record(0, Duration::from_nanos(5));
+        samples.record(0, Duration::from_nanos(5), 1);
         assert!(samples.summaries().is_empty());
     }
 }

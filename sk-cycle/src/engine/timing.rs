@@ -1,7 +1,8 @@
 //! When a part's run is timed, and what its timing becomes: the sampling
-//! of stats (exact for a run's first iterations, then about one run in
-//! 16 per part), the start clock, and the record of a run that ended (its
-//! sample, its trace event).
+//! of stats (exact for a run's first iterations, then a share of each
+//! part's runs that shrinks with how short they are, each timed run
+//! standing for the runs since the part's last one), the start clock, and
+//! the record of a run that ended (its sample, its trace event).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,10 +17,21 @@ use crate::trace::TraceEvent;
 /// [`first_timed`]).
 const TIMED_EXACTLY: u64 = 4096;
 
-/// After those, a part's run is timed one time in this many, at
-/// pseudo-random iterations (so that no part of a periodic graph is
-/// always skipped).
+/// After those, a part's first run is timed within this many runs, at a
+/// pseudo-random one (so that no part of a periodic graph is always
+/// skipped); later ones follow from how long its timed runs take (see
+/// [`gap_after`]).
 const TIMED_ONE_IN: u64 = 16;
+
+/// About what timing a run adds to it, in nanoseconds (two clock reads
+/// and the sample's bookkeeping), times the share of a part's time that
+/// timing may take (1/32): a part whose run takes this long or longer is
+/// timed every run; a shorter one about one run in `TIMED_BUDGET_NS / its
+/// duration`, at most one in [`MAX_TIMING_GAP`] on average.
+const TIMED_BUDGET_NS: u64 = 50 * 32;
+
+/// The longest mean gap between two timed runs of a part.
+const MAX_TIMING_GAP: u64 = 256;
 
 /// When a timed part run started, on the stats' clock, and on which
 /// thread. The clock is quanta's: the CPU's time-stamp counter where it is
@@ -42,29 +54,35 @@ fn mixed(node: u32, iteration: u64) -> u64 {
     (iteration ^ (u64::from(node) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// The iteration, from `iteration` on, in which part `node` is first
-/// timed in a run: this one while the lane is timed exactly (up to
-/// `exact_iterations`), else one of the next [`TIMED_ONE_IN`] at random
-/// (so a large lane's first iteration times about one part in 16).
+/// How many of its runs part `node`, first run in this run in
+/// `iteration`, leaves untimed before its first timed one: none while its
+/// lane is timed exactly (iterations 1 to `exact_iterations`), else 0 to 15 at
+/// random (so a large lane's first iteration times about one part in 16).
 #[inline]
-fn first_timed(node: u32, iteration: u64, exact_iterations: u64) -> u64 {
+fn first_timed(node: u32, iteration: u64, exact_iterations: u64) -> u32 {
     if iteration <= exact_iterations {
-        return iteration;
+        return 0;
     }
-    iteration + (mixed(node, iteration) >> 60) % TIMED_ONE_IN
+    ((mixed(node, iteration) >> 60) % TIMED_ONE_IN) as u32
 }
 
-/// How many iterations after `iteration` part `node` is timed next: the
-/// next one while the lane is timed exactly, then a pseudo-random gap of
-/// 1 to 31, uniform, one run in [`TIMED_ONE_IN`] on average (so that no
-/// part of a periodic graph is always skipped).
+/// The runs part `node`'s next timed run stands for (the gap to it), its
+/// timed run in `iteration` having taken `took`: 1 (the next run) while
+/// the lane is timed exactly, else a pseudo-random gap averaging
+/// `TIMED_BUDGET_NS / took` (see [`TIMED_BUDGET_NS`]): every run of a part
+/// of 1.6 µs or more, about one in 80 of a 20 ns one.
 #[inline]
-fn timing_gap(node: u32, iteration: u64, exact_iterations: u64) -> u64 {
+fn gap_after(node: u32, iteration: u64, exact_iterations: u64, took: Duration) -> u32 {
     if iteration < exact_iterations {
         return 1;
     }
-    // The top 32 bits scaled to 0..=30.
-    1 + (((mixed(node, iteration) >> 32) * (2 * TIMED_ONE_IN - 1)) >> 32)
+    let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+    let mean = TIMED_BUDGET_NS.div_ceil(took).clamp(1, MAX_TIMING_GAP);
+    if mean == 1 {
+        return 1;
+    }
+    // Uniform in 1..=2 * mean - 1: the top 32 bits scaled.
+    (1 + (((mixed(node, iteration) >> 32) * (2 * mean - 1)) >> 32)) as u32
 }
 
 /// Iterations of a lane of `parts` parts timed exactly.
@@ -88,9 +106,9 @@ pub(super) fn thread_number() -> u64 {
 
 impl Runtime {
     /// When a part starts, if the trace wants it (always) or the stats
-    /// time this run: the node keeps the iteration it is timed next in
-    /// (see [`timing_gap`]), so a run not timed costs a load and a
-    /// compare on the node's own line.
+    /// time this run: the node counts down the runs it leaves untimed
+    /// before its next timed one, so a run not timed costs a load, a
+    /// compare and a store on the node's own line.
     #[inline(always)]
     pub(super) fn start_clock(&self, node: u32, lane: u32, iteration: u64) -> Option<Started> {
         if self.options.trace {
@@ -103,23 +121,22 @@ impl Runtime {
         // One thread runs a node per iteration, and a lane's iterations
         // are ordered: plain loads and stores.
         let n = &self.nodes[node as usize];
-        let next = n.next_timed.load(Ordering::Relaxed);
-        if iteration < next {
+        let untimed = n.untimed.load(Ordering::Relaxed);
+        if untimed > 0 {
+            n.untimed.store(untimed - 1, Ordering::Relaxed);
             return None;
         }
-        let exact = self.lanes[lane as usize].exact_iterations;
-        if next == 0 {
+        if n.timed_runs.load(Ordering::Relaxed) == 0 {
             // Its first run in this run: decide when it is first timed.
+            let exact = self.lanes[lane as usize].exact_iterations;
             let first = first_timed(node, iteration, exact);
-            if iteration < first {
-                n.next_timed.store(first, Ordering::Relaxed);
+            // The first timed run stands for the runs before it too.
+            n.timed_runs.store(first + 1, Ordering::Relaxed);
+            if first > 0 {
+                n.untimed.store(first - 1, Ordering::Relaxed);
                 return None;
             }
         }
-        n.next_timed.store(
-            iteration + timing_gap(node, iteration, exact),
-            Ordering::Relaxed,
-        );
         Some((quanta::Instant::now(), thread_number()))
     }
 
@@ -139,14 +156,27 @@ impl Runtime {
         }
     }
 
-    /// Records the stats of a part that ran, started at `started`, with
-    /// the trace off (a run stats time but do not trace).
+    /// Records the stats of a part that ran in `iteration`, started at
+    /// `started`, with the trace off (a run stats time but do not trace).
     #[cold]
     #[inline(never)]
-    pub(super) fn observe_run(&self, node: u32, started: Option<Started>) {
+    pub(super) fn observe_run(&self, node: u32, iteration: u64, started: Option<Started>) {
         if let Some((started, _)) = started {
-            self.samples.record(node, elapsed(started));
+            self.record_timed(node, iteration, elapsed(started));
         }
+    }
+
+    /// Records part `node`'s timed run in `iteration`, which took `took`,
+    /// for the runs it stands for, and sets how many runs its next timed
+    /// one stands for (see [`gap_after`]); the trace off.
+    fn record_timed(&self, node: u32, iteration: u64, took: Duration) {
+        let n = &self.nodes[node as usize];
+        self.samples
+            .record(node, took, n.timed_runs.load(Ordering::Relaxed));
+        let exact = self.lanes[n.lane as usize].exact_iterations;
+        let gap = gap_after(node, iteration, exact, took);
+        n.timed_runs.store(gap, Ordering::Relaxed);
+        n.untimed.store(gap - 1, Ordering::Relaxed);
     }
 
     /// Records stats and a trace event for a part that ran.
@@ -156,7 +186,12 @@ impl Runtime {
         };
         let elapsed = elapsed(started);
         if self.options.stats {
-            self.samples.record(node, elapsed);
+            if self.options.trace {
+                // Every run is timed.
+                self.samples.record(node, elapsed, 1);
+            } else {
+                self.record_timed(node, iteration, elapsed);
+            }
         }
         if self.options.trace {
             let pp = &self.plan.parts[node as usize];
