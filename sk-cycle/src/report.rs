@@ -266,9 +266,12 @@ pub struct PartStats {
     /// times every part in its first iterations (as many as make at most
     /// 4096 part runs: none in a cycle larger than that), then each part's
     /// runs at pseudo-random gaps that keep timing to about 1/32 of the
-    /// part's time: every run of a part of 1.6 µs or more, about one in
-    /// 80 of a 20 ns one, at most a mean gap of 256 (its first timed run
-    /// past the exact ones comes within 16 of its runs). Each timed run
+    /// part's time: every run of a part of 3.2 µs or more, about one in
+    /// 160 of a 20 ns one, at most a mean gap of 256 (its first timed run
+    /// past the exact ones comes within 16 of its runs; in a lane of more
+    /// than 4096 parts, a cycle's next run goes on from where the last one
+    /// left off, so a run of a few iterations may time few of its parts,
+    /// and a part not timed in a run has `timing.count` 0). Each timed run
     /// counts for the runs since the part's last timed one (see
     /// [`WindowStats::record_n`](sk_core::WindowStats::record_n)), so the
     /// count, total, mean, stdev and percentiles estimate every run, also

@@ -160,7 +160,7 @@ impl Run {
     /// Records per-part timing stats (default on): every part run of the
     /// first iterations (at most 4096 part runs), then a share of each
     /// part's runs that keeps timing to about 1/32 of its time (every run
-    /// of a part that takes 1.6 µs or more, fewer of a shorter one), each
+    /// of a part that takes 3.2 µs or more, fewer of a shorter one), each
     /// timed run standing for the runs since the last (end-state counts
     /// stay exact; see [`PartStats::timing`](crate::PartStats::timing)).
     /// Off saves the sampling and its clock reads.

@@ -353,6 +353,32 @@ fn a_cycle_larger_than_the_exact_budget_samples_its_first_iteration() {
 }
 
 #[test]
+fn a_large_cycle_run_again_counts_only_its_own_runs() {
+    guarded(|| {
+        // More than 4096 parts: a run goes on with the timing countdown
+        // the last one left, but a part's first timed run in it stands
+        // only for runs of this run.
+        let n = 5000;
+        let mut b = CycleBuilder::new("wide again");
+        b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+        b.split((0..n).map(|i| CyclePart::new(format!("p{i}"), |_| ())), 2)
+            .unwrap();
+        let cycle = b.build().unwrap();
+        let k = 20;
+        for run in 0..3 {
+            let report = cycle.run(Run::times(k).threads(2)).unwrap();
+            let parts = &report.stats().parts;
+            for part in parts {
+                assert_eq!(part.count(PartState::Succeeded), k, "{}", part.name);
+                assert!(part.timing.count <= k, "run {run}: {part:?}");
+            }
+            let timed = parts.iter().filter(|p| p.timing.count > 0).count();
+            assert!(timed > parts.len() / 20, "run {run}: {timed} parts timed");
+        }
+    })
+}
+
+#[test]
 fn stats_count_every_iteration_of_every_part() {
     guarded(|| {
         let mut b = CycleBuilder::new("stats");

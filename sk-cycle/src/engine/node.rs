@@ -77,16 +77,28 @@ impl NodeRt {
         }
     }
 
-    /// Back to the state [`NodeRt::new`] made (its plan fields kept).
-    pub(super) fn reset(&mut self) {
+    /// Back to the state [`NodeRt::new`] made (its plan fields kept), but
+    /// for its stats countdown where `carry_timing` (a lane too large to
+    /// be timed exactly, see `timing::carries_timing`): the next run goes
+    /// on counting down from where this one stopped, its next timed run
+    /// standing for that run's runs only.
+    pub(super) fn reset(&mut self, carry_timing: bool) {
         *self.pending.get_mut() = 0;
         *self.poison.get_mut() = 0;
         *self.state.get_mut() = 0;
         *self.has_output.get_mut() = false;
         *self.has_error.get_mut() = false;
         *self.succeeded.get_mut() = 0;
-        *self.untimed.get_mut() = 0;
-        *self.timed_runs.get_mut() = 0;
+        let untimed = *self.untimed.get_mut();
+        if carry_timing && *self.timed_runs.get_mut() != 0 {
+            // The runs this run skipped since its last timed one are not
+            // counted (they ended the run): the next timed run stands for
+            // the next run's own, the untimed ones before it and itself.
+            *self.timed_runs.get_mut() = untimed + 1;
+        } else {
+            *self.untimed.get_mut() = 0;
+            *self.timed_runs.get_mut() = 0;
+        }
         *self.output.get_mut() = None;
     }
 }

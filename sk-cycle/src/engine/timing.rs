@@ -23,12 +23,13 @@ const TIMED_EXACTLY: u64 = 4096;
 /// [`gap_after`]).
 const TIMED_ONE_IN: u64 = 16;
 
-/// About what timing a run adds to it, in nanoseconds (two clock reads
-/// and the sample's bookkeeping), times the share of a part's time that
+/// About what timing a run adds to it, in nanoseconds (two clock reads,
+/// the sample's bookkeeping and its merge into the part's stats, which
+/// in a large cycle misses the cache), times the share of a part's time that
 /// timing may take (1/32): a part whose run takes this long or longer is
 /// timed every run; a shorter one about one run in `TIMED_BUDGET_NS / its
 /// duration`, at most one in [`MAX_TIMING_GAP`] on average.
-const TIMED_BUDGET_NS: u64 = 50 * 32;
+const TIMED_BUDGET_NS: u64 = 100 * 32;
 
 /// The longest mean gap between two timed runs of a part.
 const MAX_TIMING_GAP: u64 = 256;
@@ -70,7 +71,7 @@ fn first_timed(node: u32, iteration: u64, exact_iterations: u64) -> u32 {
 /// timed run in `iteration` having taken `took`: 1 (the next run) while
 /// the lane is timed exactly, else a pseudo-random gap averaging
 /// `TIMED_BUDGET_NS / took` (see [`TIMED_BUDGET_NS`]): every run of a part
-/// of 1.6 µs or more, about one in 80 of a 20 ns one.
+/// of 3.2 µs or more, about one in 160 of a 20 ns one.
 #[inline]
 fn gap_after(node: u32, iteration: u64, exact_iterations: u64, took: Duration) -> u32 {
     if iteration < exact_iterations {
@@ -88,6 +89,15 @@ fn gap_after(node: u32, iteration: u64, exact_iterations: u64, took: Duration) -
 /// Iterations of a lane of `parts` parts timed exactly.
 pub(super) fn exact_iterations(parts: usize) -> u64 {
     TIMED_EXACTLY / parts.max(1) as u64
+}
+
+/// Whether a lane of `parts` parts keeps its parts' timing countdowns
+/// from one run of its cycle to the next: one too large to be timed
+/// exactly (a run would otherwise time each of its parts within its first
+/// 16 runs, which for a large cycle run a few iterations at a time is
+/// most of what its stats cost).
+pub(super) fn carries_timing(parts: usize) -> bool {
+    exact_iterations(parts) == 0
 }
 
 /// A small stable number for the current thread (trace `tid`).
