@@ -59,12 +59,18 @@ pub(crate) struct BpNode {
     pub(crate) kind: BpKind,
 }
 
+// A large cycle's builder copies and walks its nodes: one cache line each.
+const _: () = assert!(std::mem::size_of::<BpNode>() <= 64);
+
 /// A part, or the fork a split leaves at its coordinate.
 #[derive(Clone, Debug)]
 pub(crate) enum BpKind {
     /// Shared with the compiled plan (a part is much larger than a fork).
     Part(Arc<CyclePart>),
-    Fork(Split),
+    /// Boxed: forks are few, and a node is then one cache line (64 bytes,
+    /// 96 with the split inline), which a large cycle's builder copies and
+    /// walks.
+    Fork(Box<Split>),
 }
 
 impl Blueprint {

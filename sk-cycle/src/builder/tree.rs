@@ -284,7 +284,7 @@ impl Tree {
                     coord: at,
                     parent,
                     children: smallvec::SmallVec::new(),
-                    kind: BpKind::Fork(options),
+                    kind: BpKind::Fork(Box::new(options)),
                 });
                 for (k, item) in items.into_iter().enumerate() {
                     let col = if k == 0 {
