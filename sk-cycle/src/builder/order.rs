@@ -19,67 +19,82 @@
 /// No edge (the end of an edge list).
 const NONE: u32 = u32::MAX;
 
-/// Edge lists in flat arrays: `head[n]` is node `n`'s latest edge,
-/// `next[e]` the edge before `e` in its list, `to[e]` its far end.
-#[derive(Clone, Debug, Default)]
-struct Lists {
-    head: Vec<u32>,
-    next: Vec<u32>,
-    to: Vec<u32>,
+/// One edge in a list: the edge before it in the list, and its far end.
+#[derive(Clone, Copy, Debug)]
+struct Link {
+    next: u32,
+    to: u32,
 }
 
-impl Lists {
-    fn add_node(&mut self) {
-        self.head.push(NONE);
-    }
-
-    fn push(&mut self, from: u32, to: u32) {
-        self.next.push(self.head[from as usize]);
-        self.to.push(to);
-        self.head[from as usize] = (self.to.len() - 1) as u32;
-    }
-
-    /// The far ends of `node`'s edges.
-    fn of(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
-        let mut e = self.head[node as usize];
-        std::iter::from_fn(move || {
-            (e != NONE).then(|| {
-                let to = self.to[e as usize];
-                e = self.next[e as usize];
-                to
-            })
-        })
-    }
+/// A node: its topological position, its search mark, and the latest
+/// edge of each of its lists. One record, so that adding a node is one
+/// push and an edge touches one record at each end.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// Its place in the order (the positions are a permutation of `0..n`).
+    position: u32,
+    /// Marked by a search when `mark == stamp`.
+    mark: u32,
+    out: u32,
+    into: u32,
 }
 
 /// A directed acyclic graph whose edges are checked as they are added.
 /// Node `i` is the `i`-th node added.
 #[derive(Clone, Debug, Default)]
 pub(super) struct OrderGraph {
-    out: Lists,
-    into: Lists,
-    /// Each node's topological position (a permutation of `0..n`).
-    position: Vec<u32>,
-    /// Search marks: a node is marked when `mark[n] == stamp`.
-    mark: Vec<u32>,
+    slots: Vec<Slot>,
+    /// Edge lists in flat arrays: `slots[n].out` is node `n`'s latest
+    /// outgoing edge, `out[e].next` the one before it.
+    out: Vec<Link>,
+    into: Vec<Link>,
     stamp: u32,
+}
+
+/// The far ends of the list of edges `links` starting at `head`.
+fn ends(links: &[Link], head: u32) -> impl Iterator<Item = u32> + '_ {
+    let mut e = head;
+    std::iter::from_fn(move || {
+        (e != NONE).then(|| {
+            let link = links[e as usize];
+            e = link.next;
+            link.to
+        })
+    })
 }
 
 impl OrderGraph {
     /// The number of nodes.
     #[cfg(test)]
     pub(super) fn node_count(&self) -> usize {
-        self.position.len()
+        self.slots.len()
     }
 
     /// Adds a node, after every other in the order; its index.
     pub(super) fn add_node(&mut self) -> usize {
-        let idx = self.position.len();
-        self.position.push(idx as u32);
-        self.mark.push(0);
-        self.out.add_node();
-        self.into.add_node();
+        let idx = self.slots.len();
+        self.slots.push(Slot {
+            position: idx as u32,
+            mark: 0,
+            out: NONE,
+            into: NONE,
+        });
         idx
+    }
+
+    fn position(&self, n: u32) -> u32 {
+        self.slots[n as usize].position
+    }
+
+    /// The nodes `n` has edges to.
+    fn successors(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
+        ends(&self.out, self.slots[n as usize].out)
+    }
+
+    /// The nodes with edges to `n`.
+    #[cfg(test)]
+    fn predecessors(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
+        ends(&self.into, self.slots[n as usize].into)
     }
 
     /// Adds `first -> then` unless it closes a loop (`then` already
@@ -87,12 +102,23 @@ impl OrderGraph {
     /// and `then` differ.
     pub(super) fn try_add_edge(&mut self, first: usize, then: usize) -> Result<(), ()> {
         let (x, y) = (first as u32, then as u32);
-        let (upper, lower) = (self.position[first], self.position[then]);
+        let (upper, lower) = (self.position(x), self.position(y));
         if upper > lower {
             self.reorder(x, y, lower, upper)?;
         }
-        self.out.push(x, y);
-        self.into.push(y, x);
+        let (out_edge, into_edge) = (self.out.len() as u32, self.into.len() as u32);
+        let from = &mut self.slots[first];
+        self.out.push(Link {
+            next: from.out,
+            to: y,
+        });
+        from.out = out_edge;
+        let to = &mut self.slots[then];
+        self.into.push(Link {
+            next: to.into,
+            to: x,
+        });
+        to.into = into_edge;
         Ok(())
     }
 
@@ -103,15 +129,19 @@ impl OrderGraph {
         // Forward from `y`: the nodes it reaches up to `x`'s position.
         let mut ahead = Vec::new();
         let mut stack = vec![y];
-        self.mark[y as usize] = stamp;
+        self.slots[y as usize].mark = stamp;
         while let Some(n) = stack.pop() {
             ahead.push(n);
-            for w in self.out.of(n) {
+            let mut e = self.slots[n as usize].out;
+            while e != NONE {
+                let Link { next, to: w } = self.out[e as usize];
+                e = next;
                 if w == x {
                     return Err(());
                 }
-                if self.mark[w as usize] != stamp && self.position[w as usize] < upper {
-                    self.mark[w as usize] = stamp;
+                let slot = &mut self.slots[w as usize];
+                if slot.mark != stamp && slot.position < upper {
+                    slot.mark = stamp;
                     stack.push(w);
                 }
             }
@@ -120,31 +150,33 @@ impl OrderGraph {
         // (none of them is ahead: that would have been a loop).
         let mut behind = Vec::new();
         stack.push(x);
-        self.mark[x as usize] = stamp;
+        self.slots[x as usize].mark = stamp;
         while let Some(n) = stack.pop() {
             behind.push(n);
-            for w in self.into.of(n) {
-                if self.mark[w as usize] != stamp && self.position[w as usize] > lower {
-                    self.mark[w as usize] = stamp;
+            let mut e = self.slots[n as usize].into;
+            while e != NONE {
+                let Link { next, to: w } = self.into[e as usize];
+                e = next;
+                let slot = &mut self.slots[w as usize];
+                if slot.mark != stamp && slot.position > lower {
+                    slot.mark = stamp;
                     stack.push(w);
                 }
             }
         }
         // The nodes behind `x` go first, then those ahead of `y`, each
         // group in its old order, onto the positions they held.
-        let by_position = |v: &mut Vec<u32>, position: &[u32]| {
-            v.sort_unstable_by_key(|&n| position[n as usize]);
-        };
-        by_position(&mut behind, &self.position);
-        by_position(&mut ahead, &self.position);
-        let mut slots: Vec<u32> = behind
+        let slots = &mut self.slots;
+        behind.sort_unstable_by_key(|&n| slots[n as usize].position);
+        ahead.sort_unstable_by_key(|&n| slots[n as usize].position);
+        let mut positions: Vec<u32> = behind
             .iter()
             .chain(&ahead)
-            .map(|&n| self.position[n as usize])
+            .map(|&n| slots[n as usize].position)
             .collect();
-        slots.sort_unstable();
-        for (&n, slot) in behind.iter().chain(&ahead).zip(slots) {
-            self.position[n as usize] = slot;
+        positions.sort_unstable();
+        for (&n, position) in behind.iter().chain(&ahead).zip(positions) {
+            slots[n as usize].position = position;
         }
         Ok(())
     }
@@ -153,7 +185,7 @@ impl OrderGraph {
     fn next_stamp(&mut self) -> u32 {
         self.stamp = self.stamp.wrapping_add(1);
         if self.stamp == 0 {
-            self.mark.fill(0);
+            self.slots.iter_mut().for_each(|s| s.mark = 0);
             self.stamp = 1;
         }
         self.stamp
@@ -162,7 +194,7 @@ impl OrderGraph {
     /// A shortest path `from` ... `to` along edges, both ends included
     /// (empty when there is none): the loop an edge would close, to name.
     pub(super) fn path(&self, from: usize, to: usize) -> Vec<usize> {
-        let mut came_from = vec![NONE; self.position.len()];
+        let mut came_from = vec![NONE; self.slots.len()];
         let mut queue = std::collections::VecDeque::from([from as u32]);
         came_from[from] = from as u32;
         while let Some(n) = queue.pop_front() {
@@ -176,7 +208,7 @@ impl OrderGraph {
                 path.reverse();
                 return path;
             }
-            for w in self.out.of(n) {
+            for w in self.successors(n) {
                 if came_from[w as usize] == NONE {
                     came_from[w as usize] = n;
                     queue.push_back(w);
@@ -202,9 +234,8 @@ mod tests {
     /// Every edge goes forward in the order.
     fn consistent(g: &OrderGraph) -> bool {
         (0..g.node_count() as u32).all(|n| {
-            g.out
-                .of(n)
-                .all(|w| g.position[n as usize] < g.position[w as usize])
+            g.successors(n).all(|w| g.position(n) < g.position(w))
+                && g.predecessors(n).all(|w| g.position(w) < g.position(n))
         })
     }
 
@@ -230,9 +261,10 @@ mod tests {
         let mut g = graph(3);
         g.try_add_edge(2, 1).unwrap();
         g.try_add_edge(1, 0).unwrap();
-        let before = g.position.clone();
+        let positions = |g: &OrderGraph| (0..3).map(|n| g.position(n)).collect::<Vec<_>>();
+        let before = positions(&g);
         assert_eq!(g.try_add_edge(0, 2), Err(()));
-        assert_eq!(g.position, before);
-        assert_eq!(g.out.to.len(), 2);
+        assert_eq!(positions(&g), before);
+        assert_eq!((g.out.len(), g.into.len()), (2, 2));
     }
 }
