@@ -325,17 +325,22 @@ fn sampled_timings_estimate_every_run_when_run_times_change() {
     })
 }
 
+/// A root and a split of `n` no-op parts below it.
+fn wide(name: &str, n: usize) -> sk_cycle::Cycle {
+    let mut b = CycleBuilder::new(name);
+    b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+    b.split((0..n).map(|i| CyclePart::new(format!("p{i}"), |_| ())), 2)
+        .unwrap();
+    b.build().unwrap()
+}
+
 #[test]
 fn a_cycle_larger_than_the_exact_budget_samples_its_first_iteration() {
     guarded(|| {
         // More than 4096 parts: no iteration is timed exactly, the first
         // one is sampled like any other (about one part in 16).
         let n = 8000;
-        let mut b = CycleBuilder::new("wide sampled");
-        b.add(CyclePart::new("root", |_| ()), 1).unwrap();
-        b.split((0..n).map(|i| CyclePart::new(format!("p{i}"), |_| ())), 2)
-            .unwrap();
-        let cycle = b.build().unwrap();
+        let cycle = wide("wide sampled", n);
         // Twice: the second run reuses the first's per-part state.
         for run in 0..2 {
             let report = cycle.run(Run::once().threads(2)).unwrap();
@@ -358,12 +363,7 @@ fn a_large_cycle_run_again_counts_only_its_own_runs() {
         // More than 4096 parts: a run goes on with the timing countdown
         // the last one left, but a part's first timed run in it stands
         // only for runs of this run.
-        let n = 5000;
-        let mut b = CycleBuilder::new("wide again");
-        b.add(CyclePart::new("root", |_| ()), 1).unwrap();
-        b.split((0..n).map(|i| CyclePart::new(format!("p{i}"), |_| ())), 2)
-            .unwrap();
-        let cycle = b.build().unwrap();
+        let cycle = wide("wide again", 5000);
         let k = 20;
         for run in 0..3 {
             let report = cycle.run(Run::times(k).threads(2)).unwrap();
