@@ -269,14 +269,16 @@ pub struct PartStats {
     /// part's time: every run of a part of 3.2 µs or more, about one in
     /// 160 of a 20 ns one, at most a mean gap of 256 (its first timed run
     /// past the exact ones comes within 16 of its runs; in a lane of more
-    /// than 4096 parts, a cycle's next run goes on from where the last one
-    /// left off, so a run of a few iterations may time few of its parts,
-    /// and a part not timed in a run has `timing.count` 0). Each timed run
-    /// counts for the runs since the part's last timed one (see
+    /// than 4096 nodes, parts and level barriers, a cycle's next run goes
+    /// on from where the last one left off, so a run of a few iterations
+    /// may time few of its parts, and a part not timed in a run has
+    /// `timing.count` 0). Each timed run counts for the runs since the
+    /// part's last timed one (see
     /// [`WindowStats::record_n`](sk_core::WindowStats::record_n)), so the
     /// count, total, mean, stdev and percentiles estimate every run, also
     /// when its run times change during the run; `min` and `max` are of
-    /// the timed runs. `timing.count` is every run up to its last timed
+    /// the timed runs (a run that times out is timed only when its start
+    /// chose to time it). `timing.count` is every run up to its last timed
     /// one; [`PartStats::states`] counts every run exactly. With the trace
     /// on, every run is timed. Timings are gathered per thread and merged
     /// a few hundred at a time and when read, so the percentiles' window

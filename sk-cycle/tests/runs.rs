@@ -335,6 +335,43 @@ fn wide(name: &str, n: usize) -> sk_cycle::Cycle {
 }
 
 #[test]
+fn a_timed_out_part_counts_at_most_its_runs() {
+    guarded(|| {
+        // A timed-out run is recorded by the watchdog: only if its start
+        // chose to time it, and then for the runs its sample stands for.
+        // Before, every timed-out run was recorded with the weight meant
+        // for the part's next timed run (up to 16 runs for its first).
+        let mut b = CycleBuilder::new("wide with timeouts");
+        b.add(CyclePart::new("root", |_| ()), 1).unwrap();
+        b.split(
+            (0..5000).map(|i| {
+                if i % 500 == 0 {
+                    CyclePart::new(format!("p{i}"), |ctx: &sk_cycle::PartContext<'_>| {
+                        ctx.stop_token().wait_timeout(Duration::from_secs(5));
+                    })
+                    .timeout(Duration::from_millis(20))
+                    .error_mode(sk_cycle::ErrorMode::Skip)
+                } else {
+                    CyclePart::new(format!("p{i}"), |_| ())
+                }
+            }),
+            2,
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::once().threads(2)).unwrap();
+        for part in &report.stats().parts {
+            let runs: u64 = PartState::ALL.iter().map(|&s| part.count(s)).sum();
+            assert!(
+                part.timing.count <= runs,
+                "{}: {} > {runs}",
+                part.name,
+                part.timing.count
+            );
+        }
+    })
+}
+
+#[test]
 fn a_cycle_larger_than_the_exact_budget_samples_its_first_iteration() {
     guarded(|| {
         // More than 4096 parts: no iteration is timed exactly, the first

@@ -4,14 +4,14 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sk_core::Execute as _;
 use sk_core::{
     BoxError, Permanent, Retry, StopToken, SystemClock, Value, error_chain, panic_message,
 };
 
-use super::timing::{Started, thread_number};
+use super::timing::Started;
 use super::{NodeRt, Plain, Poison, Runtime, Step};
 use crate::context::{Input, PartContext};
 use crate::error::PartError;
@@ -348,9 +348,22 @@ impl Runtime {
         stop: &StopToken,
         iteration: u64,
     ) -> Finish {
+        let lane = self.plan.parts[node as usize].lane;
+        let started = self.start_clock(node, lane, iteration);
+        self.execute_clocked(node, input, stop, iteration, started)
+    }
+
+    /// [`execute`](Self::execute) with its clock already started (or not).
+    pub(super) fn execute_clocked(
+        &self,
+        node: u32,
+        input: &Input,
+        stop: &StopToken,
+        iteration: u64,
+        started: Option<Started>,
+    ) -> Finish {
         let pp = &self.plan.parts[node as usize];
         let part = &pp.part;
-        let started = self.start_clock(node, pp.lane, iteration);
         let _part = part_span(pp, iteration);
         let env = self.env(pp.lane);
         if let Err(error) = self.intend(node, iteration) {
@@ -617,7 +630,7 @@ impl Runtime {
     }
 
     /// The end of a timed part whose deadline passed first.
-    pub(super) fn timed_out(&self, node: u32, limit: Duration, started: Instant) -> Finish {
+    pub(super) fn timed_out(&self, node: u32, limit: Duration, clock: Option<Started>) -> Finish {
         let pp = &self.plan.parts[node as usize];
         let error = PartError::TimedOut {
             part: pp.part.name.to_string(),
@@ -625,12 +638,9 @@ impl Runtime {
             after: limit,
         };
         let mut finish = self.failure(pp, error, true);
-        finish.ran = (self.options.stats || self.options.trace).then(|| {
-            // The stats' clock at `started`, as near as it can be told.
-            let now = quanta::Instant::now();
-            let at = now.checked_sub(started.elapsed()).unwrap_or(now);
-            (at, thread_number())
-        });
+        // Timed (stats or trace) only when its own start said so: an
+        // untimed run's countdown is not its sample.
+        finish.ran = clock;
         finish
     }
 

@@ -182,13 +182,14 @@ fn run_claimed(
     let generation = rt.claim(node);
     let token = rt.cancel.child();
     let started = Instant::now();
+    let clock = rt.start_clock(node, rt.plan.parts[node as usize].lane, iteration);
     {
         let this = rt.hold();
         let token = token.clone();
         let fire = Box::new(move || {
             if this.settle_claim(node, generation) {
                 token.stop();
-                let finish = this.timed_out(node, limit, started);
+                let finish = this.timed_out(node, limit, clock);
                 this.complete_from_outside(node, finish.gated(gated));
             }
         });
@@ -198,7 +199,7 @@ fn run_claimed(
             None => fire(),
         }
     }
-    let finish = token.enter(|| rt.execute(node, &input, &token, iteration));
+    let finish = token.enter(|| rt.execute_clocked(node, &input, &token, iteration, clock));
     if rt.settle_claim(node, generation) {
         rt.complete_from_outside(node, finish.gated(gated));
     }
