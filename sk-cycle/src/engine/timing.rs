@@ -25,10 +25,11 @@ const TIMED_ONE_IN: u64 = 16;
 
 /// About what timing a run adds to it, in nanoseconds (two clock reads,
 /// the sample's bookkeeping and its merge into the part's stats, which
-/// in a large cycle misses the cache), times the share of a part's time that
-/// timing may take (1/32): a part whose run takes this long or longer is
-/// timed every run; a shorter one about one run in `TIMED_BUDGET_NS / its
-/// duration`, at most one in [`MAX_TIMING_GAP`] on average.
+/// in a large cycle misses the cache), times the share of a part's time
+/// that timing may take (1/32): a part whose run takes this long or
+/// longer is timed every run; a shorter one about one run in
+/// `TIMED_BUDGET_NS / its duration`, at most one in [`MAX_TIMING_GAP`] on
+/// average.
 const TIMED_BUDGET_NS: u64 = 100 * 32;
 
 /// The longest mean gap between two timed runs of a part.
@@ -57,8 +58,9 @@ fn mixed(node: u32, iteration: u64) -> u64 {
 
 /// How many of its runs part `node`, first run in this run in
 /// `iteration`, leaves untimed before its first timed one: none while its
-/// lane is timed exactly (iterations 1 to `exact_iterations`), else 0 to 15 at
-/// random (so a large lane's first iteration times about one part in 16).
+/// lane is timed exactly (iterations 1 to `exact_iterations`), else 0 to
+/// 15 at random (so a large lane's first iteration times about one part
+/// in 16).
 #[inline]
 fn first_timed(node: u32, iteration: u64, exact_iterations: u64) -> u32 {
     if iteration <= exact_iterations {
