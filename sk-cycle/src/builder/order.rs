@@ -70,6 +70,13 @@ impl OrderGraph {
         self.slots.len()
     }
 
+    /// Makes room for `nodes` more nodes, each with an edge into it.
+    pub(super) fn reserve(&mut self, nodes: usize) {
+        self.slots.reserve(nodes);
+        self.out.reserve(nodes);
+        self.into.reserve(nodes);
+    }
+
     /// Adds a node, after every other in the order; its index.
     pub(super) fn add_node(&mut self) -> usize {
         let idx = self.slots.len();

@@ -267,7 +267,8 @@ impl Tree {
     ) -> Result<(Staged, Vec<NodeIdx>), BuildError> {
         let mut staged = Staged {
             base: self.nodes.len(),
-            nodes: Vec::new(),
+            // At least a node per item, and the fork.
+            nodes: Vec::with_capacity(items.len() + usize::from(fork.is_some())),
             after: Vec::new(),
             pipes: Vec::new(),
             max_col: self.max_col.max(at.position),
@@ -332,6 +333,12 @@ impl Tree {
     /// Appends staged nodes; cannot fail (everything was checked).
     pub(super) fn commit(&mut self, parent: Option<NodeIdx>, staged: Staged) {
         let first = staged.base;
+        // Room for them all at once: a large split grows each index once.
+        let added = staged.nodes.len();
+        self.nodes.reserve(added);
+        self.by_coord.reserve(added);
+        self.by_name.reserve(added);
+        self.graph.reserve(added);
         for node in staged.nodes {
             self.push_node(node);
         }
