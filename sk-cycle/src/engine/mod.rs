@@ -214,16 +214,7 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         let mut nodes = std::mem::take(&mut self.nodes);
         let mut cold = std::mem::take(&mut self.cold);
-        let carry: Vec<bool> = self
-            .plan
-            .lanes
-            .iter()
-            .map(|lane| timing::carries_timing(lane.nodes.len()))
-            .collect();
-        for n in nodes.iter_mut() {
-            let carry_timing = carry[n.lane as usize];
-            n.reset(carry_timing);
-        }
+        node::reset_all(&mut nodes, &self.plan);
         // Cold state is written only by timeouts, rate limits, retries and
         // ends other than success: a run of none of those left it as new.
         let plan = &self.plan;

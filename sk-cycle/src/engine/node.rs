@@ -103,6 +103,16 @@ impl NodeRt {
     }
 }
 
+/// Resets every node of `plan` for the cycle's next run (see
+/// [`NodeRt::reset`]), carrying the stats countdown in the lanes that
+/// carry it.
+pub(super) fn reset_all(nodes: &mut [NodeRt], plan: &Plan) {
+    for n in nodes {
+        let lane = &plan.lanes[n.lane as usize];
+        n.reset(super::timing::carries_timing(lane.nodes.len()));
+    }
+}
+
 /// A run's per-node arrays, handed to the plan when the run is dropped
 /// for the cycle's next run: a large cycle's run then writes over memory
 /// it already has, rather than faulting fresh pages in (which the
