@@ -325,13 +325,17 @@ fn sampled_timings_estimate_every_run_when_run_times_change() {
     })
 }
 
-/// A root and a split of `n` no-op parts below it.
-fn wide(name: &str, n: usize) -> sk_cycle::Cycle {
+/// A root and a split of `parts` below it.
+fn wide(name: &str, parts: impl IntoIterator<Item = CyclePart>) -> sk_cycle::Cycle {
     let mut b = CycleBuilder::new(name);
     b.add(CyclePart::new("root", |_| ()), 1).unwrap();
-    b.split((0..n).map(|i| CyclePart::new(format!("p{i}"), |_| ())), 2)
-        .unwrap();
+    b.split(parts, 2).unwrap();
     b.build().unwrap()
+}
+
+/// `n` no-op parts, `p0` to `p{n-1}`.
+fn noops(n: usize) -> impl Iterator<Item = CyclePart> {
+    (0..n).map(|i| CyclePart::new(format!("p{i}"), |_| ()))
 }
 
 #[test]
@@ -341,9 +345,8 @@ fn a_timed_out_part_counts_at_most_its_runs() {
         // chose to time it, and then for the runs its sample stands for.
         // Before, every timed-out run was recorded with the weight meant
         // for the part's next timed run (up to 16 runs for its first).
-        let mut b = CycleBuilder::new("wide with timeouts");
-        b.add(CyclePart::new("root", |_| ()), 1).unwrap();
-        b.split(
+        let cycle = wide(
+            "wide with timeouts",
             (0..5000).map(|i| {
                 if i % 500 == 0 {
                     CyclePart::new(format!("p{i}"), |ctx: &sk_cycle::PartContext<'_>| {
@@ -355,10 +358,8 @@ fn a_timed_out_part_counts_at_most_its_runs() {
                     CyclePart::new(format!("p{i}"), |_| ())
                 }
             }),
-            2,
-        )
-        .unwrap();
-        let report = b.build().unwrap().run(Run::once().threads(2)).unwrap();
+        );
+        let report = cycle.run(Run::once().threads(2)).unwrap();
         for part in &report.stats().parts {
             let runs: u64 = PartState::ALL.iter().map(|&s| part.count(s)).sum();
             assert!(
@@ -377,7 +378,7 @@ fn a_cycle_larger_than_the_exact_budget_samples_its_first_iteration() {
         // More than 4096 parts: no iteration is timed exactly, the first
         // one is sampled like any other (about one part in 16).
         let n = 8000;
-        let cycle = wide("wide sampled", n);
+        let cycle = wide("wide sampled", noops(n));
         // Twice: the second run reuses the first's per-part state.
         for run in 0..2 {
             let report = cycle.run(Run::once().threads(2)).unwrap();
@@ -400,7 +401,7 @@ fn a_large_cycle_run_again_counts_only_its_own_runs() {
         // More than 4096 parts: a run goes on with the timing countdown
         // the last one left, but a part's first timed run in it stands
         // only for runs of this run.
-        let cycle = wide("wide again", 5000);
+        let cycle = wide("wide again", noops(5000));
         let k = 20;
         for run in 0..3 {
             let report = cycle.run(Run::times(k).threads(2)).unwrap();
