@@ -283,7 +283,8 @@ fn diamond() -> Cycle {
 /// names).
 fn wavefront(n: usize, print_phases: bool) -> Cycle {
     let name = |i: usize, j: usize| format!("w{i}_{j}");
-    let timed = |what: &str, f: &mut dyn FnMut()| {
+    // Each phase timed and printed when `print_phases` (the last build).
+    let phase = |what: &str, f: &mut dyn FnMut()| {
         if print_phases {
             timed(what, None, f);
         } else {
@@ -293,10 +294,10 @@ fn wavefront(n: usize, print_phases: bool) -> Cycle {
     let mut b = CycleBuilder::new("wavefront");
     b.add(noop("root".into()), 1).expect("root");
     let mut rows = Vec::with_capacity(n);
-    timed("wavefront: split", &mut || {
+    phase("wavefront: split", &mut || {
         rows.push(b.split((0..n).map(|j| noop(name(0, j))), 2).expect("split"));
     });
-    timed("wavefront: chains", &mut || {
+    phase("wavefront: chains", &mut || {
         for i in 1..n {
             let row = rows[i - 1]
                 .iter()
@@ -306,7 +307,7 @@ fn wavefront(n: usize, print_phases: bool) -> Cycle {
             rows.push(row);
         }
     });
-    timed("wavefront: after edges", &mut || {
+    phase("wavefront: after edges", &mut || {
         for row in &rows {
             for pair in row.windows(2) {
                 b.after(pair[1], pair[0]).expect("after");
@@ -315,7 +316,7 @@ fn wavefront(n: usize, print_phases: bool) -> Cycle {
     });
     let mut b = Some(b);
     let mut cycle = None;
-    timed("wavefront: build", &mut || {
+    phase("wavefront: build", &mut || {
         cycle = b.take().map(|b| b.build().expect("build"));
     });
     cycle.expect("built")
