@@ -18,6 +18,8 @@ pub(crate) type NodeIdx = usize;
 ///
 /// Invariants (kept by the builder):
 /// - `nodes[0]` is the root part at 1-1, when there is any node;
+/// - a node comes after its parent (`children` hold larger indices): the
+///   plan's compile walks nodes in index order, parents first;
 /// - a part node has at most one child; a fork node has at least one, and
 ///   its children are part nodes, in position order;
 /// - every node's coordinate is unique; part names are unique;
@@ -44,7 +46,7 @@ pub(crate) struct Blueprint {
 /// by part name and by coordinate (forks included).
 #[derive(Debug, Default)]
 pub(crate) struct Indexes {
-    pub(crate) by_name: FastMap<Arc<str>, u32>,
+    pub(crate) by_name: crate::names::NameIndex,
     pub(crate) by_coord: FastMap<Coord, u32>,
 }
 

@@ -171,8 +171,8 @@ impl Durable {
         // Once parts the caller has checked did not do their effect.
         let mut rerun_once = vec![false; plan.parts.len()];
         for name in &setup.rerun_once {
-            match plan.by_name.get(name.as_str()) {
-                Some(&id) if plan.parts[id as usize].part.once => rerun_once[id as usize] = true,
+            match plan.id_of(name) {
+                Some(id) if plan.parts[id as usize].part.once => rerun_once[id as usize] = true,
                 _ => {
                     return Err(RunError::NotOnce {
                         cycle: cycle.to_owned(),
@@ -206,7 +206,7 @@ impl Durable {
         let next = |lane: u32| lanes_done.get(lane as usize).copied().unwrap_or(0) + 1;
         let mut replay: Vec<Option<(u64, Replay)>> = plan.parts.iter().map(|_| None).collect();
         for record in resume.completed {
-            let Some(&id) = plan.by_name.get(record.part.as_str()) else {
+            let Some(id) = plan.id_of(&record.part) else {
                 continue;
             };
             let part = &plan.parts[id as usize].part;
@@ -253,7 +253,7 @@ impl Durable {
             forget_after(plan, &rerun, &mut replay);
         }
         for (iteration, part) in resume.intents {
-            let Some(&id) = plan.by_name.get(part.as_str()) else {
+            let Some(id) = plan.id_of(&part) else {
                 continue;
             };
             let slot = &mut replay[id as usize];

@@ -147,6 +147,7 @@ mod durable;
 mod engine;
 mod error;
 mod mode;
+mod names;
 mod part;
 mod plan;
 mod process;

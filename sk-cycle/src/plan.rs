@@ -17,16 +17,18 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::FastMap;
+use crate::names::NameIndex;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use crate::blueprint::{Blueprint, BpKind, Indexes, NodeIdx};
 use crate::coord::Coord;
 use crate::error::BuildError;
-use crate::mode::{ErrorMode, Placement, SyncMode};
+use crate::mode::SyncMode;
 use crate::part::{ConditionFn, CyclePart, PartFn, Work};
 
 mod edges;
+mod walk;
 
 pub(crate) use edges::{DATA, SOLE, edge_target};
 use edges::{reaches, successor_lists};
@@ -47,8 +49,20 @@ pub(crate) struct PlanPart {
     pub(crate) coord: Coord,
     /// The part whose output is this part's input.
     pub(crate) input_from: Option<u32>,
+    /// What few parts have (see [`Guards`]): `None` for most.
+    pub(crate) guards: Option<Box<Guards>>,
+    pub(crate) lane: u32,
+    /// Where it runs (see `engine/place.rs`).
+    pub(crate) site: Site,
+}
+
+/// A part's inherited conditions, gate, rate limiters and declared reads:
+/// out of line, as most parts have none (a large cycle's plan is then
+/// half the size, and made in half the memory).
+#[derive(Default)]
+pub(crate) struct Guards {
     /// Conditions inherited from the splits above it (its own is in `part`).
-    pub(crate) split_conditions: Vec<Arc<ConditionFn>>,
+    pub(crate) split_conditions: Box<[Arc<ConditionFn>]>,
     pub(crate) gate: Option<u32>,
     /// The rate limiters a start of it draws from (its own, its splits',
     /// the cycle's): indices into [`Plan::rates`].
@@ -57,9 +71,33 @@ pub(crate) struct PlanPart {
     /// they last completed.
     pub(crate) reads: Box<[u32]>,
     pub(crate) reads_latest: Box<[u32]>,
-    pub(crate) lane: u32,
-    /// Where it runs (see `engine/place.rs`).
-    pub(crate) site: Site,
+}
+
+impl PlanPart {
+    /// Conditions inherited from the splits above it.
+    pub(crate) fn split_conditions(&self) -> &[Arc<ConditionFn>] {
+        self.guards.as_ref().map_or(&[], |g| &g.split_conditions)
+    }
+
+    /// The gate it enters, if any.
+    pub(crate) fn gate(&self) -> Option<u32> {
+        self.guards.as_ref().and_then(|g| g.gate)
+    }
+
+    /// The rate limiters a start of it draws from.
+    pub(crate) fn rates(&self) -> &[u32] {
+        self.guards.as_ref().map_or(&[], |g| &g.rates)
+    }
+
+    /// The parts it declared it reads, ordered before it.
+    pub(crate) fn reads(&self) -> &[u32] {
+        self.guards.as_ref().map_or(&[], |g| &g.reads)
+    }
+
+    /// The parts it declared it reads as they last completed.
+    pub(crate) fn reads_latest(&self) -> &[u32] {
+        self.guards.as_ref().map_or(&[], |g| &g.reads_latest)
+    }
 }
 
 /// Where a part runs, chosen when the plan is compiled; the engine runs
@@ -108,7 +146,7 @@ pub(crate) struct Plan {
     pub(crate) rates: Vec<f64>,
     pub(crate) components: Vec<String>,
     /// Part ids by name and by coordinate (shared with each report).
-    pub(crate) by_name: Arc<FastMap<Arc<str>, u32>>,
+    pub(crate) by_name: Arc<NameIndex>,
     pub(crate) by_coord: Arc<FastMap<Coord, u32>>,
     /// The parts directly below each part in the tree (through forks), in
     /// coordinate order: its subtree's first level.
@@ -172,6 +210,11 @@ impl Plan {
         &self.succ[self.succ_start[n] as usize..self.succ_start[n + 1] as usize]
     }
 
+    /// The id of the part `name`.
+    pub(crate) fn id_of(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name, |id| &self.names[id as usize])
+    }
+
     /// Whether `node` is a part (not a barrier).
     #[inline]
     pub(crate) fn is_part(&self, node: u32) -> bool {
@@ -206,227 +249,22 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     }
     let pid = |idx: NodeIdx| part_of_node[idx];
 
-    // Walk the tree from the root: the part above each node (its data
-    // parent), the innermost gate, inherited conditions, and lanes.
-    let cycle_gate = bp.concurrency_limit;
-    let mut gates: Vec<NonZeroUsize> = Vec::new();
-    if let Some(limit) = cycle_gate {
-        gates.push(limit);
-    }
-    let mut parts: Vec<Option<PlanPart>> = (0..order.len()).map(|_| None).collect();
-    let mut lanes_of_parts: Vec<u32> = vec![0; order.len()];
-    let mut lane_count = 1u32;
-    let mut components: Vec<String> = Vec::new();
-    let mut edges: Vec<(u32, u32, bool)> = Vec::new(); // (from, to, data)
-    // Level-sync scopes: the part ids in each scope.
-    let mut level_scopes: Vec<Vec<u32>> = Vec::new();
-    let cycle_level = bp.sync == Some(SyncMode::Level);
-    if cycle_level {
-        level_scopes.push(Vec::new());
-    }
-
-    struct Frame {
-        node: NodeIdx,
-        data_parent: Option<u32>,
-        gate: Option<u32>,
-        rates: Vec<u32>,
-        conditions: Vec<Arc<ConditionFn>>,
-        lane: u32,
-        scopes: Vec<usize>,
-    }
-    let root_gate = cycle_gate.map(|_| 0u32);
-    let mut rates: Vec<f64> = Vec::new();
-    let mut add_rate = |per_sec: f64, what: &dyn Fn() -> String| -> Result<u32, BuildError> {
-        if !(per_sec.is_finite() && per_sec > 0.0) {
-            return Err(process_error_or(
-                bp,
-                BuildError::InvalidRateLimit {
-                    what: what(),
-                    per_sec,
-                },
-            ));
-        }
-        rates.push(per_sec);
-        Ok(rates.len() as u32 - 1)
-    };
-    let root_rates = match bp.rate_limit {
-        Some(per_sec) => vec![add_rate(per_sec, &|| format!("cycle \"{}\"", bp.name))?],
-        None => Vec::new(),
-    };
-    let mut stack = vec![Frame {
-        node: 0,
-        data_parent: None,
-        gate: root_gate,
-        rates: root_rates,
-        conditions: Vec::new(),
-        lane: 0,
-        scopes: if cycle_level { vec![0] } else { Vec::new() },
-    }];
-    let cycle_independent = bp.sync == Some(SyncMode::Independent);
-    // Found while walking, with each part's settings at hand.
-    let (mut any_timeout, mut any_local_process, mut any_retry) = (false, false, false);
-    let mut remote_parts: Vec<u32> = Vec::new();
-    // Also found here, so that the checks after the walk visit only the
-    // parts concerned (each part's settings are a separate allocation: a
-    // pass over every part to look at them missed the cache per part).
-    let mut readers: Vec<u32> = Vec::new();
-    let mut process_nodes: Vec<NodeIdx> = Vec::new();
-    let mut missing_fallback: Option<u32> = None;
-    // Plain parts, by id; their closures and every part's name are taken
-    // after the walk, in id order. The walk visits a wide cycle's parts
-    // far apart in memory (down one column of a grid built row by row),
-    // and each of those is a separate allocation: one more cache miss per
-    // part here, none in order.
-    let mut plain_parts: Vec<bool> = vec![false; order.len()];
-    let unnamed: Arc<str> = Arc::from("");
-    while let Some(frame) = stack.pop() {
-        let node = &bp.nodes[frame.node];
-        match &node.kind {
-            BpKind::Part(part) => {
-                let Some(id) = pid(frame.node) else { continue };
-                // Cycle-wide independence: every part is its own lane.
-                let lane = if cycle_independent && frame.node != 0 {
-                    lane_count += 1;
-                    lane_count - 1
-                } else {
-                    frame.lane
-                };
-                let settings = part.settings();
-                any_timeout |= settings.timeout.is_some();
-                any_retry |= part.error_mode == ErrorMode::Retry;
-                any_local_process |= part.placement.is_local_process();
-                if matches!(
-                    part.error_mode,
-                    ErrorMode::FallbackFail | ErrorMode::FallbackSkip
-                ) && settings.fallback.is_none()
-                {
-                    missing_fallback = Some(missing_fallback.map_or(id, |m| m.min(id)));
-                }
-                if !settings.reads.is_empty() || !settings.reads_latest.is_empty() {
-                    readers.push(id);
-                }
-                if part.placement.is_process() {
-                    process_nodes.push(frame.node);
-                }
-                let site = match &part.placement {
-                    Placement::Component(name) => Site::Component(intern(&mut components, name)),
-                    Placement::Remote(_) => {
-                        remote_parts.push(id);
-                        Site::Remote
-                    }
-                    p if p.is_process() => Site::Process,
-                    _ if settings.timeout.is_some() => Site::Timed,
-                    _ => Site::Pool,
-                };
-                if let Some(parent) = frame.data_parent {
-                    edges.push((parent, id, true));
-                }
-                for &scope in &frame.scopes {
-                    level_scopes[scope].push(id);
-                }
-                lanes_of_parts[id as usize] = lane;
-                plain_parts[id as usize] = matches!(part.work, Work::Context(_))
-                    && settings.validator.is_none()
-                    && settings.input_validator.is_none()
-                    && settings.condition.is_none()
-                    && part.error_mode != ErrorMode::Retry
-                    && settings.timeout.is_none()
-                    && part.placement == Placement::Pool
-                    && frame.conditions.is_empty()
-                    && frame.gate.is_none()
-                    && frame.rates.is_empty()
-                    && settings.rate_limit.is_none()
-                    && !part.once;
-                let mut part_rates = frame.rates.clone();
-                if let Some(per_sec) = settings.rate_limit {
-                    let what = || format!("part \"{}\" at {}", part.name, node.coord);
-                    part_rates.push(add_rate(per_sec, &what)?);
-                }
-                parts[id as usize] = Some(PlanPart {
-                    part: Arc::clone(part),
-                    name: Arc::clone(&unnamed),
-                    plain: None,
-                    coord: node.coord,
-                    input_from: frame.data_parent,
-                    split_conditions: frame.conditions.clone(),
-                    gate: frame.gate,
-                    rates: part_rates.into_boxed_slice(),
-                    reads: Box::new([]),
-                    reads_latest: Box::new([]),
-                    lane,
-                    site,
-                });
-                for &child in &node.children {
-                    stack.push(Frame {
-                        node: child,
-                        data_parent: Some(id),
-                        gate: frame.gate,
-                        rates: frame.rates.clone(),
-                        conditions: frame.conditions.clone(),
-                        lane,
-                        scopes: frame.scopes.clone(),
-                    });
-                }
-            }
-            BpKind::Fork(split) => {
-                let mode = effective_sync(bp, split.sync);
-                let gate = if cycle_gate.is_some() {
-                    frame.gate
-                } else if let Some(limit) = split.concurrency_limit {
-                    gates.push(limit);
-                    Some(gates.len() as u32 - 1)
-                } else {
-                    frame.gate
-                };
-                let mut split_rates = frame.rates.clone();
-                if let Some(per_sec) = split.rate_limit {
-                    let what = || format!("the split at {}", node.coord);
-                    split_rates.push(add_rate(per_sec, &what)?);
-                }
-                let mut conditions = frame.conditions.clone();
-                if let Some(cond) = &split.condition {
-                    conditions.push(Arc::clone(cond));
-                }
-                let mut scopes = frame.scopes.clone();
-                if mode == SyncMode::Level && !cycle_level {
-                    level_scopes.push(Vec::new());
-                    scopes.push(level_scopes.len() - 1);
-                }
-                let children: Vec<u32> = node.children.iter().filter_map(|&c| pid(c)).collect();
-                let mut previous: Option<u32> = None;
-                for (&child_idx, &child) in node.children.iter().zip(&children) {
-                    let lane = if mode == SyncMode::Independent && !cycle_independent {
-                        lane_count += 1;
-                        lane_count - 1
-                    } else {
-                        frame.lane
-                    };
-                    let data_parent = match (mode, previous) {
-                        (SyncMode::Pipeline, Some(prev)) => Some(prev),
-                        _ => frame.data_parent,
-                    };
-                    if let (SyncMode::Sequential, Some(prev)) = (mode, previous) {
-                        edges.push((prev, child, false));
-                    }
-                    previous = Some(child);
-                    stack.push(Frame {
-                        node: child_idx,
-                        data_parent,
-                        gate,
-                        rates: split_rates.clone(),
-                        conditions: conditions.clone(),
-                        lane,
-                        scopes: scopes.clone(),
-                    });
-                }
-            }
-        }
-    }
-    #[expect(
-        clippy::filter_map_identity,
-        reason = "`filter_map` collects in place; `flatten` copies every part into a fresh array"
-    )]
-    let mut parts: Vec<PlanPart> = parts.into_iter().filter_map(|p| p).collect();
+    let walk::Walked {
+        mut parts,
+        lane_count,
+        gates,
+        rates,
+        components,
+        mut edges,
+        level_scopes,
+        any_timeout,
+        any_retry,
+        any_local_process,
+        mut remote_parts,
+        mut readers,
+        mut process_nodes,
+        missing_fallback,
+    } = walk::walk(bp, order.len(), &part_of_node)?;
     process_nodes.sort_unstable();
     check_process_work(bp, &process_nodes)?;
     if parts.len() != order.len() {
@@ -435,12 +273,6 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
         return Err(BuildError::Empty {
             name: bp.name.clone(),
         });
-    }
-    for (p, &plain) in parts.iter_mut().zip(&plain_parts) {
-        p.name = Arc::clone(&p.part.name);
-        if let (true, Work::Context(f)) = (plain, &p.part.work) {
-            p.plain = Some(Arc::clone(f));
-        }
     }
     if let Some(p) = missing_fallback.and_then(|id| parts.get(id as usize)) {
         return Err(BuildError::MissingFallback {
@@ -559,15 +391,16 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
         mut by_name,
         mut by_coord,
     } = indexes;
-    by_name.retain(|_, idx| to_part(idx));
+    by_name.remap(|idx| pid(idx as NodeIdx));
     by_coord.retain(|_, idx| to_part(idx));
     if by_name.len() != parts.len() || by_coord.len() != parts.len() {
         // Not a builder's indexes (one entry per part): made afresh.
-        by_name = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (Arc::clone(&p.part.name), i as u32))
-            .collect();
+        by_name = NameIndex::default();
+        by_name.reserve(parts.len());
+        for (id, p) in parts.iter().enumerate() {
+            let added = by_name.insert(&p.name, id as u32, |i| &parts[i as usize].name);
+            debug_assert!(added.is_ok(), "part names are unique");
+        }
         by_coord = parts
             .iter()
             .enumerate()
@@ -669,46 +502,50 @@ fn check_process_work(bp: &Blueprint, nodes: &[NodeIdx]) -> Result<(), BuildErro
 fn resolve_reads(
     parts: &mut [PlanPart],
     readers: &[u32],
-    by_name: &FastMap<Arc<str>, u32>,
+    by_name: &NameIndex,
     n: usize,
     succ_start: &[u32],
     succ: &[u32],
 ) -> Result<(), BuildError> {
     for &reader in readers {
         let reader = reader as usize;
-        let part = Arc::clone(&parts[reader].part);
-        let coord = parts[reader].coord;
-        let id_of = |name: &Arc<str>| {
-            by_name
-                .get(name)
-                .copied()
-                .ok_or_else(|| BuildError::UnknownRead {
-                    reader: part.name.to_string(),
-                    coord,
-                    part: name.to_string(),
-                })
-        };
-        let mut reads = Vec::with_capacity(part.settings().reads.len());
-        for name in &part.settings().reads {
-            let id = id_of(name)?;
-            if !reaches(id as usize, reader, n, succ_start, succ) {
-                return Err(BuildError::UnorderedRead {
-                    reader: part.name.to_string(),
-                    reader_coord: coord,
-                    part: name.to_string(),
-                    part_coord: parts[id as usize].coord,
-                });
+        let (reads, latest) = {
+            let parts = &*parts;
+            let part = &parts[reader].part;
+            let coord = parts[reader].coord;
+            let id_of = |name: &Arc<str>| {
+                by_name
+                    .get(name, |id| &parts[id as usize].name)
+                    .ok_or_else(|| BuildError::UnknownRead {
+                        reader: part.name.to_string(),
+                        coord,
+                        part: name.to_string(),
+                    })
+            };
+            let mut reads = Vec::with_capacity(part.settings().reads.len());
+            for name in &part.settings().reads {
+                let id = id_of(name)?;
+                if !reaches(id as usize, reader, n, succ_start, succ) {
+                    return Err(BuildError::UnorderedRead {
+                        reader: part.name.to_string(),
+                        reader_coord: coord,
+                        part: name.to_string(),
+                        part_coord: parts[id as usize].coord,
+                    });
+                }
+                reads.push(id);
             }
-            reads.push(id);
-        }
-        let latest = part
-            .settings()
-            .reads_latest
-            .iter()
-            .map(id_of)
-            .collect::<Result<Vec<_>, _>>()?;
-        parts[reader].reads = reads.into_boxed_slice();
-        parts[reader].reads_latest = latest.into_boxed_slice();
+            let latest = part
+                .settings()
+                .reads_latest
+                .iter()
+                .map(id_of)
+                .collect::<Result<Vec<_>, _>>()?;
+            (reads, latest)
+        };
+        let guards = parts[reader].guards.get_or_insert_with(Box::default);
+        guards.reads = reads.into_boxed_slice();
+        guards.reads_latest = latest.into_boxed_slice();
     }
     Ok(())
 }

@@ -24,7 +24,7 @@ pub struct IterationReport {
     pub(crate) names: Arc<[Arc<str>]>,
     pub(crate) coords: Arc<[Coord]>,
     /// Part ids by name and coordinate (the cycle's own maps).
-    pub(crate) by_name: Arc<crate::FastMap<Arc<str>, u32>>,
+    pub(crate) by_name: Arc<crate::names::NameIndex>,
     pub(crate) by_coord: Arc<crate::FastMap<Coord, u32>>,
     /// Per part id; `None` for parts of other lanes.
     pub(crate) states: Vec<Option<PartState>>,
@@ -36,7 +36,9 @@ pub struct IterationReport {
 
 impl IterationReport {
     fn id_of(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).map(|&id| id as usize)
+        self.by_name
+            .get(name, |id| &self.names[id as usize])
+            .map(|id| id as usize)
     }
 
     fn id_at(&self, coord: Coord) -> Option<usize> {

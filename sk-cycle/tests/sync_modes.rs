@@ -430,3 +430,71 @@ fn a_rate_limit_that_is_not_a_positive_number_is_a_build_error() {
         "{text}"
     );
 }
+
+/// Each part's lane, from a traced run of `cycle` once.
+fn lanes_of(b: CycleBuilder) -> Vec<(String, u32)> {
+    let report = b
+        .build()
+        .unwrap()
+        .run(Run::once().threads(2).trace(true))
+        .unwrap();
+    let mut lanes: Vec<(String, u32)> = report
+        .trace()
+        .unwrap()
+        .events()
+        .iter()
+        .filter(|e| e.kind == sk_cycle::TraceKind::Part)
+        .map(|e| (e.name.clone(), e.lane))
+        .collect();
+    lanes.sort_unstable();
+    lanes.dedup();
+    lanes
+}
+
+fn noop(name: &str) -> CyclePart {
+    CyclePart::new(name.to_owned(), |_| ())
+}
+
+/// Journals and traces record lane numbers, so they must not change: an
+/// independent split numbers its parts' lanes when a depth-first walk
+/// from the root, the last child first, reaches it (not in placement
+/// order).
+#[test]
+fn independent_lanes_are_numbered_depth_first_from_the_last_child() {
+    guarded(|| {
+        let independent = || Split::new().sync(SyncMode::Independent);
+        let mut b = CycleBuilder::new("lanes");
+        b.add(noop("root"), 1).unwrap();
+        b.split_with([noop("a"), noop("b"), noop("c")], 2, independent())
+            .unwrap();
+        // Placed under `a` first, but `c`'s subtree is walked first.
+        b.split_with([noop("a1"), noop("a2")], (4, 1), independent())
+            .unwrap();
+        b.split_with([noop("c1"), noop("c2")], (4, 3), independent())
+            .unwrap();
+        let expected = [
+            ("a", 1),
+            ("a1", 6),
+            ("a2", 7),
+            ("b", 2),
+            ("c", 3),
+            ("c1", 4),
+            ("c2", 5),
+            ("root", 0),
+        ];
+        let expected: Vec<(String, u32)> =
+            expected.iter().map(|&(n, l)| (n.to_owned(), l)).collect();
+        assert_eq!(lanes_of(b), expected);
+
+        // Cycle-wide: every part but the root has a lane of its own, in
+        // the same walk's order.
+        let mut b = CycleBuilder::new("all").sync(SyncMode::Independent);
+        b.add(noop("root"), 1).unwrap();
+        b.split([noop("a"), noop("b")], 2).unwrap();
+        b.add(noop("x"), (4, 1)).unwrap();
+        let expected = [("a", 2), ("b", 1), ("root", 0), ("x", 3)];
+        let expected: Vec<(String, u32)> =
+            expected.iter().map(|&(n, l)| (n.to_owned(), l)).collect();
+        assert_eq!(lanes_of(b), expected);
+    })
+}

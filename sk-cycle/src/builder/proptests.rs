@@ -89,7 +89,12 @@ fn resolve(b: &CycleBuilder, t: &Target) -> Coord {
 /// A placed name, or (for one index in eight) an unknown one.
 fn name_at(b: &CycleBuilder, i: usize) -> String {
     let names: Vec<&str> = {
-        let mut v: Vec<&str> = b.tree.by_name.keys().map(|n| &**n).collect();
+        let mut v: Vec<&str> = b
+            .tree
+            .by_name
+            .ids()
+            .map(|i| b.tree.name_of(i as usize))
+            .collect();
         v.sort_unstable();
         v
     };

@@ -1,7 +1,6 @@
 //! The tree behind a [`CycleBuilder`](super::CycleBuilder): placement
 //! checks, layout of splits and sub-cycles, the ordering graph.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use crate::blueprint::{Blueprint, BpKind, BpNode, Indexes, NodeIdx, Split};
 use crate::coord::Coord;
 use crate::error::BuildError;
 use crate::mode::SyncMode;
+use crate::names::NameIndex;
 use crate::part::CyclePart;
 use crate::{FastMap, FastSet};
 
@@ -24,7 +24,7 @@ pub(super) struct Tree {
     /// Node indices by coordinate and part name, as `u32`s (the plan's
     /// ids, which these maps become at build: see [`Indexes`]).
     pub(super) by_coord: FastMap<Coord, u32>,
-    pub(super) by_name: FastMap<Arc<str>, u32>,
+    pub(super) by_name: NameIndex,
     /// Tree, `after` and `pipe` edges, all pointing from the part that runs
     /// first to the part that runs later. Node `i` is `NodeIndex::new(i)`.
     pub(super) graph: OrderGraph,
@@ -80,7 +80,7 @@ impl Tree {
             name,
             nodes: Vec::new(),
             by_coord: FastMap::default(),
-            by_name: FastMap::default(),
+            by_name: NameIndex::default(),
             graph: OrderGraph::default(),
             after: Vec::new(),
             pipes: Vec::new(),
@@ -161,7 +161,10 @@ impl Tree {
 
     /// The node of the placed part `name`.
     pub(super) fn idx_of(&self, name: &str) -> Option<NodeIdx> {
-        self.by_name.get(name).map(|&idx| idx as NodeIdx)
+        let nodes = &self.nodes;
+        self.by_name
+            .get(name, |idx| node_name(nodes, idx))
+            .map(|idx| idx as NodeIdx)
     }
 
     /// The node at `coord`.
@@ -171,10 +174,7 @@ impl Tree {
 
     /// The name of the node at `idx` (`""` for a fork).
     pub(super) fn name_of(&self, idx: NodeIdx) -> &str {
-        match &self.nodes[idx].kind {
-            BpKind::Part(p) => p.name(),
-            BpKind::Fork(_) => "",
-        }
+        node_name(&self.nodes, idx as u32)
     }
 
     fn describe(&self, idx: NodeIdx) -> String {
@@ -373,19 +373,18 @@ impl Tree {
         parent: Option<NodeIdx>,
         part: Arc<CyclePart>,
     ) -> Result<NodeIdx, BuildError> {
-        // The name is looked up and indexed in one probe of the map.
+        // The name is looked up and indexed in one probe of the table.
         let id = self.nodes.len() as u32;
-        match self.by_name.entry(Arc::clone(&part.name)) {
-            Entry::Occupied(first) => {
-                return Err(BuildError::DuplicatePart {
-                    name: part.name().to_owned(),
-                    first: self.nodes[*first.get() as NodeIdx].coord,
-                    second: at,
-                });
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(id);
-            }
+        let nodes = &self.nodes;
+        if let Err(first) = self
+            .by_name
+            .insert(part.name(), id, |idx| node_name(nodes, idx))
+        {
+            return Err(BuildError::DuplicatePart {
+                name: part.name().to_owned(),
+                first: self.nodes[first as NodeIdx].coord,
+                second: at,
+            });
         }
         let idx = self.push_node_indexed(BpNode {
             coord: at,
@@ -403,8 +402,11 @@ impl Tree {
     /// Appends a checked node with its indexes and its tree edge.
     fn push_node(&mut self, node: BpNode) -> NodeIdx {
         if let BpKind::Part(part) = &node.kind {
-            self.by_name
-                .insert(Arc::clone(&part.name), self.nodes.len() as u32);
+            let nodes = &self.nodes;
+            let added = self
+                .by_name
+                .insert(part.name(), nodes.len() as u32, |idx| node_name(nodes, idx));
+            debug_assert!(added.is_ok(), "names are checked before commit");
         }
         self.push_node_indexed(node)
     }
@@ -564,11 +566,13 @@ impl Tree {
     fn sub_prefix(&self, staged: &Staged, name: &str) -> String {
         let in_use = |prefix: &str| {
             let prefix = format!("{prefix}/");
-            self.by_name.keys().any(|n| n.starts_with(&prefix))
-                || staged.nodes.iter().any(|n| match &n.kind {
+            let in_nodes = |nodes: &[BpNode]| {
+                nodes.iter().any(|n| match &n.kind {
                     BpKind::Part(p) => p.name().starts_with(&prefix),
                     BpKind::Fork(_) => false,
                 })
+            };
+            in_nodes(&self.nodes) || in_nodes(&staged.nodes)
         };
         if !in_use(name) {
             return name.to_owned();
@@ -581,5 +585,13 @@ impl Tree {
             }
             k += 1;
         }
+    }
+}
+
+/// The name of node `idx` of `nodes` (`""` for a fork).
+fn node_name(nodes: &[BpNode], idx: u32) -> &str {
+    match &nodes[idx as usize].kind {
+        BpKind::Part(p) => p.name(),
+        BpKind::Fork(_) => "",
     }
 }

@@ -21,15 +21,15 @@ pub(crate) struct Env<'a> {
 impl ContextEnv for Env<'_> {
     fn read(&self, reader: &str, part: &str) -> Result<Arc<Value>, ReadError> {
         let plan = &self.rt.plan;
-        let Some(&id) = plan.by_name.get(part) else {
+        let Some(id) = plan.id_of(part) else {
             return Err(ReadError::Unknown {
                 reader: format!("part \"{reader}\""),
                 part: part.to_owned(),
             });
         };
-        let me = plan.by_name.get(reader).map(|&r| &plan.parts[r as usize]);
-        let latest = me.is_some_and(|me| me.reads_latest.contains(&id));
-        let ordered = me.is_some_and(|me| me.input_from == Some(id) || me.reads.contains(&id));
+        let me = plan.id_of(reader).map(|r| &plan.parts[r as usize]);
+        let latest = me.is_some_and(|me| me.reads_latest().contains(&id));
+        let ordered = me.is_some_and(|me| me.input_from == Some(id) || me.reads().contains(&id));
         if !latest && !ordered {
             return Err(ReadError::Undeclared {
                 reader: format!("part \"{reader}\""),
@@ -53,7 +53,7 @@ impl ContextEnv for Env<'_> {
 
     fn subtree_latest(&self, part: &str) -> Option<crate::context::LatestOutputs> {
         let plan = &self.rt.plan;
-        let id = *plan.by_name.get(part)?;
+        let id = plan.id_of(part)?;
         let below = crate::plan::subtree(&plan.tree_children, id);
         Some(
             below

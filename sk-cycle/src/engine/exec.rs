@@ -279,7 +279,7 @@ impl Runtime {
     /// Whether every condition over `node` holds (a split's, then its own).
     pub(super) fn conditions_hold(&self, node: u32, input: &Input) -> bool {
         let part = &self.plan.parts[node as usize];
-        if part.split_conditions.is_empty() && part.part.settings().condition.is_none() {
+        if part.split_conditions().is_empty() && part.part.settings().condition.is_none() {
             return true;
         }
         let env = self.env(part.lane);
@@ -288,7 +288,7 @@ impl Runtime {
             .load(Ordering::Relaxed);
         let ctx = self.context(part, input, &env, &self.cancel, iteration, 1);
         let check = || {
-            part.split_conditions
+            part.split_conditions()
                 .iter()
                 .chain(part.part.settings().condition.as_ref())
                 .all(|cond| cond(&ctx))

@@ -479,18 +479,18 @@ impl Runtime {
             if !self.conditions_hold(node, &input) {
                 return Step::Done(Finish::resolved(PartState::NotTaken, Poison::NotTaken));
             }
-            if let Some(gate) = part.gate {
+            if let Some(gate) = part.gate() {
                 if !self.gates[gate as usize].enter(node) {
                     return Step::Deferred;
                 }
             }
         }
-        let gated = part.gate.is_some();
-        if !part.rates.is_empty() && !n.rate_cleared.swap(false, Ordering::AcqRel) {
+        let gated = part.gate().is_some();
+        if !part.rates().is_empty() && !n.rate_cleared.swap(false, Ordering::AcqRel) {
             // Each limiter gives its next turn; the part starts at the
             // latest of them — from the watchdog, holding no thread.
             let wait = part
-                .rates
+                .rates()
                 .iter()
                 .filter_map(|&r| self.rates.get(r as usize))
                 .map(RateLimiter::reserve_next)
@@ -564,7 +564,7 @@ impl Runtime {
             let mut queued = None;
             if finish.gated {
                 let part = &self.plan.parts[node as usize];
-                queued = part.gate.and_then(|g| self.gates[g as usize].leave());
+                queued = part.gate().and_then(|g| self.gates[g as usize].leave());
             }
             self.record(node, lane, finish);
             // A queued node handed the gate permit runs first, already
