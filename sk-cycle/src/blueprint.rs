@@ -5,7 +5,6 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use crate::FastMap;
 use crate::context::PartContext;
 use crate::coord::Coord;
 use crate::mode::SyncMode;
@@ -47,7 +46,7 @@ pub(crate) struct Blueprint {
 #[derive(Debug, Default)]
 pub(crate) struct Indexes {
     pub(crate) by_name: crate::names::NameIndex,
-    pub(crate) by_coord: FastMap<Coord, u32>,
+    pub(crate) by_coord: crate::coords::CoordIndex,
 }
 
 /// One node of the tree.

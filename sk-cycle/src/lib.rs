@@ -139,6 +139,7 @@ mod blueprint;
 mod builder;
 mod context;
 mod coord;
+mod coords;
 mod ctrl_c;
 mod current;
 mod cycle;

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::FastMap;
+use crate::coords::CoordIndex;
 use crate::names::NameIndex;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -147,7 +147,7 @@ pub(crate) struct Plan {
     pub(crate) components: Vec<String>,
     /// Part ids by name and by coordinate (shared with each report).
     pub(crate) by_name: Arc<NameIndex>,
-    pub(crate) by_coord: Arc<FastMap<Coord, u32>>,
+    pub(crate) by_coord: Arc<CoordIndex>,
     /// The parts directly below each part in the tree (through forks), in
     /// coordinate order: its subtree's first level.
     pub(crate) tree_children: Arc<TreeChildren>,
@@ -380,19 +380,12 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
 
     // The builder's indexes, from node indices to part ids (a fork has no
     // part: its coordinate goes).
-    let to_part = |idx: &mut u32| match pid(*idx as NodeIdx) {
-        Some(id) => {
-            *idx = id;
-            true
-        }
-        None => false,
-    };
     let Indexes {
         mut by_name,
         mut by_coord,
     } = indexes;
     by_name.remap(|idx| pid(idx as NodeIdx));
-    by_coord.retain(|_, idx| to_part(idx));
+    by_coord.remap(|idx| pid(idx as NodeIdx));
     if by_name.len() != parts.len() || by_coord.len() != parts.len() {
         // Not a builder's indexes (one entry per part): made afresh.
         by_name = NameIndex::default();
@@ -401,11 +394,10 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
             let added = by_name.insert(&p.name, id as u32, |i| &parts[i as usize].name);
             debug_assert!(added.is_ok(), "part names are unique");
         }
-        by_coord = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.coord, i as u32))
-            .collect();
+        by_coord = CoordIndex::default();
+        for (id, p) in parts.iter().enumerate() {
+            by_coord.insert(p.coord, id as u32);
+        }
     }
     readers.sort_unstable();
     resolve_reads(&mut parts, &readers, &by_name, n, &succ_start, &succ)?;

@@ -25,7 +25,7 @@ pub struct IterationReport {
     pub(crate) coords: Arc<[Coord]>,
     /// Part ids by name and coordinate (the cycle's own maps).
     pub(crate) by_name: Arc<crate::names::NameIndex>,
-    pub(crate) by_coord: Arc<crate::FastMap<Coord, u32>>,
+    pub(crate) by_coord: Arc<crate::coords::CoordIndex>,
     /// Per part id; `None` for parts of other lanes.
     pub(crate) states: Vec<Option<PartState>>,
     pub(crate) outputs: Vec<Option<Arc<Value>>>,
@@ -42,7 +42,7 @@ impl IterationReport {
     }
 
     fn id_at(&self, coord: Coord) -> Option<usize> {
-        self.by_coord.get(&coord).map(|&id| id as usize)
+        self.by_coord.get(coord).map(|id| id as usize)
     }
 
     /// The iteration number (of its lane), from 1.

@@ -121,7 +121,7 @@ fn check_invariants(b: &CycleBuilder) -> Result<(), TestCaseError> {
         prop_assert!(matches!(root.kind, BpKind::Part(_)));
     }
     for (i, node) in t.nodes.iter().enumerate() {
-        prop_assert_eq!(t.by_coord[&node.coord] as usize, i);
+        prop_assert_eq!(t.by_coord.get(node.coord), Some(i as u32));
         prop_assert!(node.coord.position <= t.max_col);
         if i > 0 {
             let p = node

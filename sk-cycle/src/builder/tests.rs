@@ -18,7 +18,7 @@ fn filled(b: &CycleBuilder) -> Vec<(Coord, String)> {
     by_coord.sort_unstable();
     by_coord
         .into_iter()
-        .map(|(&coord, &idx)| {
+        .map(|(coord, idx)| {
             let what = match &b.tree.nodes[idx as usize].kind {
                 BpKind::Part(p) => p.name().to_owned(),
                 BpKind::Fork(_) => "<split>".to_owned(),
@@ -404,7 +404,7 @@ fn a_sub_cycle_is_inlined_with_mapped_coordinates_and_renamed_parts() {
     assert_eq!(b.coord_of("sub/s3"), Some(c(6, 3)));
     assert_eq!(b.coord_of("sub/s4"), Some(c(7, 3)));
     assert_eq!(b.coord_of("sub/s5"), Some(c(9, 3)));
-    let fork = &b.tree.nodes[b.tree.by_coord[&c(5, 2)] as usize];
+    let fork = &b.tree.nodes[b.tree.idx_at(c(5, 2)).unwrap()];
     let BpKind::Fork(split) = &fork.kind else {
         panic!("5-2 should be a split");
     };
@@ -412,7 +412,7 @@ fn a_sub_cycle_is_inlined_with_mapped_coordinates_and_renamed_parts() {
     // topmost split, and the one below loses its own.
     assert_eq!(split.sync, Some(SyncMode::Independent));
     assert_eq!(split.concurrency_limit, NonZeroUsize::new(2));
-    let BpKind::Fork(lower) = &b.tree.nodes[b.tree.by_coord[&c(8, 3)] as usize].kind else {
+    let BpKind::Fork(lower) = &b.tree.nodes[b.tree.idx_at(c(8, 3)).unwrap()].kind else {
         panic!("8-3 should be a split");
     };
     assert_eq!(lower.sync, Some(SyncMode::Independent));

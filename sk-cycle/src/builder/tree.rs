@@ -9,6 +9,7 @@ use super::order::OrderGraph;
 
 use crate::blueprint::{Blueprint, BpKind, BpNode, Indexes, NodeIdx, Split};
 use crate::coord::Coord;
+use crate::coords::CoordIndex;
 use crate::error::BuildError;
 use crate::mode::SyncMode;
 use crate::names::NameIndex;
@@ -23,15 +24,16 @@ pub(super) struct Tree {
     pub(super) nodes: Vec<BpNode>,
     /// Node indices by coordinate and part name, as `u32`s (the plan's
     /// ids, which these maps become at build: see [`Indexes`]).
-    pub(super) by_coord: FastMap<Coord, u32>,
+    pub(super) by_coord: CoordIndex,
     pub(super) by_name: NameIndex,
     /// Tree, `after` and `pipe` edges, all pointing from the part that runs
     /// first to the part that runs later. Node `i` is `NodeIndex::new(i)`.
     pub(super) graph: OrderGraph,
     pub(super) after: Vec<(NodeIdx, NodeIdx)>,
     pub(super) pipes: Vec<(NodeIdx, NodeIdx)>,
-    /// `after`, as a set: edges are checked for repeats in O(1).
-    after_set: FastSet<(NodeIdx, NodeIdx)>,
+    /// `after`, as a set of [`edge_key`]s: edges are checked for repeats
+    /// in O(1).
+    after_set: FastSet<u64>,
     /// The source of the pipe into each piped part.
     pipe_into: FastMap<NodeIdx, NodeIdx>,
     pub(super) sync: Option<SyncMode>,
@@ -79,7 +81,7 @@ impl Tree {
         Tree {
             name,
             nodes: Vec::new(),
-            by_coord: FastMap::default(),
+            by_coord: CoordIndex::default(),
             by_name: NameIndex::default(),
             graph: OrderGraph::default(),
             after: Vec::new(),
@@ -99,11 +101,11 @@ impl Tree {
         &mut self,
         (waiter, waits_for): (NodeIdx, NodeIdx),
     ) -> Result<(), BuildError> {
-        if !self.after_set.insert((waiter, waits_for)) {
+        if !self.after_set.insert(edge_key(waiter, waits_for)) {
             return Ok(());
         }
         if let Err(refused) = self.add_order_edge(waits_for, waiter) {
-            self.after_set.remove(&(waiter, waits_for));
+            self.after_set.remove(&edge_key(waiter, waits_for));
             return Err(refused);
         }
         self.after.push((waiter, waits_for));
@@ -112,7 +114,7 @@ impl Tree {
 
     /// Records an `after` edge (already checked).
     fn push_after(&mut self, edge: (NodeIdx, NodeIdx)) {
-        if self.after_set.insert(edge) {
+        if self.after_set.insert(edge_key(edge.0, edge.1)) {
             self.after.push(edge);
         }
     }
@@ -168,8 +170,8 @@ impl Tree {
     }
 
     /// The node at `coord`.
-    fn idx_at(&self, coord: Coord) -> Option<NodeIdx> {
-        self.by_coord.get(&coord).map(|&idx| idx as NodeIdx)
+    pub(super) fn idx_at(&self, coord: Coord) -> Option<NodeIdx> {
+        self.by_coord.get(coord).map(|idx| idx as NodeIdx)
     }
 
     /// The name of the node at `idx` (`""` for a fork).
@@ -336,7 +338,6 @@ impl Tree {
         // Room for them all at once: a large split grows each index once.
         let added = staged.nodes.len();
         self.nodes.reserve(added);
-        self.by_coord.reserve(added);
         self.by_name.reserve(added);
         self.graph.reserve(added);
         for node in staged.nodes {
@@ -594,4 +595,10 @@ fn node_name(nodes: &[BpNode], idx: u32) -> &str {
         BpKind::Part(p) => p.name(),
         BpKind::Fork(_) => "",
     }
+}
+
+/// An edge between two nodes as one 8-byte key (a plan numbers its nodes
+/// in `u32`s: see `push_node_indexed`).
+fn edge_key(from: NodeIdx, to: NodeIdx) -> u64 {
+    (from as u64) << 32 | to as u64
 }

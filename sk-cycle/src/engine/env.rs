@@ -67,7 +67,7 @@ impl ContextEnv for Env<'_> {
     }
 
     fn name_at(&self, coord: Coord) -> Option<&str> {
-        let id = *self.rt.plan.by_coord.get(&coord)?;
+        let id = self.rt.plan.by_coord.get(coord)?;
         Some(&self.rt.plan.parts[id as usize].part.name)
     }
 
