@@ -258,7 +258,7 @@ fn with_retries(
 impl Runtime {
     fn context<'a>(
         &'a self,
-        part: &'a PlanPart,
+        node: u32,
         input: &'a Input,
         env: &'a super::Env<'a>,
         stop: &'a StopToken,
@@ -266,8 +266,8 @@ impl Runtime {
         attempt: u32,
     ) -> PartContext<'a> {
         PartContext {
-            part: &part.name,
-            coord: &part.coord,
+            part: &self.plan.names[node as usize],
+            coord: &self.plan.parts[node as usize].coord,
             iteration,
             attempt,
             input,
@@ -286,7 +286,7 @@ impl Runtime {
         let iteration = self.lanes[part.lane as usize]
             .iteration
             .load(Ordering::Relaxed);
-        let ctx = self.context(part, input, &env, &self.cancel, iteration, 1);
+        let ctx = self.context(node, input, &env, &self.cancel, iteration, 1);
         let check = || {
             part.split_conditions()
                 .iter()
@@ -300,8 +300,8 @@ impl Runtime {
     /// Runs a plain part (see [`PlanPart::plain`]): no validator, retry,
     /// condition, gate, component, timeout or process to consider.
     ///
-    /// It reads the node's line, not its [`PlanPart`] (but for its name's
-    /// address, and on errors).
+    /// It reads the node's line, not its [`PlanPart`] (but for its
+    /// coordinate's address, and on errors).
     #[inline(always)]
     pub(super) fn execute_plain(&self, node: u32, n: &NodeRt, work: &PartFn) -> Step {
         let input = self.input_for(node);
@@ -311,7 +311,7 @@ impl Runtime {
         let started = self.start_clock(node, n.lane, iteration);
         let env = self.env(n.lane);
         let pp = &self.plan.parts[node as usize];
-        let ctx = self.context(pp, &input, &env, &self.cancel, iteration, 1);
+        let ctx = self.context(node, &input, &env, &self.cancel, iteration, 1);
         // The work's outcome (a large `Value` inline) is made small, an
         // `Arc` or an error's box, in the frame that got it: what crosses
         // the unwinding boundary and comes back here is a few words, not
@@ -378,7 +378,7 @@ impl Runtime {
                 |number| {
                     attempts = number;
                     check_input(pp, input)?;
-                    let ctx = self.context(pp, input, &env, stop, iteration, number);
+                    let ctx = self.context(node, input, &env, stop, iteration, number);
                     let value = caught(
                         pp,
                         panic::catch_unwind(AssertUnwindSafe(|| match &part.work {

@@ -29,6 +29,9 @@ pub(super) struct Walked {
     /// Every reachable part, by id (short of the blueprint's part count
     /// only when a node is not reachable from the root).
     pub(super) parts: Vec<PlanPart>,
+    /// Their names, by id: taken as the walk reads each part, when the
+    /// parts come in id order (else empty: taken from `parts` after).
+    pub(super) names: Vec<Arc<str>>,
     pub(super) lane_count: u32,
     pub(super) gates: Vec<NonZeroUsize>,
     /// Rate limits, in part starts per second.
@@ -89,6 +92,7 @@ pub(super) fn walk(
     let cycle_independent = bp.sync == Some(SyncMode::Independent);
     let mut w = Walked {
         parts: Vec::with_capacity(part_count),
+        names: Vec::with_capacity(part_count),
         lane_count: 1,
         gates: cycle_gate.into_iter().collect(),
         rates: Vec::new(),
@@ -212,7 +216,6 @@ pub(super) fn walk(
                 });
                 let planned = PlanPart {
                     part: Arc::clone(part),
-                    name: Arc::clone(&part.name),
                     plain: match &part.work {
                         Work::Context(f) if plain => Some(Arc::clone(f)),
                         _ => None,
@@ -225,8 +228,12 @@ pub(super) fn walk(
                     site,
                 };
                 match &mut scattered {
-                    None if id as usize == w.parts.len() => w.parts.push(planned),
+                    None if id as usize == w.parts.len() => {
+                        w.parts.push(planned);
+                        w.names.push(Arc::clone(&part.name));
+                    }
                     None => {
+                        w.names = Vec::new();
                         let mut slots: Vec<Option<PlanPart>> =
                             w.parts.drain(..).map(Some).collect();
                         slots.resize_with(part_count, || None);
