@@ -232,12 +232,20 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     }
     // Part ids in coordinate order of the blueprint's part nodes.
     let mut part_of_node: Vec<Option<u32>> = vec![None; bp.nodes.len()];
-    let mut order: Vec<NodeIdx> = (0..bp.nodes.len())
-        .filter(|&i| bp.part(i).is_some())
-        .collect();
+    let mut order: Vec<NodeIdx> = Vec::with_capacity(indexes.by_name.len());
     // Builders usually place in coordinate order (a chain, a split, rows
-    // of columns): no sort then. Coordinates are unique.
-    if !order.is_sorted_by_key(|&i| bp.nodes[i].coord) {
+    // of columns): no sort then, found in the same pass over the nodes.
+    let mut sorted = true;
+    for (idx, node) in bp.nodes.iter().enumerate() {
+        if let BpKind::Part(_) = node.kind {
+            sorted &= order
+                .last()
+                .is_none_or(|&last| bp.nodes[last].coord < node.coord);
+            order.push(idx);
+        }
+    }
+    if !sorted {
+        // Coordinates are unique.
         order.sort_unstable_by_key(|&i| bp.nodes[i].coord);
     }
     for (pid, &idx) in order.iter().enumerate() {

@@ -63,22 +63,36 @@ struct Scope {
     levels: Vec<usize>,
 }
 
-/// What a node inherits from its parent, written by the parent.
+/// What a node inherits from its parent, written by the parent (8 bytes:
+/// one per node of a large cycle).
 #[derive(Clone, Copy)]
 struct Inherited {
-    /// The part whose output is its input.
-    data_parent: Option<u32>,
-    /// Index into the walk's scopes.
+    /// The part whose output is its input ([`NONE`]: none).
+    data_parent: u32,
+    /// Index into the walk's scopes ([`NONE`]: the parent was not reached
+    /// from the root).
     scope: u32,
-    /// Whether its parent was reached from the root.
-    reached: bool,
 }
 
+const NONE: u32 = u32::MAX;
+
 const UNREACHED: Inherited = Inherited {
-    data_parent: None,
-    scope: 0,
-    reached: false,
+    data_parent: NONE,
+    scope: NONE,
 };
+
+impl Inherited {
+    fn new(data_parent: Option<u32>, scope: u32) -> Self {
+        Inherited {
+            data_parent: data_parent.unwrap_or(NONE),
+            scope,
+        }
+    }
+
+    fn data_parent(self) -> Option<u32> {
+        (self.data_parent != NONE).then_some(self.data_parent)
+    }
+}
 
 /// Walks `bp`'s nodes in index order; `pid` gives each part node's id.
 pub(super) fn walk(
@@ -144,10 +158,10 @@ pub(super) fn walk(
     let mut scattered: Option<Vec<Option<PlanPart>>> = None;
     let mut any_independent = cycle_independent;
     let mut inherited = vec![UNREACHED; bp.nodes.len()];
-    inherited[0].reached = true;
+    inherited[0] = Inherited::new(None, 0);
     for (idx, node) in bp.nodes.iter().enumerate() {
         let inh = inherited[idx];
-        if !inh.reached {
+        if inh.scope == NONE {
             continue;
         }
         debug_assert!(node.children.iter().all(|&c| c > idx), "parents first");
@@ -182,7 +196,7 @@ pub(super) fn walk(
                     _ if settings.timeout.is_some() => Site::Timed,
                     _ => Site::Pool,
                 };
-                if let Some(parent) = inh.data_parent {
+                if let Some(parent) = inh.data_parent() {
                     w.edges.push((parent, id, true));
                 }
                 for &level in &scope.levels {
@@ -221,7 +235,7 @@ pub(super) fn walk(
                         _ => None,
                     },
                     coord: node.coord,
-                    input_from: inh.data_parent,
+                    input_from: inh.data_parent(),
                     guards,
                     // Numbered after the walk.
                     lane: 0,
@@ -243,11 +257,7 @@ pub(super) fn walk(
                     Some(slots) => slots[id as usize] = Some(planned),
                 }
                 for &child in &node.children {
-                    inherited[child] = Inherited {
-                        data_parent: Some(id),
-                        scope: inh.scope,
-                        reached: true,
-                    };
+                    inherited[child] = Inherited::new(Some(id), inh.scope);
                 }
             }
             BpKind::Fork(split) => {
@@ -289,17 +299,13 @@ pub(super) fn walk(
                     };
                     let data_parent = match (mode, previous) {
                         (SyncMode::Pipeline, Some(prev)) => Some(prev),
-                        _ => inh.data_parent,
+                        _ => inh.data_parent(),
                     };
                     if let (SyncMode::Sequential, Some(prev)) = (mode, previous) {
                         w.edges.push((prev, child, false));
                     }
                     previous = Some(child);
-                    inherited[child_idx] = Inherited {
-                        data_parent,
-                        scope: child_scope,
-                        reached: true,
-                    };
+                    inherited[child_idx] = Inherited::new(data_parent, child_scope);
                 }
             }
         }
