@@ -22,7 +22,9 @@ pub(crate) type NodeIdx = usize;
 /// - a part node has at most one child; a fork node has at least one, and
 ///   its children are part nodes, in position order;
 /// - every node's coordinate is unique; part names are unique;
-/// - `after` and `pipe` edges join part nodes.
+/// - `after` and `pipe` edges join part nodes, and with the tree's edges
+///   they close no loop (the builder checks each as it is added; compile
+///   checks only the edges it adds).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Blueprint {
     pub(crate) name: String,

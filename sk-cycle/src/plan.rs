@@ -262,6 +262,7 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
         components,
         mut edges,
         level_scopes,
+        chained,
         any_timeout,
         any_retry,
         any_local_process,
@@ -363,7 +364,12 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
     }
     let (succ_start, succ, pred_count) = successor_lists(n, &edges);
 
-    check_acyclic(&parts, n, &succ_start, &succ, &pred_count)?;
+    // The builder refused every tree, `after` and `pipe` edge that closed
+    // a loop (a blueprint invariant); only the edges of sequential and
+    // pipeline splits and of level barriers are new here.
+    if chained || !level_scopes.is_empty() {
+        check_acyclic(&parts, n, &succ_start, &succ, &pred_count)?;
+    }
 
     let mut lanes: Vec<LanePlan> = (0..lane_count)
         .map(|_| LanePlan {
@@ -389,8 +395,12 @@ pub(crate) fn compile(bp: &Blueprint, indexes: Indexes) -> Result<Plan, BuildErr
         mut by_name,
         mut by_coord,
     } = indexes;
-    by_name.remap(|idx| pid(idx as NodeIdx));
-    by_coord.remap(|idx| pid(idx as NodeIdx));
+    // Every node a part, in coordinate order (a chain): part ids are node
+    // indices already.
+    if !(sorted && order.len() == bp.nodes.len()) {
+        by_name.remap(|idx| pid(idx as NodeIdx));
+        by_coord.remap(|idx| pid(idx as NodeIdx));
+    }
     if by_name.len() != parts.len() || by_coord.len() != parts.len() {
         // Not a builder's indexes (one entry per part): made afresh.
         by_name = NameIndex::default();

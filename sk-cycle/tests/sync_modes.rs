@@ -498,3 +498,39 @@ fn independent_lanes_are_numbered_depth_first_from_the_last_child() {
         assert_eq!(lanes_of(b), expected);
     })
 }
+
+/// The builder checks tree, `after` and `pipe` edges for loops as they
+/// are added; the edges a sequential split or a level barrier adds are
+/// made at build, and a loop through them is refused there.
+#[test]
+fn loops_through_the_edges_a_sync_mode_adds_are_build_errors() {
+    guarded(|| {
+        let is_loop =
+            |err: sk_cycle::BuildError| matches!(err, sk_cycle::BuildError::OrderingLoop { .. });
+        // Sequential: `b` runs after `a`; `a` waiting for `b` is a loop.
+        let mut b = CycleBuilder::new("sequential");
+        b.add(noop("root"), 1).unwrap();
+        b.split_with(
+            [noop("a"), noop("b")],
+            2,
+            Split::new().sync(SyncMode::Sequential),
+        )
+        .unwrap();
+        b.after("a", "b").unwrap();
+        assert!(is_loop(b.build().unwrap_err()));
+
+        // Level: `c` (level 4) runs after all of level 3, `b` among them;
+        // `b` waiting for `c` is a loop through the barrier.
+        let mut b = CycleBuilder::new("level");
+        b.add(noop("root"), 1).unwrap();
+        b.split_with(
+            [noop("a"), noop("b")],
+            2,
+            Split::new().sync(SyncMode::Level),
+        )
+        .unwrap();
+        b.add(noop("c"), (4, 1)).unwrap();
+        b.after("b", "c").unwrap();
+        assert!(is_loop(b.build().unwrap_err()));
+    })
+}

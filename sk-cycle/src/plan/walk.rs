@@ -41,6 +41,9 @@ pub(super) struct Walked {
     pub(super) edges: Vec<(u32, u32, bool)>,
     /// Level-sync scopes: the part ids in each scope.
     pub(super) level_scopes: Vec<Vec<u32>>,
+    /// Whether a sequential or pipeline split chained its parts: edges
+    /// the builder's ordering graph did not check for loops.
+    pub(super) chained: bool,
     pub(super) any_timeout: bool,
     pub(super) any_retry: bool,
     pub(super) any_local_process: bool,
@@ -117,6 +120,7 @@ pub(super) fn walk(
         } else {
             Vec::new()
         },
+        chained: false,
         any_timeout: false,
         any_retry: false,
         any_local_process: false,
@@ -263,6 +267,7 @@ pub(super) fn walk(
             BpKind::Fork(split) => {
                 let mode = effective_sync(bp, split.sync);
                 any_independent |= mode == SyncMode::Independent;
+                w.chained |= matches!(mode, SyncMode::Sequential | SyncMode::Pipeline);
                 let gate = if cycle_gate.is_some() {
                     scope.gate
                 } else if let Some(limit) = split.concurrency_limit {
