@@ -15,16 +15,15 @@
 //!   cycle-wide one, which overrides).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-
-use crate::coords::CoordIndex;
-use crate::names::NameIndex;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use crate::blueprint::{Blueprint, BpKind, Indexes, NodeIdx};
 use crate::coord::Coord;
+use crate::coords::CoordIndex;
 use crate::error::BuildError;
 use crate::mode::SyncMode;
+use crate::names::NameIndex;
 use crate::part::{ConditionFn, CyclePart, PartFn, Work};
 
 mod edges;
