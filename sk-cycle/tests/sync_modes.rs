@@ -431,8 +431,9 @@ fn a_rate_limit_that_is_not_a_positive_number_is_a_build_error() {
     );
 }
 
-/// Each part's lane, from a traced run of `cycle` once.
-fn lanes_of(b: CycleBuilder) -> Vec<(String, u32)> {
+/// Checks each part's lane, from a traced run of `b`'s cycle once,
+/// against `expected` (sorted by name).
+fn assert_lanes(b: CycleBuilder, expected: &[(&str, u32)]) {
     let report = b
         .build()
         .unwrap()
@@ -448,7 +449,8 @@ fn lanes_of(b: CycleBuilder) -> Vec<(String, u32)> {
         .collect();
     lanes.sort_unstable();
     lanes.dedup();
-    lanes
+    let expected: Vec<(String, u32)> = expected.iter().map(|&(n, l)| (n.to_owned(), l)).collect();
+    assert_eq!(lanes, expected);
 }
 
 fn noop(name: &str) -> CyclePart {
@@ -482,9 +484,7 @@ fn independent_lanes_are_numbered_depth_first_from_the_last_child() {
             ("c2", 5),
             ("root", 0),
         ];
-        let expected: Vec<(String, u32)> =
-            expected.iter().map(|&(n, l)| (n.to_owned(), l)).collect();
-        assert_eq!(lanes_of(b), expected);
+        assert_lanes(b, &expected);
 
         // Cycle-wide: every part but the root has a lane of its own, in
         // the same walk's order.
@@ -492,10 +492,7 @@ fn independent_lanes_are_numbered_depth_first_from_the_last_child() {
         b.add(noop("root"), 1).unwrap();
         b.split([noop("a"), noop("b")], 2).unwrap();
         b.add(noop("x"), (4, 1)).unwrap();
-        let expected = [("a", 2), ("b", 1), ("root", 0), ("x", 3)];
-        let expected: Vec<(String, u32)> =
-            expected.iter().map(|&(n, l)| (n.to_owned(), l)).collect();
-        assert_eq!(lanes_of(b), expected);
+        assert_lanes(b, &[("a", 2), ("b", 1), ("root", 0), ("x", 3)]);
     })
 }
 
@@ -507,28 +504,22 @@ fn loops_through_the_edges_a_sync_mode_adds_are_build_errors() {
     guarded(|| {
         let is_loop =
             |err: sk_cycle::BuildError| matches!(err, sk_cycle::BuildError::OrderingLoop { .. });
+        // A root and a split of `a` and `b` under `mode`.
+        let split = |mode: SyncMode| {
+            let mut b = CycleBuilder::new(format!("{mode:?}"));
+            b.add(noop("root"), 1).unwrap();
+            b.split_with([noop("a"), noop("b")], 2, Split::new().sync(mode))
+                .unwrap();
+            b
+        };
         // Sequential: `b` runs after `a`; `a` waiting for `b` is a loop.
-        let mut b = CycleBuilder::new("sequential");
-        b.add(noop("root"), 1).unwrap();
-        b.split_with(
-            [noop("a"), noop("b")],
-            2,
-            Split::new().sync(SyncMode::Sequential),
-        )
-        .unwrap();
+        let mut b = split(SyncMode::Sequential);
         b.after("a", "b").unwrap();
         assert!(is_loop(b.build().unwrap_err()));
 
         // Level: `c` (level 4) runs after all of level 3, `b` among them;
         // `b` waiting for `c` is a loop through the barrier.
-        let mut b = CycleBuilder::new("level");
-        b.add(noop("root"), 1).unwrap();
-        b.split_with(
-            [noop("a"), noop("b")],
-            2,
-            Split::new().sync(SyncMode::Level),
-        )
-        .unwrap();
+        let mut b = split(SyncMode::Level);
         b.add(noop("c"), (4, 1)).unwrap();
         b.after("b", "c").unwrap();
         assert!(is_loop(b.build().unwrap_err()));
