@@ -545,7 +545,6 @@ impl Drop for Pool {
     }
 }
 
-/// Binds each item to `param`.
 /// Binds each item to `param` of `f` — refused item by item, naming the
 /// typo, when `f` (registered here) has no such parameter.
 fn bind<T: Serialize, I: Iterator<Item = T>>(
