@@ -24,7 +24,7 @@ pub(crate) type NodeIdx = usize;
 /// - every node's coordinate is unique; part names are unique;
 /// - `after` and `pipe` edges join part nodes, and with the tree's edges
 ///   they close no loop (the builder checks each as it is added; compile
-///   checks only the edges it adds).
+///   checks the whole graph again only when it adds edges of its own).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Blueprint {
     pub(crate) name: String,

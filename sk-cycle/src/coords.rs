@@ -51,8 +51,7 @@ impl CoordIndex {
     pub(crate) fn get(&self, coord: Coord) -> Option<u32> {
         match self.slot(coord) {
             Some(&id) if id != NONE => Some(id),
-            Some(_) => None,
-            None => self.others.get(&coord).copied(),
+            _ => self.others.get(&coord).copied(),
         }
     }
 
@@ -63,6 +62,13 @@ impl CoordIndex {
         let column = (coord.position as usize).wrapping_sub(1);
         let next_column = column == self.columns.len();
         match self.columns.get_mut(column) {
+            // A slot whose id was removed.
+            Some(c)
+                if coord.level >= c.top
+                    && c.ids.get((coord.level - c.top) as usize) == Some(&NONE) =>
+            {
+                c.ids[(coord.level - c.top) as usize] = id;
+            }
             // The next level down an existing column.
             Some(c) if coord.level.checked_sub(c.top) == Some(c.ids.len() as u32) => {
                 c.ids.push(id);
@@ -166,5 +172,21 @@ mod tests {
         assert_eq!(index.get(Coord::new(3, 2)), Some(2));
         assert_eq!(index.get(Coord::new(9, 9)), None);
         assert_eq!(index.iter().count(), 3);
+    }
+
+    #[test]
+    fn a_coordinate_whose_id_was_removed_takes_a_new_one() {
+        let mut index = CoordIndex::default();
+        for (id, l) in [1, 2, 3].into_iter().enumerate() {
+            index.insert(Coord::new(l, 1), id as u32);
+        }
+        index.insert(Coord::new(9, 9), 3);
+        index.remap(|id| (id != 1 && id != 3).then_some(id));
+        index.insert(Coord::new(2, 1), 7);
+        index.insert(Coord::new(9, 9), 8);
+        assert_eq!(index.get(Coord::new(2, 1)), Some(7));
+        assert_eq!(index.get(Coord::new(9, 9)), Some(8));
+        assert_eq!(index.len(), 4);
+        assert_eq!(index.iter().count(), 4);
     }
 }

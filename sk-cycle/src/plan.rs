@@ -11,8 +11,9 @@
 //!   consecutive levels of its scope; `Sequential`/`Pipeline` chain a
 //!   split's parts; `Independent` gives each branch its own lane that
 //!   loops at its own pace. A cycle-wide mode applies to every split.
-//! - Rate limits become gates (the innermost split's limit, or the
-//!   cycle-wide one, which overrides).
+//! - Concurrency limits become gates (the innermost split's limit, or the
+//!   cycle-wide one, which overrides); rate limits become limiters, each
+//!   part drawing from its own, its splits' and the cycle's.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroUsize;
