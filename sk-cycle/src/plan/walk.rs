@@ -97,7 +97,8 @@ impl Inherited {
     }
 }
 
-/// Walks `bp`'s nodes in index order; `pid` gives each part node's id.
+/// Walks `bp`'s nodes in index order; `part_of_node` gives each part
+/// node's id (`part_count` of them).
 pub(super) fn walk(
     bp: &Blueprint,
     part_count: usize,
