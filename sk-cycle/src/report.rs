@@ -51,6 +51,15 @@ impl IterationReport {
     }
 
     /// The lane (0 unless independent sync made more).
+    ///
+    /// Lanes are numbered by a depth-first walk of the tree from the root
+    /// that takes a node's last child first: an independent split numbers
+    /// its branches' lanes in position order when the walk reaches it
+    /// (and a cycle-wide independent sync gives each part but the root a
+    /// lane when the walk reaches the part). The numbers follow from the
+    /// tree alone, not from the order its parts were placed in, so a cycle
+    /// of the same tree always numbers them the same, which a journaled
+    /// run's resume relies on.
     pub fn lane(&self) -> u32 {
         self.lane
     }
