@@ -11,7 +11,9 @@
 //! ratio ours / baseline. Ours and the baseline alternate (batch by batch,
 //! trial by trial) so that drift in the machine's speed hits both alike.
 //! (a) is measured with both processes pinned to one core, pinned to two,
-//! and unpinned; `SK_BENCH_VERBOSE=1` prints every batch.
+//! and unpinned; unpinned, over several fresh pairs of processes started in
+//! alternating order (the scheduler's placement of a pair as it starts
+//! decides its speed). `SK_BENCH_VERBOSE=1` prints every batch.
 
 // A benchmark whose setup fails should stop loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
@@ -27,6 +29,9 @@ use sk_process::{Backend, Worker};
 
 const ECHO_ENV: &str = "SK_BENCH_ECHO";
 const EXIT_ENV: &str = "SK_BENCH_EXIT";
+
+/// Fresh pairs of processes started for the unpinned case (see `main`).
+const UNPINNED_TRIALS: usize = 8;
 
 #[sk_core::function(crate = ::sk_core)]
 fn noop() {}
@@ -76,9 +81,31 @@ fn main() {
     if cpus > 1 {
         placements.push(("two cores", Some((0, 1))));
     }
+    // Left alone, where the scheduler puts two processes as they start
+    // decides whether a pair shares a core (a round trip of a few µs) or
+    // not (tens of µs here), for as long as it runs: whichever of the two
+    // pairs shares a core wins, by one order of magnitude or more, and
+    // which one does changes from run to run with the order they were
+    // started in. So the unpinned case starts fresh pairs several times,
+    // in alternating order, and takes the medians over all of them.
+    let sizes = (call_len, reply_len);
     let mut rows = Vec::new();
+    // Per unpinned trial: the median round trip of ours and of the raw pair.
+    let mut trial_medians: Vec<(Duration, Duration)> = Vec::new();
     for (label, pins) in placements {
-        let (ours, raw) = round_trips(&f, call_len, reply_len, pins, cpus);
+        let (ours, raw) = match pins {
+            None => {
+                let (mut ours, mut raw) = (Vec::new(), Vec::new());
+                for trial in 0..UNPINNED_TRIALS {
+                    let (o, r) = round_trips(&f, sizes, None, cpus, trial % 2 == 0, 4);
+                    trial_medians.push((median(o.clone()), median(r.clone())));
+                    ours.extend(o);
+                    raw.extend(r);
+                }
+                (ours, raw)
+            }
+            Some(_) => round_trips(&f, sizes, pins, cpus, true, 15),
+        };
         rows.push((label, ours, raw));
     }
     pin(0, &(0..cpus).collect::<Vec<_>>());
@@ -135,6 +162,22 @@ fn main() {
             median(raw),
         );
     }
+    // A trial's pair shares a core when its median round trip is within
+    // 3x of the fastest trial's (the two placements differ by 10x or more).
+    if let Some(fastest) = trial_medians.iter().map(|&(o, r)| o.min(r)).min() {
+        let on_one_core = |pick: fn(&(Duration, Duration)) -> Duration| {
+            trial_medians
+                .iter()
+                .filter(|t| pick(t) < fastest * 3)
+                .count()
+        };
+        println!(
+            "    unpinned trials whose pair shared a core: ours {} of {n}, raw {} of {n}",
+            on_one_core(|t| t.0),
+            on_one_core(|t| t.1),
+            n = trial_medians.len(),
+        );
+    }
     println!(
         "(b) start + first call                         {:>10.2?}  {:>10.2?}  {start_ratio:>5.2}x",
         median(started),
@@ -169,10 +212,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// batches; `pins`: the CPUs of (this thread, the other process).
 fn round_trips(
     f: &SkFunction,
-    call_len: usize,
-    reply_len: usize,
+    (call_len, reply_len): (usize, usize),
     pins: Option<(usize, usize)>,
     cpus: usize,
+    worker_first: bool,
+    pairs: usize,
 ) -> (Vec<Duration>, Vec<Duration>) {
     let all: Vec<usize> = (0..cpus).collect();
     let place = |pid: u32, theirs: usize| match pins {
@@ -185,8 +229,12 @@ fn round_trips(
     } else {
         pin(0, &all);
     }
-    let worker = Worker::spawn("bench", Backend::Process).expect("worker");
-    place(worker.pid(), theirs);
+    let spawn_worker = || {
+        let worker = Worker::spawn("bench", Backend::Process).expect("worker");
+        place(worker.pid(), theirs);
+        worker
+    };
+    let early = worker_first.then(spawn_worker);
     let (mut parent, child) = UnixStream::pair().expect("socketpair");
     let child_in: OwnedFd = child.try_clone().expect("dup").into();
     let child_out: OwnedFd = child.into();
@@ -197,6 +245,7 @@ fn round_trips(
         .spawn()
         .expect("echo child");
     place(echo.id(), theirs);
+    let worker = early.unwrap_or_else(spawn_worker);
     let request = vec![1u8; call_len];
     let mut reply = vec![0u8; reply_len];
     let mut ours_call = || {
@@ -207,7 +256,6 @@ fn round_trips(
         parent.read_exact(&mut reply).expect("read");
     };
     let batch = 1000u32;
-    let pairs = 15;
     for _ in 0..batch {
         ours_call();
         raw_exchange();
