@@ -223,8 +223,16 @@ fn settle(job: &Job, item: Item, outcome: Outcome, retry: &mut Vec<Item>, free: 
 const UNDELIVERED_LIMIT: u32 = 8;
 
 /// Re-queues `items`, whose chunk never reached its worker, at no cost
-/// to their attempts — up to [`UNDELIVERED_LIMIT`] times in a row.
+/// to their attempts — up to [`UNDELIVERED_LIMIT`] times in a row, after
+/// a wait that doubles with each (as between replacements that fail to
+/// start, from [`REPLACE_BACKOFF`]): workers killed as fast as they start
+/// (a storm of kills) would otherwise use up the limit in milliseconds.
 fn undelivered(job: &Job, items: Vec<Item>, e: &WorkerError, free: &mut Vec<Item>) {
+    let most = items.iter().map(|i| i.undelivered + 1).max().unwrap_or(0);
+    if (1..UNDELIVERED_LIMIT).contains(&most) {
+        let wait = REPLACE_BACKOFF.saturating_mul(1 << (most - 1));
+        thread::sleep(wait.min(REPLACE_BACKOFF_MAX));
+    }
     for mut item in items {
         item.undelivered += 1;
         if item.undelivered < UNDELIVERED_LIMIT {
