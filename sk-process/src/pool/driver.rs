@@ -229,7 +229,8 @@ const UNDELIVERED_LIMIT: u32 = 8;
 /// (a storm of kills) would otherwise use up the limit in milliseconds.
 fn undelivered(job: &Job, items: Vec<Item>, e: &WorkerError, free: &mut Vec<Item>) {
     let most = items.iter().map(|i| i.undelivered + 1).max().unwrap_or(0);
-    if (1..UNDELIVERED_LIMIT).contains(&most) {
+    // No wait for a job nobody waits for (its items are dropped).
+    if (1..UNDELIVERED_LIMIT).contains(&most) && !job.cancelled.load(Ordering::Acquire) {
         let wait = REPLACE_BACKOFF.saturating_mul(1 << (most - 1));
         thread::sleep(wait.min(REPLACE_BACKOFF_MAX));
     }
