@@ -38,13 +38,18 @@ impl CoordIndex {
         self.len
     }
 
+    /// Where `coord` is in the columns: its column's index, and its
+    /// level's index in that column (which may be past the column's end).
+    fn place(&self, coord: Coord) -> Option<(usize, usize)> {
+        let column = (coord.position as usize).checked_sub(1)?;
+        let below_top = coord.level.checked_sub(self.columns.get(column)?.top)?;
+        Some((column, below_top as usize))
+    }
+
     /// The slot of `coord` in its column, if it is there.
     fn slot(&self, coord: Coord) -> Option<&u32> {
-        let column = self
-            .columns
-            .get((coord.position as usize).checked_sub(1)?)?;
-        let below_top = coord.level.checked_sub(column.top)?;
-        column.ids.get(below_top as usize)
+        let (column, level) = self.place(coord)?;
+        self.columns[column].ids.get(level)
     }
 
     /// The id at `coord`.
@@ -59,28 +64,26 @@ impl CoordIndex {
     /// that before placing).
     pub(crate) fn insert(&mut self, coord: Coord, id: u32) {
         debug_assert!(self.get(coord).is_none() && id != NONE);
-        let column = (coord.position as usize).wrapping_sub(1);
-        let next_column = column == self.columns.len();
-        match self.columns.get_mut(column) {
-            // A slot whose id was removed.
-            Some(c)
-                if coord.level >= c.top
-                    && c.ids.get((coord.level - c.top) as usize) == Some(&NONE) =>
-            {
-                c.ids[(coord.level - c.top) as usize] = id;
-            }
-            // The next level down an existing column.
-            Some(c) if coord.level.checked_sub(c.top) == Some(c.ids.len() as u32) => {
-                c.ids.push(id);
+        match self.place(coord) {
+            // A slot whose id was removed, or the next level down.
+            Some((column, level)) => {
+                let ids = &mut self.columns[column].ids;
+                if ids.get(level) == Some(&NONE) {
+                    ids[level] = id;
+                } else if level == ids.len() {
+                    ids.push(id);
+                } else {
+                    self.others.insert(coord, id);
+                }
             }
             // The next column.
-            None if next_column && coord.level > 0 => {
+            None if coord.position as usize == self.columns.len() + 1 && coord.level > 0 => {
                 self.columns.push(Column {
                     top: coord.level,
                     ids: smallvec::smallvec![id],
                 });
             }
-            _ => {
+            None => {
                 self.others.insert(coord, id);
             }
         }
