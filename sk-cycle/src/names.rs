@@ -54,6 +54,12 @@ impl NameIndex {
             .map(|e| e.id)
     }
 
+    /// The id of `name`, where id `i` is named `names[i]` (a plan's and a
+    /// report's names by part id).
+    pub(crate) fn get_among(&self, name: &str, names: &[std::sync::Arc<str>]) -> Option<u32> {
+        self.get(name, |id| &names[id as usize])
+    }
+
     /// Adds `name` with `id`, unless it holds `name` already: then the id
     /// it has (and nothing changes).
     pub(crate) fn insert<'n>(

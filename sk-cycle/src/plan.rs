@@ -208,7 +208,7 @@ impl Plan {
 
     /// The id of the part `name`.
     pub(crate) fn id_of(&self, name: &str) -> Option<u32> {
-        self.by_name.get(name, |id| &self.names[id as usize])
+        self.by_name.get_among(name, &self.names)
     }
 
     /// Whether `node` is a part (not a barrier).

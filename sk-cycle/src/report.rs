@@ -37,7 +37,7 @@ pub struct IterationReport {
 impl IterationReport {
     fn id_of(&self, name: &str) -> Option<usize> {
         self.by_name
-            .get(name, |id| &self.names[id as usize])
+            .get_among(name, &self.names)
             .map(|id| id as usize)
     }
 
