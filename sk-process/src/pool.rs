@@ -238,8 +238,8 @@ fn batch_missing(e: &FunctionError) -> crate::error::WorkerError {
 /// item anything — a driver starts replacements with a short backoff,
 /// and an item fails as [`ItemError::Unrunnable`] only after 8
 /// replacements in a row failed to start (at once, for a program without
-/// `init()`), or after its chunk did not reach a worker 8 times (each
-/// resent after a wait doubling from 10 ms: about 1.3 s in all).
+/// `init()`), or after its chunk did not reach a worker 8 times in a row
+/// (each resent after a wait doubling from 10 ms: about 1.3 s in all).
 ///
 /// Dropping the pool (or [`close`](Pool::close)) stops its workers.
 ///

@@ -76,7 +76,8 @@ impl Job {
 pub(crate) struct Item {
     pub(crate) index: usize,
     pub(crate) args: Args,
-    /// Chunks of it that never reached a worker, in a row.
+    /// Chunks of it that never reached a worker, in a row: back to 0
+    /// when one does (see [`reached`]).
     pub(crate) undelivered: u32,
     pub(crate) attempts: u32,
     pub(crate) deaths: u32,
@@ -158,7 +159,8 @@ impl Shared {
 
 /// Settles the attempt of `item` that ended with `miss`: re-queues it when
 /// the policy (or the death budget) allows, else delivers its error.
-fn settle_miss(job: &Job, mut item: Item, miss: Miss, retry: &mut Vec<Item>, free: &mut Vec<Item>) {
+fn settle_miss(job: &Job, item: Item, miss: Miss, retry: &mut Vec<Item>, free: &mut Vec<Item>) {
+    let mut item = reached(item);
     item.attempts += 1;
     let policy_allows = item.attempts < job.policy.attempts();
     match miss {
@@ -251,6 +253,13 @@ fn undelivered(job: &Job, items: Vec<Item>, e: &WorkerError, free: &mut Vec<Item
             );
         }
     }
+}
+
+/// `item`, whose chunk reached a worker: that ends its row of chunks
+/// that did not (see [`UNDELIVERED_LIMIT`]).
+fn reached(mut item: Item) -> Item {
+    item.undelivered = 0;
+    item
 }
 
 /// Fails every item with `message` (the chunk could not run at all).
@@ -384,7 +393,7 @@ fn run_task(shared: &Arc<Shared>, worker: &Worker, task: Task) -> bool {
                         match outcomes.next() {
                             Some(outcome) => settle(&job, item, outcome, &mut retry, &mut free),
                             // The batch stopped early: not run, re-run free.
-                            None => free.push(item),
+                            None => free.push(reached(item)),
                         }
                     }
                 }
@@ -393,7 +402,7 @@ fn run_task(shared: &Arc<Shared>, worker: &Worker, task: Task) -> bool {
             // Which item killed it is unknown: re-run the chunk item by
             // item, where a death is pinned on the item that was running.
             Err(e) if e.never_ran() => undelivered(&job, items, &e, &mut free),
-            Err(e) if e.is_retryable() => free.extend(items),
+            Err(e) if e.is_retryable() => free.extend(items.into_iter().map(reached)),
             Err(e) => unrunnable(&job, items, &sk_core::error_chain(&e)),
         }
     }
@@ -475,7 +484,7 @@ fn run_streaming(
                 if let Some(item) = items.next() {
                     settle_miss(job, item, Miss::TimedOut(limit), retry, free);
                 }
-                free.extend(items.by_ref());
+                free.extend(items.by_ref().map(reached));
                 return true;
             }
         }
@@ -492,9 +501,12 @@ fn run_streaming(
         take_report(report, &mut items, &mut next_offset, retry, free);
     }
     match ended {
-        // Items the batch did not report (it stopped early), or a batch
-        // that never reached the worker: re-run, at no cost.
-        Some(Ok(_)) | None => free.extend(items),
+        // Items the batch did not report (it stopped early): re-run, at
+        // no cost.
+        Some(Ok(_)) => free.extend(items.map(reached)),
+        // The pool is closing and the worker is gone: whether the batch
+        // reached it is unknown, so the row goes on.
+        None => free.extend(items),
         Some(Err(e)) if e.never_ran() => undelivered(job, items.collect(), &e, free),
         Some(Err(e)) if e.is_retryable() => {
             // The item after the last report was running when the worker
@@ -510,9 +522,88 @@ fn run_streaming(
                 };
                 settle_miss(job, item, miss, retry, free);
             }
-            free.extend(items);
+            free.extend(items.map(reached));
         }
         Some(Err(e)) => unrunnable(job, items.collect(), &sk_core::error_chain(&e)),
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item() -> Item {
+        Item {
+            index: 0,
+            args: Args::new(),
+            undelivered: 0,
+            attempts: 0,
+            deaths: 0,
+        }
+    }
+
+    /// A cancelled job, so `undelivered` does not wait: the counts are
+    /// the same.
+    fn job() -> (Job, channel::Receiver<Delivery>) {
+        let (results, rx) = channel::unbounded();
+        let job = Job {
+            function: SkFunction::builder(crate::pool::child::BATCH)
+                .build()
+                .expect("the batch function is registered"),
+            results,
+            cancelled: AtomicBool::new(true),
+            policy: RetryPolicy::never(),
+            item_timeout: None,
+        };
+        (job, rx)
+    }
+
+    fn died() -> WorkerError {
+        WorkerError::Died {
+            worker: "w".into(),
+            pid: 1,
+            status: "killed".into(),
+        }
+    }
+
+    /// Misses `n` chunks in a row; the item, if it is still to run.
+    fn miss(job: &Job, mut item: Item, n: u32) -> Option<Item> {
+        for _ in 0..n {
+            let mut free = Vec::new();
+            undelivered(job, vec![item], &died(), &mut free);
+            item = free.pop()?;
+        }
+        Some(item)
+    }
+
+    #[test]
+    fn an_item_fails_as_unrunnable_after_its_limit_of_missed_chunks_in_a_row() {
+        let (job, rx) = job();
+        let item = miss(&job, item(), UNDELIVERED_LIMIT - 1).expect("still to run");
+        assert!(miss(&job, item, 1).is_none());
+        let (_, result) = rx.try_recv().expect("delivered");
+        assert!(
+            matches!(result, Err(ItemError::Unrunnable { ref message }) if message.contains("8 times in a row")),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn a_chunk_that_reaches_a_worker_ends_the_row_of_missed_chunks() {
+        let (job, rx) = job();
+        let item = miss(&job, item(), UNDELIVERED_LIMIT - 1).expect("still to run");
+        // It reaches a worker, which dies running it (an attempt).
+        let (mut retry, mut free) = (Vec::new(), Vec::new());
+        let miss_died = Miss::Died {
+            worker: "w".into(),
+            status: "killed".into(),
+        };
+        settle_miss(&job, item, miss_died, &mut retry, &mut free);
+        let item = free.pop().expect("re-run after one death");
+        // A new row of misses: as long as the first, and it still runs.
+        let item = miss(&job, item, UNDELIVERED_LIMIT - 1).expect("a new row, not the old one");
+        assert_eq!(item.deaths, 1);
+        assert!(rx.try_recv().is_err(), "nothing delivered");
+    }
 }
