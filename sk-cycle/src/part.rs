@@ -2,6 +2,7 @@
 //! it runs, how it fails. What it sees when it runs is in `context.rs`.
 
 use std::any::TypeId;
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +109,36 @@ static UNSET: Settings = Settings {
     fallback: None,
 };
 
+/// `work` as a part's closure. A stateless closure (it captures nothing
+/// and has nothing to drop) does the same whichever instance runs, so
+/// parts made one after another on a thread from one such closure share
+/// one allocation: a large cycle built in a loop allocates its closure
+/// once, not once per part.
+fn shared<W>(work: W) -> Arc<PartFn>
+where
+    W: Fn(&PartContext<'_>) -> Result<Option<Value>, BoxError> + Send + Sync + 'static,
+{
+    if std::mem::size_of::<W>() != 0 || std::mem::needs_drop::<W>() {
+        return Arc::new(work);
+    }
+    thread_local! {
+        /// The last stateless closure made on this thread, by type.
+        static LAST: RefCell<Option<(TypeId, Arc<PartFn>)>> = const { RefCell::new(None) };
+    }
+    let id = TypeId::of::<W>();
+    let held = LAST.try_with(|last| match &*last.borrow() {
+        Some((held, work)) if *held == id => Some(Arc::clone(work)),
+        _ => None,
+    });
+    if let Ok(Some(work)) = held {
+        return work;
+    }
+    let work: Arc<PartFn> = Arc::new(work);
+    // A thread that is ending keeps none.
+    let _ = LAST.try_with(|last| *last.borrow_mut() = Some((id, Arc::clone(&work))));
+    work
+}
+
 impl CyclePart {
     /// Its settings (all unset for most parts).
     #[inline]
@@ -141,7 +172,7 @@ impl CyclePart {
         F: Fn(&PartContext<'_>) -> R + Send + Sync + 'static,
     {
         let unit = TypeId::of::<R>() == TypeId::of::<()>();
-        let work: Arc<PartFn> = Arc::new(move |ctx| Ok(unit_or(f(ctx), Value::new)));
+        let work = shared(move |ctx| Ok(unit_or(f(ctx), Value::new)));
         Self::with_work(name, Work::Context(work), unit)
     }
 
@@ -156,7 +187,7 @@ impl CyclePart {
         F: Fn(&PartContext<'_>) -> R + Send + Sync + 'static,
     {
         let unit = TypeId::of::<R>() == TypeId::of::<()>();
-        let work: Arc<PartFn> = Arc::new(move |ctx| Ok(unit_or(f(ctx), Value::local)));
+        let work = shared(move |ctx| Ok(unit_or(f(ctx), Value::local)));
         let mut part = Self::with_work(name, Work::Context(work), unit);
         part.local_output = true;
         part
@@ -170,8 +201,7 @@ impl CyclePart {
         F: Fn(&PartContext<'_>) -> Result<R, E> + Send + Sync + 'static,
     {
         let unit = TypeId::of::<R>() == TypeId::of::<()>();
-        let work: Arc<PartFn> =
-            Arc::new(move |ctx| f(ctx).map(|r| unit_or(r, Value::local)).map_err(Into::into));
+        let work = shared(move |ctx| f(ctx).map(|r| unit_or(r, Value::local)).map_err(Into::into));
         let mut part = Self::with_work(name, Work::Context(work), unit);
         part.local_output = true;
         part
@@ -186,8 +216,7 @@ impl CyclePart {
         F: Fn(&PartContext<'_>) -> Result<R, E> + Send + Sync + 'static,
     {
         let unit = TypeId::of::<R>() == TypeId::of::<()>();
-        let work: Arc<PartFn> =
-            Arc::new(move |ctx| f(ctx).map(|r| unit_or(r, Value::new)).map_err(Into::into));
+        let work = shared(move |ctx| f(ctx).map(|r| unit_or(r, Value::new)).map_err(Into::into));
         Self::with_work(name, Work::Context(work), unit)
     }
 
@@ -425,5 +454,50 @@ impl fmt::Debug for CyclePart {
             .field("conditional", &self.settings().condition.is_some())
             .field("fallback", &self.settings().fallback.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn work(part: &CyclePart) -> &Arc<PartFn> {
+        match &part.work {
+            Work::Context(work) => work,
+            Work::Function(_) => panic!("a context closure"),
+        }
+    }
+
+    #[test]
+    fn parts_made_in_a_loop_from_a_stateless_closure_share_it() {
+        let parts: Vec<CyclePart> = (0..3)
+            .map(|i| CyclePart::new(format!("p{i}"), |_| 1))
+            .collect();
+        assert!(Arc::ptr_eq(work(&parts[0]), work(&parts[1])));
+        assert!(Arc::ptr_eq(work(&parts[1]), work(&parts[2])));
+        // Another closure in between: each type has its own.
+        let other = CyclePart::new("other", |_| 2);
+        assert!(!Arc::ptr_eq(work(&parts[0]), work(&other)));
+    }
+
+    #[test]
+    fn closures_with_state_are_never_shared() {
+        let parts: Vec<CyclePart> = (0..2u32)
+            .map(|i| CyclePart::new(format!("p{i}"), move |_| i))
+            .collect();
+        assert!(!Arc::ptr_eq(work(&parts[0]), work(&parts[1])));
+        // Nothing captured, but something to drop: each keeps its own.
+        struct Dropped;
+        impl Drop for Dropped {
+            fn drop(&mut self) {}
+        }
+        let made = || {
+            let d = Dropped;
+            CyclePart::new("d", move |_| {
+                let _ = &d;
+            })
+        };
+        let (x, y) = (made(), made());
+        assert!(!Arc::ptr_eq(work(&x), work(&y)));
     }
 }
