@@ -67,10 +67,12 @@ fn main() {
         .expect("noop is registered");
     let (call_len, reply_len) = sk_process::__private::__call_frame_sizes(&f);
 
-    // (a) Where the two processes run decides a round trip's cost more
-    // than anything either does (the same core: a switch; two cores: a
-    // wake-up of an idle CPU, slow on a VM), and left alone the scheduler
-    // flips between the two from one batch to the next. So each placement
+    // (a) Where the two processes run decides a raw round trip's cost
+    // more than anything either does (the same core: a switch; two
+    // cores: a wake-up of an idle CPU, slow on a VM; ours tries the
+    // socket for a while before it sleeps, so it is not woken that way),
+    // and left alone the scheduler flips between the two from one batch
+    // to the next. So each placement
     // is measured pinned, plus once unpinned. Both sides run in
     // alternating batches, so drift hits both alike; the ratio is the
     // median of the per-pair ratios.
@@ -82,11 +84,9 @@ fn main() {
         placements.push(("two cores", Some((0, 1))));
     }
     // Left alone, where the scheduler puts two processes as they start
-    // decides whether a pair shares a core (a round trip of a few µs) or
-    // not (tens of µs here), for as long as it runs: whichever of the two
-    // pairs shares a core wins, by one order of magnitude or more, and
-    // which one does changes from run to run with the order they were
-    // started in. So the unpinned case starts fresh pairs several times,
+    // decides whether a raw pair shares a core (a round trip of a few µs)
+    // or not (tens of µs here), for as long as it runs, and which one
+    // does changes from run to run with the order they were started in. So the unpinned case starts fresh pairs several times,
     // in alternating order, and takes the medians over all of them.
     let sizes = (call_len, reply_len);
     let mut rows = Vec::new();
@@ -162,8 +162,8 @@ fn main() {
             median(raw),
         );
     }
-    // A trial's pair shares a core when its median round trip is within
-    // 3x of the fastest trial's (the two placements differ by 10x or more).
+    // A trial is fast when its median round trip is within 3x of the
+    // fastest trial's (a raw pair on two cores is 10x slower or more).
     if let Some(fastest) = trial_medians.iter().map(|&(o, r)| o.min(r)).min() {
         let on_one_core = |pick: fn(&(Duration, Duration)) -> Duration| {
             trial_medians
@@ -172,7 +172,7 @@ fn main() {
                 .count()
         };
         println!(
-            "    unpinned trials whose pair shared a core: ours {} of {n}, raw {} of {n}",
+            "    unpinned trials at the fastest trial's speed: ours {} of {n}, raw {} of {n}",
             on_one_core(|t| t.0),
             on_one_core(|t| t.1),
             n = trial_medians.len(),

@@ -18,10 +18,12 @@
 //! while calls are out that no thread may be waiting for, while a frame
 //! is partly read, and once after a ring came while a thread was reading.
 //!
-//! Reads are buffered (a frame usually costs one `recv`). On a one-way
-//! channel (a worker's socket for calls, which it only reads) a reader
-//! with no deadline blocks in `recv`; otherwise, and with a deadline, it
-//! waits in `poll` first and then reads without blocking, so it keeps its
+//! Reads are buffered (a frame usually costs one `recv`). A reader that
+//! must wait first tries the socket without sleeping for a short while
+//! (`frame::SPIN_BEFORE_SLEEP`, yielding its CPU between tries), then
+//! sleeps: on a one-way channel (a worker's socket for calls, which it
+//! only reads) a reader with no deadline in `recv`; otherwise, and with a
+//! deadline, in `poll`, then reading without blocking, so it keeps its
 //! deadline even inside a half-arrived frame (and is not woken when the
 //! peer takes in what this side sent).
 //!
@@ -47,7 +49,7 @@ use rustix::event::PollFlags;
 use serde::de::DeserializeOwned;
 use sk_cereal::Internal;
 
-use super::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, poll_fd};
+use super::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, SPIN_BEFORE_SLEEP, poll_fd, spin_readable};
 use crate::error::ProtocolError;
 
 /// Where the frames a relay reads go.
@@ -181,7 +183,7 @@ impl<M: DeserializeOwned> Relay<M> {
         let socket = Arc::new(stream);
         // The parent's side (the one with a hub) waits for replies to
         // what it sent; a worker's waits for its parent's next request.
-        let recv = Recv::new(Arc::clone(&socket), hub.is_some());
+        let recv = Recv::new(Arc::clone(&socket));
         let reader = if hub.is_some() {
             Reader::Hub
         } else {
@@ -467,7 +469,7 @@ impl<M: DeserializeOwned> Relay<M> {
                     Some(d) => {
                         let left = d.saturating_duration_since(Instant::now());
                         if !left.is_zero() {
-                            match poll_fd(self.socket.as_fd(), PollFlags::IN, Some(left)) {
+                            match self.readable_by(d) {
                                 Ok(true) => {}
                                 Ok(false) => continue,
                                 Err(e) => {
@@ -505,6 +507,21 @@ impl<M: DeserializeOwned> Relay<M> {
                 }
             }
         }
+    }
+
+    /// Waits until the socket has input, at most until `deadline`:
+    /// trying it without sleeping first, as a read without a deadline
+    /// does (see [`SPIN_BEFORE_SLEEP`]). Whether it has.
+    fn readable_by(&self, deadline: Instant) -> std::io::Result<bool> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if spin_readable(self.socket.as_fd(), left.min(SPIN_BEFORE_SLEEP))? {
+            return Ok(true);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        poll_fd(self.socket.as_fd(), PollFlags::IN, Some(left))
     }
 
     /// Routes the whole frames a leaving reader has already taken off the
