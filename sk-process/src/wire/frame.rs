@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -330,8 +330,43 @@ pub(crate) fn send_frame_or(
 /// that CPU, which a virtual machine takes tens of microseconds to
 /// deliver (a round trip across two CPUs cost 45-60 µs here, against
 /// 6 µs with this). A reader that waits longer pays this once in CPU
-/// time, shared with whatever else wants its CPU.
+/// time, shared with whatever else wants its CPU. [`SPIN_ENV`] sets
+/// another.
 pub(crate) const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+
+/// The environment variable that sets how long readers try before they
+/// sleep, in microseconds: [`SPIN_BEFORE_SLEEP`] where unset or not a
+/// number (a warning says so), at most [`MAX_SPIN`]; `0` sleeps at once
+/// (where CPU time matters more than a call's latency). Read once per
+/// process; worker processes inherit it.
+pub(crate) const SPIN_ENV: &str = "SK_WORKER_SPIN_US";
+
+/// The longest [`SPIN_ENV`] may ask for.
+const MAX_SPIN: Duration = Duration::from_millis(10);
+
+/// How long a reader tries before it sleeps (see [`SPIN_ENV`]).
+pub(crate) fn spin_budget() -> Duration {
+    static BUDGET: LazyLock<Duration> =
+        LazyLock::new(|| spin_from(std::env::var(SPIN_ENV).ok().as_deref()));
+    *BUDGET
+}
+
+/// The spin [`SPIN_ENV`] set to `value` asks for.
+fn spin_from(value: Option<&str>) -> Duration {
+    let Some(value) = value else {
+        return SPIN_BEFORE_SLEEP;
+    };
+    match value.trim().parse::<u64>() {
+        Ok(micros) => Duration::from_micros(micros).min(MAX_SPIN),
+        Err(_) => {
+            tracing::warn!(
+                value,
+                "{SPIN_ENV} is not a whole number of microseconds; using {SPIN_BEFORE_SLEEP:?}"
+            );
+            SPIN_BEFORE_SLEEP
+        }
+    }
+}
 
 /// Waits at most `budget` for `fd` to have input (or end) without
 /// sleeping: tries it, yielding the CPU between tries (to the peer, if
@@ -362,7 +397,7 @@ pub(crate) struct Recv {
     /// Whether the next read may wait for data. Only one read waits:
     /// after it, the rest of a frame is read without blocking, so a frame
     /// that never completes cannot hold its reader (see `relay.rs`). It
-    /// tries the socket for [`SPIN_BEFORE_SLEEP`] before it sleeps.
+    /// tries the socket for [`spin_budget`] before it sleeps.
     pub(crate) wait: bool,
     /// Whether the socket carries only what this side reads (the peer
     /// reads what this side sends on another): a read that may wait
@@ -386,16 +421,20 @@ impl Recv {
     }
 
     /// Tries the socket until input comes (or the channel ends, or
-    /// fails) or [`SPIN_BEFORE_SLEEP`] passes, yielding the CPU between
-    /// tries; `None` when nothing came.
+    /// fails) or [`spin_budget`] passes, yielding the CPU between tries;
+    /// `None` when nothing came.
     fn spin(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        let budget = spin_budget();
+        if budget.is_zero() {
+            return None;
+        }
         let started = Instant::now();
         loop {
             match self.recv(buf) {
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
                 got => return Some(got),
             }
-            if started.elapsed() >= SPIN_BEFORE_SLEEP {
+            if started.elapsed() >= budget {
                 return None;
             }
             thread::yield_now();
@@ -675,6 +714,17 @@ mod tests {
             drop(theirs);
             assert!(spin_readable(ours.as_fd(), budget).unwrap());
         });
+    }
+
+    #[test]
+    fn the_spin_variable_sets_the_spin_within_its_bounds() {
+        assert_eq!(spin_from(None), SPIN_BEFORE_SLEEP);
+        assert_eq!(spin_from(Some("0")), Duration::ZERO);
+        assert_eq!(spin_from(Some(" 200 ")), Duration::from_micros(200));
+        assert_eq!(spin_from(Some("99999999")), MAX_SPIN);
+        for bad in ["", "fast", "-5", "1.5"] {
+            assert_eq!(spin_from(Some(bad)), SPIN_BEFORE_SLEEP, "{bad:?}");
+        }
     }
 
     proptest! {

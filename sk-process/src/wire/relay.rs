@@ -20,7 +20,7 @@
 //!
 //! Reads are buffered (a frame usually costs one `recv`). A reader that
 //! must wait first tries the socket without sleeping for a short while
-//! (`frame::SPIN_BEFORE_SLEEP`, yielding its CPU between tries), then
+//! (`frame::spin_budget`, yielding its CPU between tries), then
 //! sleeps: on a one-way channel (a worker's socket for calls, which it
 //! only reads) a reader with no deadline in `recv`; otherwise, and with a
 //! deadline, in `poll`, then reading without blocking, so it keeps its
@@ -49,7 +49,7 @@ use rustix::event::PollFlags;
 use serde::de::DeserializeOwned;
 use sk_cereal::Internal;
 
-use super::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, SPIN_BEFORE_SLEEP, poll_fd, spin_readable};
+use super::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, poll_fd, spin_budget, spin_readable};
 use crate::error::ProtocolError;
 
 /// Where the frames a relay reads go.
@@ -511,10 +511,11 @@ impl<M: DeserializeOwned> Relay<M> {
 
     /// Waits until the socket has input, at most until `deadline`:
     /// trying it without sleeping first, as a read without a deadline
-    /// does (see [`SPIN_BEFORE_SLEEP`]). Whether it has.
+    /// does (see [`spin_budget`]). Whether it has.
     fn readable_by(&self, deadline: Instant) -> std::io::Result<bool> {
         let left = deadline.saturating_duration_since(Instant::now());
-        if spin_readable(self.socket.as_fd(), left.min(SPIN_BEFORE_SLEEP))? {
+        let spin = left.min(spin_budget());
+        if !spin.is_zero() && spin_readable(self.socket.as_fd(), spin)? {
             return Ok(true);
         }
         let left = deadline.saturating_duration_since(Instant::now());
