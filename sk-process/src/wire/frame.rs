@@ -329,8 +329,9 @@ pub(crate) fn send_frame_or(
 /// runs: a reader asleep on another CPU is woken by an interrupt to
 /// that CPU, which a virtual machine takes tens of microseconds to
 /// deliver (a round trip across two CPUs cost 45-60 µs here, against
-/// 6 µs with this). A reader that waits longer pays this once in CPU
-/// time, shared with whatever else wants its CPU. [`SPIN_ENV`] sets
+/// 6 µs with this). A reader tries only while its peer answers within
+/// this (see [`Spin`]): a slow call or an idle peer costs it once, in
+/// CPU time shared with whatever else wants its CPU. [`SPIN_ENV`] sets
 /// another.
 pub(crate) const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 
@@ -343,6 +344,40 @@ pub(crate) const SPIN_ENV: &str = "SK_WORKER_SPIN_US";
 
 /// The longest [`SPIN_ENV`] may ask for.
 const MAX_SPIN: Duration = Duration::from_millis(10);
+
+/// Whether a reader tries the socket before it sleeps the next time it
+/// must wait: while what it waits for comes within [`spin_budget`] of
+/// the start of its wait. A wait that takes longer (a slow call, an idle
+/// peer, a poll that runs out) stops it, and the next quick one, timed
+/// from the start of its sleep, starts it again: a reader that polls
+/// with a short deadline while nothing comes does not spin each time.
+#[derive(Debug)]
+pub(crate) struct Spin {
+    on: bool,
+}
+
+impl Spin {
+    /// On: a reader starts out trying.
+    pub(crate) fn new() -> Self {
+        Spin { on: true }
+    }
+
+    /// How long the wait that starts now tries before it sleeps (at most
+    /// `left`).
+    pub(crate) fn budget(&self, left: Duration) -> Duration {
+        if self.on {
+            left.min(spin_budget())
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// The wait that started at `started` ended: its input came (`came`)
+    /// or not.
+    pub(crate) fn ended(&mut self, started: Instant, came: bool) {
+        self.on = came && started.elapsed() < spin_budget();
+    }
+}
 
 /// How long a reader tries before it sleeps (see [`SPIN_ENV`]).
 pub(crate) fn spin_budget() -> Duration {
@@ -397,8 +432,11 @@ pub(crate) struct Recv {
     /// Whether the next read may wait for data. Only one read waits:
     /// after it, the rest of a frame is read without blocking, so a frame
     /// that never completes cannot hold its reader (see `relay.rs`). It
-    /// tries the socket for [`spin_budget`] before it sleeps.
+    /// tries the socket for [`spin_budget`] before it sleeps, as its
+    /// [`Spin`] says.
     pub(crate) wait: bool,
+    /// Whether it tries: shared with the relay's reads with a deadline.
+    pub(crate) spin: Spin,
     /// Whether the socket carries only what this side reads (the peer
     /// reads what this side sends on another): a read that may wait
     /// waits in `recv` itself.
@@ -411,6 +449,7 @@ impl Recv {
         Recv {
             stream,
             wait: false,
+            spin: Spin::new(),
             one_way: false,
         }
     }
@@ -420,11 +459,31 @@ impl Recv {
         Ok(got)
     }
 
+    /// A read that waits for input in the kernel.
+    fn sleep_and_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.one_way {
+            // Nothing this side sends goes through this socket, so the
+            // peer taking it in wakes nobody here (see below): one
+            // system call, whether the input has come or not.
+            let (got, _) = rustix::net::recv(&*self.stream, buf, RecvFlags::empty())?;
+            return Ok(got);
+        }
+        // Wait in `poll` for input, not in a blocking `recv`: a stream
+        // socket wakes a thread blocked in `recv` whenever the peer takes
+        // in what this end sent (there is room to write again), so a
+        // reader that sent a request and waits for the reply would be
+        // woken for nothing as soon as the peer reads the request (on one
+        // CPU: two needless context switches a round trip). `poll` waits
+        // for input only.
+        // (An interrupted wait is waited again.)
+        while !poll_fd(self.stream.as_fd(), PollFlags::IN, None)? {}
+        self.recv(buf)
+    }
+
     /// Tries the socket until input comes (or the channel ends, or
-    /// fails) or [`spin_budget`] passes, yielding the CPU between tries;
-    /// `None` when nothing came.
-    fn spin(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        let budget = spin_budget();
+    /// fails) or `budget` passes, yielding the CPU between tries; `None`
+    /// when nothing came.
+    fn try_for(&self, buf: &mut [u8], budget: Duration) -> Option<io::Result<usize>> {
         if budget.is_zero() {
             return None;
         }
@@ -450,28 +509,16 @@ impl Read for Recv {
         // What is waited for has often come already (a reply, on one
         // CPU, comes while its caller is off the CPU between its send and
         // its read), or comes within microseconds.
-        if let Some(got) = self.spin(buf) {
+        let started = Instant::now();
+        if let Some(got) = self.try_for(buf, self.spin.budget(Duration::MAX)) {
             return got;
         }
-        if self.one_way {
-            // Nothing this side sends goes through this socket, so the
-            // peer taking it in wakes nobody here (see below): one
-            // system call, whether the input has come or not.
-            let (got, _) = rustix::net::recv(&*self.stream, buf, RecvFlags::empty())?;
-            return Ok(got);
-        }
-        // Wait in `poll` for input, not in a blocking `recv`: a stream
-        // socket wakes a thread blocked in `recv` whenever the peer takes
-        // in what this end sent (there is room to write again), so a
-        // reader that sent a request and waits for the reply would be
-        // woken for nothing as soon as the peer reads the request (on one
-        // CPU: two needless context switches a round trip). `poll` waits
-        // for input only.
-        // (An interrupted wait is waited again.)
-        while !poll_fd(self.stream.as_fd(), PollFlags::IN, None)? {}
-        self.recv(buf)
+        let got = self.sleep_and_read(buf);
+        self.spin.ended(started, true);
+        got
     }
 }
+
 
 #[cfg(test)]
 mod tests {
@@ -713,6 +760,33 @@ mod tests {
             let (ours, theirs) = UnixStream::pair().unwrap();
             drop(theirs);
             assert!(spin_readable(ours.as_fd(), budget).unwrap());
+        });
+    }
+
+    #[test]
+    fn a_reader_stops_trying_after_a_slow_answer_and_starts_after_a_quick_one() {
+        sk_testkit::guarded(|| {
+            let (mut recv, mut peer) = waiting_reader(true);
+            assert!(recv.spin.on, "a reader starts out trying");
+            let writer = thread::spawn(move || {
+                thread::sleep(SPIN_BEFORE_SLEEP * 200);
+                std::io::Write::write_all(&mut peer, b"slow").unwrap();
+                peer
+            });
+            let mut buf = [0u8; 8];
+            assert_eq!(recv.read(&mut buf).unwrap(), 4);
+            let mut peer = writer.join().unwrap();
+            assert!(!recv.spin.on, "a slow answer stops it");
+            assert_eq!(recv.spin.budget(Duration::MAX), Duration::ZERO);
+            // An answer that is there at once: it tries again next time.
+            std::io::Write::write_all(&mut peer, b"fast").unwrap();
+            recv.wait = true;
+            assert_eq!(recv.read(&mut buf).unwrap(), 4);
+            assert!(recv.spin.on, "a quick answer starts it again");
+            // A wait with a deadline that runs out stops it too.
+            let mut spin = Spin::new();
+            spin.ended(Instant::now(), false);
+            assert!(!spin.on);
         });
     }
 

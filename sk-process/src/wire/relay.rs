@@ -19,13 +19,13 @@
 //! is partly read, and once after a ring came while a thread was reading.
 //!
 //! Reads are buffered (a frame usually costs one `recv`). A reader that
-//! must wait first tries the socket without sleeping for a short while
-//! (`frame::spin_budget`, yielding its CPU between tries), then
-//! sleeps: on a one-way channel (a worker's socket for calls, which it
-//! only reads) a reader with no deadline in `recv`; otherwise, and with a
-//! deadline, in `poll`, then reading without blocking, so it keeps its
-//! deadline even inside a half-arrived frame (and is not woken when the
-//! peer takes in what this side sent).
+//! must wait first tries the socket without sleeping for a short while,
+//! yielding its CPU between tries, as long as its peer answers quickly
+//! (see `frame::Spin`); then it sleeps: on a one-way channel (a worker's
+//! socket for calls, which it only reads) a reader with no deadline in
+//! `recv`; otherwise, and with a deadline, in `poll`, then reading
+//! without blocking, so it keeps its deadline even inside a half-arrived
+//! frame (and is not woken when the peer takes in what this side sent).
 //!
 //! A frame that has begun must keep arriving: a peer that stops inside a
 //! frame (frozen, or its header promised more bytes than it sent) would
@@ -49,7 +49,7 @@ use rustix::event::PollFlags;
 use serde::de::DeserializeOwned;
 use sk_cereal::Internal;
 
-use super::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, poll_fd, spin_budget, spin_readable};
+use super::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, Spin, poll_fd, spin_readable};
 use crate::error::ProtocolError;
 
 /// Where the frames a relay reads go.
@@ -469,7 +469,8 @@ impl<M: DeserializeOwned> Relay<M> {
                     Some(d) => {
                         let left = d.saturating_duration_since(Instant::now());
                         if !left.is_zero() {
-                            match self.readable_by(d) {
+                            let spin = &mut reading.frames.get_mut().get_mut().spin;
+                            match self.readable_by(d, spin) {
                                 Ok(true) => {}
                                 Ok(false) => continue,
                                 Err(e) => {
@@ -510,19 +511,18 @@ impl<M: DeserializeOwned> Relay<M> {
     }
 
     /// Waits until the socket has input, at most until `deadline`:
-    /// trying it without sleeping first, as a read without a deadline
-    /// does (see [`spin_budget`]). Whether it has.
-    fn readable_by(&self, deadline: Instant) -> std::io::Result<bool> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let spin = left.min(spin_budget());
-        if !spin.is_zero() && spin_readable(self.socket.as_fd(), spin)? {
+    /// trying it without sleeping first where `spin` says so, as a read
+    /// without a deadline does (see [`Spin`]). Whether it has.
+    fn readable_by(&self, deadline: Instant, spin: &mut Spin) -> std::io::Result<bool> {
+        let started = Instant::now();
+        let budget = spin.budget(deadline.saturating_duration_since(started));
+        if !budget.is_zero() && spin_readable(self.socket.as_fd(), budget)? {
             return Ok(true);
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(false);
-        }
-        poll_fd(self.socket.as_fd(), PollFlags::IN, Some(left))
+        let came = !left.is_zero() && poll_fd(self.socket.as_fd(), PollFlags::IN, Some(left))?;
+        spin.ended(started, came);
+        Ok(came)
     }
 
     /// Routes the whole frames a leaving reader has already taken off the
