@@ -61,12 +61,14 @@
 //! backend for a whole program or test suite; the same tests pass on both.
 //! `SK_WORKER_CHANNEL=watched` has worker processes talk over one socket
 //! the I/O hub watches, without the doorbell and the socket for calls
-//! that make a call's round trip four system calls: the fallback every
-//! worker uses where those cannot be made, selectable for diagnosis (the
-//! test suite runs on it too). A thread waiting for a worker's channel,
-//! on either side, tries it for 50 µs before it sleeps (a sleeping CPU
-//! is slow to wake, on a VM above all); `SK_WORKER_SPIN_US` sets another
-//! time in microseconds, `0` to sleep at once (at most 10 ms).
+//! that make a call's round trip four system calls when each side's
+//! input is there at its first try: the fallback every worker uses where
+//! those cannot be made, selectable for diagnosis (the test suite runs
+//! on it too). A thread waiting for a worker process's channel, on
+//! either side, tries it for up to 50 µs before it sleeps (a sleeping
+//! CPU is slow to wake, on a VM above all), while the other side answers
+//! that fast; `SK_WORKER_SPIN_US` sets another time in microseconds, at
+//! most 10 ms (`0`: one try, then sleep).
 //!
 //! Linux only: the crate is built on pidfd, epoll, memfd, `SCM_RIGHTS`
 //! and the parent-death signal; on any other system it stops the build

@@ -385,26 +385,7 @@ fn run_task(shared: &Arc<Shared>, worker: &Worker, task: Task) -> bool {
             shared, worker, &job, chunk, items, pending, &mut retry, &mut free,
         );
     } else {
-        match pending.wait(None) {
-            Ok(value) => match value.take::<Vec<Outcome>>() {
-                Ok(outcomes) => {
-                    let mut outcomes = outcomes.into_iter();
-                    for item in items {
-                        match outcomes.next() {
-                            Some(outcome) => settle(&job, item, outcome, &mut retry, &mut free),
-                            // The batch stopped early: not run, re-run free.
-                            None => free.push(reached(item)),
-                        }
-                    }
-                }
-                Err(e) => unrunnable(&job, items, &sk_core::error_chain(&e)),
-            },
-            // Which item killed it is unknown: re-run the chunk item by
-            // item, where a death is pinned on the item that was running.
-            Err(e) if e.never_ran() => undelivered(&job, items, &e, &mut free),
-            Err(e) if e.is_retryable() => free.extend(items.into_iter().map(reached)),
-            Err(e) => unrunnable(&job, items, &sk_core::error_chain(&e)),
-        }
+        settle_batch(&job, items, pending.wait(None), &mut retry, &mut free);
     }
     shared.requeue(Task {
         job: Arc::clone(&job),
@@ -413,6 +394,37 @@ fn run_task(shared: &Arc<Shared>, worker: &Worker, task: Task) -> bool {
     });
     shared.retry_later(&job, retry);
     killed
+}
+
+/// Settles the items of a chunk run as one batch call that answered
+/// `answer`.
+fn settle_batch(
+    job: &Job,
+    items: Vec<Item>,
+    answer: Result<Value, WorkerError>,
+    retry: &mut Vec<Item>,
+    free: &mut Vec<Item>,
+) {
+    match answer {
+        Ok(value) => match value.take::<Vec<Outcome>>() {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for item in items {
+                    match outcomes.next() {
+                        Some(outcome) => settle(job, item, outcome, retry, free),
+                        // The batch stopped early: not run, re-run free.
+                        None => free.push(reached(item)),
+                    }
+                }
+            }
+            Err(e) => unrunnable(job, items, &sk_core::error_chain(&e)),
+        },
+        // Which item killed it is unknown: re-run the chunk item by
+        // item, where a death is pinned on the item that was running.
+        Err(e) if e.never_ran() => undelivered(job, items, &e, free),
+        Err(e) if e.is_retryable() => free.extend(items.into_iter().map(reached)),
+        Err(e) => unrunnable(job, items, &sk_core::error_chain(&e)),
+    }
 }
 
 /// Runs a streaming chunk: outcomes arrive one item at a time; the item
@@ -481,10 +493,7 @@ fn run_streaming(
         if let Some(limit) = job.item_timeout {
             if started.elapsed() >= limit {
                 worker.kill();
-                if let Some(item) = items.next() {
-                    settle_miss(job, item, Miss::TimedOut(limit), retry, free);
-                }
-                free.extend(items.by_ref().map(reached));
+                settle_timed_out(job, items, limit, retry, free);
                 return true;
             }
         }
@@ -500,6 +509,36 @@ fn run_streaming(
     while let Ok(Some(report)) = worker.listen::<Report>(drain) {
         take_report(report, &mut items, &mut next_offset, retry, free);
     }
+    settle_rest(job, items, ended, worker.name(), retry, free);
+    false
+}
+
+/// Settles the items of a streaming chunk that timed out: the running
+/// one (the first of `items`) missed its attempt; the rest never started.
+fn settle_timed_out(
+    job: &Job,
+    mut items: impl Iterator<Item = Item>,
+    limit: Duration,
+    retry: &mut Vec<Item>,
+    free: &mut Vec<Item>,
+) {
+    if let Some(item) = items.next() {
+        settle_miss(job, item, Miss::TimedOut(limit), retry, free);
+    }
+    free.extend(items.map(reached));
+}
+
+/// Settles the items of a streaming chunk that the worker `worker` had
+/// not reported when the call `ended` (`None`: the pool is closing and
+/// the worker is gone).
+fn settle_rest(
+    job: &Job,
+    mut items: impl Iterator<Item = Item>,
+    ended: Option<Result<Value, WorkerError>>,
+    worker: &str,
+    retry: &mut Vec<Item>,
+    free: &mut Vec<Item>,
+) {
     match ended {
         // Items the batch did not report (it stopped early): re-run, at
         // no cost.
@@ -517,7 +556,7 @@ fn run_streaming(
             };
             if let Some(item) = items.next() {
                 let miss = Miss::Died {
-                    worker: worker.name().to_owned(),
+                    worker: worker.to_owned(),
                     status,
                 };
                 settle_miss(job, item, miss, retry, free);
@@ -526,7 +565,6 @@ fn run_streaming(
         }
         Some(Err(e)) => unrunnable(job, items.collect(), &sk_core::error_chain(&e)),
     }
-    false
 }
 
 #[cfg(test)]
@@ -605,5 +643,93 @@ mod tests {
         let item = miss(&job, item, UNDELIVERED_LIMIT - 1).expect("a new row, not the old one");
         assert_eq!(item.deaths, 1);
         assert!(rx.try_recv().is_err(), "nothing delivered");
+    }
+
+    /// Three items, each after `missed` chunks in a row that missed.
+    fn items(missed: u32) -> Vec<Item> {
+        (0..3)
+            .map(|index| Item {
+                index,
+                undelivered: missed,
+                ..item()
+            })
+            .collect()
+    }
+
+    fn not_delivered() -> WorkerError {
+        WorkerError::NotDelivered {
+            worker: "w".into(),
+            pid: 1,
+            status: "killed".into(),
+        }
+    }
+
+    /// The rows of misses of the items left to run, by index.
+    fn rows(free: &[Item]) -> Vec<(usize, u32)> {
+        let mut rows: Vec<_> = free.iter().map(|i| (i.index, i.undelivered)).collect();
+        rows.sort_unstable();
+        rows
+    }
+
+    #[test]
+    fn a_batch_that_reached_its_worker_ends_every_items_row() {
+        let (job, _rx) = job();
+        // It stopped before reporting any item.
+        let (mut retry, mut free) = (Vec::new(), Vec::new());
+        let none: Vec<Outcome> = Vec::new();
+        settle_batch(&job, items(5), Ok(Value::new(none)), &mut retry, &mut free);
+        assert_eq!(rows(&free), [(0, 0), (1, 0), (2, 0)]);
+        // Its worker died running it.
+        let mut free = Vec::new();
+        settle_batch(&job, items(5), Err(died()), &mut retry, &mut free);
+        assert_eq!(rows(&free), [(0, 0), (1, 0), (2, 0)]);
+        // It never reached its worker: the row goes on.
+        let mut free = Vec::new();
+        settle_batch(&job, items(5), Err(not_delivered()), &mut retry, &mut free);
+        assert_eq!(rows(&free), [(0, 6), (1, 6), (2, 6)]);
+        assert!(retry.is_empty());
+    }
+
+    #[test]
+    fn a_stream_that_reached_its_worker_ends_the_rows_of_the_items_it_left() {
+        let (job, rx) = job();
+        let settled = |ended: Option<Result<Value, WorkerError>>| {
+            let (mut retry, mut free) = (Vec::new(), Vec::new());
+            settle_rest(
+                &job,
+                items(5).into_iter(),
+                ended,
+                "w",
+                &mut retry,
+                &mut free,
+            );
+            assert!(retry.is_empty());
+            rows(&free)
+        };
+        // The call ended before it reported them (it stopped early).
+        assert_eq!(settled(Some(Ok(Value::new(())))), [(0, 0), (1, 0), (2, 0)]);
+        // The worker died running the first: a death for it, and a row
+        // ended for all.
+        assert_eq!(settled(Some(Err(died()))), [(0, 0), (1, 0), (2, 0)]);
+        // It never reached its worker: the row goes on.
+        assert_eq!(
+            settled(Some(Err(not_delivered()))),
+            [(0, 6), (1, 6), (2, 6)]
+        );
+        // Closing, the worker gone: unknown, so the row stays as it was.
+        assert_eq!(settled(None), [(0, 5), (1, 5), (2, 5)]);
+        assert!(rx.try_recv().is_err(), "nothing delivered");
+        // A timed-out stream: its running item's attempt is used up (the
+        // policy allows no retry); the rest reached the worker.
+        let (mut retry, mut free) = (Vec::new(), Vec::new());
+        let limit = Duration::from_millis(1);
+        settle_timed_out(&job, items(5).into_iter(), limit, &mut retry, &mut free);
+        assert_eq!(rows(&free), [(1, 0), (2, 0)]);
+        let (index, result) = rx.try_recv().expect("the timed-out item");
+        assert_eq!(index, 0);
+        assert!(
+            matches!(result, Err(ItemError::TimedOut { .. })),
+            "{result:?}"
+        );
     }
 }

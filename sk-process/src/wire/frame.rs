@@ -336,10 +336,11 @@ pub(crate) fn send_frame_or(
 pub(crate) const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 
 /// The environment variable that sets how long readers try before they
-/// sleep, in microseconds: [`SPIN_BEFORE_SLEEP`] where unset or not a
-/// number (a warning says so), at most [`MAX_SPIN`]; `0` sleeps at once
-/// (where CPU time matters more than a call's latency). Read once per
-/// process; worker processes inherit it.
+/// sleep, in microseconds: [`SPIN_BEFORE_SLEEP`] where unset or empty,
+/// or not a whole number (a warning on stderr says so), at most
+/// [`MAX_SPIN`]; `0` sleeps after one try (where CPU time matters more
+/// than a call's latency). Read once per process; worker processes
+/// inherit it.
 pub(crate) const SPIN_ENV: &str = "SK_WORKER_SPIN_US";
 
 /// The longest [`SPIN_ENV`] may ask for.
@@ -381,25 +382,37 @@ impl Spin {
 
 /// How long a reader tries before it sleeps (see [`SPIN_ENV`]).
 pub(crate) fn spin_budget() -> Duration {
-    static BUDGET: LazyLock<Duration> =
-        LazyLock::new(|| spin_from(std::env::var(SPIN_ENV).ok().as_deref()));
+    static BUDGET: LazyLock<Duration> = LazyLock::new(|| {
+        let value = std::env::var_os(SPIN_ENV);
+        let (budget, warning) = spin_from(value.as_deref());
+        if let Some(warning) = warning {
+            eprintln!("{warning}");
+        }
+        budget
+    });
     *BUDGET
 }
 
-/// The spin [`SPIN_ENV`] set to `value` asks for.
-fn spin_from(value: Option<&str>) -> Duration {
+/// The spin [`SPIN_ENV`] set to `value` asks for, and the warning to
+/// give for a value it cannot use.
+fn spin_from(value: Option<&std::ffi::OsStr>) -> (Duration, Option<String>) {
     let Some(value) = value else {
-        return SPIN_BEFORE_SLEEP;
+        return (SPIN_BEFORE_SLEEP, None);
     };
-    match value.trim().parse::<u64>() {
-        Ok(micros) => Duration::from_micros(micros).min(MAX_SPIN),
-        Err(_) => {
-            tracing::warn!(
-                value,
-                "{SPIN_ENV} is not a whole number of microseconds; using {SPIN_BEFORE_SLEEP:?}"
-            );
-            SPIN_BEFORE_SLEEP
+    let text = value.to_str().map(str::trim);
+    match text {
+        Some("") => (SPIN_BEFORE_SLEEP, None),
+        Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => {
+            // Too many digits for a u64 is more than the most anyway.
+            let micros = digits.parse::<u64>().unwrap_or(u64::MAX);
+            (Duration::from_micros(micros).min(MAX_SPIN), None)
         }
+        _ => (
+            SPIN_BEFORE_SLEEP,
+            Some(format!(
+                "{SPIN_ENV}={value:?} is not a whole number of microseconds; using {SPIN_BEFORE_SLEEP:?}"
+            )),
+        ),
     }
 }
 
@@ -483,14 +496,16 @@ impl Recv {
     /// Tries the socket until input comes (or the channel ends, or
     /// fails) or `budget` passes, yielding the CPU between tries; `None`
     /// when nothing came.
+    /// One try at least: a zero `budget` is one try.
     fn try_for(&self, buf: &mut [u8], budget: Duration) -> Option<io::Result<usize>> {
-        if budget.is_zero() {
-            return None;
-        }
         let started = Instant::now();
         loop {
             match self.recv(buf) {
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
                 got => return Some(got),
             }
             if started.elapsed() >= budget {
@@ -510,15 +525,14 @@ impl Read for Recv {
         // CPU, comes while its caller is off the CPU between its send and
         // its read), or comes within microseconds.
         let started = Instant::now();
-        if let Some(got) = self.try_for(buf, self.spin.budget(Duration::MAX)) {
-            return got;
-        }
-        let got = self.sleep_and_read(buf);
+        let got = match self.try_for(buf, self.spin.budget(Duration::MAX)) {
+            Some(got) => got,
+            None => self.sleep_and_read(buf),
+        };
         self.spin.ended(started, true);
         got
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -723,7 +737,7 @@ mod tests {
                 let (mut recv, mut peer) = waiting_reader(one_way);
                 let writer = thread::spawn(move || {
                     // Long after the reader has gone to sleep.
-                    thread::sleep(SPIN_BEFORE_SLEEP * 200);
+                    thread::sleep(spin_budget() * 20 + Duration::from_millis(10));
                     std::io::Write::write_all(&mut peer, b"late").unwrap();
                     peer
                 });
@@ -751,9 +765,7 @@ mod tests {
         sk_testkit::guarded(|| {
             let (ours, mut theirs) = UnixStream::pair().unwrap();
             let budget = Duration::from_millis(2);
-            let started = Instant::now();
             assert!(!spin_readable(ours.as_fd(), budget).unwrap());
-            assert!(started.elapsed() >= budget, "it tried for the whole budget");
             std::io::Write::write_all(&mut theirs, b"x").unwrap();
             assert!(spin_readable(ours.as_fd(), budget).unwrap());
             // An ended channel is readable too (the read sees the end).
@@ -769,7 +781,7 @@ mod tests {
             let (mut recv, mut peer) = waiting_reader(true);
             assert!(recv.spin.on, "a reader starts out trying");
             let writer = thread::spawn(move || {
-                thread::sleep(SPIN_BEFORE_SLEEP * 200);
+                thread::sleep(spin_budget() * 20 + Duration::from_millis(10));
                 std::io::Write::write_all(&mut peer, b"slow").unwrap();
                 peer
             });
@@ -792,13 +804,27 @@ mod tests {
 
     #[test]
     fn the_spin_variable_sets_the_spin_within_its_bounds() {
-        assert_eq!(spin_from(None), SPIN_BEFORE_SLEEP);
-        assert_eq!(spin_from(Some("0")), Duration::ZERO);
-        assert_eq!(spin_from(Some(" 200 ")), Duration::from_micros(200));
-        assert_eq!(spin_from(Some("99999999")), MAX_SPIN);
-        for bad in ["", "fast", "-5", "1.5"] {
-            assert_eq!(spin_from(Some(bad)), SPIN_BEFORE_SLEEP, "{bad:?}");
+        use std::ffi::OsStr;
+        let spin = |v: &str| spin_from(Some(OsStr::new(v)));
+        assert_eq!(spin_from(None), (SPIN_BEFORE_SLEEP, None));
+        assert_eq!(spin(""), (SPIN_BEFORE_SLEEP, None), "empty is unset");
+        assert_eq!(spin("0"), (Duration::ZERO, None));
+        assert_eq!(spin(" 200 "), (Duration::from_micros(200), None));
+        assert_eq!(spin("99999999"), (MAX_SPIN, None));
+        assert_eq!(spin("99999999999999999999999"), (MAX_SPIN, None));
+        for bad in ["fast", "-5", "1.5", "+5"] {
+            let (budget, warning) = spin(bad);
+            assert_eq!(budget, SPIN_BEFORE_SLEEP, "{bad:?}");
+            let warning = warning.expect("a warning");
+            assert!(
+                warning.contains(SPIN_ENV) && warning.contains(bad),
+                "{warning}"
+            );
         }
+        use std::os::unix::ffi::OsStrExt;
+        let (budget, warning) = spin_from(Some(OsStr::from_bytes(b"\xff")));
+        assert_eq!(budget, SPIN_BEFORE_SLEEP);
+        assert!(warning.is_some(), "not text: a warning");
     }
 
     proptest! {
