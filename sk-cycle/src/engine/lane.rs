@@ -39,7 +39,8 @@ impl Runtime {
         let claims = self.plan.any_timeout;
         for &node in nodes {
             let n = &self.nodes[node as usize];
-            n.pending
+            self.pending
+                .of(node)
                 .store(self.plan.pred_count[node as usize], Ordering::Relaxed);
             n.poison.store(Poison::None as u8, Ordering::Relaxed);
             n.state.store(0, Ordering::Relaxed);

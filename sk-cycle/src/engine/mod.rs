@@ -70,7 +70,7 @@ pub(crate) use exec::Finish;
 use gate::Gate;
 use lane::LaneRt;
 pub(crate) use life::{Engine, EngineSetup};
-use node::{NO_INPUT, NodeCold, NodeRt, Spare, bump};
+use node::{NO_INPUT, NodeCold, NodeRt, Pending, Spare, bump};
 pub(crate) use timer::Watchdog;
 pub(crate) use timing::elapsed;
 
@@ -128,6 +128,7 @@ pub(crate) struct Runtime {
     cycle: Arc<str>,
     pool: Arc<rayon::ThreadPool>,
     nodes: Box<[NodeRt]>,
+    pending: Pending,
     cold: Box<[NodeCold]>,
     lanes: Box<[LaneRt]>,
     store: Arc<Store>,
@@ -212,17 +213,11 @@ impl Drop for Runtime {
     /// Hands the per-node arrays to the plan for the next run, holding no
     /// output or error of this one.
     fn drop(&mut self) {
-        let mut nodes = std::mem::take(&mut self.nodes);
-        let mut cold = std::mem::take(&mut self.cold);
-        node::reset_all(&mut nodes, &self.plan);
-        // Cold state is written only by timeouts, rate limits, retries and
-        // ends other than success: a run of none of those left it as new.
-        let plan = &self.plan;
-        let touched = *self.unusual.get_mut() || plan.any_retry || plan.any_timeout;
-        if touched || !plan.rates.is_empty() {
-            cold.fill_with(NodeCold::default);
-        }
-        *self.plan.spare.lock() = Some(Box::new(Spare { nodes, cold }));
+        let nodes = std::mem::take(&mut self.nodes);
+        let cold = std::mem::take(&mut self.cold);
+        let pending = std::mem::replace(&mut self.pending, Pending::new(0));
+        let unusual = *self.unusual.get_mut();
+        Spare::keep(&self.plan, (nodes, cold, pending), unusual);
     }
 }
 
@@ -284,22 +279,9 @@ impl Runtime {
     ) -> Runtime {
         let parts = plan.parts.len();
         let multi_lane = plan.lanes.len() > 1;
-        // A spare was reset when its run was dropped.
-        let spare = plan
-            .spare
-            .lock()
-            .take()
-            .and_then(|s| s.downcast::<Spare>().ok());
-        let (nodes, cold) = match spare.map(|s| *s) {
-            Some(Spare { nodes, cold }) => (nodes, cold),
-            None => (
-                (0..plan.node_count as u32)
-                    .map(|node| NodeRt::new(&plan, node))
-                    .collect(),
-                (0..plan.node_count).map(|_| NodeCold::default()).collect(),
-            ),
-        };
+        let (nodes, cold, pending) = Spare::take(&plan);
         Runtime {
+            pending,
             nodes,
             cold,
             lanes: plan
@@ -646,7 +628,7 @@ impl Runtime {
         if edge & SOLE != 0 {
             return Some(target);
         }
-        (n.pending.fetch_sub(1, Ordering::AcqRel) == 1).then_some(target)
+        (self.pending.of(target).fetch_sub(1, Ordering::AcqRel) == 1).then_some(target)
     }
 
     /// Stores a part's end state, output and error (and records them in

@@ -36,7 +36,6 @@ pub(super) const NO_INPUT: u32 = u32::MAX;
 /// does not touch is in [`NodeCold`].
 #[repr(align(64))]
 pub(super) struct NodeRt {
-    pub(super) pending: AtomicU32,
     pub(super) poison: AtomicU8,
     pub(super) state: AtomicU8,
     pub(super) has_output: AtomicBool,
@@ -62,7 +61,6 @@ impl NodeRt {
     pub(super) fn new(plan: &Plan, node: u32) -> NodeRt {
         let part = plan.parts.get(node as usize);
         NodeRt {
-            pending: AtomicU32::new(0),
             poison: AtomicU8::new(0),
             state: AtomicU8::new(0),
             has_output: AtomicBool::new(false),
@@ -83,7 +81,6 @@ impl NodeRt {
     /// on counting down from where this one stopped, its next timed run
     /// standing for that run's runs only.
     pub(super) fn reset(&mut self, carry_timing: bool) {
-        *self.pending.get_mut() = 0;
         *self.poison.get_mut() = 0;
         *self.state.get_mut() = 0;
         *self.has_output.get_mut() = false;
@@ -106,10 +103,44 @@ impl NodeRt {
 /// Resets every node of `plan` for the cycle's next run (see
 /// [`NodeRt::reset`]), carrying the stats countdown in the lanes that
 /// carry it.
-pub(super) fn reset_all(nodes: &mut [NodeRt], plan: &Plan) {
+fn reset_all(nodes: &mut [NodeRt], plan: &Plan) {
     for n in nodes {
         let lane = &plan.lanes[n.lane as usize];
         n.reset(super::timing::carries_timing(lane.nodes.len()));
+    }
+}
+
+/// Each node's count of predecessors yet to end in the current iteration
+/// (set from the plan's as the iteration begins), sixteen to a cache
+/// line, apart from the nodes' own lines. A node's predecessors count
+/// it down where they end; in a large cycle, a counter inside the node's
+/// line missed the cache there for most nodes (in a 512x512 wavefront,
+/// the node lines are 16 MB, each rewritten as the iteration begins, and
+/// that miss took half the run), and for a node of two predecessors,
+/// the first of them counts down and runs something else. Packed, a
+/// node's successors' counters are mostly on lines its neighbours just
+/// used.
+pub(super) struct Pending(Box<[PendingLine]>);
+
+/// One line of [`Pending`]'s counters (its own: nothing else shares it).
+#[repr(align(64))]
+struct PendingLine([AtomicU32; 16]);
+
+impl Pending {
+    /// Counters for `nodes` nodes.
+    pub(super) fn new(nodes: usize) -> Pending {
+        let lines = nodes.div_ceil(16);
+        Pending(
+            (0..lines)
+                .map(|_| PendingLine(Default::default()))
+                .collect(),
+        )
+    }
+
+    /// Node `node`'s counter.
+    #[inline(always)]
+    pub(super) fn of(&self, node: u32) -> &AtomicU32 {
+        &self.0[(node / 16) as usize].0[(node % 16) as usize]
     }
 }
 
@@ -118,8 +149,51 @@ pub(super) fn reset_all(nodes: &mut [NodeRt], plan: &Plan) {
 /// it already has, rather than faulting fresh pages in (which the
 /// allocator may have given back to the system in between).
 pub(super) struct Spare {
-    pub(super) nodes: Box<[NodeRt]>,
-    pub(super) cold: Box<[NodeCold]>,
+    nodes: Box<[NodeRt]>,
+    cold: Box<[NodeCold]>,
+    /// Needs no reset: each iteration sets its lane's counters first.
+    pending: Pending,
+}
+
+/// A run's per-node arrays.
+pub(super) type Arrays = (Box<[NodeRt]>, Box<[NodeCold]>, Pending);
+
+impl Spare {
+    /// The arrays a run of `plan` starts with: its last run's, reset when
+    /// that run was dropped, or new ones.
+    pub(super) fn take(plan: &Plan) -> Arrays {
+        let spare = plan.spare.lock().take();
+        match spare.and_then(|s| s.downcast::<Spare>().ok()) {
+            Some(spare) => (spare.nodes, spare.cold, spare.pending),
+            None => (
+                (0..plan.node_count as u32)
+                    .map(|node| NodeRt::new(plan, node))
+                    .collect(),
+                (0..plan.node_count).map(|_| NodeCold::default()).collect(),
+                Pending::new(plan.node_count),
+            ),
+        }
+    }
+
+    /// Resets a dropped run's `arrays` and hands them to `plan` for its
+    /// next run; `unusual`: some part of the run ended otherwise than
+    /// succeeded (see `Runtime::mark_unusual`).
+    pub(super) fn keep(plan: &Plan, arrays: Arrays, unusual: bool) {
+        let (mut nodes, mut cold, pending) = arrays;
+        reset_all(&mut nodes, plan);
+        // Cold state is written only by timeouts, rate limits, retries and
+        // ends other than success: a run of none of those left it as new.
+        let touched = unusual || plan.any_retry || plan.any_timeout;
+        if touched || !plan.rates.is_empty() {
+            cold.fill_with(NodeCold::default);
+        }
+        let spare = Spare {
+            nodes,
+            cold,
+            pending,
+        };
+        *plan.spare.lock() = Some(Box::new(spare));
+    }
 }
 
 /// The rest of a node's state, off the fast path.
