@@ -51,7 +51,8 @@ impl KvStorage {
     /// # Errors
     ///
     /// [`RemoteError::Connect`] naming the URL, [`RemoteError::JetStream`]
-    /// when the bucket cannot be opened or made, [`RemoteError::Usage`]
+    /// when the bucket cannot be opened or made (tried 4 times, over
+    /// about 0.7 s of waits), [`RemoteError::Usage`]
     /// for a bucket name other than letters, digits, `-` and `_`.
     pub fn open(broker: &Broker, bucket: &str) -> Result<KvStorage, RemoteError> {
         crate::error::check_group(bucket).map_err(|_| {
@@ -63,7 +64,7 @@ impl KvStorage {
         let conn = broker.connect(&bridge)?;
         let js = conn.js.clone();
         let name = bucket.to_owned();
-        let opened = bridge.run(async move { open_bucket(&js, &name).await })?;
+        let opened = bridge.run(async move { open_bucket_retrying(&js, &name).await })?;
         let store = opened.map_err(|source| RemoteError::JetStream {
             url: conn.url.clone(),
             what: format!("open the key-value bucket \"{bucket}\""),
@@ -109,6 +110,29 @@ impl KvStorage {
 
 /// Opens bucket `name`, making it if need be. The stream is made by hand,
 /// as the client would, in a form a 2.9 server takes.
+/// How many times opening a bucket is tried, the waits between tries
+/// doubling from [`OPEN_RETRY_WAIT`]: a broker busy with other clients
+/// may let one JetStream request time out, and several processes open
+/// one bucket at once.
+const OPEN_ATTEMPTS: u32 = 4;
+const OPEN_RETRY_WAIT: Duration = Duration::from_millis(100);
+
+/// [`open_bucket`], tried [`OPEN_ATTEMPTS`] times; the last error.
+async fn open_bucket_retrying(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<kv::Store, Box<dyn std::error::Error + Send + Sync>> {
+    let mut wait = OPEN_RETRY_WAIT;
+    for _ in 1..OPEN_ATTEMPTS {
+        if let Ok(store) = open_bucket(js, name).await {
+            return Ok(store);
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    open_bucket(js, name).await
+}
+
 async fn open_bucket(
     js: &jetstream::Context,
     name: &str,

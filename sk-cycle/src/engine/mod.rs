@@ -21,7 +21,8 @@
 //! `lane.rs` begins a lane's iterations and waits for their ends;
 //! `exec.rs` runs one part (retries, validators, timeouts);
 //! `node.rs` holds a run's per-node state (a cache line per node for the
-//! fast path, the rest apart, kept by the cycle between runs);
+//! fast path, the predecessor counters sixteen to a line, the rest
+//! apart, kept by the cycle between runs);
 //! `timing.rs` decides which part runs are timed and records them;
 //! `samples.rs` gathers part timings per thread;
 //! `journal.rs` records ends in a durable run's journal and replays them

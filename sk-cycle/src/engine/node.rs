@@ -1,5 +1,6 @@
 //! A run's per-node state: the line the fast path reads and writes, the
-//! rest, and the arrays a cycle keeps between runs.
+//! predecessor counters, the rest, and the arrays a cycle keeps between
+//! runs.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -117,9 +118,9 @@ fn reset_all(nodes: &mut [NodeRt], plan: &Plan) {
 /// line missed the cache there for most nodes (in a 512x512 wavefront,
 /// the node lines are 16 MB, each rewritten as the iteration begins, and
 /// that miss took half the run), and for a node of two predecessors,
-/// the first of them counts down and runs something else. Packed, a
-/// node's successors' counters are mostly on lines its neighbours just
-/// used.
+/// the line the first of them fetched for its counter was wasted (the
+/// second runs the node). Packed, a node's successors' counters are
+/// mostly on lines its neighbours just used.
 pub(super) struct Pending(Box<[PendingLine]>);
 
 /// One line of [`Pending`]'s counters (its own: nothing else shares it).

@@ -90,13 +90,15 @@ pub fn flaky(counter: String, fails: u64) -> Result<u64, String> {
 /// Adds 1 to `key` in the KV bucket `bucket` at `url`, `times` times.
 #[sk_core::function(crate = ::sk_core)]
 pub fn count_up(url: String, bucket: String, key: String, times: u64) -> Result<u64, String> {
-    let kv = sk_remote::KvStorage::open(&Broker::new(url), &bucket).map_err(|e| e.to_string())?;
+    // The whole chain: what JetStream said too.
+    let kv = sk_remote::KvStorage::open(&Broker::new(url), &bucket)
+        .map_err(|e| sk_core::error_chain(&e))?;
     let storage = sk_reg::GlobalStorage::with_backend(std::sync::Arc::new(kv));
     let mut last = 0;
     for _ in 0..times {
         last = storage
             .update(&key, |n: Option<u64>| n.unwrap_or(0) + 1)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| sk_core::error_chain(&e))?;
     }
     Ok(last)
 }
