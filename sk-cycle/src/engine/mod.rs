@@ -216,7 +216,7 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         let nodes = std::mem::take(&mut self.nodes);
         let cold = std::mem::take(&mut self.cold);
-        let pending = std::mem::replace(&mut self.pending, Pending::new(0));
+        let pending = std::mem::take(&mut self.pending);
         let unusual = *self.unusual.get_mut();
         Spare::keep(&self.plan, (nodes, cold, pending), unusual);
     }

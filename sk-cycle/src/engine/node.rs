@@ -121,6 +121,7 @@ fn reset_all(nodes: &mut [NodeRt], plan: &Plan) {
 /// the line the first of them fetched for its counter was wasted (the
 /// second runs the node). Packed, a node's successors' counters are
 /// mostly on lines its neighbours just used.
+#[derive(Default)]
 pub(super) struct Pending(Box<[PendingLine]>);
 
 /// One line of [`Pending`]'s counters (its own: nothing else shares it).
