@@ -26,10 +26,9 @@ pub enum Input {
 /// Everything a running part can see: its input, the outputs of completed
 /// parts, the run's shared store, its stop token.
 pub struct PartContext<'a> {
-    /// A reference to the plan's handle: made without reading it.
-    pub(crate) part: &'a Arc<str>,
-    /// A reference to the plan's: made without reading it.
-    pub(crate) coord: &'a Coord,
+    /// The part's node in the plan: its name and coordinate are looked
+    /// up when asked for (most parts never do).
+    pub(crate) node: u32,
     pub(crate) iteration: u64,
     pub(crate) attempt: u32,
     pub(crate) input: &'a Input,
@@ -50,6 +49,10 @@ pub(crate) trait ContextEnv: Sync {
     fn read(&self, reader: &str, part: &str) -> Result<Arc<Value>, ReadError>;
     /// The name of the part at `coord`.
     fn name_at(&self, coord: Coord) -> Option<&str>;
+    /// The name of part `node` (a [`PartContext`]'s own).
+    fn part_name(&self, node: u32) -> &Arc<str>;
+    /// The coordinate of part `node` (a [`PartContext`]'s own).
+    fn part_coord(&self, node: u32) -> Coord;
     /// The parts below `part` in the tree with their latest completed
     /// outputs, in coordinate order (`None`: unknown part).
     fn subtree_latest(&self, part: &str) -> Option<LatestOutputs>;
@@ -135,12 +138,17 @@ pub(crate) fn output_what(name: &str) -> String {
 impl<'a> PartContext<'a> {
     /// The part's name.
     pub fn name(&self) -> &str {
-        self.part
+        self.part()
     }
 
     /// The part's coordinate.
     pub fn coord(&self) -> Coord {
-        *self.coord
+        self.env.part_coord(self.node)
+    }
+
+    /// The part's name, as the plan holds it.
+    fn part(&self) -> &'a Arc<str> {
+        self.env.part_name(self.node)
     }
 
     /// The iteration number, from 1 (per lane under independent sync).
@@ -154,7 +162,7 @@ impl<'a> PartContext<'a> {
     /// that a request made twice (a retry, a re-run after a crash) is
     /// done once.
     pub fn idempotency_key(&self) -> String {
-        idempotency_key(&self.env.run_key(), self.iteration, self.part)
+        idempotency_key(&self.env.run_key(), self.iteration, self.part())
     }
 
     /// Step `name` of this part's work: in a journaled run (see
@@ -211,10 +219,13 @@ impl<'a> PartContext<'a> {
         F: FnOnce() -> Result<T, E>,
     {
         crate::step::run_step(
-            self.part,
+            self.part(),
             name,
-            self.env.recorded_step(self.part, self.iteration, name),
-            |bytes| self.env.record_step(self.part, self.iteration, name, bytes),
+            self.env.recorded_step(self.part(), self.iteration, name),
+            |bytes| {
+                self.env
+                    .record_step(self.part(), self.iteration, name, bytes)
+            },
             f,
         )
     }
@@ -252,18 +263,18 @@ impl<'a> PartContext<'a> {
         match self.input {
             Input::Value(v) => Ok(v),
             Input::Error(e) => Err(ReadError::NoInput {
-                reader: format!("part \"{}\"", self.part),
+                reader: format!("part \"{}\"", self.part()),
                 why: format!("its input is an error: {e}"),
             }),
             Input::None => Err(ReadError::NoInput {
-                reader: format!("part \"{}\"", self.part),
+                reader: format!("part \"{}\"", self.part()),
                 why: "no input part".to_owned(),
             }),
         }
     }
 
     fn input_what(&self) -> String {
-        format!("the input of part \"{}\"", self.part)
+        format!("the input of part \"{}\"", self.part())
     }
 
     /// The input value as a `T` made in this process, of any type (no
@@ -345,7 +356,7 @@ impl<'a> PartContext<'a> {
             .env
             .subtree_latest(name)
             .ok_or_else(|| ReadError::Unknown {
-                reader: format!("part \"{}\"", self.part),
+                reader: format!("part \"{}\"", self.part()),
                 part: name.to_owned(),
             })?;
         Ok(below
@@ -363,7 +374,7 @@ impl<'a> PartContext<'a> {
     ///
     /// As [`PartContext::output`], but for the type.
     pub fn output_value(&self, name: &str) -> Result<Arc<Value>, ReadError> {
-        self.env.read(self.part, name)
+        self.env.read(self.part(), name)
     }
 
     /// The output of the part at `coord` (see [`PartContext::output`]).
@@ -380,7 +391,7 @@ impl<'a> PartContext<'a> {
         match self.env.name_at(coord) {
             Some(name) => self.output(name),
             None => Err(ReadError::Unknown {
-                reader: format!("part \"{}\"", self.part),
+                reader: format!("part \"{}\"", self.part()),
                 part: coord.to_string(),
             }),
         }
@@ -406,8 +417,8 @@ impl<'a> PartContext<'a> {
 impl fmt::Debug for PartContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PartContext")
-            .field("part", &self.part)
-            .field("coord", &self.coord)
+            .field("part", &self.part())
+            .field("coord", &self.coord())
             .field("iteration", &self.iteration)
             .field("attempt", &self.attempt)
             .finish_non_exhaustive()

@@ -382,3 +382,79 @@ fn of_several_parts_without_a_fallback_the_build_error_names_the_first_by_coordi
         "{err:?}"
     );
 }
+
+/// What each part of one iteration's report showed.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    flaky: Option<PartState>,
+    flaky_output: Option<u64>,
+    flaky_failed: bool,
+    child: Option<PartState>,
+    join: Option<PartState>,
+}
+
+#[test]
+fn each_iteration_shows_only_its_own_ends() {
+    guarded(|| {
+        // root → fork [flaky → child, steady]; join after child and
+        // steady. flaky fails under skip in iteration 2 only: its output,
+        // error, its child's skip and the join's countdown of two must
+        // all be that iteration's, not carried into the next (nodes are
+        // not reset as an iteration begins: each end replaces the last).
+        let mut b = CycleBuilder::new("iterations");
+        // root, first in each iteration, reads flaky's latest completed
+        // output: the last iteration's, none after it failed.
+        let latest = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let reads = Arc::clone(&latest);
+        let root = CyclePart::new("root", move |ctx| {
+            reads
+                .lock()
+                .push(ctx.output::<u64>("flaky").ok().map(|v| *v));
+        })
+        .reads_latest(["flaky"]);
+        let root = b.root(root).unwrap();
+        let flaky = CyclePart::fallible("flaky", |ctx| match ctx.iteration() {
+            2 => Err::<u64, BoxError>("second time unlucky".into()),
+            i => Ok(i * 10),
+        })
+        .error_mode(ErrorMode::Skip);
+        let [flaky, _] = b
+            .fork(root, [flaky, CyclePart::new("steady", |_| ())])
+            .unwrap();
+        let child = b.then(flaky, CyclePart::new("child", |_| ())).unwrap();
+        b.then(child, CyclePart::new("join", |_| ())).unwrap();
+        b.after("join", "steady").unwrap();
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let report = b
+            .build()
+            .unwrap()
+            .run(Run::times(4).threads(2).on_iteration(move |it| {
+                sink.lock().push(Seen {
+                    flaky: it.state_of("flaky"),
+                    flaky_output: it.output_as::<u64>("flaky").copied(),
+                    flaky_failed: it.error_of("flaky").is_some(),
+                    child: it.state_of("child"),
+                    join: it.state_of("join"),
+                })
+            }))
+            .unwrap();
+        assert_eq!(report.iterations(), 4);
+        let ok = |i: u64| Seen {
+            flaky: Some(PartState::Succeeded),
+            flaky_output: Some(i * 10),
+            flaky_failed: false,
+            child: Some(PartState::Succeeded),
+            join: Some(PartState::Succeeded),
+        };
+        let failed = Seen {
+            flaky: Some(PartState::Failed),
+            flaky_output: None,
+            flaky_failed: true,
+            child: Some(PartState::Skipped),
+            join: Some(PartState::Skipped),
+        };
+        assert_eq!(*seen.lock(), vec![ok(1), failed, ok(3), ok(4)]);
+        assert_eq!(*latest.lock(), vec![None, Some(10), None, Some(30)]);
+    })
+}

@@ -66,6 +66,14 @@ impl ContextEnv for Env<'_> {
         )
     }
 
+    fn part_name(&self, node: u32) -> &Arc<str> {
+        &self.rt.plan.names[node as usize]
+    }
+
+    fn part_coord(&self, node: u32) -> Coord {
+        self.rt.plan.parts[node as usize].coord
+    }
+
     fn name_at(&self, coord: Coord) -> Option<&str> {
         let id = self.rt.plan.by_coord.get(coord)?;
         Some(&self.rt.plan.parts[id as usize].part.name)

@@ -266,8 +266,7 @@ impl Runtime {
         attempt: u32,
     ) -> PartContext<'a> {
         PartContext {
-            part: &self.plan.names[node as usize],
-            coord: &self.plan.parts[node as usize].coord,
+            node,
             iteration,
             attempt,
             input,
@@ -304,7 +303,7 @@ impl Runtime {
     /// coordinate's address, and on errors).
     #[inline(always)]
     pub(super) fn execute_plain(&self, node: u32, n: &NodeRt, work: &PartFn) -> Step {
-        let input = self.input_for(node);
+        let input = self.plain_input(node, n);
         let iteration = self.lanes[n.lane as usize]
             .iteration
             .load(Ordering::Relaxed);
@@ -316,11 +315,17 @@ impl Runtime {
         // `Arc` or an error's box, in the frame that got it: what crosses
         // the unwinding boundary and comes back here is a few words, not
         // copies of the whole.
-        let outcome = in_part_span(pp, iteration, || {
-            self.attributed(node, || {
-                panic::catch_unwind(AssertUnwindSafe(|| work(&ctx).map(|v| v.map(Arc::new))))
-            })
-        });
+        let call = || panic::catch_unwind(AssertUnwindSafe(|| work(&ctx).map(|v| v.map(Arc::new))));
+        // A journaled run (which `detour` covers) notes the part's store
+        // writes, and a part span is made where TRACE is on; otherwise
+        // nothing is wrapped around the call.
+        let outcome = if self.detour.load(Ordering::Relaxed)
+            || tracing::level_enabled!(tracing::Level::TRACE)
+        {
+            self.detoured(pp, node, iteration, call)
+        } else {
+            call()
+        };
         match outcome {
             // The common end, made here: no `()` value, no checks.
             Ok(Ok(output)) if started.is_none() => Step::Plain(Plain { output }),
@@ -338,6 +343,16 @@ impl Runtime {
             Ok(Err(error)) => Step::Done(self.finish_with(pp, caught(pp, Ok(Err(error))), started)),
             Err(panic) => Step::Done(self.finish_with(pp, caught(pp, Err(panic)), started)),
         }
+    }
+
+    /// Makes `call`, plain part `node`'s run in `iteration`, in its part
+    /// span and noting its store writes (see
+    /// [`execute_plain`](Self::execute_plain)). Out of line: the frame
+    /// of the loop that runs plain parts stays small (nested joins stack
+    /// them).
+    #[inline(never)]
+    fn detoured<R>(&self, pp: &PlanPart, node: u32, iteration: u64, call: impl FnOnce() -> R) -> R {
+        in_part_span(pp, iteration, || self.attributed(node, call))
     }
 
     /// Runs part `node` to its end on the calling thread.

@@ -1,4 +1,4 @@
-//! A lane's iterations: resetting its nodes for the next one, driving it
+//! A lane's iterations: beginning the next one, driving it
 //! from a pool thread or from outside the pool, and counting its ended
 //! sinks until the last one wakes the driver.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use crossbeam::utils::Backoff;
 use parking_lot::Mutex;
 
-use super::{Poison, Runtime};
+use super::Runtime;
 
 /// Per-lane state.
 #[derive(Default)]
@@ -29,33 +29,20 @@ pub(crate) struct LaneRt {
 }
 
 impl Runtime {
-    /// Resets lane `lane` for its next iteration and registers the calling
-    /// thread as the one to wake when it ends.
+    /// Begins lane `lane`'s next iteration. Its nodes need no reset: each
+    /// node's end replaces what its last end left (state, output, error),
+    /// its start takes what its predecessors passed it (poison), and its
+    /// last predecessor sets its counter back for the next iteration (see
+    /// `Runtime::release`); every node of an iteration ends before the
+    /// next begins. A large cycle's iteration so begins without touching
+    /// a line per node.
     pub(super) fn begin_iteration(&self, lane: usize) -> u64 {
         let rt = &self.lanes[lane];
-        let nodes = &self.plan.lanes[lane].nodes;
         // Only timed parts make claims: other cycles leave the cold array
         // alone (a cache miss per node per iteration in a large cycle).
-        let claims = self.plan.any_timeout;
-        for &node in nodes {
-            let n = &self.nodes[node as usize];
-            self.pending
-                .of(node)
-                .store(self.plan.pred_count[node as usize], Ordering::Relaxed);
-            n.poison.store(Poison::None as u8, Ordering::Relaxed);
-            n.state.store(0, Ordering::Relaxed);
-            if claims {
+        if self.plan.any_timeout {
+            for &node in &self.plan.lanes[lane].nodes {
                 self.cold[node as usize].claim.store(0, Ordering::Relaxed);
-            }
-            // Between iterations nothing else touches the node: plain loads
-            // and stores, no read-modify-write.
-            if n.has_output.load(Ordering::Relaxed) {
-                n.has_output.store(false, Ordering::Relaxed);
-                n.output.lock().take();
-            }
-            if n.has_error.load(Ordering::Relaxed) {
-                n.has_error.store(false, Ordering::Relaxed);
-                self.cold[node as usize].error.lock().take();
             }
         }
         rt.error_state.store(false, Ordering::Relaxed);

@@ -136,6 +136,7 @@ impl Engine {
             }
             rt.replay_left.store(replays, Ordering::Relaxed);
             rt.durable = Some(durable);
+            rt.detour.store(true, Ordering::Relaxed);
         }
         for name in &plan.components {
             let component = Component::start(cycle, name)

@@ -136,6 +136,11 @@ pub(crate) struct Runtime {
     /// Set on instant fail: parts see it through their stop token.
     cancel: StopToken,
     abort: AtomicBool,
+    /// Nodes leave the fast path (see [`Runtime::process`] and
+    /// [`Runtime::complete_plain`]): the run has stopped (`abort`), keeps
+    /// a journal (it may replay ends), or shares outputs between lanes.
+    /// One load a node, where each of those was one.
+    detour: AtomicBool,
     /// Some part ended otherwise than succeeded (it has a tally, maybe an
     /// error, in its `NodeCold`): a report then reads the nodes' cold
     /// state, and the run's end clears it (see `Runtime::mark_unusual`).
@@ -316,6 +321,7 @@ impl Runtime {
             store,
             cancel: StopToken::new(),
             abort: AtomicBool::new(false),
+            detour: AtomicBool::new(multi_lane),
             unusual: AtomicBool::new(false),
             instant_error: Mutex::new(None),
             components: Vec::new(),
@@ -425,22 +431,30 @@ impl Runtime {
     /// Decides what `node` does now.
     #[inline(always)]
     fn process(self: &Arc<Self>, node: u32, admitted: bool) -> Step {
+        let n = &self.nodes[node as usize];
+        // What its predecessors passed it in this iteration, taken, so
+        // that its next iteration starts clean.
+        let poison = n.poison.load(Ordering::Acquire);
+        if poison != Poison::None as u8 {
+            n.poison.store(Poison::None as u8, Ordering::Relaxed);
+        }
         if !self.plan.is_part(node) {
             return Step::Done(Finish::barrier());
         }
-        let n = &self.nodes[node as usize];
         // A node handed a gate permit (`admitted`) must give it back
         // whatever it ends as.
-        if self.abort.load(Ordering::Acquire) {
-            let finish = Finish::resolved(PartState::Cancelled, Poison::None);
-            return Step::Done(finish.gated(admitted));
-        }
-        if self.replay_left.load(Ordering::Relaxed) != 0 {
-            if let Some(finish) = self.replayed(node) {
+        if self.detour.load(Ordering::Acquire) {
+            if self.abort.load(Ordering::Acquire) {
+                let finish = Finish::resolved(PartState::Cancelled, Poison::None);
                 return Step::Done(finish.gated(admitted));
             }
+            if self.replay_left.load(Ordering::Relaxed) != 0 {
+                if let Some(finish) = self.replayed(node) {
+                    return Step::Done(finish.gated(admitted));
+                }
+            }
         }
-        match Poison::from_u8(n.poison.load(Ordering::Acquire)) {
+        match Poison::from_u8(poison) {
             Poison::None => {}
             p => return Step::Done(Finish::poisoned(p).gated(admitted)),
         }
@@ -565,13 +579,19 @@ impl Runtime {
     /// lanes takes the general path.
     #[inline(always)]
     fn complete_plain(self: &Arc<Self>, node: u32, plain: Plain, depth: u32) -> (Ready, usize) {
-        if self.abort.load(Ordering::Acquire) || self.durable.is_some() || !self.latest.is_empty() {
+        if self.detour.load(Ordering::Acquire) {
             return self.complete(node, plain.into_finish(), depth);
         }
         let n = &self.nodes[node as usize];
-        if let Some(output) = plain.output {
-            *n.output.lock() = Some(output);
-            n.has_output.store(true, Ordering::Release);
+        match plain.output {
+            Some(output) => {
+                *n.output.lock() = Some(output);
+                n.has_output.store(true, Ordering::Release);
+            }
+            None => self.clear_output(n),
+        }
+        if n.has_error.load(Ordering::Relaxed) {
+            self.clear_error(node);
         }
         bump(&n.succeeded);
         n.state.store(PartState::Succeeded as u8, Ordering::Release);
@@ -629,7 +649,37 @@ impl Runtime {
         if edge & SOLE != 0 {
             return Some(target);
         }
-        (self.pending.of(target).fetch_sub(1, Ordering::AcqRel) == 1).then_some(target)
+        let pending = self.pending.of(target);
+        if pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return None;
+        }
+        // The last predecessor sets the count back for the next
+        // iteration: no other one counts it down in this one, and the
+        // next begins after this one's sinks have ended, which this
+        // thread reports after this store.
+        let count = self.plan.pred_count[target as usize];
+        pending.store(count, Ordering::Relaxed);
+        Some(target)
+    }
+
+    /// Clears the output node `n`'s last end left, for an end without one
+    /// (nodes are not reset as an iteration begins, see
+    /// `Runtime::begin_iteration`).
+    #[inline]
+    fn clear_output(&self, n: &NodeRt) {
+        if n.has_output.load(Ordering::Relaxed) {
+            n.has_output.store(false, Ordering::Relaxed);
+            n.output.lock().take();
+        }
+    }
+
+    /// Clears the error `node`'s last end left, for an end without one.
+    #[cold]
+    fn clear_error(&self, node: u32) {
+        self.nodes[node as usize]
+            .has_error
+            .store(false, Ordering::Relaxed);
+        self.cold[node as usize].error.lock().take();
     }
 
     /// Stores a part's end state, output and error (and records them in
@@ -650,8 +700,14 @@ impl Runtime {
             }
             *n.output.lock() = Some(output);
             n.has_output.store(true, Ordering::Release);
-        } else if state.is_success() && !self.latest.is_empty() {
-            *self.latest[node as usize].lock() = Some(Arc::clone(&UNIT));
+        } else {
+            if state.is_success() && !self.latest.is_empty() {
+                *self.latest[node as usize].lock() = Some(Arc::clone(&UNIT));
+            }
+            self.clear_output(n);
+        }
+        if finish.error.is_none() && n.has_error.load(Ordering::Relaxed) {
+            self.clear_error(node);
         }
         if let Some(error) = finish.error {
             if finish.instant_fail {
@@ -660,6 +716,7 @@ impl Runtime {
                     *first = Some(Arc::clone(&error));
                 }
                 self.abort.store(true, Ordering::Release);
+                self.detour.store(true, Ordering::Release);
                 self.cancel.stop();
             }
             *self.cold[node as usize].error.lock() = Some(error);
@@ -682,8 +739,27 @@ impl Runtime {
 
     // ----- data -------------------------------------------------------
 
+    /// [`input_for`](Self::input_for) node `n`, inline where it is none:
+    /// no input part, or one in its lane that ended with neither output
+    /// nor error (a `()` part).
+    #[inline(always)]
+    fn plain_input(&self, node: u32, n: &NodeRt) -> Input {
+        if n.input_from == NO_INPUT {
+            return Input::None;
+        }
+        let from = &self.nodes[n.input_from as usize];
+        if from.lane == n.lane
+            && !from.has_output.load(Ordering::Acquire)
+            && !from.has_error.load(Ordering::Acquire)
+        {
+            return Input::None;
+        }
+        self.input_for(node)
+    }
+
     /// The input of part `node`: its input part's output or propagated
     /// error (the latest one, for an input part in another lane).
+    #[inline(never)]
     fn input_for(&self, node: u32) -> Input {
         let part = &self.nodes[node as usize];
         if part.input_from == NO_INPUT {

@@ -111,16 +111,17 @@ fn reset_all(nodes: &mut [NodeRt], plan: &Plan) {
     }
 }
 
-/// Each node's count of predecessors yet to end in the current iteration
-/// (set from the plan's as the iteration begins), sixteen to a cache
-/// line, apart from the nodes' own lines. A node's predecessors count
-/// it down where they end; in a large cycle, a counter inside the node's
-/// line missed the cache there for most nodes (in a 512x512 wavefront,
-/// the node lines are 16 MB, each rewritten as the iteration begins, and
-/// that miss took half the run), and for a node of two predecessors,
-/// the line the first of them fetched for its counter was wasted (the
-/// second runs the node). Packed, a node's successors' counters are
-/// mostly on lines its neighbours just used.
+/// Each node's count of predecessors yet to end in the current iteration,
+/// sixteen to a cache line, apart from the nodes' own lines. A node's
+/// predecessors count it down where they end, and the last of them sets
+/// it back to the plan's count for the next iteration (so an iteration
+/// begins without touching them). In a large cycle, a counter inside the
+/// node's line missed the cache there for most nodes (in a 512x512
+/// wavefront, the node lines are 16 MB, each rewritten as the iteration
+/// began, and that miss took half the run), and for a node of two
+/// predecessors, the line the first of them fetched for its counter was
+/// wasted (the second runs the node). Packed, a node's successors'
+/// counters are mostly on lines its neighbours just used.
 #[derive(Default)]
 pub(super) struct Pending(Box<[PendingLine]>);
 
@@ -129,14 +130,24 @@ pub(super) struct Pending(Box<[PendingLine]>);
 struct PendingLine([AtomicU32; 16]);
 
 impl Pending {
-    /// Counters for `nodes` nodes.
-    pub(super) fn new(nodes: usize) -> Pending {
-        let lines = nodes.div_ceil(16);
-        Pending(
+    /// The counters of `plan`'s nodes, each at its count of predecessors.
+    pub(super) fn new(plan: &Plan) -> Pending {
+        let lines = plan.node_count.div_ceil(16);
+        let mut pending = Pending(
             (0..lines)
                 .map(|_| PendingLine(Default::default()))
                 .collect(),
-        )
+        );
+        pending.reset(plan);
+        pending
+    }
+
+    /// Sets every counter back to its node's count of predecessors.
+    fn reset(&mut self, plan: &Plan) {
+        let counters = self.0.iter_mut().flat_map(|line| line.0.iter_mut());
+        for (counter, &count) in counters.zip(&plan.pred_count) {
+            *counter.get_mut() = count;
+        }
     }
 
     /// Node `node`'s counter.
@@ -153,7 +164,6 @@ impl Pending {
 pub(super) struct Spare {
     nodes: Box<[NodeRt]>,
     cold: Box<[NodeCold]>,
-    /// Needs no reset: each iteration sets its lane's counters first.
     pending: Pending,
 }
 
@@ -172,7 +182,7 @@ impl Spare {
                     .map(|node| NodeRt::new(plan, node))
                     .collect(),
                 (0..plan.node_count).map(|_| NodeCold::default()).collect(),
-                Pending::new(plan.node_count),
+                Pending::new(plan),
             ),
         }
     }
@@ -181,8 +191,11 @@ impl Spare {
     /// next run; `unusual`: some part of the run ended otherwise than
     /// succeeded (see `Runtime::mark_unusual`).
     pub(super) fn keep(plan: &Plan, arrays: Arrays, unusual: bool) {
-        let (mut nodes, mut cold, pending) = arrays;
+        let (mut nodes, mut cold, mut pending) = arrays;
         reset_all(&mut nodes, plan);
+        // A run's iterations set the counters back as they go; this holds
+        // the next run to that however this one ended.
+        pending.reset(plan);
         // Cold state is written only by timeouts, rate limits, retries and
         // ends other than success: a run of none of those left it as new.
         let touched = unusual || plan.any_retry || plan.any_timeout;
