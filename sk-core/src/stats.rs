@@ -123,6 +123,46 @@ impl TimingStats {
         }
     }
 
+    /// Adds `n` samples that took `total` together, timed as one batch
+    /// (one clock read for many short runs): each counts as their mean.
+    /// The count and total stay exact; min, max, percentiles and stdev
+    /// see the batch's mean, not its spread. Nothing for `n == 0`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sk_core::TimingStats;
+    ///
+    /// let mut stats = TimingStats::new();
+    /// stats.record_batch(Duration::from_nanos(1_000), 8);
+    /// stats.record(Duration::from_nanos(300));
+    /// assert_eq!(stats.count(), 9);
+    /// assert_eq!(stats.total(), Duration::from_nanos(1_300));
+    /// assert_eq!(stats.max(), Some(Duration::from_nanos(300)));
+    /// assert_eq!(stats.min(), Some(Duration::from_nanos(125)));
+    /// ```
+    pub fn record_batch(&mut self, total: Duration, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mean = from_nanos_u128(total.as_nanos() / u128::from(n));
+        let x = total.as_nanos() as f64 / n as f64;
+        // Merged as a set of `n` samples of `x` (no spread of its own).
+        let (na, nb) = (self.count as f64, n as f64);
+        let delta = x - self.mean_nanos;
+        self.mean_nanos += delta * nb / (na + nb);
+        self.m2 += delta * delta * na * nb / (na + nb);
+        self.count += n;
+        self.total_nanos = self.total_nanos.saturating_add(total.as_nanos());
+        self.min = Some(self.min.map_or(mean, |m| m.min(mean)));
+        self.max = Some(self.max.map_or(mean, |m| m.max(mean)));
+        let nanos = nanos_u64(mean).min(MAX_TRACKABLE_NANOS);
+        if self.histogram.record_n(nanos, n).is_err() {
+            self.histogram.saturating_record_n(nanos, n);
+        }
+    }
+
     /// Runs `f`, records how long it took on the real clock, and returns
     /// its result. Nothing is recorded if `f` panics.
     pub fn time<R>(&mut self, f: impl FnOnce() -> R) -> R {

@@ -394,7 +394,8 @@ impl LazyStats {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct CycleStats {
-    /// Iteration durations of the first lane.
+    /// Iteration durations of the first lane (short iterations timed in
+    /// batches, see [`Run::stats`](crate::Run::stats)).
     pub iterations: StatsSummary,
     /// Per part, in coordinate order.
     pub parts: Vec<PartStats>,

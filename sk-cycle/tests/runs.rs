@@ -436,6 +436,29 @@ fn stats_count_every_iteration_of_every_part() {
 }
 
 #[test]
+fn short_iterations_timed_in_batches_keep_an_exact_count_and_total() {
+    guarded(|| {
+        // Iterations of a few hundred nanoseconds: timed in batches, each
+        // counted, their total within the run's wall time.
+        let mut b = CycleBuilder::new("short");
+        b.add(CyclePart::new("tick", |_| ()), 1).unwrap();
+        let report = b
+            .build()
+            .unwrap()
+            .run(Run::times(20_001).threads(1))
+            .unwrap();
+        let stats = &report.stats().iterations;
+        assert_eq!(stats.count, 20_001);
+        assert!(stats.total > Duration::ZERO, "{stats:?}");
+        assert!(stats.total <= report.wall_time(), "{stats:?}");
+        assert!(
+            stats.min <= stats.mean && stats.mean <= stats.max,
+            "{stats:?}"
+        );
+    })
+}
+
+#[test]
 fn a_run_counts_only_its_own_ends_after_a_run_with_failures() {
     guarded(|| {
         // The same cycle run twice: its per-part state is kept between

@@ -204,3 +204,43 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn a_batch_counts_as_its_mean_n_times(
+        before in prop::collection::vec(0u64..10_000_000, 0..50),
+        each in 0u64..10_000_000,
+        n in 1u64..300,
+    ) {
+        // A batch whose total divides exactly: the same as recording its
+        // mean n times, but for the stdev's rounding.
+        let (mut batched, mut one_by_one) = (TimingStats::new(), TimingStats::new());
+        for &s in &before {
+            batched.record(Duration::from_nanos(s));
+            one_by_one.record(Duration::from_nanos(s));
+        }
+        batched.record_batch(Duration::from_nanos(each * n), n);
+        for _ in 0..n {
+            one_by_one.record(Duration::from_nanos(each));
+        }
+        prop_assert_eq!(batched.count(), one_by_one.count());
+        prop_assert_eq!(batched.total(), one_by_one.total());
+        prop_assert_eq!((batched.min(), batched.max()), (one_by_one.min(), one_by_one.max()));
+        prop_assert_eq!(batched.percentile(50.0), one_by_one.percentile(50.0));
+        prop_assert_eq!(batched.percentile(99.0), one_by_one.percentile(99.0));
+        if let (Some(a), Some(b)) = (batched.stdev(), one_by_one.stdev()) {
+            prop_assert!(a.abs_diff(b).as_nanos() as f64 <= 1.0 + b.as_nanos() as f64 * 1e-9);
+        }
+    }
+}
+
+#[test]
+fn a_batch_keeps_its_total_exact_and_an_empty_one_is_nothing() {
+    let mut stats = TimingStats::new();
+    stats.record_batch(Duration::from_nanos(10), 3);
+    stats.record_batch(Duration::from_secs(1), 0);
+    assert_eq!(stats.count(), 3);
+    assert_eq!(stats.total(), Duration::from_nanos(10));
+    assert_eq!(stats.mean(), Some(Duration::from_nanos(3)));
+    assert_eq!(stats.max(), Some(Duration::from_nanos(3)));
+}
