@@ -317,8 +317,8 @@ pub(crate) struct PartCounts {
     /// The parts that ended otherwise or retried, in id order: their
     /// counts of every state, and their retries.
     pub(crate) unusual: Vec<(u32, StateCounts, u64)>,
-    /// Each part's timings, in id order; empty when stats were off.
-    pub(crate) timings: Box<[sk_core::WindowStats]>,
+    /// The timings of the parts timed, by id; empty when stats were off.
+    pub(crate) timings: crate::engine::PartTimings,
 }
 
 impl fmt::Debug for PartCounts {
@@ -356,7 +356,7 @@ impl PartCounts {
                     retries,
                     timing: self
                         .timings
-                        .get(id)
+                        .get(&(id as u32))
                         .map(sk_core::WindowStats::summary)
                         .unwrap_or_default(),
                 }
