@@ -71,7 +71,9 @@ impl Runtime {
                 self.spawn(root, false);
             }
             let sinks = self.drive(first, false, 0);
-            self.sinks_ended(first, sinks);
+            if self.last_sinks_ended_here(lane, sinks) {
+                return iteration;
+            }
         }
         let rt = &self.lanes[lane];
         let backoff = Backoff::new();
@@ -126,6 +128,17 @@ impl Runtime {
         {
             self.lane_finished(lane);
         }
+    }
+
+    /// Counts `sinks` more ended sinks of `lane`, on its driver: whether
+    /// they were the last (the iteration has ended here, with no one to
+    /// tell: the driver goes on to the next without setting `done`).
+    fn last_sinks_ended_here(&self, lane: usize, sinks: usize) -> bool {
+        sinks != 0
+            && self.lanes[lane]
+                .remaining
+                .fetch_sub(sinks, Ordering::AcqRel)
+                == sinks
     }
 
     fn lane_finished(&self, lane: usize) {
