@@ -1,5 +1,5 @@
 //! The channel between a parent and a worker process: length-prefixed
-//! frames (`frame.rs`), the messages they carry (`protocol.rs`), and the
+//! frames (`frame.rs`) and how their reader waits (`spin.rs`), the messages they carry (`protocol.rs`), and the
 //! reading of one channel by whichever thread needs the next message
 //! (`relay.rs`). Nothing here knows about supervision or pools; the
 //! crate's only public item from here is [`DEFAULT_MAX_FRAME`].
@@ -8,6 +8,7 @@ mod frame;
 mod function;
 mod protocol;
 mod relay;
+mod spin;
 
 pub use frame::DEFAULT_MAX_FRAME;
 pub(crate) use frame::{encode_frame, send_frame, send_frame_or, with_frame};

@@ -21,7 +21,7 @@
 //! Reads are buffered (a frame usually costs one `recv`). A reader that
 //! must wait first tries the socket without sleeping for a short while,
 //! yielding its CPU between tries, as long as its peer answers quickly
-//! (see `frame::Spin`); then it sleeps: on a one-way channel (a worker's
+//! (see `spin::Spin`); then it sleeps: on a one-way channel (a worker's
 //! socket for calls, which it only reads) a reader with no deadline in
 //! `recv`; otherwise, and with a deadline, in `poll`, then reading
 //! without blocking, so it keeps its deadline even inside a half-arrived
@@ -49,7 +49,8 @@ use rustix::event::PollFlags;
 use serde::de::DeserializeOwned;
 use sk_cereal::Internal;
 
-use super::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, Spin, poll_fd, spin_readable};
+use super::frame::{DEFAULT_MAX_FRAME, FrameReader, Recv, poll_fd};
+use super::spin::{Spin, spin_readable};
 use crate::error::ProtocolError;
 
 /// Where the frames a relay reads go.
