@@ -304,6 +304,10 @@ impl PartStats {
     }
 }
 
+/// The timings of the parts timed in a run, by part id (a large cycle
+/// times few of its parts each run; see `engine::samples`).
+pub(crate) type PartTimings = crate::FastMap<u32, sk_core::WindowStats>;
+
 /// What a run counted per part, made into [`PartStats`] when the stats
 /// are first read: a large cycle's report costs a few bytes a part, not a
 /// `PartStats` each (a quarter of a kilobyte, most of a run's fixed cost
@@ -318,7 +322,7 @@ pub(crate) struct PartCounts {
     /// counts of every state, and their retries.
     pub(crate) unusual: Vec<(u32, StateCounts, u64)>,
     /// The timings of the parts timed, by id; empty when stats were off.
-    pub(crate) timings: crate::engine::PartTimings,
+    pub(crate) timings: PartTimings,
 }
 
 impl fmt::Debug for PartCounts {

@@ -74,7 +74,6 @@ use gate::Gate;
 use lane::LaneRt;
 pub(crate) use life::{Engine, EngineSetup};
 use node::{NodeCold, NodeRt, Pending, Spare, bump};
-pub(crate) use samples::PartTimings;
 pub(crate) use timer::Watchdog;
 pub(crate) use timing::elapsed;
 

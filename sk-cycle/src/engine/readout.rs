@@ -113,7 +113,7 @@ impl Runtime {
             coords: Arc::clone(&self.plan.coords),
             succeeded,
             unusual,
-            timings: super::PartTimings::default(),
+            timings: crate::report::PartTimings::default(),
         }
     }
 

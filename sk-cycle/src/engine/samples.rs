@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
-use sk_core::WindowStats;
 
 /// Samples a buffer holds before its thread merges them.
 const BATCH: usize = 256;
@@ -24,8 +23,7 @@ struct Sample {
     elapsed: Duration,
 }
 
-/// The timings of the parts timed in a run, by part.
-pub(crate) type PartTimings = crate::FastMap<u32, WindowStats>;
+use crate::report::PartTimings;
 
 /// A run's part timings.
 pub(super) struct Samples {
@@ -53,7 +51,7 @@ impl Samples {
     }
 
     /// Records that part `part` ran for `elapsed`, a sample standing for
-    /// `runs` of its runs (see [`WindowStats::record_n`]).
+    /// `runs` of its runs (see [`WindowStats::record_n`](sk_core::WindowStats::record_n)).
     #[inline]
     pub(super) fn record(&self, part: u32, elapsed: Duration, runs: u32) {
         let Some(last) = self.buffers.len().checked_sub(1) else {
@@ -98,7 +96,12 @@ impl Samples {
         self.merge_all();
         let timed = self.parts.lock();
         (0..parts)
-            .map(|p| timed.get(&p).map(WindowStats::summary).unwrap_or_default())
+            .map(|p| {
+                timed
+                    .get(&p)
+                    .map(sk_core::WindowStats::summary)
+                    .unwrap_or_default()
+            })
             .collect()
     }
 
