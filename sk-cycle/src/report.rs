@@ -68,7 +68,10 @@ impl IterationReport {
     /// (the lane's bookkeeping between the two counts towards this one;
     /// one clock read per iteration), or from its own start after a pause
     /// ([`Run::interval`](crate::Run::interval)), an observer or predicate
-    /// call, or in a durable run.
+    /// call, or in a durable run. Where short iterations are timed in
+    /// batches (see [`Run::stats`](crate::Run::stats)), the mean of its
+    /// batch; the last iteration of [`Run::times`](crate::Run::times) is
+    /// timed on its own.
     pub fn duration(&self) -> Duration {
         self.duration
     }

@@ -169,9 +169,11 @@ impl Run {
     /// and every iteration: short ones in batches (one clock read for as
     /// many as take about 3.2 µs, at most 256, each counted as the
     /// batch's mean: the count and total stay exact, min, max and
-    /// percentiles are of batch means) unless a trace, a report
-    /// observer, an interval or a journal reads the clock each iteration
-    /// anyway. Off saves the sampling and its clock reads.
+    /// percentiles are of batch means; the last iteration of
+    /// [`Run::times`] on its own) unless a trace, a report observer, an
+    /// [`until`](Run::until) predicate, an interval or a journal reads the
+    /// clock each iteration anyway. Off saves the sampling and its clock
+    /// reads.
     pub fn stats(mut self, on: bool) -> Self {
         self.stats = on;
         self
@@ -622,7 +624,7 @@ fn drive_lane(
     // clock (a trace times each).
     let mut clock = IterationClock::new(timed, chained, run.stats, !run.trace);
     rt.register_driver(lane);
-    let mut last_duration = Duration::ZERO;
+    let mut last_duration: Duration;
     let mut last_iteration = 0;
     // A resumed run's iterations before this call count towards `times`.
     let done_before = rt
@@ -644,7 +646,8 @@ fn drive_lane(
             outcome.reason = StopReason::InstantFail;
             break;
         }
-        let began = clock.begin();
+        let last = matches!(run.mode, Mode::Times(n) if done_before + outcome.iterations + 1 >= n);
+        let began = clock.begin(last, &mut outcome.timing);
         let span = tracing::debug_span!("iteration", lane, number = outcome.iterations + 1);
         let iteration = span.in_scope(|| {
             if in_pool {
@@ -698,7 +701,7 @@ fn drive_lane(
             }
         }
     }
-    clock.finish(&mut outcome.timing);
+    last_duration = clock.finish(&mut outcome.timing);
     if outcome.iterations > 0
         && outcome
             .last

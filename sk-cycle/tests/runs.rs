@@ -436,10 +436,11 @@ fn stats_count_every_iteration_of_every_part() {
 }
 
 #[test]
-fn short_iterations_timed_in_batches_keep_an_exact_count_and_total() {
+fn many_short_iterations_are_each_counted_and_their_total_is_within_the_run() {
     guarded(|| {
-        // Iterations of a few hundred nanoseconds: timed in batches, each
-        // counted, their total within the run's wall time.
+        // Iterations of a few hundred nanoseconds (timed in batches, see
+        // `run/clock.rs`): each counted, their total within the run's wall
+        // time.
         let mut b = CycleBuilder::new("short");
         b.add(CyclePart::new("tick", |_| ()), 1).unwrap();
         let report = b
@@ -455,6 +456,31 @@ fn short_iterations_timed_in_batches_keep_an_exact_count_and_total() {
             stats.min <= stats.mean && stats.mean <= stats.max,
             "{stats:?}"
         );
+    })
+}
+
+#[test]
+fn the_last_reports_duration_is_the_last_iterations_own() {
+    guarded(|| {
+        // 299 iterations of nothing, then one of 20 ms: the last report
+        // says 20 ms, not the mean of a batch of short ones.
+        let mut b = CycleBuilder::new("slow-last");
+        b.add(
+            CyclePart::new("tick", |ctx| {
+                if ctx.iteration() == 300 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }),
+            1,
+        )
+        .unwrap();
+        let report = b.build().unwrap().run(Run::times(300).threads(1)).unwrap();
+        let last = report.last().unwrap();
+        assert_eq!(last.iteration(), 300);
+        assert!(last.duration() >= Duration::from_millis(20), "{last:?}");
+        let stats = &report.stats().iterations;
+        assert_eq!(stats.count, 300);
+        assert_eq!(stats.max, last.duration());
     })
 }
 

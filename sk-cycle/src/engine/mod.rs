@@ -664,8 +664,8 @@ impl Runtime {
         Some(target)
     }
 
-    /// Clears the output node `n`'s last end left, for an end without one
-    /// (nodes are not reset as an iteration begins, see
+    /// Clears the output node `n`'s last end left, for a success without
+    /// one (nodes are not reset as an iteration begins, see
     /// `Runtime::begin_iteration`).
     #[inline]
     fn clear_output(&self, n: &NodeRt) {
@@ -702,12 +702,15 @@ impl Runtime {
             }
             *n.output.lock() = Some(output);
             n.has_output.store(true, Ordering::Release);
-        } else {
-            if state.is_success() && !self.latest.is_empty() {
+        } else if state.is_success() {
+            if !self.latest.is_empty() {
                 *self.latest[node as usize].lock() = Some(Arc::clone(&UNIT));
             }
             self.clear_output(n);
         }
+        // Any other end keeps the output of the part's last success: its
+        // latest completed output, as `latest` keeps it across lanes
+        // (readers of this iteration's output check the state).
         if finish.error.is_none() && n.has_error.load(Ordering::Relaxed) {
             self.clear_error(node);
         }

@@ -55,7 +55,10 @@ impl Runtime {
                 }
             }
         }
-        if n.has_output.load(Ordering::Acquire) {
+        // An output of a part that did not succeed this time is an
+        // earlier success's (its latest completed output), not an input.
+        let state = PartState::from_u8(n.state.load(Ordering::Acquire));
+        if n.has_output.load(Ordering::Acquire) && state.is_some_and(PartState::is_success) {
             if let Some(v) = n.output.lock().as_ref() {
                 return Input::Value(Arc::clone(v));
             }
@@ -113,7 +116,9 @@ impl Runtime {
         })
     }
 
-    /// The end state of part `id` in its lane's current iteration.
+    /// The state part `id` last ended in: in its lane's current iteration
+    /// once it has ended in it, before that its last iteration's (`None`
+    /// before its first end in the run).
     pub(crate) fn state(&self, id: u32) -> Option<PartState> {
         PartState::from_u8(self.nodes[id as usize].state.load(Ordering::Acquire))
     }

@@ -37,9 +37,10 @@ pub(super) struct Samples {
 }
 
 impl Samples {
-    /// Stats for `parts` parts run on a pool of `threads` threads (none
-    /// at all for `parts == 0`: stats off). A run makes its own: the last
-    /// run's went to its report (see [`Samples::take`]).
+    /// Stats for a cycle of `parts` parts run on a pool of `threads`
+    /// threads (none at all for `parts == 0`: stats off; only the parts
+    /// timed get stats). A run makes its own: the last run's went to its
+    /// report (see [`Samples::take`]).
     pub(super) fn new(parts: usize, threads: usize) -> Samples {
         let buffers = if parts == 0 { 0 } else { threads + 1 };
         Samples {
@@ -112,10 +113,11 @@ impl Samples {
         self.parts.lock().clone()
     }
 
-    /// Every part's timings, taken out at the end of the run for its
+    /// The timed parts' timings, taken out at the end of the run for its
     /// report (which summarizes them when read): a large cycle's timings
     /// are neither copied nor summarized unless they are read. Later
-    /// samples are dropped, and the next run makes its own.
+    /// samples go to the emptied map, which nothing reads; the next run
+    /// makes its own.
     pub(super) fn take(&self) -> PartTimings {
         self.merge_all();
         std::mem::take(&mut *self.parts.lock())

@@ -20,7 +20,8 @@ const MAX_BATCH: u32 = 256;
 /// With stats on and nothing else using the clock, short iterations are
 /// timed in batches: one read for as many as take [`BATCH_BUDGET`], at
 /// most [`MAX_BATCH`], each counted as their mean (see
-/// [`TimingStats::record_batch`]).
+/// [`TimingStats::record_batch`]); a lane's last iteration, where it is
+/// known to be the last, is timed on its own.
 pub(super) struct IterationClock {
     /// Whether the clock is read at all.
     timed: bool,
@@ -35,6 +36,10 @@ pub(super) struct IterationClock {
     in_batch: u32,
     /// Iterations the current batch times.
     batch: u32,
+    /// The iteration being timed is timed on its own.
+    alone: bool,
+    /// Clock reads so far (for tests).
+    reads: u64,
     /// The last timed duration: an iteration's, or a batch's mean.
     last: Duration,
 }
@@ -52,13 +57,24 @@ impl IterationClock {
             began: None,
             in_batch: 0,
             batch: 1,
+            alone: false,
+            reads: 0,
             last: Duration::ZERO,
         }
     }
 
-    /// An iteration begins: when, if the clock is read for it (not inside
-    /// a batch).
-    pub(super) fn begin(&mut self) -> Option<quanta::Instant> {
+    /// An iteration begins, the lane's last if `last` (it is then timed
+    /// on its own, ending the batch before it in `timing`): when, if the
+    /// clock is read for it (not inside a batch).
+    pub(super) fn begin(
+        &mut self,
+        last: bool,
+        timing: &mut TimingStats,
+    ) -> Option<quanta::Instant> {
+        if self.batching && last {
+            self.finish(timing);
+            self.alone = true;
+        }
         if !self.timed || (self.batching && self.in_batch > 0) {
             return None;
         }
@@ -76,7 +92,7 @@ impl IterationClock {
         }
         if self.batching {
             self.in_batch += 1;
-            if self.in_batch < self.batch {
+            if self.in_batch < self.batch && !self.alone {
                 return self.last;
             }
         }
@@ -84,11 +100,13 @@ impl IterationClock {
         self.last
     }
 
-    /// The lane is done: records a batch it left unfinished.
-    pub(super) fn finish(&mut self, timing: &mut TimingStats) {
+    /// The lane is done: records a batch it left unfinished. Returns the
+    /// last iteration's duration as timed (a batch's mean).
+    pub(super) fn finish(&mut self, timing: &mut TimingStats) -> Duration {
         if self.batching && self.in_batch > 0 && self.began.is_some() {
             self.read(timing);
         }
+        self.last
     }
 
     /// Reads the clock to end the iteration or batch being timed.
@@ -97,6 +115,7 @@ impl IterationClock {
             return;
         };
         let now = quanta::Instant::now();
+        self.reads += 1;
         let took = now.saturating_duration_since(began);
         if self.chained {
             self.ended = Some(now);
@@ -113,6 +132,7 @@ impl IterationClock {
         if self.batching {
             self.in_batch = 0;
             self.batch = batch_for(self.last);
+            self.alone = false;
         }
     }
 }
@@ -142,19 +162,43 @@ mod tests {
             let mut clock = IterationClock::new(true, true, true, batching);
             let mut timing = TimingStats::new();
             for _ in 0..1000 {
-                clock.begin();
+                clock.begin(false, &mut timing);
                 clock.end(&mut timing);
             }
             clock.finish(&mut timing);
             assert_eq!(timing.count(), 1000, "batching {batching}");
+            // Iterations of nothing take well under the batch budget: a
+            // batch grows to the most within a few reads.
+            if batching {
+                assert!(clock.reads < 50, "{} reads", clock.reads);
+            } else {
+                assert_eq!(clock.reads, 1000);
+            }
         }
+    }
+
+    #[test]
+    fn the_last_iteration_is_timed_on_its_own() {
+        let mut clock = IterationClock::new(true, true, true, true);
+        let mut timing = TimingStats::new();
+        for _ in 0..99 {
+            clock.begin(false, &mut timing);
+            clock.end(&mut timing);
+        }
+        clock.begin(true, &mut timing);
+        std::thread::sleep(Duration::from_millis(5));
+        let last = clock.end(&mut timing);
+        assert!(last >= Duration::from_millis(5), "{last:?}");
+        assert_eq!(clock.finish(&mut timing), last);
+        assert_eq!(timing.count(), 100);
+        assert_eq!(timing.max(), Some(last));
     }
 
     #[test]
     fn an_untimed_clock_records_nothing_and_reads_zero() {
         let mut clock = IterationClock::new(false, true, true, true);
         let mut timing = TimingStats::new();
-        assert!(clock.begin().is_none());
+        assert!(clock.begin(true, &mut timing).is_none());
         assert_eq!(clock.end(&mut timing), Duration::ZERO);
         clock.finish(&mut timing);
         assert!(timing.is_empty());
