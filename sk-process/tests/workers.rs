@@ -14,6 +14,10 @@ use sk_core::{Args, SkFunction};
 use sk_process::{Backend, Exit, Worker, WorkerError};
 use sk_testkit::{guarded, hang_guard};
 
+mod common;
+
+use common::{backend, call};
+
 sk_process::worker_test!();
 
 #[sk_core::function(crate = ::sk_core)]
@@ -72,22 +76,6 @@ fn corrupt(kind: String) -> u32 {
     // Stay alive: the parent must notice the bad input, not an exit.
     thread::sleep(Duration::from_secs(5));
     0
-}
-
-fn backend() -> Backend {
-    Backend::from_env()
-}
-
-fn call<T: serde::de::DeserializeOwned + 'static>(
-    worker: &Worker,
-    name: &str,
-    args: Args,
-    timeout: Option<Duration>,
-) -> Result<T, WorkerError> {
-    let f = SkFunction::builder(name).build().unwrap();
-    worker
-        .call(&f, &args, timeout)
-        .map(|v| v.take::<T>().unwrap())
 }
 
 #[test]

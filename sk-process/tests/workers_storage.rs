@@ -10,9 +10,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sk_core::{Args, SkFunction};
-use sk_process::{Backend, Worker, WorkerError};
+use sk_process::Worker;
 use sk_reg::GlobalStorage;
 use sk_testkit::guarded;
+
+mod common;
+
+use common::{backend, call};
 
 sk_process::worker_test!();
 
@@ -31,22 +35,6 @@ fn bump(key: String, times: u64) -> u64 {
             .expect("storage works");
     }
     last
-}
-
-fn backend() -> Backend {
-    Backend::from_env()
-}
-
-fn call<T: serde::de::DeserializeOwned + 'static>(
-    worker: &Worker,
-    name: &str,
-    args: Args,
-    timeout: Option<Duration>,
-) -> Result<T, WorkerError> {
-    let f = SkFunction::builder(name).build().unwrap();
-    worker
-        .call(&f, &args, timeout)
-        .map(|v| v.take::<T>().unwrap())
 }
 
 #[test]
