@@ -71,7 +71,7 @@ impl Runtime {
                 self.spawn(root, false);
             }
             let sinks = self.drive(first, false, 0);
-            if self.last_sinks_ended_here(lane, sinks) {
+            if self.last_sinks_ended(lane, sinks) {
                 return iteration;
             }
         }
@@ -117,23 +117,16 @@ impl Runtime {
     /// the iteration. Callers batch them: one count per pool job, not one
     /// per node, so that parallel branches do not fight over the counter.
     pub(super) fn sinks_ended(&self, node: u32, sinks: usize) {
-        if sinks == 0 {
-            return;
-        }
         let lane = self.plan.node_lane[node as usize] as usize;
-        if self.lanes[lane]
-            .remaining
-            .fetch_sub(sinks, Ordering::AcqRel)
-            == sinks
-        {
+        if self.last_sinks_ended(lane, sinks) {
             self.lane_finished(lane);
         }
     }
 
-    /// Counts `sinks` more ended sinks of `lane`, on its driver: whether
-    /// they were the last (the iteration has ended here, with no one to
-    /// tell: the driver goes on to the next without setting `done`).
-    fn last_sinks_ended_here(&self, lane: usize, sinks: usize) -> bool {
+    /// Counts `sinks` more ended sinks of `lane`: whether they were the
+    /// last (the iteration has ended: on its driver, with no one to tell,
+    /// the driver goes on to the next without setting `done`).
+    fn last_sinks_ended(&self, lane: usize, sinks: usize) -> bool {
         sinks != 0
             && self.lanes[lane]
                 .remaining

@@ -306,10 +306,7 @@ impl Runtime {
                 .iter()
                 .filter_map(|&per_sec| RateLimiter::new(per_sec).ok())
                 .collect(),
-            samples: samples::Samples::new(
-                if options.stats { parts } else { 0 },
-                pool.current_num_threads(),
-            ),
+            samples: samples::Samples::new(options.stats, pool.current_num_threads()),
             latest: (0..if multi_lane { parts } else { 0 })
                 .map(|_| Mutex::new(None))
                 .collect(),

@@ -47,17 +47,16 @@ impl Runtime {
                 _ => Input::None,
             };
         }
-        if n.has_error.load(Ordering::Acquire) {
-            let state = n.state.load(Ordering::Acquire);
-            if state == PartState::Failed as u8 || state == PartState::TimedOut as u8 {
-                if let Some(error) = self.cold[from].error.lock().as_ref() {
-                    return Input::Error(Arc::clone(error));
-                }
+        let state = PartState::from_u8(n.state.load(Ordering::Acquire));
+        if n.has_error.load(Ordering::Acquire)
+            && matches!(state, Some(PartState::Failed | PartState::TimedOut))
+        {
+            if let Some(error) = self.cold[from].error.lock().as_ref() {
+                return Input::Error(Arc::clone(error));
             }
         }
         // An output of a part that did not succeed this time is an
         // earlier success's (its latest completed output), not an input.
-        let state = PartState::from_u8(n.state.load(Ordering::Acquire));
         if n.has_output.load(Ordering::Acquire) && state.is_some_and(PartState::is_success) {
             if let Some(v) = n.output.lock().as_ref() {
                 return Input::Value(Arc::clone(v));

@@ -37,12 +37,11 @@ pub(super) struct Samples {
 }
 
 impl Samples {
-    /// Stats for a cycle of `parts` parts run on a pool of `threads`
-    /// threads (none at all for `parts == 0`: stats off; only the parts
-    /// timed get stats). A run makes its own: the last run's went to its
-    /// report (see [`Samples::take`]).
-    pub(super) fn new(parts: usize, threads: usize) -> Samples {
-        let buffers = if parts == 0 { 0 } else { threads + 1 };
+    /// Stats for parts run on a pool of `threads` threads (none at all
+    /// with stats off; only the parts timed get stats). A run makes its
+    /// own: the last run's went to its report (see [`Samples::take`]).
+    pub(super) fn new(stats: bool, threads: usize) -> Samples {
+        let buffers = if stats { threads + 1 } else { 0 };
         Samples {
             buffers: (0..buffers)
                 .map(|_| CachePadded::new(Mutex::new(Vec::new())))
@@ -137,7 +136,7 @@ mod tests {
                 .num_threads(2)
                 .build()
                 .unwrap();
-            let samples = Samples::new(3, 2);
+            let samples = Samples::new(true, 2);
             let record = |t: u64| {
                 for i in 0..1000u64 {
                     samples.record((i % 3) as u32, Duration::from_nanos(t * 1000 + i), 1);
@@ -160,7 +159,7 @@ mod tests {
 
     #[test]
     fn a_large_cycles_run_holds_stats_for_its_timed_parts_only() {
-        let samples = Samples::new(1_000_000, 2);
+        let samples = Samples::new(true, 2);
         samples.record(7, Duration::from_nanos(5), 1);
         samples.record(999_999, Duration::from_nanos(9), 3);
         samples.record(7, Duration::from_nanos(6), 1);
@@ -172,7 +171,7 @@ mod tests {
 
     #[test]
     fn stats_off_records_nothing() {
-        let samples = Samples::new(0, 2);
+        let samples = Samples::new(false, 2);
         samples.record(0, Duration::from_nanos(5), 1);
         assert!(samples.parts.lock().is_empty());
     }
