@@ -632,11 +632,14 @@ fn drive_lane(
         .and_then(|d| d.lanes_done.get(lane).copied())
         .unwrap_or(0);
     loop {
-        if let Mode::Times(n) = run.mode {
-            if done_before + outcome.iterations >= n {
-                outcome.reason = StopReason::Completed;
-                break;
-            }
+        // Iterations left to run under `times(n)` (none: no count).
+        let left = match run.mode {
+            Mode::Times(n) => Some(n.saturating_sub(done_before + outcome.iterations)),
+            _ => None,
+        };
+        if left == Some(0) {
+            outcome.reason = StopReason::Completed;
+            break;
         }
         if halt.is_stopped() {
             outcome.reason = StopReason::Stopped;
@@ -646,8 +649,7 @@ fn drive_lane(
             outcome.reason = StopReason::InstantFail;
             break;
         }
-        let last = matches!(run.mode, Mode::Times(n) if done_before + outcome.iterations + 1 >= n);
-        let began = clock.begin(last, &mut outcome.timing);
+        let began = clock.begin(left == Some(1), &mut outcome.timing);
         let span = tracing::debug_span!("iteration", lane, number = outcome.iterations + 1);
         let iteration = span.in_scope(|| {
             if in_pool {
