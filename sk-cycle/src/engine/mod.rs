@@ -6,8 +6,9 @@
 //! that finished a node keeps one ready successor and runs it inline (a
 //! chain runs as a loop, with no scheduling at all), runs exactly two as a
 //! `rayon::join` (no allocation; the other is stolen only by an idle
-//! thread; nesting is bounded, past it they are spawned), spawns any
-//! further ones, and splits a wide fan-out with rayon's work-splitting
+//! thread; nesting is bounded, past it they are spawned) — or, when the
+//! one it would run is quick, runs that one alone first and then forks
+//! (or runs the other next) — spawns any further ones, and splits a wide fan-out with rayon's work-splitting
 //! iterator, so a level of ten thousand parts costs a few joins rather than
 //! ten thousand spawns. Parts bound to a component, and parts with a
 //! timeout, run off the pool and finish through the pool.
@@ -26,6 +27,7 @@
 //! fast path, the predecessor counters sixteen to a line, the rest
 //! apart, kept by the cycle between runs);
 //! `timing.rs` decides which part runs are timed and records them;
+//! `pace.rs` which parts are quick enough to run ahead of a sibling;
 //! `samples.rs` gathers part timings per thread;
 //! `journal.rs` records ends in a durable run's journal and replays them
 //! on resume;
@@ -45,6 +47,7 @@ mod lane;
 mod life;
 mod node;
 mod outputs;
+mod pace;
 mod place;
 mod readout;
 mod samples;
@@ -166,6 +169,9 @@ pub(crate) struct Runtime {
     options: EngineOptions,
     /// Per-part timing: a few hundred bytes each, however large the cycle.
     samples: samples::Samples,
+    /// Stats and trace are off: parts are timed only to learn their pace
+    /// (see `pace.rs`).
+    probing: bool,
     trace: Mutex<TraceLog>,
     /// This run's number (distinct from every other run's in the process).
     run_id: u64,
@@ -307,6 +313,7 @@ impl Runtime {
                 .filter_map(|&per_sec| RateLimiter::new(per_sec).ok())
                 .collect(),
             samples: samples::Samples::new(options.stats, pool.current_num_threads()),
+            probing: !options.stats && !options.trace,
             latest: (0..if multi_lane { parts } else { 0 })
                 .map(|_| Mutex::new(None))
                 .collect(),
@@ -376,7 +383,9 @@ impl Runtime {
 
     /// Runs the nodes `ready` holds and what they make ready in turn: one
     /// successor inline (a chain is a loop), two as a `rayon::join` (no
-    /// allocation, and the second is stolen only if a thread is idle).
+    /// allocation, and the second is stolen only if a thread is idle) —
+    /// or, when the later one is quick, that one alone first (see
+    /// `pace.rs`).
     /// Each node's `Step` is made and taken apart in one iteration of the
     /// loop, so a plain part's end goes from where it ran to where it
     /// completes in registers (a `Step` passed or carried on through the
@@ -392,30 +401,62 @@ impl Runtime {
         depth: u32,
         mut admitted: bool,
     ) -> usize {
+        // A ready node held back while its sibling runs ahead.
+        let mut held = Ready::EMPTY;
         loop {
             let Ready { first, second } = ready;
             if first == Ready::EMPTY {
                 return sinks;
             }
-            if second != Ready::EMPTY {
+            let next = if second == Ready::EMPTY {
+                first
+            } else if self.runs_ahead(second) {
+                // The later successor is quick: it runs alone, and then
+                // the earlier one goes on with what it made ready.
+                held = first;
+                second
+            } else {
                 // The later successor runs here, the earlier one is
                 // offered to idle threads (as with spawning).
-                let (x, y) = rayon::join(
-                    || self.drive(second, false, depth + 1),
-                    || self.drive(first, false, depth + 1),
-                );
-                return sinks + x + y;
-            }
-            let next = first;
+                let here = Ready {
+                    first: second,
+                    second: Ready::EMPTY,
+                };
+                return sinks + self.fork(here, first, depth);
+            };
             let ended;
             let step = self.process(next, std::mem::take(&mut admitted));
             (ready, ended) = match step {
                 Step::Plain(plain) => self.complete_plain(next, plain, depth),
                 Step::Done(finish) => self.complete(next, finish, depth),
-                Step::Deferred => return sinks,
+                Step::Deferred => (Ready::NONE, 0),
             };
             sinks += ended;
+            if held != Ready::EMPTY {
+                let offered = std::mem::replace(&mut held, Ready::EMPTY);
+                if ready.first == Ready::EMPTY {
+                    ready.first = offered;
+                    continue;
+                }
+                // What the quick one made ready goes on here; its sibling
+                // is offered.
+                return sinks + self.fork(ready, offered, depth);
+            }
         }
+    }
+
+    /// Runs `here` on this thread and `offered` as the other half of a
+    /// `rayon::join` (taken by an idle thread, or run here after), one
+    /// level deeper than `depth`. Returns how many sinks they ended (not
+    /// yet counted). Out of line: one frame of it per nested join, not
+    /// one per `run_ready` loop that might fork.
+    #[inline(never)]
+    fn fork(self: &Arc<Self>, here: Ready, offered: u32, depth: u32) -> usize {
+        let (x, y) = rayon::join(
+            || self.run_ready(here, 0, depth + 1, false),
+            || self.drive(offered, false, depth + 1),
+        );
+        x + y
     }
 
     /// Completes `node` from off the pool (component or timed thread).

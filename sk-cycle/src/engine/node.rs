@@ -2,7 +2,7 @@
 //! predecessor counters, the rest, and the arrays a cycle keeps between
 //! runs.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -41,6 +41,11 @@ pub(super) struct NodeRt {
     pub(super) state: AtomicU8,
     pub(super) has_output: AtomicBool,
     pub(super) has_error: AtomicBool,
+    /// Whether it runs ahead of a sibling (see `pace.rs`; kept from one
+    /// run of the cycle to the next), and whether its next run is timed
+    /// to learn that.
+    pub(super) pace: AtomicU16,
+    pub(super) probe: AtomicBool,
     /// Its lane, and the part whose output is its input ([`NO_INPUT`]:
     /// none); as in the plan.
     pub(super) lane: u32,
@@ -49,7 +54,8 @@ pub(super) struct NodeRt {
     pub(super) succeeded: AtomicU64,
     /// When stats are on (see `timing::start_clock`): its runs left
     /// untimed before the next timed one, and the runs that one stands
-    /// for (0: it has not run in this run yet).
+    /// for (0: it has not run in this run yet). With stats and trace off,
+    /// `untimed` counts its runs ahead to the next one timed for its pace.
     pub(super) untimed: AtomicU32,
     pub(super) timed_runs: AtomicU32,
     /// As [`PlanPart::plain`](crate::plan::PlanPart::plain).
@@ -66,6 +72,8 @@ impl NodeRt {
             state: AtomicU8::new(0),
             has_output: AtomicBool::new(false),
             has_error: AtomicBool::new(false),
+            pace: AtomicU16::new(super::pace::initial(plan, node)),
+            probe: AtomicBool::new(false),
             lane: plan.node_lane[node as usize],
             input_from: part.and_then(|p| p.input_from).unwrap_or(NO_INPUT),
             succeeded: AtomicU64::new(0),
@@ -77,7 +85,8 @@ impl NodeRt {
     }
 
     /// Back to the state [`NodeRt::new`] made (its plan fields kept), but
-    /// for its stats countdown where `carry_timing` (a lane too large to
+    /// for its pace (what its runs so far say of it) and its stats
+    /// countdown where `carry_timing` (a lane too large to
     /// be timed exactly, see `timing::carries_timing`): the next run goes
     /// on counting down from where this one stopped, its next timed run
     /// standing for that run's runs only.
@@ -86,6 +95,7 @@ impl NodeRt {
         *self.state.get_mut() = 0;
         *self.has_output.get_mut() = false;
         *self.has_error.get_mut() = false;
+        *self.probe.get_mut() = false;
         *self.succeeded.get_mut() = 0;
         let untimed = *self.untimed.get_mut();
         if carry_timing && *self.timed_runs.get_mut() != 0 {
@@ -223,4 +233,15 @@ pub(super) struct NodeCold {
     pub(super) retries: AtomicU64,
     /// Its ends but successes, made at its first such end.
     pub(super) tally: OnceLock<Box<Tally>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeRt;
+
+    /// The fast path's per-node state fits one cache line.
+    #[test]
+    fn a_node_line_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<NodeRt>(), 64);
+    }
 }

@@ -128,7 +128,9 @@ impl Runtime {
             return Some((quanta::Instant::now(), thread_number()));
         }
         if !self.options.stats {
-            return None;
+            // Timed only to learn its pace (see `pace.rs`).
+            let probe = self.nodes[node as usize].probe.load(Ordering::Relaxed);
+            return probe.then(|| (quanta::Instant::now(), 0));
         }
         // One thread runs a node per iteration, and a lane's iterations
         // are ordered: plain loads and stores.
@@ -168,13 +170,18 @@ impl Runtime {
         }
     }
 
-    /// Records the stats of a part that ran in `iteration`, started at
-    /// `started`, with the trace off (a run stats time but do not trace).
+    /// Records the pace and stats of a part that ran in `iteration`,
+    /// started at `started`, with the trace off (a run stats or its pace
+    /// time but the trace does not).
     #[cold]
     #[inline(never)]
     pub(super) fn observe_run(&self, node: u32, iteration: u64, started: Option<Started>) {
         if let Some((started, _)) = started {
-            self.record_timed(node, iteration, elapsed(started));
+            let took = elapsed(started);
+            self.note_pace(node, took);
+            if self.options.stats {
+                self.record_timed(node, iteration, took);
+            }
         }
     }
 
@@ -197,6 +204,7 @@ impl Runtime {
             return;
         };
         let elapsed = elapsed(started);
+        self.note_pace(node, elapsed);
         if self.options.stats {
             if self.options.trace {
                 // Every run is timed.

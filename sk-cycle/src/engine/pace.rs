@@ -1,0 +1,135 @@
+//! Running a quick part ahead of its sibling: when a node's end makes two
+//! successors ready, the one its thread would run is run alone first if
+//! it is known to be quick, and only then is the other offered to idle
+//! threads (`rayon::join`), or simply run next if nothing else became
+//! ready.
+//!
+//! Offering a node costs its thread a push and a pop on its deque, and an
+//! idle thread polling that deque moves the deque's cache line between
+//! cores on every push: for parts of a few tens of nanoseconds (a diamond
+//! of no-op parts on two threads) that is most of an iteration's time, and
+//! a steal costs more than such a part takes. Running the quick part first
+//! delays its sibling by that part's run, which is shorter than a steal.
+//!
+//! A part is quick while its timed runs take less than [`QUICK_RUN`]. A
+//! timed run that does not (the part is slow, or was preempted) stops it
+//! running ahead for its next [`SLOW_FORKS`] forks, after which its pace is
+//! learnt again. A cycle keeps its parts' paces from one run to the next. Its runs are timed as the stats time them (see
+//! `timing.rs`); with stats and trace off, a part is timed only to learn
+//! its pace: its first run after it was first a candidate, then one run
+//! ahead in [`PROBE_GAP`]. Until its pace is known, it is not run ahead.
+//! So a part that is quick but now and then much slower delays its
+//! sibling by such a run, now and then: parts of parallel branches may
+//! run at the same time, and must not wait for one another (on a pool of
+//! one thread they never do).
+//!
+//! Nodes that are not parts (a split's barriers) are always quick, but for
+//! those that fan out wider than the pool is split for; parts that run off
+//! the fast path (validators, retries, gates, timeouts, processes, ...)
+//! never are. A durable run does not run parts ahead (its ends are written
+//! to its journal before its successors go on).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::node::NodeRt;
+use super::{Runtime, WIDE_FANOUT};
+use crate::plan::Plan;
+
+/// A part whose timed runs take less than this runs ahead of its sibling:
+/// about what a steal costs the thread that takes the sibling.
+pub(super) const QUICK_RUN: Duration = Duration::from_nanos(500);
+
+/// With stats and trace off, a quick part runs ahead this many times
+/// between two timed runs (each costs two clock reads).
+const PROBE_GAP: u32 = 256;
+
+/// After a slow timed run, the forks a part does not run ahead in before
+/// its pace is learnt again. Few: learning it again costs a slow part
+/// nothing it would notice (one timed run), and a quick part's slow run
+/// is often a one-off (its first, cold; a preemption).
+const SLOW_FORKS: u16 = 32;
+
+/// A node's pace, in its `NodeRt::pace`: not known yet.
+pub(super) const UNKNOWN: u16 = 0;
+/// Its timed runs were quick.
+pub(super) const QUICK: u16 = 1;
+/// Never run ahead (not on the fast path, or fans out wide).
+pub(super) const NEVER: u16 = 2;
+/// Always run ahead: a barrier, no work of its own.
+pub(super) const ALWAYS: u16 = 3;
+/// `SLOW + n`: a timed run was slow; `n` more forks before its pace is
+/// learnt again.
+const SLOW: u16 = 4;
+
+/// The pace node `node` of `plan` starts a run with.
+pub(super) fn initial(plan: &Plan, node: u32) -> u16 {
+    if plan.successors(node).len() > WIDE_FANOUT {
+        return NEVER;
+    }
+    match plan.parts.get(node as usize) {
+        None => ALWAYS,
+        Some(part) if part.plain.is_some() => UNKNOWN,
+        Some(_) => NEVER,
+    }
+}
+
+impl Runtime {
+    /// Whether `node`, one of two successors made ready together, runs
+    /// alone before the other is offered (see the module's docs).
+    #[inline(always)]
+    pub(super) fn runs_ahead(&self, node: u32) -> bool {
+        let n = &self.nodes[node as usize];
+        match n.pace.load(Ordering::Relaxed) {
+            ALWAYS => true,
+            QUICK => {
+                if self.probing {
+                    Self::count_to_probe(n);
+                }
+                self.durable.is_none()
+            }
+            UNKNOWN => {
+                if self.probing {
+                    n.probe.store(true, Ordering::Relaxed);
+                }
+                false
+            }
+            NEVER => false,
+            slow => {
+                // One fork less before its pace is learnt again.
+                let next = if slow == SLOW { UNKNOWN } else { slow - 1 };
+                n.pace.store(next, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Counts down a quick node's runs ahead to its next timed one (stats
+    /// and trace off). The node's own thread runs it: plain loads and
+    /// stores.
+    #[inline]
+    fn count_to_probe(n: &NodeRt) {
+        let left = n.untimed.load(Ordering::Relaxed);
+        if left == 0 {
+            n.probe.store(true, Ordering::Relaxed);
+            n.untimed.store(PROBE_GAP - 1, Ordering::Relaxed);
+        } else {
+            n.untimed.store(left - 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes that a timed run of part `node` took `took`.
+    pub(super) fn note_pace(&self, node: u32, took: Duration) {
+        let n = &self.nodes[node as usize];
+        n.probe.store(false, Ordering::Relaxed);
+        let pace = n.pace.load(Ordering::Relaxed);
+        if pace == UNKNOWN || pace == QUICK {
+            let now = if took < QUICK_RUN {
+                QUICK
+            } else {
+                SLOW + SLOW_FORKS
+            };
+            n.pace.store(now, Ordering::Relaxed);
+        }
+    }
+}

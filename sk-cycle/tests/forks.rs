@@ -1,0 +1,135 @@
+//! Two parts made ready together: a quick one runs alone before its
+//! sibling is offered to the pool's other threads (forking costs more
+//! than it takes), and slow ones are forked, so that they run at the same
+//! time (see `engine/pace.rs`).
+
+// Test helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sk_cycle::{Cycle, CycleBuilder, CyclePart, PartState, Run, RunReport};
+use sk_testkit::guarded;
+
+/// `a`, then `b` and `c` (made ready together by `a`'s end), then `d`.
+fn diamond(b: CyclePart, c: CyclePart) -> Cycle {
+    let mut builder = CycleBuilder::new("diamond");
+    let a = builder.root(CyclePart::new("a", |_| ())).unwrap();
+    let [b, _c] = builder.fork(a, [b, c]).unwrap();
+    builder.then(b, CyclePart::new("d", |_| ())).unwrap();
+    builder.after("d", "c").unwrap();
+    builder.build().unwrap()
+}
+
+/// The tests of this file, one at a time: the quick parts of one must
+/// not be preempted by the waiting parts of the other.
+static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
+    Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Asserts that every part of `report` succeeded in all its `iterations`.
+fn all_succeeded(report: &RunReport, iterations: u64, stats: bool) {
+    assert_eq!(report.iterations(), iterations);
+    let last = report.last().unwrap();
+    for part in &report.stats().parts {
+        assert_eq!(
+            part.count(PartState::Succeeded),
+            iterations,
+            "stats {stats}: {}: last error {:?}",
+            part.name,
+            last.error_of(&part.name)
+        );
+    }
+}
+
+/// In a run of quick `b` and `c`: the iterations past the first hundred
+/// in which one of them ran while the other waited on its thread's deque
+/// (offered to idle threads), and how many iterations those are.
+fn offered_while_quick(stats: bool) -> (u64, u64) {
+    let offered = Arc::new(AtomicU64::new(0));
+    let counted = Arc::new(AtomicU64::new(0));
+    let part = |name: &'static str| {
+        let (offered, counted) = (Arc::clone(&offered), Arc::clone(&counted));
+        CyclePart::new(name, move |ctx| {
+            if ctx.iteration() > 100 {
+                counted.fetch_add(1, Ordering::Relaxed);
+                if rayon_core::current_thread_has_pending_tasks() == Some(true) {
+                    offered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let cycle = diamond(part("b"), part("c"));
+    let report = cycle
+        .run(Run::times(3000).pool(pool(2)).stats(stats))
+        .unwrap();
+    all_succeeded(&report, 3000, stats);
+    (
+        offered.load(Ordering::Relaxed),
+        counted.load(Ordering::Relaxed) / 2,
+    )
+}
+
+#[test]
+fn a_quick_part_runs_before_its_sibling_is_offered() {
+    guarded(|| {
+        let _alone = ONE_AT_A_TIME.lock();
+        for stats in [false, true] {
+            let (offered, iterations) = offered_while_quick(stats);
+            assert_eq!(iterations, 2900);
+            // Forked, one of the two runs with the other on its deque in
+            // every iteration no idle thread stole from. Run ahead,
+            // neither does, but for a few iterations after a timed run
+            // that was slow (the first, cold; one preempted).
+            assert!(
+                offered * 2 < iterations,
+                "stats {stats}: a sibling was offered in {offered} of {iterations} iterations"
+            );
+        }
+    });
+}
+
+#[test]
+fn slow_siblings_run_at_the_same_time() {
+    guarded(|| {
+        let _alone = ONE_AT_A_TIME.lock();
+        for stats in [false, true] {
+            // `b` and `c` each wait (up to 10 s) until the other has
+            // started in this iteration: only forked do they both end.
+            let b_at = Arc::new(AtomicU64::new(0));
+            let c_at = Arc::new(AtomicU64::new(0));
+            let part = |name: &'static str, mine: &Arc<AtomicU64>, other: &Arc<AtomicU64>| {
+                let (mine, other) = (Arc::clone(mine), Arc::clone(other));
+                CyclePart::new(name, move |ctx| {
+                    let i = ctx.iteration();
+                    mine.store(i, Ordering::SeqCst);
+                    if common::wait_for(Duration::from_secs(10), || {
+                        other.load(Ordering::SeqCst) >= i
+                    }) {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{name}: its sibling did not start in iteration {i}"
+                        ))
+                    }
+                })
+            };
+            let cycle = diamond(part("b", &b_at, &c_at), part("c", &c_at, &b_at));
+            let report = cycle
+                .run(Run::times(40).pool(pool(2)).stats(stats))
+                .unwrap();
+            all_succeeded(&report, 40, stats);
+        }
+    });
+}
