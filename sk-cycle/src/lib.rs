@@ -31,7 +31,7 @@
 //! `Parallel` (the default: branches run free, the iteration ends when all
 //! have; they may run at the same time, so a part must not wait for a
 //! part of another branch — on a pool of one thread they never do, and a
-//! part that measured quick, under 0.5 µs a run, runs before its sibling
+//! part that measured quick, under 1 µs a run, runs before its sibling
 //! branch is offered to other threads), `Level` (a barrier per level), `Sequential` (a split's parts one
 //! after another), `Pipeline` (each gets the previous one's output),
 //! `Independent` (each branch loops at its own pace). Conditions

@@ -54,8 +54,7 @@ pub(super) struct NodeRt {
     pub(super) succeeded: AtomicU64,
     /// When stats are on (see `timing::start_clock`): its runs left
     /// untimed before the next timed one, and the runs that one stands
-    /// for (0: it has not run in this run yet). With stats and trace off,
-    /// `untimed` counts its runs ahead to the next one timed for its pace.
+    /// for (0: it has not run in this run yet).
     pub(super) untimed: AtomicU32,
     pub(super) timed_runs: AtomicU32,
     /// As [`PlanPart::plain`](crate::plan::PlanPart::plain).

@@ -11,17 +11,21 @@
 //! a steal costs more than such a part takes. Running the quick part first
 //! delays its sibling by that part's run, which is shorter than a steal.
 //!
-//! A part is quick while its timed runs take less than [`QUICK_RUN`]. A
-//! timed run that does not (the part is slow, or was preempted) stops it
-//! running ahead for its next [`SLOW_FORKS`] forks, after which its pace is
-//! learnt again. A cycle keeps its parts' paces from one run to the next. Its runs are timed as the stats time them (see
-//! `timing.rs`); with stats and trace off, a part is timed only to learn
-//! its pace: its first run after it was first a candidate, then one run
-//! ahead in [`PROBE_GAP`]. Until its pace is known, it is not run ahead.
-//! So a part that is quick but now and then much slower delays its
-//! sibling by such a run, now and then: parts of parallel branches may
-//! run at the same time, and must not wait for one another (on a pool of
-//! one thread they never do).
+//! A part is quick while its timed runs take less than [`QUICK_RUN`].
+//! Every run ahead is timed (two clock reads around the part's work, a
+//! fraction of what a fork costs; not a stats sample); before a part first runs ahead, its pace is learnt from a run
+//! the stats time, or, with stats and trace off, from its next run after
+//! it was first a candidate. A timed run that is not quick (the part is
+//! slow, or was preempted) stops it running ahead for its next
+//! [`SLOW_FORKS`] forks, after which its pace is learnt again. A cycle
+//! keeps its parts' paces from one run to the next.
+//!
+//! So a part that has been quick delays its sibling by one run when it
+//! turns slow, and a part slow now and then by one of those runs in
+//! about [`SLOW_FORKS`] forks. A part that runs ahead and then waits for
+//! its sibling to start waits for ever, as it would on a pool of one
+//! thread: parts of parallel branches may run at the same time, and must
+//! not wait for one another.
 //!
 //! Nodes that are not parts (a split's barriers) are always quick, but for
 //! those that fan out wider than the pool is split for; parts that run off
@@ -32,23 +36,19 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::node::NodeRt;
 use super::{Runtime, WIDE_FANOUT};
 use crate::plan::Plan;
 
 /// A part whose timed runs take less than this runs ahead of its sibling:
-/// about what a steal costs the thread that takes the sibling.
-pub(super) const QUICK_RUN: Duration = Duration::from_nanos(500);
-
-/// With stats and trace off, a quick part runs ahead this many times
-/// between two timed runs (each costs two clock reads).
-const PROBE_GAP: u32 = 256;
+/// about what taking the sibling from the deque costs an idle thread (a
+/// steal, a wake-up), and leaves room for unoptimized builds.
+pub(super) const QUICK_RUN: Duration = Duration::from_micros(1);
 
 /// After a slow timed run, the forks a part does not run ahead in before
-/// its pace is learnt again. Few: learning it again costs a slow part
-/// nothing it would notice (one timed run), and a quick part's slow run
-/// is often a one-off (its first, cold; a preemption).
-const SLOW_FORKS: u16 = 32;
+/// its pace is learnt again: a part slow now and then delays its sibling
+/// at most once in about this many forks (learning its pace again costs
+/// one timed run that does not run ahead).
+const SLOW_FORKS: u16 = 256;
 
 /// A node's pace, in its `NodeRt::pace`: not known yet.
 pub(super) const UNKNOWN: u16 = 0;
@@ -76,17 +76,16 @@ pub(super) fn initial(plan: &Plan, node: u32) -> u16 {
 
 impl Runtime {
     /// Whether `node`, one of two successors made ready together, runs
-    /// alone before the other is offered (see the module's docs).
+    /// alone before the other is offered (see the module's docs). A part
+    /// that does has that run timed (see `timing::start_clock`).
     #[inline(always)]
     pub(super) fn runs_ahead(&self, node: u32) -> bool {
         let n = &self.nodes[node as usize];
         match n.pace.load(Ordering::Relaxed) {
             ALWAYS => true,
-            QUICK => {
-                if self.probing {
-                    Self::count_to_probe(n);
-                }
-                self.durable.is_none()
+            QUICK if self.durable.is_none() => {
+                n.probe.store(true, Ordering::Relaxed);
+                true
             }
             UNKNOWN => {
                 if self.probing {
@@ -94,27 +93,13 @@ impl Runtime {
                 }
                 false
             }
-            NEVER => false,
+            QUICK | NEVER => false,
             slow => {
                 // One fork less before its pace is learnt again.
                 let next = if slow == SLOW { UNKNOWN } else { slow - 1 };
                 n.pace.store(next, Ordering::Relaxed);
                 false
             }
-        }
-    }
-
-    /// Counts down a quick node's runs ahead to its next timed one (stats
-    /// and trace off). The node's own thread runs it: plain loads and
-    /// stores.
-    #[inline]
-    fn count_to_probe(n: &NodeRt) {
-        let left = n.untimed.load(Ordering::Relaxed);
-        if left == 0 {
-            n.probe.store(true, Ordering::Relaxed);
-            n.untimed.store(PROBE_GAP - 1, Ordering::Relaxed);
-        } else {
-            n.untimed.store(left - 1, Ordering::Relaxed);
         }
     }
 

@@ -102,6 +102,10 @@ pub(super) fn carries_timing(parts: usize) -> bool {
     exact_iterations(parts) == 0
 }
 
+/// The thread of a [`Started`] that times a run for its pace only, not
+/// for the stats (see `pace.rs`; thread numbers start at 1).
+const PACE_ONLY: u64 = 0;
+
 /// A small stable number for the current thread (trace `tid`).
 pub(super) fn thread_number() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -117,28 +121,31 @@ pub(super) fn thread_number() -> u64 {
 }
 
 impl Runtime {
-    /// When a part starts, if the trace wants it (always) or the stats
-    /// time this run: the node counts down the runs it leaves untimed
-    /// before its next timed one, so a run not timed costs a load, a
-    /// compare and a store on the node's own line.
+    /// When a part starts, if the trace wants it (always), the stats time
+    /// this run, or its pace is to be learnt (see `pace.rs`): the node
+    /// counts down the runs it leaves untimed before its next timed one,
+    /// so a run not timed costs a few loads, a compare and a store on
+    /// the node's own line.
     #[inline(always)]
     pub(super) fn start_clock(&self, node: u32, lane: u32, iteration: u64) -> Option<Started> {
         if self.options.trace {
             self.note_thread();
             return Some((quanta::Instant::now(), thread_number()));
         }
-        if !self.options.stats {
-            // Timed only to learn its pace (see `pace.rs`).
-            let probe = self.nodes[node as usize].probe.load(Ordering::Relaxed);
-            return probe.then(|| (quanta::Instant::now(), 0));
-        }
         // One thread runs a node per iteration, and a lane's iterations
         // are ordered: plain loads and stores.
         let n = &self.nodes[node as usize];
+        if !self.options.stats {
+            // Timed only to learn its pace (see `pace.rs`).
+            let probe = n.probe.load(Ordering::Relaxed);
+            return probe.then(|| (quanta::Instant::now(), PACE_ONLY));
+        }
         let untimed = n.untimed.load(Ordering::Relaxed);
         if untimed > 0 {
             n.untimed.store(untimed - 1, Ordering::Relaxed);
-            return None;
+            // Not a stats sample, but maybe timed for its pace.
+            let probe = n.probe.load(Ordering::Relaxed);
+            return probe.then(|| (quanta::Instant::now(), PACE_ONLY));
         }
         if n.timed_runs.load(Ordering::Relaxed) == 0 {
             // Its first run in this run: decide when it is first timed.
@@ -176,10 +183,10 @@ impl Runtime {
     #[cold]
     #[inline(never)]
     pub(super) fn observe_run(&self, node: u32, iteration: u64, started: Option<Started>) {
-        if let Some((started, _)) = started {
+        if let Some((started, thread)) = started {
             let took = elapsed(started);
             self.note_pace(node, took);
-            if self.options.stats {
+            if self.options.stats && thread != PACE_ONLY {
                 self.record_timed(node, iteration, took);
             }
         }
@@ -205,7 +212,7 @@ impl Runtime {
         };
         let elapsed = elapsed(started);
         self.note_pace(node, elapsed);
-        if self.options.stats {
+        if self.options.stats && tid != PACE_ONLY {
             if self.options.trace {
                 // Every run is timed.
                 self.samples.record(node, elapsed, 1);
