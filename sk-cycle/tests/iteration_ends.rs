@@ -10,6 +10,8 @@
 // Test helpers outside #[test] functions may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -254,19 +256,11 @@ fn a_run_after_an_instant_fail_starts_clean() {
     guarded(|| {
         use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
         let fail = Arc::new(AtomicBool::new(true));
-        let f = Arc::clone(&fail);
         let mut b = CycleBuilder::new("instant");
         let root = b
             .root(CyclePart::new("root", |ctx| ctx.iteration()))
             .unwrap();
-        let x = CyclePart::fallible("x", move |ctx| {
-            if f.load(SeqCst) && ctx.iteration() == 3 {
-                Err::<u64, BoxError>("boom".into())
-            } else {
-                Ok(ctx.iteration())
-            }
-        })
-        .error_mode(ErrorMode::InstantFail);
+        let x = common::instant_fail_at("x", 3, &fail);
         let slow = CyclePart::new("slow", |ctx| {
             std::thread::sleep(Duration::from_millis(2));
             ctx.iteration()

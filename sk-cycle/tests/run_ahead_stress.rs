@@ -16,6 +16,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -460,20 +462,12 @@ fn a_quick_part_run_ahead_that_fails_instantly_stops_the_run() {
     for (threads, stats) in [(1, false), (2, false), (2, true), (4, false)] {
         hang_guard(Duration::from_secs(60), move || {
             let fail = Arc::new(AtomicBool::new(true));
-            let f = Arc::clone(&fail);
             let mut b = CycleBuilder::new("instant");
             let root = b
                 .root(CyclePart::new("root", |ctx| ctx.iteration()))
                 .unwrap();
             let y = CyclePart::new("y", |ctx| *ctx.input_as::<u64>().unwrap() + 1);
-            let x = CyclePart::fallible("x", move |ctx| {
-                if f.load(SeqCst) && ctx.iteration() == 300 {
-                    Err::<u64, BoxError>("boom".into())
-                } else {
-                    Ok(ctx.iteration())
-                }
-            })
-            .error_mode(ErrorMode::InstantFail);
+            let x = common::instant_fail_at("x", 300, &fail);
             let [y, x] = b.fork(root, [y, x]).unwrap();
             let [_x1, _x2] = b
                 .fork(

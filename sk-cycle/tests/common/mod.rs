@@ -7,11 +7,11 @@
 pub mod journal;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use sk_cycle::{CyclePart, PartContext};
+use sk_cycle::{CyclePart, ErrorMode, PartContext};
 
 /// A log of part starts and ends, ordered by one global sequence.
 /// One logged event: part name, `start` or `end`, sequence number.
@@ -77,4 +77,19 @@ pub fn wait_for(limit: Duration, ready: impl Fn() -> bool) -> bool {
         std::thread::yield_now();
     }
     true
+}
+
+/// A part `name` under instant fail that returns its iteration, but
+/// fails in iteration `at` while `fail` holds (so a cycle's next run can
+/// go through).
+pub fn instant_fail_at(name: &str, at: u64, fail: &Arc<AtomicBool>) -> CyclePart {
+    let fail = Arc::clone(fail);
+    CyclePart::fallible(name, move |ctx| {
+        if fail.load(Ordering::SeqCst) && ctx.iteration() == at {
+            Err::<u64, Box<dyn std::error::Error + Send + Sync>>("boom".into())
+        } else {
+            Ok(ctx.iteration())
+        }
+    })
+    .error_mode(ErrorMode::InstantFail)
 }
