@@ -29,12 +29,13 @@
 //! # Sync modes ([`SyncMode`], per split or cycle-wide, which overrides)
 //!
 //! `Parallel` (the default: branches run free, the iteration ends when all
-//! have; they may run at the same time, so a part must not wait for a
-//! part of another branch — on a pool of one thread they never do, and a
-//! part that measured quick, under 1 µs a run, runs before its sibling
-//! branch is offered to other threads), `Level` (a barrier per level), `Sequential` (a split's parts one
-//! after another), `Pipeline` (each gets the previous one's output),
-//! `Independent` (each branch loops at its own pace). Conditions
+//! have; they may run at the same time but need not — on a pool of one
+//! thread they never do, and a part that measured quick, under 1 µs a
+//! run, runs before its sibling branch is offered to other threads — so
+//! a part must not wait for a part of another branch), `Level` (a
+//! barrier per level), `Sequential` (a split's parts one after another),
+//! `Pipeline` (each gets the previous one's output), `Independent` (each
+//! branch loops at its own pace). Conditions
 //! (`condition` on a part or [`Split`]) and the two limits combine with
 //! all of them: a *concurrency limit* (`concurrency_limit`, on a split or
 //! the cycle: at most N parts at once) and a *rate limit* (`rate_limit`,
