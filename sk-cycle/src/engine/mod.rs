@@ -8,9 +8,9 @@
 //! `rayon::join` (no allocation; the other is stolen only by an idle
 //! thread; nesting is bounded, past it they are spawned) — or, when the
 //! one it would run is quick, runs that one alone first and then forks
-//! (or runs the other next) — spawns any further ones, and splits a wide fan-out with rayon's work-splitting
-//! iterator, so a level of ten thousand parts costs a few joins rather than
-//! ten thousand spawns. Parts bound to a component, and parts with a
+//! (or runs the other next) — spawns any further ones, and splits a wide
+//! fan-out with rayon's work-splitting iterator, so a level of ten
+//! thousand parts costs a few joins rather than ten thousand spawns. Parts bound to a component, and parts with a
 //! timeout, run off the pool and finish through the pool.
 //!
 //! An iteration ends when every *sink* (node without successors) of its
@@ -169,9 +169,6 @@ pub(crate) struct Runtime {
     options: EngineOptions,
     /// Per-part timing: a few hundred bytes each, however large the cycle.
     samples: samples::Samples,
-    /// Stats and trace are off: parts are timed only to learn their pace
-    /// (see `pace.rs`).
-    probing: bool,
     trace: Mutex<TraceLog>,
     /// This run's number (distinct from every other run's in the process).
     run_id: u64,
@@ -313,7 +310,6 @@ impl Runtime {
                 .filter_map(|&per_sec| RateLimiter::new(per_sec).ok())
                 .collect(),
             samples: samples::Samples::new(options.stats, pool.current_num_threads()),
-            probing: !options.stats && !options.trace,
             latest: (0..if multi_lane { parts } else { 0 })
                 .map(|_| Mutex::new(None))
                 .collect(),

@@ -13,9 +13,10 @@
 //!
 //! A part is quick while its timed runs take less than [`QUICK_RUN`].
 //! Every run ahead is timed (two clock reads around the part's work, a
-//! fraction of what a fork costs; not a stats sample); before a part first runs ahead, its pace is learnt from a run
-//! the stats time, or, with stats and trace off, from its next run after
-//! it was first a candidate. A timed run that is not quick (the part is
+//! fraction of what a fork costs; not a stats sample); before a part
+//! first runs ahead, its pace is learnt from a run the stats time, or,
+//! with stats and trace off, from its next run after it was first a
+//! candidate. A timed run that is not quick (the part is
 //! slow, or was preempted) stops it running ahead for its next
 //! [`SLOW_FORKS`] forks, after which its pace is learnt again. A cycle
 //! keeps its parts' paces from one run to the next.
@@ -88,7 +89,8 @@ impl Runtime {
                 true
             }
             UNKNOWN => {
-                if self.probing {
+                // With stats or trace on, their timed runs teach it.
+                if !self.options.stats && !self.options.trace {
                     n.probe.store(true, Ordering::Relaxed);
                 }
                 false

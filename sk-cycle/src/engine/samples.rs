@@ -12,6 +12,8 @@ use std::time::Duration;
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 
+use crate::report::PartTimings;
+
 /// Samples a buffer holds before its thread merges them.
 const BATCH: usize = 256;
 
@@ -22,8 +24,6 @@ struct Sample {
     runs: u32,
     elapsed: Duration,
 }
-
-use crate::report::PartTimings;
 
 /// A run's part timings.
 pub(super) struct Samples {

@@ -106,6 +106,14 @@ pub(super) fn carries_timing(parts: usize) -> bool {
 /// for the stats (see `pace.rs`; thread numbers start at 1).
 const PACE_ONLY: u64 = 0;
 
+/// When a run of node `n` not timed for the stats starts, if it is timed
+/// to learn its pace (see `pace.rs`).
+#[inline(always)]
+fn pace_clock(n: &super::NodeRt) -> Option<Started> {
+    let probe = n.probe.load(Ordering::Relaxed);
+    probe.then(|| (quanta::Instant::now(), PACE_ONLY))
+}
+
 /// A small stable number for the current thread (trace `tid`).
 pub(super) fn thread_number() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -136,16 +144,13 @@ impl Runtime {
         // are ordered: plain loads and stores.
         let n = &self.nodes[node as usize];
         if !self.options.stats {
-            // Timed only to learn its pace (see `pace.rs`).
-            let probe = n.probe.load(Ordering::Relaxed);
-            return probe.then(|| (quanta::Instant::now(), PACE_ONLY));
+            return pace_clock(n);
         }
         let untimed = n.untimed.load(Ordering::Relaxed);
         if untimed > 0 {
             n.untimed.store(untimed - 1, Ordering::Relaxed);
             // Not a stats sample, but maybe timed for its pace.
-            let probe = n.probe.load(Ordering::Relaxed);
-            return probe.then(|| (quanta::Instant::now(), PACE_ONLY));
+            return pace_clock(n);
         }
         if n.timed_runs.load(Ordering::Relaxed) == 0 {
             // Its first run in this run: decide when it is first timed.
