@@ -21,11 +21,6 @@ use common::{backend, call};
 sk_process::worker_test!();
 
 #[sk_core::function(crate = ::sk_core)]
-fn whoami() -> u32 {
-    std::process::id()
-}
-
-#[sk_core::function(crate = ::sk_core)]
 fn total(values: Vec<u64>) -> u64 {
     println!("summing {} values", values.len());
     values.iter().sum()

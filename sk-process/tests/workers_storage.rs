@@ -21,11 +21,6 @@ use common::{backend, call};
 sk_process::worker_test!();
 
 #[sk_core::function(crate = ::sk_core)]
-fn whoami() -> u32 {
-    std::process::id()
-}
-
-#[sk_core::function(crate = ::sk_core)]
 fn bump(key: String, times: u64) -> u64 {
     let storage = GlobalStorage::global();
     let mut last = 0;

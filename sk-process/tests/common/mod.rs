@@ -26,3 +26,10 @@ pub fn call<T: serde::de::DeserializeOwned + 'static>(
         .call(&f, &args, timeout)
         .map(|v| v.take::<T>().unwrap())
 }
+
+/// The process it runs in: the parent's id on the thread backend, a
+/// worker's own on the process backend.
+#[sk_core::function(crate = ::sk_core)]
+pub fn whoami() -> u32 {
+    std::process::id()
+}
