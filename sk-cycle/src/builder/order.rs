@@ -19,11 +19,31 @@
 /// No edge (the end of an edge list).
 const NONE: u32 = u32::MAX;
 
-/// One edge in a list: the edge before it in the list, and its far end.
+/// Set on [`Link::to`] of a marked edge (the builder marks its `after`
+/// edges, to find repeats). Node indices stay below it.
+const MARK: u32 = 1 << 31;
+
+/// How many edges of each list [`OrderGraph::find_marked`] looks at
+/// before it gives up.
+const SCAN: usize = 16;
+
+/// One edge in a list: the edge before it in the list, and its far end
+/// (with [`MARK`] on a marked edge).
 #[derive(Clone, Copy, Debug)]
 struct Link {
     next: u32,
     to: u32,
+}
+
+impl Link {
+    /// The far end.
+    fn node(self) -> u32 {
+        self.to & !MARK
+    }
+
+    fn marked(self) -> bool {
+        self.to & MARK != 0
+    }
 }
 
 /// A node: its topological position, its search mark, and the latest
@@ -58,7 +78,7 @@ fn ends(links: &[Link], head: u32) -> impl Iterator<Item = u32> + '_ {
         (e != NONE).then(|| {
             let link = links[e as usize];
             e = link.next;
-            link.to
+            link.node()
         })
     })
 }
@@ -108,7 +128,19 @@ impl OrderGraph {
     /// reaches `first`): `Err(())`, and the graph is unchanged. `first`
     /// and `then` differ.
     pub(super) fn try_add_edge(&mut self, first: usize, then: usize) -> Result<(), ()> {
+        self.try_add_edge_marked(first, then, false)
+    }
+
+    /// [`try_add_edge`](OrderGraph::try_add_edge), marking the edge when
+    /// `marked` (see [`find_marked`](OrderGraph::find_marked)).
+    pub(super) fn try_add_edge_marked(
+        &mut self,
+        first: usize,
+        then: usize,
+        marked: bool,
+    ) -> Result<(), ()> {
         let (x, y) = (first as u32, then as u32);
+        let mark = if marked { MARK } else { 0 };
         let (upper, lower) = (self.position(x), self.position(y));
         if upper > lower {
             self.reorder(x, y, lower, upper)?;
@@ -117,13 +149,13 @@ impl OrderGraph {
         let from = &mut self.slots[first];
         self.out.push(Link {
             next: from.out,
-            to: y,
+            to: y | mark,
         });
         from.out = out_edge;
         let to = &mut self.slots[then];
         self.into.push(Link {
             next: to.into,
-            to: x,
+            to: x | mark,
         });
         to.into = into_edge;
         Ok(())
@@ -141,8 +173,9 @@ impl OrderGraph {
             ahead.push(n);
             let mut e = self.slots[n as usize].out;
             while e != NONE {
-                let Link { next, to: w } = self.out[e as usize];
-                e = next;
+                let link = self.out[e as usize];
+                let w = link.node();
+                e = link.next;
                 if w == x {
                     return Err(());
                 }
@@ -162,8 +195,9 @@ impl OrderGraph {
             behind.push(n);
             let mut e = self.slots[n as usize].into;
             while e != NONE {
-                let Link { next, to: w } = self.into[e as usize];
-                e = next;
+                let link = self.into[e as usize];
+                let w = link.node();
+                e = link.next;
                 let slot = &mut self.slots[w as usize];
                 if slot.mark != stamp && slot.position > lower {
                     slot.mark = stamp;
@@ -186,6 +220,29 @@ impl OrderGraph {
             slots[n as usize].position = position;
         }
         Ok(())
+    }
+
+    /// Whether a marked edge `first -> then` is in the graph, found by
+    /// reading at most [`SCAN`] edges of `first`'s outgoing list and as
+    /// many of `then`'s incoming one: `None` when both are longer (the
+    /// caller keeps a set of its edges then).
+    pub(super) fn find_marked(&self, first: usize, then: usize) -> Option<bool> {
+        let scan = |links: &[Link], head: u32, far: usize| {
+            let mut e = head;
+            for _ in 0..SCAN {
+                if e == NONE {
+                    return Some(false);
+                }
+                let link = links[e as usize];
+                if link.marked() && link.node() as usize == far {
+                    return Some(true);
+                }
+                e = link.next;
+            }
+            (e == NONE).then_some(false)
+        };
+        scan(&self.out, self.slots[first].out, then)
+            .or_else(|| scan(&self.into, self.slots[then].into, first))
     }
 
     /// A fresh search stamp (marks of earlier searches no longer count).
@@ -261,6 +318,30 @@ mod tests {
         assert_eq!(g.path(0, 4), Vec::<usize>::new());
         assert_eq!(g.try_add_edge(4, 0), Ok(()));
         assert_eq!(g.path(4, 0), vec![4, 0]);
+    }
+
+    #[test]
+    fn marked_edges_are_found_until_both_lists_are_long() {
+        let mut g = graph(2 * SCAN + 3);
+        let (hub, sink) = (0, 1);
+        g.try_add_edge(hub, sink).unwrap();
+        // Unmarked: not an `after` edge.
+        assert_eq!(g.find_marked(hub, sink), Some(false));
+        g.try_add_edge_marked(hub, sink, true).unwrap();
+        assert_eq!(g.find_marked(hub, sink), Some(true));
+        assert_eq!(g.find_marked(sink, hub), Some(false));
+        // The hub gets many edges out: the sink's short list still answers.
+        for n in 2..SCAN + 3 {
+            g.try_add_edge_marked(hub, n, true).unwrap();
+        }
+        assert_eq!(g.find_marked(hub, sink), Some(true));
+        assert_eq!(g.find_marked(hub, 2), Some(true));
+        // And the sink many edges in: no answer within the limit.
+        for n in SCAN + 3..2 * SCAN + 3 {
+            g.try_add_edge_marked(n, sink, true).unwrap();
+        }
+        assert_eq!(g.find_marked(hub, sink), None);
+        assert!(consistent(&g));
     }
 
     #[test]

@@ -276,6 +276,68 @@ fn waiting_for_a_descendant_is_a_loop_through_the_tree() {
 }
 
 #[test]
+fn an_after_edge_added_again_is_kept_once_whatever_the_edges_of_its_ends() {
+    let mut b = CycleBuilder::new("hub");
+    b.add(part("hub"), 1).unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("p{i}")).collect();
+    let ps = b.split(names.iter().map(|n| part(n)), 2).unwrap();
+    let sink = b.then(ps[0], part("sink")).unwrap();
+    let mut expected = std::collections::BTreeSet::new();
+    type Pairs = std::collections::BTreeSet<(String, String)>;
+    let after = |b: &mut CycleBuilder, expected: &mut Pairs, waiter: &str, waits_for: &str| {
+        b.after(waiter, waits_for).unwrap();
+        expected.insert((waiter.to_owned(), waits_for.to_owned()));
+    };
+    // The sink waits for every part (for p0 too, its tree parent: an
+    // `after` edge of its own), and every other part for the hub: the
+    // hub has 40 edges out and the sink 40 in.
+    let mut pairs: Vec<(&str, &str)> = names.iter().map(|p| ("sink", p.as_str())).collect();
+    pairs.extend(names[1..].iter().map(|p| (p.as_str(), "hub")));
+    for &(w, f) in &pairs {
+        after(&mut b, &mut expected, w, f);
+    }
+    let recorded = |b: &CycleBuilder| {
+        let t = &b.tree;
+        let names: Vec<_> = t
+            .after
+            .iter()
+            .map(|&(w, f)| (t.name_of(w).to_owned(), t.name_of(f).to_owned()))
+            .collect();
+        let unique: std::collections::BTreeSet<_> = names.iter().cloned().collect();
+        assert_eq!(unique.len(), names.len(), "an edge is recorded twice");
+        unique
+    };
+    // Again, in the other order: found by reading a few edges.
+    for &(w, f) in pairs.iter().rev() {
+        b.after(w, f).unwrap();
+    }
+    assert_eq!(recorded(&b), expected);
+    assert!(!b.tree.after_set_made());
+    // Both ends have many edges: the set is made, holding the edges
+    // recorded so far, and takes every edge from then on.
+    after(&mut b, &mut expected, "sink", "hub");
+    assert!(b.tree.after_set_made());
+    for &(w, f) in &pairs {
+        b.after(w, f).unwrap();
+    }
+    b.after("sink", "hub").unwrap();
+    for p in &names[1..] {
+        after(&mut b, &mut expected, p, "p0");
+    }
+    for p in &names[1..] {
+        b.after(p.as_str(), "p0").unwrap();
+    }
+    // A refused edge is not recorded.
+    assert!(matches!(
+        b.after("hub", sink),
+        Err(BuildError::OrderingLoop { .. })
+    ));
+    assert_eq!(recorded(&b), expected);
+    // The cycle is built with each edge once.
+    assert_eq!(b.build().unwrap().blueprint.after.len(), expected.len());
+}
+
+#[test]
 fn a_part_takes_at_most_one_pipe() {
     let mut b = notes_prefix();
     b.pipe("a", "c").unwrap();

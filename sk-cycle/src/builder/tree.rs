@@ -31,9 +31,10 @@ pub(super) struct Tree {
     pub(super) graph: OrderGraph,
     pub(super) after: Vec<(NodeIdx, NodeIdx)>,
     pub(super) pipes: Vec<(NodeIdx, NodeIdx)>,
-    /// `after`, as a set of [`edge_key`]s: edges are checked for repeats
-    /// in O(1).
-    after_set: FastSet<u64>,
+    /// `after`, as a set of [`edge_key`]s, once a repeat could not be
+    /// ruled out by reading a few edges of the graph (see
+    /// [`has_after`](Tree::has_after)): most builders never make it.
+    after_set: Option<FastSet<u64>>,
     /// The source of the pipe into each piped part.
     pipe_into: FastMap<NodeIdx, NodeIdx>,
     pub(super) sync: Option<SyncMode>,
@@ -86,7 +87,7 @@ impl Tree {
             graph: OrderGraph::default(),
             after: Vec::new(),
             pipes: Vec::new(),
-            after_set: FastSet::default(),
+            after_set: None,
             pipe_into: FastMap::default(),
             sync: None,
             concurrency_limit: None,
@@ -95,28 +96,53 @@ impl Tree {
         }
     }
 
-    /// Adds the `after` edge `(waiter, waits_for)` unless it exists (one
-    /// probe of the set either way), checking it as an ordering edge.
+    /// Adds the `after` edge `(waiter, waits_for)` unless it exists,
+    /// checking it as an ordering edge.
     pub(super) fn add_after(
         &mut self,
         (waiter, waits_for): (NodeIdx, NodeIdx),
     ) -> Result<(), BuildError> {
-        if !self.after_set.insert(edge_key(waiter, waits_for)) {
+        if self.has_after(waiter, waits_for) {
             return Ok(());
         }
-        if let Err(refused) = self.add_order_edge(waits_for, waiter) {
-            self.after_set.remove(&edge_key(waiter, waits_for));
-            return Err(refused);
-        }
-        self.after.push((waiter, waits_for));
+        self.add_order_edge_marked(waits_for, waiter, true)?;
+        self.record_after((waiter, waits_for));
         Ok(())
     }
 
-    /// Records an `after` edge (already checked).
-    fn push_after(&mut self, edge: (NodeIdx, NodeIdx)) {
-        if self.after_set.insert(edge_key(edge.0, edge.1)) {
-            self.after.push(edge);
+    /// Whether the `after` edge `(waiter, waits_for)` exists. The graph
+    /// marks its `after` edges, so reading a few edges at either end
+    /// answers for most pairs, with no set to fill; when both ends have
+    /// many edges, the set of every `after` edge is made (once) and used
+    /// from then on. O(1) either way.
+    fn has_after(&mut self, waiter: NodeIdx, waits_for: NodeIdx) -> bool {
+        if self.after_set.is_none() {
+            match self.graph.find_marked(waits_for, waiter) {
+                Some(found) => return found,
+                None => {
+                    let keys = self.after.iter().map(|&(w, f)| edge_key(w, f));
+                    self.after_set = Some(keys.collect());
+                }
+            }
         }
+        let key = edge_key(waiter, waits_for);
+        self.after_set
+            .as_ref()
+            .is_some_and(|set| set.contains(&key))
+    }
+
+    /// Whether [`has_after`](Tree::has_after) has made the set.
+    #[cfg(test)]
+    pub(super) fn after_set_made(&self) -> bool {
+        self.after_set.is_some()
+    }
+
+    /// Records an `after` edge whose ordering edge is in the graph.
+    fn record_after(&mut self, edge: (NodeIdx, NodeIdx)) {
+        if let Some(set) = &mut self.after_set {
+            set.insert(edge_key(edge.0, edge.1));
+        }
+        self.after.push(edge);
     }
 
     /// The source of the pipe into `to`, if any.
@@ -348,19 +374,17 @@ impl Tree {
         }
         // Edges among the new nodes copy an acyclic sub-cycle's edges, so
         // they cannot close a loop either.
-        for &(waiter, waits_for) in &staged.after {
-            let added = self.add_order_edge(waits_for, waiter);
-            debug_assert!(added.is_ok());
+        for (waiter, waits_for) in staged.after {
+            if !self.has_after(waiter, waits_for) {
+                let added = self.add_order_edge_marked(waits_for, waiter, true);
+                debug_assert!(added.is_ok());
+                self.record_after((waiter, waits_for));
+            }
         }
-        for &(from, to) in &staged.pipes {
+        for (from, to) in staged.pipes {
             let added = self.add_order_edge(from, to);
             debug_assert!(added.is_ok());
-        }
-        for edge in staged.after {
-            self.push_after(edge);
-        }
-        for edge in staged.pipes {
-            self.push_pipe(edge);
+            self.push_pipe((from, to));
         }
         self.max_col = staged.max_col;
     }
@@ -436,13 +460,24 @@ impl Tree {
         first: NodeIdx,
         then: NodeIdx,
     ) -> Result<(), BuildError> {
+        self.add_order_edge_marked(first, then, false)
+    }
+
+    /// [`add_order_edge`](Tree::add_order_edge), marking an `after` edge
+    /// in the graph when `after`.
+    fn add_order_edge_marked(
+        &mut self,
+        first: NodeIdx,
+        then: NodeIdx,
+        after: bool,
+    ) -> Result<(), BuildError> {
         if first == then {
             return Err(BuildError::SelfEdge {
                 name: self.name_of(first).to_owned(),
                 coord: self.nodes[first].coord,
             });
         }
-        if self.graph.try_add_edge(first, then).is_ok() {
+        if self.graph.try_add_edge_marked(first, then, after).is_ok() {
             return Ok(());
         }
         // The edge closes a loop: `then` already reaches `first`.

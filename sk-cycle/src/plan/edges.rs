@@ -23,33 +23,50 @@ pub(crate) const fn edge_target(edge: u32) -> u32 {
 /// on the edges into a node of one predecessor), and each node's
 /// predecessor count. Bucketed by node (no sort of all edges: a large
 /// cycle has a few edges per node, sorted and deduplicated in place).
+/// Node ids are below [`SOLE`].
 pub(super) fn successor_lists(
     n: usize,
     edges: &[(u32, u32, bool)],
 ) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
-    let mut start = vec![0u32; n + 1];
+    // `ends[i]`: first where node `i`'s edges go, then (once they are
+    // placed) where they end, which is where node `i + 1`'s begin.
+    let mut ends = vec![0u32; n + 1];
     for &(from, _, _) in edges {
-        start[from as usize + 1] += 1;
+        ends[from as usize + 1] += 1;
     }
     for i in 0..n {
-        start[i + 1] += start[i];
+        ends[i + 1] += ends[i];
     }
-    let mut fill = start.clone();
-    let mut bucketed = vec![(0u32, false); edges.len()];
+    // Each edge as `to << 1 | data`: sorting these sorts by target, a
+    // data edge after a plain one to the same target.
+    let mut bucketed = vec![0u32; edges.len()];
     for &(from, to, data) in edges {
-        let slot = &mut fill[from as usize];
-        bucketed[*slot as usize] = (to, data);
+        let slot = &mut ends[from as usize];
+        bucketed[*slot as usize] = to << 1 | u32::from(data);
         *slot += 1;
     }
     let mut succ_start = Vec::with_capacity(n + 1);
     let mut succ: Vec<u32> = Vec::with_capacity(edges.len());
     let mut pred_count = vec![0u32; n];
     succ_start.push(0);
-    for node in 0..n {
-        let list = &mut bucketed[start[node] as usize..start[node + 1] as usize];
-        list.sort_unstable();
+    let mut begin = 0;
+    for &end in &ends[..n] {
+        let list = &mut bucketed[begin as usize..end as usize];
+        begin = end;
+        // Most lists hold one edge or two: no sort for those.
+        match list {
+            [] => {}
+            [_] => {}
+            [a, b] => {
+                if *a > *b {
+                    std::mem::swap(a, b);
+                }
+            }
+            _ => list.sort_unstable(),
+        }
         let first = succ.len();
-        for &(to, data) in list.iter() {
+        for &packed in list.iter() {
+            let (to, data) = (packed >> 1, packed & 1 == 1);
             match succ[first..].last_mut() {
                 // The same pair again (sorted: a data edge comes last).
                 Some(last) if edge_target(*last) == to => *last |= if data { DATA } else { 0 },
@@ -113,5 +130,28 @@ mod tests {
         assert_eq!(of(3), [4 | DATA]);
         assert_eq!(of(4), [] as [u32; 0]);
         assert!(succ.iter().all(|&e| edge_target(e) < 5));
+    }
+
+    #[test]
+    fn lists_of_every_length_come_out_sorted_and_merged() {
+        // Node 0: five edges out of order, 3 twice (once as data); node 1:
+        // two, reversed; node 2: the same edge twice, the data one first.
+        let edges = [
+            (0, 5, false),
+            (0, 3, true),
+            (0, 1, false),
+            (0, 3, false),
+            (0, 4, false),
+            (1, 5, false),
+            (1, 2, true),
+            (2, 4, true),
+            (2, 4, false),
+        ];
+        let (start, succ, preds) = successor_lists(6, &edges);
+        let of = |n: usize| &succ[start[n] as usize..start[n + 1] as usize];
+        assert_eq!(of(0), [1 | SOLE, 3 | DATA | SOLE, 4, 5]);
+        assert_eq!(of(1), [2 | DATA | SOLE, 5]);
+        assert_eq!(of(2), [4 | DATA]);
+        assert_eq!(preds, [0, 1, 1, 1, 2, 2]);
     }
 }

@@ -115,7 +115,9 @@ pub(super) fn walk(
         gates: cycle_gate.into_iter().collect(),
         rates: Vec::new(),
         components: Vec::new(),
-        edges: Vec::with_capacity(part_count),
+        // A tree edge into each part but the root, and the `after` and
+        // `pipe` edges compile adds: one allocation, not a doubling.
+        edges: Vec::with_capacity(part_count + bp.after.len() + bp.pipes.len()),
         level_scopes: if cycle_level {
             vec![Vec::new()]
         } else {
