@@ -166,7 +166,7 @@ fn slow_c(sleeps: fn(u64) -> bool) -> (Cycle, Arc<[AtomicU64; 2]>) {
 }
 
 #[test]
-fn a_quick_part_turned_slow_delays_its_sibling_once() {
+fn a_quick_part_turned_slow_delays_its_sibling_at_most_ten_times() {
     guarded(|| {
         let _alone = ONE_AT_A_TIME.lock();
         for stats in [false, true] {
@@ -179,9 +179,11 @@ fn a_quick_part_turned_slow_delays_its_sibling_once() {
             all_succeeded(&report, 1600, stats);
             let [slow, ahead] = [0, 1].map(|k| counts[k].load(Ordering::Relaxed));
             assert_eq!(slow, 100);
-            // Its first slow run is run ahead (its pace said quick) and
-            // timed: from then on it is forked.
-            assert!(ahead <= 1, "stats {stats}: ahead in {ahead} of {slow}");
+            // Quick for long, it was timed in one run ahead in 4 to 10:
+            // its first slow runs are run ahead (its pace said quick)
+            // until the next timed one, at most the tenth; from then on
+            // it is forked.
+            assert!(ahead <= 10, "stats {stats}: ahead in {ahead} of {slow}");
         }
     });
 }
@@ -190,22 +192,30 @@ fn a_quick_part_turned_slow_delays_its_sibling_once() {
 fn a_part_slow_now_and_then_rarely_delays_its_sibling() {
     guarded(|| {
         let _alone = ONE_AT_A_TIME.lock();
-        for stats in [false, true] {
-            // `c` sleeps in a pseudo-random half of its runs.
-            let half = |i: u64| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % 2 == 0;
-            let (cycle, counts) = slow_c(half);
-            let report = cycle
-                .run(Run::times(1200).pool(pool(2)).stats(stats))
-                .unwrap();
-            all_succeeded(&report, 1200, stats);
-            let [slow, ahead] = [0, 1].map(|k| counts[k].load(Ordering::Relaxed));
-            assert!(slow > 450, "c slept in {slow} of 1200");
-            // Once in about 256 forks at most: each slow run ahead stops
-            // it running ahead for the next 256.
-            assert!(
-                ahead * 20 <= slow,
-                "stats {stats}: ahead in {ahead} of {slow}"
-            );
+        // `c` sleeps in a pseudo-random half of its runs (which comes in
+        // short runs of slow and quick ones), and in every other run (a
+        // period that timing one run ahead in a fixed number would miss).
+        let half = |i: u64| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % 2 == 0;
+        let every_other = |i: u64| i % 2 == 0;
+        for (pattern, sleeps) in [
+            ("half", half as fn(u64) -> bool),
+            ("every other", every_other),
+        ] {
+            for stats in [false, true] {
+                let (cycle, counts) = slow_c(sleeps);
+                let report = cycle
+                    .run(Run::times(1200).pool(pool(2)).stats(stats))
+                    .unwrap();
+                all_succeeded(&report, 1200, stats);
+                let [slow, ahead] = [0, 1].map(|k| counts[k].load(Ordering::Relaxed));
+                assert!(slow > 450, "{pattern}: c slept in {slow} of 1200");
+                // Once in about 256 forks at most: each slow run ahead
+                // stops it running ahead for the next 256.
+                assert!(
+                    ahead * 20 <= slow,
+                    "{pattern}, stats {stats}: ahead in {ahead} of {slow}"
+                );
+            }
         }
     });
 }

@@ -43,9 +43,11 @@ pub(super) struct NodeRt {
     pub(super) has_error: AtomicBool,
     /// Whether it runs ahead of a sibling (see `pace.rs`; kept from one
     /// run of the cycle to the next), and whether its next run is timed
-    /// to learn that.
+    /// to learn that, and the runs ahead it makes untimed before its
+    /// next timed one.
     pub(super) pace: AtomicU16,
     pub(super) probe: AtomicBool,
+    pub(super) untimed_ahead: AtomicU8,
     /// Its lane, and the part whose output is its input ([`NO_INPUT`]:
     /// none); as in the plan.
     pub(super) lane: u32,
@@ -73,6 +75,7 @@ impl NodeRt {
             has_error: AtomicBool::new(false),
             pace: AtomicU16::new(super::pace::initial(plan, node)),
             probe: AtomicBool::new(false),
+            untimed_ahead: AtomicU8::new(0),
             lane: plan.node_lane[node as usize],
             input_from: part.and_then(|p| p.input_from).unwrap_or(NO_INPUT),
             succeeded: AtomicU64::new(0),

@@ -12,18 +12,26 @@
 //! delays its sibling by that part's run, which is shorter than a steal.
 //!
 //! A part is quick while its timed runs take less than [`QUICK_RUN`].
-//! Every run ahead is timed (two clock reads around the part's work, a
-//! fraction of what a fork costs; not a stats sample); before a part
-//! first runs ahead, its pace is learnt from a run the stats time, or,
-//! with stats and trace off, from its next run after it was first a
-//! candidate. A timed run that is not quick (the part is
-//! slow, or was preempted) stops it running ahead for its next
-//! [`SLOW_FORKS`] forks, after which its pace is learnt again. A cycle
-//! keeps its parts' paces from one run to the next.
+//! Before a part first runs ahead, its pace is learnt from a run the
+//! stats time, or, with stats and trace off, from its next run after it
+//! was first a candidate. Its runs ahead are then timed (two clock reads
+//! around the part's work; not a stats sample): every one, until its last
+//! [`SAMPLED_AFTER`] timed runs in a row were all quick; from then on, one
+//! in about 7: after each timed run, the next 3 to 9 (at random, so that
+//! no periodic pattern of slow runs keeps escaping the clock) run ahead
+//! untimed. Reading the clock costs more than a no-op part's run (the
+//! time-stamp counter takes some 10 ns a read under a hypervisor): timed
+//! in every run ahead, a diamond of no-op parts took a quarter longer.
+//! A timed run that is not quick (the part is slow, or was preempted)
+//! stops it running ahead for its next [`SLOW_FORKS`] forks, after which
+//! its pace is learnt again, and its streak of quick runs starts over. A
+//! cycle keeps its parts' paces from one run to the next.
 //!
-//! So a part that has been quick delays its sibling by one run when it
-//! turns slow, and a part slow now and then by one of those runs in
-//! about [`SLOW_FORKS`] forks. A part that runs ahead and then waits for
+//! So a part that has long been quick delays its sibling by at most its
+//! first 10 runs when it turns slow; a part slow now and then is timed in
+//! every run ahead (its quick streaks stay short), and delays its sibling
+//! by about one of its slow runs in [`SLOW_FORKS`] forks. A part that
+//! runs ahead and then waits for
 //! its sibling to start waits for ever, as it would on a pool of one
 //! thread: parts of parallel branches may run at the same time, and must
 //! not wait for one another.
@@ -45,6 +53,10 @@ use crate::plan::Plan;
 /// steal, a wake-up), and leaves room for unoptimized builds.
 pub(super) const QUICK_RUN: Duration = Duration::from_micros(1);
 
+/// Quick timed runs in a row after which a part's runs ahead are timed
+/// one in about 7, not all (see the module's docs).
+const SAMPLED_AFTER: u8 = 64;
+
 /// After a slow timed run, the forks a part does not run ahead in before
 /// its pace is learnt again: a part slow now and then delays its sibling
 /// at most once in about this many forks (learning its pace again costs
@@ -53,8 +65,11 @@ const SLOW_FORKS: u16 = 256;
 
 /// A node's pace, in its `NodeRt::pace`: not known yet.
 pub(super) const UNKNOWN: u16 = 0;
-/// Its timed runs were quick.
-pub(super) const QUICK: u16 = 1;
+/// `QUICK + n`: its last `n` timed runs (counted up to
+/// [`SAMPLED_AFTER`]) were quick.
+const QUICK: u16 = 1024;
+/// The most of those counted.
+const QUICK_MAX: u16 = QUICK + SAMPLED_AFTER as u16;
 /// Never run ahead (not on the fast path, or fans out wide).
 pub(super) const NEVER: u16 = 2;
 /// Always run ahead: a barrier, no work of its own.
@@ -84,8 +99,13 @@ impl Runtime {
         let n = &self.nodes[node as usize];
         match n.pace.load(Ordering::Relaxed) {
             ALWAYS => true,
-            QUICK if self.durable.is_none() => {
-                n.probe.store(true, Ordering::Relaxed);
+            QUICK..=QUICK_MAX if self.durable.is_none() => {
+                let untimed = n.untimed_ahead.load(Ordering::Relaxed);
+                if untimed == 0 {
+                    n.probe.store(true, Ordering::Relaxed);
+                } else {
+                    n.untimed_ahead.store(untimed - 1, Ordering::Relaxed);
+                }
                 true
             }
             UNKNOWN => {
@@ -95,7 +115,7 @@ impl Runtime {
                 }
                 false
             }
-            QUICK | NEVER => false,
+            QUICK..=QUICK_MAX | NEVER => false,
             slow => {
                 // One fork less before its pace is learnt again.
                 let next = if slow == SLOW { UNKNOWN } else { slow - 1 };
@@ -110,13 +130,53 @@ impl Runtime {
         let n = &self.nodes[node as usize];
         n.probe.store(false, Ordering::Relaxed);
         let pace = n.pace.load(Ordering::Relaxed);
-        if pace == UNKNOWN || pace == QUICK {
-            let now = if took < QUICK_RUN {
-                QUICK
+        if pace == UNKNOWN || (QUICK..=QUICK_MAX).contains(&pace) {
+            let streak = if took < QUICK_RUN {
+                // One more quick timed run in a row.
+                let streak = pace.saturating_sub(QUICK) + 1;
+                n.pace
+                    .store(QUICK + streak.min(QUICK_MAX - QUICK), Ordering::Relaxed);
+                streak
             } else {
-                SLOW + SLOW_FORKS
+                n.pace.store(SLOW + SLOW_FORKS, Ordering::Relaxed);
+                0
             };
-            n.pace.store(now, Ordering::Relaxed);
+            let streak = u8::try_from(streak).unwrap_or(SAMPLED_AFTER);
+            n.untimed_ahead
+                .store(untimed_after(streak, node, took), Ordering::Relaxed);
         }
+    }
+}
+
+/// The runs ahead part `node` makes untimed after a timed run that took
+/// `took`, `streak` quick timed runs in a row: none before
+/// [`SAMPLED_AFTER`], then 3 to 9, picked by a hash of the part and the
+/// time (whose low bits vary from run to run).
+fn untimed_after(streak: u8, node: u32, took: Duration) -> u8 {
+    if streak < SAMPLED_AFTER {
+        return 0;
+    }
+    let nanos = u64::from(took.subsec_nanos()) ^ (u64::from(node) << 32);
+    let mixed = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    3 + (mixed % 7) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_long_quick_is_timed_one_run_ahead_in_4_to_10() {
+        let took = Duration::from_nanos;
+        // Short of the streak: every run ahead timed.
+        for streak in 0..SAMPLED_AFTER {
+            assert_eq!(untimed_after(streak, 7, took(250)), 0);
+        }
+        // Past it: 3 to 9 untimed, all of them seen as the time varies.
+        let gaps: std::collections::BTreeSet<u8> = (0..1000)
+            .map(|ns| untimed_after(SAMPLED_AFTER, 7, took(100 + ns)))
+            .collect();
+        let gaps: Vec<u8> = gaps.into_iter().collect();
+        assert_eq!(gaps, (3..=9).collect::<Vec<u8>>());
     }
 }
