@@ -20,12 +20,13 @@
 //! per-node atomic counters.
 //!
 //! A second table compares with Taskflow through the rayon baselines:
-//! measured side by side on a 2-core machine (3 alternating rounds,
-//! medians, 2026-12-04, second session), Taskflow 4.1 (`run_n`, 2
-//! workers) took 0.80x the scope+spawn baseline on (a), 0.27x the scope
-//! spawn chain on (b), 6.3x `f; join(f, f); f` on (c) and 18.3x the
-//! atomic counters on (d) (earlier that day, on another machine, 0.73,
-//! 0.63, 5.8 and 7.5; 2026-12-03 gave 0.75, 0.69, 6.8 and 10, and 0.71,
+//! measured side by side on a 2-core machine (3 alternating rounds, 7
+//! for (c), medians, 2026-12-04, third session), Taskflow 4.1 (`run_n`,
+//! 2 workers) took 0.85x the scope+spawn baseline on (a), 0.67x the
+//! scope spawn chain on (b), 6.6x `f; join(f, f); f` on (c) and 6.1x the
+//! atomic counters on (d) (earlier that day, on other machines, 0.80,
+//! 0.27, 6.3 and 18.3, and 0.73, 0.63, 5.8 and 7.5; 2026-12-03 gave
+//! 0.75, 0.69, 6.8 and 10, and 0.71,
 //! 0.50, 7.2 and 5.6; other machines 0.63, 0.26, 6.1 and 19.5, and 0.66,
 //! 0.74, 3.8 and 7.1: the ratios drift with the machine and the day, so
 //! side-by-side runs are the figures of record). Those
@@ -35,8 +36,9 @@
 //! the first build of each shape (cold: its memory fresh from the system)
 //! and the best of three (as Taskflow's build was measured beside it).
 //! Taskflow's builds with named tasks, best of three, beside this bench on
-//! 2026-12-04: (a) 0.78-0.87 ms, (b) 8.5-11.8 ms, (d) 36-50 ms (the same
-//! day on another machine 1.3-1.8, 14.9-15.8 and 45-68; 2026-12-03: 1.0,
+//! 2026-12-04: (a) 1.3-1.9 ms, (b) 13.2-16.4 ms, (d) 47-49 ms (the same
+//! day on other machines 0.78-0.87, 8.5-11.8 and 36-50, and 1.3-1.8,
+//! 14.9-15.8 and 45-68; 2026-12-03: 1.0,
 //! 12.4-13.6 and 52-57; the target is at most 3x those).
 
 // A benchmark whose setup fails should stop loudly.
@@ -188,10 +190,10 @@ impl Bench {
 /// (see the module docs).
 fn taskflow_ratio(name: &str) -> Option<f64> {
     match name {
-        "scope+spawn" => Some(0.80),
-        "scope spawn chain" => Some(0.27),
-        "f; join(f, f); f" => Some(6.3),
-        "atomic counters+spawn" => Some(18.3),
+        "scope+spawn" => Some(0.85),
+        "scope spawn chain" => Some(0.67),
+        "f; join(f, f); f" => Some(6.6),
+        "atomic counters+spawn" => Some(6.1),
         _ => None,
     }
 }
