@@ -219,3 +219,35 @@ fn a_part_slow_now_and_then_rarely_delays_its_sibling() {
         }
     });
 }
+
+#[test]
+fn a_part_long_quick_then_slow_every_other_run_rarely_delays_its_sibling() {
+    guarded(|| {
+        let _alone = ONE_AT_A_TIME.lock();
+        // Quick for 1500 iterations (long enough for its runs ahead to be
+        // timed only now and then), then slow in every other one, on
+        // either parity: a fixed number of untimed runs between timed ones
+        // could keep every timed run on a quick iteration, and run every
+        // slow one ahead.
+        let even = |i: u64| i > 1500 && i % 2 == 0;
+        let odd = |i: u64| i > 1500 && i % 2 == 1;
+        for (parity, sleeps) in [("even", even as fn(u64) -> bool), ("odd", odd)] {
+            for stats in [false, true] {
+                let (cycle, counts) = slow_c(sleeps);
+                let report = cycle
+                    .run(Run::times(2300).pool(pool(2)).stats(stats))
+                    .unwrap();
+                all_succeeded(&report, 2300, stats);
+                let [slow, ahead] = [0, 1].map(|k| counts[k].load(Ordering::Relaxed));
+                assert!((399..=400).contains(&slow), "{parity}: c slept in {slow}");
+                // Its first slow runs ahead until a timed one (at most the
+                // tenth run), then once in about 256 forks; a tenth of them at
+                // most, on a loaded machine.
+                assert!(
+                    ahead <= 40,
+                    "{parity}, stats {stats}: ahead in {ahead} of {slow}"
+                );
+            }
+        }
+    });
+}

@@ -100,6 +100,8 @@ impl OrderGraph {
     /// Adds a node, after every other in the order; its index.
     pub(super) fn add_node(&mut self) -> usize {
         let idx = self.slots.len();
+        // A link's target shares its word with `MARK`.
+        debug_assert!(idx < MARK as usize, "order graph node {idx} past MARK");
         self.slots.push(Slot {
             position: idx as u32,
             mark: 0,

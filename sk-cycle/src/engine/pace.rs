@@ -28,13 +28,17 @@
 //! cycle keeps its parts' paces from one run to the next.
 //!
 //! So a part that has long been quick delays its sibling by at most its
-//! first 10 runs when it turns slow; a part slow now and then is timed in
-//! every run ahead (its quick streaks stay short), and delays its sibling
-//! by about one of its slow runs in [`SLOW_FORKS`] forks. A part that
-//! runs ahead and then waits for
-//! its sibling to start waits for ever, as it would on a pool of one
-//! thread: parts of parallel branches may run at the same time, and must
-//! not wait for one another.
+//! first 10 runs when it turns slow. A part slow more often than about
+//! once in [`SAMPLED_AFTER`] runs never reaches the streak: it is timed in
+//! every run ahead, and delays its sibling by about one of its slow runs
+//! in [`SLOW_FORKS`] forks. A part slow more rarely than that (once in a
+//! few hundred runs) is sampled between its slow runs, and about 6 in 7
+//! of them run ahead untimed, each delaying its sibling by that one run:
+//! the price of not reading the clock around every quick run, and at
+//! most one slow run in [`SAMPLED_AFTER`]. A part that runs ahead and
+//! then waits for its sibling to start waits for ever, as it would on a
+//! pool of one thread: parts of parallel branches may run at the same
+//! time, and must not wait for one another.
 //!
 //! Nodes that are not parts (a split's barriers) are always quick, but for
 //! those that fan out wider than the pool is split for; parts that run off
@@ -141,7 +145,8 @@ impl Runtime {
                 n.pace.store(SLOW + SLOW_FORKS, Ordering::Relaxed);
                 0
             };
-            let streak = u8::try_from(streak).unwrap_or(SAMPLED_AFTER);
+            // At most `QUICK_MAX - QUICK`, which is `SAMPLED_AFTER`.
+            let streak = streak as u8;
             n.untimed_ahead
                 .store(untimed_after(streak, node, took), Ordering::Relaxed);
         }
@@ -150,14 +155,26 @@ impl Runtime {
 
 /// The runs ahead part `node` makes untimed after a timed run that took
 /// `took`, `streak` quick timed runs in a row: none before
-/// [`SAMPLED_AFTER`], then 3 to 9, picked by a hash of the part and the
-/// time (whose low bits vary from run to run).
+/// [`SAMPLED_AFTER`], then 3 to 9, picked by a generator of the thread's
+/// own stirred with the part and the time (so a coarse clock, whose runs
+/// all read 0 ns, still gets a varying gap).
 fn untimed_after(streak: u8, node: u32, took: Duration) -> u8 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = const { std::cell::Cell::new(0x853C_49E6_748F_EA9B) };
+    }
     if streak < SAMPLED_AFTER {
         return 0;
     }
-    let nanos = u64::from(took.subsec_nanos()) ^ (u64::from(node) << 32);
-    let mixed = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    let stir = u64::from(took.subsec_nanos()) ^ (u64::from(node) << 32);
+    let mixed = STATE.with(|state| {
+        // A step of SplitMix64 from the thread's state, stirred.
+        let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15) ^ stir;
+        state.set(next);
+        let mut z = next;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    });
     3 + (mixed % 7) as u8
 }
 
@@ -172,11 +189,16 @@ mod tests {
         for streak in 0..SAMPLED_AFTER {
             assert_eq!(untimed_after(streak, 7, took(250)), 0);
         }
-        // Past it: 3 to 9 untimed, all of them seen as the time varies.
-        let gaps: std::collections::BTreeSet<u8> = (0..1000)
-            .map(|ns| untimed_after(SAMPLED_AFTER, 7, took(100 + ns)))
-            .collect();
-        let gaps: Vec<u8> = gaps.into_iter().collect();
-        assert_eq!(gaps, (3..=9).collect::<Vec<u8>>());
+        // Past it: 3 to 9 untimed, all of them seen, whether the time
+        // varies or a coarse clock reads the same every time.
+        let varies: fn(u64) -> Duration = |ns| Duration::from_nanos(100 + ns);
+        let coarse: fn(u64) -> Duration = |_| Duration::ZERO;
+        for clock in [varies, coarse] {
+            let gaps: std::collections::BTreeSet<u8> = (0..1000)
+                .map(|ns| untimed_after(SAMPLED_AFTER, 7, clock(ns)))
+                .collect();
+            let gaps: Vec<u8> = gaps.into_iter().collect();
+            assert_eq!(gaps, (3..=9).collect::<Vec<u8>>());
+        }
     }
 }
