@@ -10,9 +10,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sk_core::SkFunction;
+use sk_cycle::{Cycle, CycleBuilder, CyclePart, PartState, Run, RunReport};
 use sk_remote::{Broker, Coordinator};
 use sk_testkit::{Host, NatsServer};
 
@@ -93,7 +96,7 @@ pub fn count_up(url: String, bucket: String, key: String, times: u64) -> Result<
     // The whole chain: what JetStream said too.
     let kv = sk_remote::KvStorage::open(&Broker::new(url), &bucket)
         .map_err(|e| sk_core::error_chain(&e))?;
-    let storage = sk_reg::GlobalStorage::with_backend(std::sync::Arc::new(kv));
+    let storage = sk_reg::GlobalStorage::with_backend(Arc::new(kv));
     let mut last = 0;
     for _ in 0..times {
         last = storage
@@ -323,4 +326,86 @@ pub fn run_tests(tests: &[(&str, fn())], limit: Duration) {
     if !failed.is_empty() {
         std::process::exit(1);
     }
+}
+
+// ----- cycles of remote parts, and a peer on the broker -----------------
+
+/// `n` remote parts `p0…` on `group`, part `i` running [`common::work`]
+/// with id `i`.
+pub fn parts(n: u64, ms: u64, log: &str, group: &str) -> Vec<CyclePart> {
+    (0..n)
+        .map(|i| {
+            let f = SkFunction::builder("work")
+                .arg("id", i)
+                .arg("ms", ms)
+                .arg("log", log.to_owned())
+                .build()
+                .unwrap();
+            CyclePart::function(format!("p{i}"), f).remote(group)
+        })
+        .collect()
+}
+
+/// A root part and `n` remote parts (see [`parts`]) after it, with
+/// `extra` parts beside them.
+pub fn fan_with(
+    name: &str,
+    n: u64,
+    ms: u64,
+    log: &str,
+    group: &str,
+    extra: Vec<CyclePart>,
+) -> Cycle {
+    let mut b = CycleBuilder::new(name);
+    b.add(CyclePart::new("go", |_| ()), 1).unwrap();
+    let mut all = parts(n, ms, log, group);
+    all.extend(extra);
+    b.split(all, 2).unwrap();
+    b.build().unwrap()
+}
+
+pub fn fan(name: &str, n: u64, ms: u64, log: &str, group: &str) -> Cycle {
+    fan_with(name, n, ms, log, group, Vec::new())
+}
+
+pub fn run(cycle: &Cycle, coordinator: &Coordinator) -> RunReport {
+    cycle
+        .run(Run::once().threads(2).remote(Arc::new(coordinator.clone())))
+        .unwrap()
+}
+
+/// Every part `p{i}` of `report` succeeded with `2 i`.
+pub fn assert_all_answered(report: &RunReport, n: u64) {
+    let last = report.last().unwrap();
+    for i in 0..n {
+        let name = format!("p{i}");
+        assert_eq!(
+            last.state_of(&name),
+            Some(PartState::Succeeded),
+            "{name}: {:?}",
+            last.error_of(&name)
+        );
+        assert_eq!(*last.output::<u64>(&name).unwrap(), 2 * i, "{name}");
+    }
+}
+
+/// Runs `body` on a thread of its own (with a runtime of its own) with a
+/// broker client at `url` and its JetStream context: a misbehaving peer
+/// beside the workers.
+pub fn on_broker<F, Fut>(url: String, body: F) -> std::thread::JoinHandle<()>
+where
+    F: FnOnce(async_nats::Client, async_nats::jetstream::Context) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = async_nats::connect(url).await.unwrap();
+            let js = async_nats::jetstream::new(client.clone());
+            body(client, js).await;
+        });
+    })
 }
