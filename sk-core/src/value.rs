@@ -11,6 +11,10 @@ use sk_cereal::{CerealError, External, Format, Internal, ValuePath};
 
 use crate::error::FunctionError;
 
+mod small;
+
+use small::Small;
+
 /// Which of the two sk-cereal formats a value's bytes are in.
 #[non_exhaustive]
 #[derive(
@@ -39,19 +43,23 @@ pub struct Value {
 
 enum Repr {
     Live(Box<dyn Erased>),
-    Encoded {
-        type_name: String,
-        bytes: Vec<u8>,
-        /// The value decoded by [`Value::get`], kept for later reads.
-        decoded: OnceLock<Box<dyn Any + Send + Sync>>,
-    },
-    /// External-format bytes (see [`sk_cereal::External`]): their
-    /// envelope names the type.
-    External {
-        type_name: String,
-        bytes: Vec<u8>,
-        decoded: OnceLock<Box<dyn Any + Send + Sync>>,
-    },
+    /// A primitive value, inline (no box).
+    Small(Small),
+    /// Bytes from another process or from disk, boxed: a value's size is
+    /// a live one's (it is moved around, and handed back from every
+    /// part's run).
+    Bytes(Box<Encoded>),
+}
+
+/// A value's bytes: the internal format (from another process of this
+/// program) or the external one (see [`sk_cereal::External`], whose
+/// envelope names the type).
+struct Encoded {
+    encoding: Encoding,
+    type_name: String,
+    bytes: Vec<u8>,
+    /// The value decoded by [`Value::get`], kept for later reads.
+    decoded: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 trait Erased: Send + Sync {
@@ -115,45 +123,62 @@ fn local_only<T>(format: &'static str) -> CerealError {
     }
 }
 
-/// Decodes `bytes`, made from a `name`, as a `T` (see [`Value::take`]).
-fn take_bytes<T: 'static>(
-    name: String,
-    bytes: &[u8],
-    decode: fn(&[u8]) -> Result<T, CerealError>,
-) -> Result<T, TakeError> {
-    if name != type_name::<T>() {
-        return Err(TakeError::Type {
-            expected: type_name::<T>(),
-            found: name,
-        });
+impl Encoded {
+    fn decode<T: DeserializeOwned>(&self) -> Result<T, CerealError> {
+        match self.encoding {
+            Encoding::Internal => Internal::decode(&self.bytes),
+            Encoding::External => External::decode(&self.bytes),
+        }
     }
-    decode(bytes).map_err(TakeError::Decode)
-}
 
-/// Decodes `bytes`, made from a `name`, as a `T` once, keeping it in
-/// `decoded` for later reads; `None` for another type or bad bytes.
-fn decode_once<'a, T: DeserializeOwned + Send + Sync + 'static>(
-    name: &str,
-    bytes: &[u8],
-    decoded: &'a OnceLock<Box<dyn Any + Send + Sync>>,
-    decode: fn(&[u8]) -> Result<T, CerealError>,
-) -> Option<&'a T> {
-    if name != type_name::<T>() {
-        return None;
+    /// Decodes the bytes as a `T` (see [`Value::take`]).
+    fn take<T: DeserializeOwned + 'static>(self) -> Result<T, TakeError> {
+        if self.type_name != type_name::<T>() {
+            return Err(TakeError::Type {
+                expected: type_name::<T>(),
+                found: self.type_name,
+            });
+        }
+        self.decode().map_err(TakeError::Decode)
     }
-    if decoded.get().is_none() {
-        let value: T = decode(bytes).ok()?;
-        let _ = decoded.set(Box::new(value));
+
+    /// Decodes the bytes as a `T` once, keeping it for later reads;
+    /// `None` for another type or bad bytes.
+    fn get<T: DeserializeOwned + Send + Sync + 'static>(&self) -> Option<&T> {
+        if self.type_name != type_name::<T>() {
+            return None;
+        }
+        if self.decoded.get().is_none() {
+            let value: T = self.decode().ok()?;
+            let _ = self.decoded.set(Box::new(value));
+        }
+        self.decoded.get()?.downcast_ref()
     }
-    decoded.get()?.downcast_ref()
+
+    /// The bytes in `encoding`, if they are in it.
+    fn bytes_in(&self, encoding: Encoding) -> Result<Vec<u8>, CerealError> {
+        if self.encoding == encoding {
+            return Ok(self.bytes.clone());
+        }
+        let format = match encoding {
+            Encoding::Internal => Internal::NAME,
+            Encoding::External => External::NAME,
+        };
+        Err(not_transcodable(&self.type_name, format))
+    }
 }
 
 impl Value {
     /// Wraps a serializable value.
+    ///
+    /// Values of the primitive types up to 64 bits (integers, floats,
+    /// `bool`, `char`) are held inline; others in a box.
     pub fn new<T: Serialize + Send + Sync + 'static>(value: T) -> Self {
-        Value {
-            repr: Repr::Live(Box::new(Serializable(value))),
-        }
+        let repr = match Small::new(value) {
+            Ok(small) => Repr::Small(small),
+            Err(value) => Repr::Live(Box::new(Serializable(value))),
+        };
+        Value { repr }
     }
 
     /// Wraps a value that never leaves this process; [`Value::encode`]
@@ -164,16 +189,21 @@ impl Value {
         }
     }
 
+    fn bytes(encoding: Encoding, type_name: String, bytes: Vec<u8>) -> Self {
+        Value {
+            repr: Repr::Bytes(Box::new(Encoded {
+                encoding,
+                type_name,
+                bytes,
+                decoded: OnceLock::new(),
+            })),
+        }
+    }
+
     /// A value received from another process: internal-format bytes of a
     /// value whose type is `type_name` (as given by [`Value::type_name`]).
     pub fn from_encoded(type_name: impl Into<String>, bytes: Vec<u8>) -> Self {
-        Value {
-            repr: Repr::Encoded {
-                type_name: type_name.into(),
-                bytes,
-                decoded: OnceLock::new(),
-            },
-        }
+        Value::bytes(Encoding::Internal, type_name.into(), bytes)
     }
 
     /// A value read back from disk or another program: external-format
@@ -186,33 +216,31 @@ impl Value {
     /// an external envelope this build reads.
     pub fn from_external(bytes: Vec<u8>) -> Result<Self, CerealError> {
         let info = External::inspect(&bytes)?;
-        Ok(Value {
-            repr: Repr::External {
-                type_name: info.type_name,
-                bytes,
-                decoded: OnceLock::new(),
-            },
-        })
+        Ok(Value::bytes(Encoding::External, info.type_name, bytes))
+    }
+
+    /// The value behind the live values' interface, if it is live.
+    fn live(&self) -> Option<&dyn Erased> {
+        match &self.repr {
+            Repr::Live(v) => Some(&**v),
+            Repr::Small(v) => Some(v.erased()),
+            Repr::Bytes(_) => None,
+        }
     }
 
     /// The Rust type name of the value.
     pub fn type_name(&self) -> &str {
         match &self.repr {
-            Repr::Live(v) => v.type_name(),
-            Repr::Encoded { type_name, .. } | Repr::External { type_name, .. } => type_name,
+            Repr::Bytes(b) => &b.type_name,
+            _ => self.live().map_or("", |v| v.type_name()),
         }
     }
 
     /// Whether the value is a `T`.
     pub fn is<T: 'static>(&self) -> bool {
         match &self.repr {
-            Repr::Live(v) => v.as_any().is::<T>(),
-            Repr::Encoded {
-                type_name: name, ..
-            }
-            | Repr::External {
-                type_name: name, ..
-            } => name == type_name::<T>(),
+            Repr::Bytes(b) => b.type_name == type_name::<T>(),
+            _ => self.live().is_some_and(|v| v.as_any().is::<T>()),
         }
     }
 
@@ -222,27 +250,15 @@ impl Value {
     /// `None` when it is not a `T` or its bytes do not decode.
     pub fn get<T: DeserializeOwned + Send + Sync + 'static>(&self) -> Option<&T> {
         match &self.repr {
-            Repr::Live(v) => v.as_any().downcast_ref(),
-            Repr::Encoded {
-                type_name: name,
-                bytes,
-                decoded,
-            } => decode_once(name, bytes, decoded, Internal::decode),
-            Repr::External {
-                type_name: name,
-                bytes,
-                decoded,
-            } => decode_once(name, bytes, decoded, External::decode),
+            Repr::Bytes(b) => b.get(),
+            _ => self.downcast_ref(),
         }
     }
 
     /// Borrows the value as a `T`, if it is a live `T` (see [`Value::get`]
     /// for values that arrived from another process).
     pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
-        match &self.repr {
-            Repr::Live(v) => v.as_any().downcast_ref(),
-            Repr::Encoded { .. } | Repr::External { .. } => None,
-        }
+        self.live()?.as_any().downcast_ref()
     }
 
     /// Moves the value out as a `T`.
@@ -257,6 +273,9 @@ impl Value {
                 // Unreachable: `is::<T>()` was checked just above.
                 Err(_) => Err(Value::local(())),
             },
+            Repr::Small(v) => v.downcast::<T>().map_err(|v| Value {
+                repr: Repr::Small(v),
+            }),
             repr => Err(Value { repr }),
         }
     }
@@ -269,17 +288,8 @@ impl Value {
     /// [`TakeError::Decode`] when encoded bytes do not decode.
     pub fn take<T: DeserializeOwned + 'static>(self) -> Result<T, TakeError> {
         match self.repr {
-            Repr::Encoded {
-                type_name: name,
-                bytes,
-                ..
-            } => take_bytes(name, &bytes, Internal::decode),
-            Repr::External {
-                type_name: name,
-                bytes,
-                ..
-            } => take_bytes(name, &bytes, External::decode),
-            repr @ Repr::Live(_) => Value { repr }.downcast::<T>().map_err(|v| TakeError::Type {
+            Repr::Bytes(b) => b.take(),
+            repr => Value { repr }.downcast::<T>().map_err(|v| TakeError::Type {
                 expected: type_name::<T>(),
                 found: v.type_name().to_owned(),
             }),
@@ -293,10 +303,10 @@ impl Value {
     /// A [`CerealError`] when the value does not serialize or was made with
     /// [`Value::local`].
     pub fn encode(&self) -> Result<Vec<u8>, CerealError> {
-        match &self.repr {
-            Repr::Live(v) => v.encode(),
-            Repr::Encoded { bytes, .. } => Ok(bytes.clone()),
-            Repr::External { type_name, .. } => Err(not_transcodable(type_name, Internal::NAME)),
+        match (&self.repr, self.live()) {
+            (Repr::Bytes(b), _) => b.bytes_in(Encoding::Internal),
+            (_, Some(v)) => v.encode(),
+            (_, None) => Err(not_transcodable(self.type_name(), Internal::NAME)),
         }
     }
 
@@ -310,9 +320,8 @@ impl Value {
     /// with [`Value::local`].
     pub fn encode_any(&self) -> Result<(Encoding, Vec<u8>), CerealError> {
         match &self.repr {
-            Repr::Live(v) => v.encode().map(|bytes| (Encoding::Internal, bytes)),
-            Repr::Encoded { bytes, .. } => Ok((Encoding::Internal, bytes.clone())),
-            Repr::External { bytes, .. } => Ok((Encoding::External, bytes.clone())),
+            Repr::Bytes(b) => Ok((b.encoding, b.bytes.clone())),
+            _ => self.encode().map(|bytes| (Encoding::Internal, bytes)),
         }
     }
 
@@ -345,17 +354,17 @@ impl Value {
     /// format (its bytes carry no type information to re-encode from:
     /// ask the worker for external bytes instead).
     pub fn encode_external(&self) -> Result<Vec<u8>, CerealError> {
-        match &self.repr {
-            Repr::Live(v) => v.encode_external(),
-            Repr::External { bytes, .. } => Ok(bytes.clone()),
-            Repr::Encoded { type_name, .. } => Err(not_transcodable(type_name, External::NAME)),
+        match (&self.repr, self.live()) {
+            (Repr::Bytes(b), _) => b.bytes_in(Encoding::External),
+            (_, Some(v)) => v.encode_external(),
+            (_, None) => Err(not_transcodable(self.type_name(), External::NAME)),
         }
     }
 
     /// Whether the value holds external-format bytes (see
     /// [`Value::from_external`]).
     pub fn is_external(&self) -> bool {
-        matches!(self.repr, Repr::External { .. })
+        matches!(&self.repr, Repr::Bytes(b) if b.encoding == Encoding::External)
     }
 
     /// Converts the value into its encoded form, ready to cross a process
@@ -366,11 +375,8 @@ impl Value {
     /// As [`Value::encode`].
     pub fn into_encoded(self) -> Result<(String, Vec<u8>), CerealError> {
         match self.repr {
-            Repr::Live(v) => Ok((v.type_name().to_owned(), v.encode()?)),
-            Repr::Encoded {
-                type_name, bytes, ..
-            } => Ok((type_name, bytes)),
-            Repr::External { type_name, .. } => Err(not_transcodable(&type_name, Internal::NAME)),
+            Repr::Bytes(b) if b.encoding == Encoding::Internal => Ok((b.type_name, b.bytes)),
+            _ => Ok((self.type_name().to_owned(), self.encode()?)),
         }
     }
 }
@@ -391,17 +397,12 @@ fn not_transcodable(type_name: &str, format: &'static str) -> CerealError {
 impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            Repr::Live(v) => f.debug_tuple("Value").field(&v.type_name()).finish(),
-            Repr::Encoded {
-                type_name, bytes, ..
-            }
-            | Repr::External {
-                type_name, bytes, ..
-            } => f
+            Repr::Bytes(b) => f
                 .debug_struct("Value")
-                .field("type_name", type_name)
-                .field("encoded_len", &bytes.len())
+                .field("type_name", &b.type_name)
+                .field("encoded_len", &b.bytes.len())
                 .finish(),
+            _ => f.debug_tuple("Value").field(&self.type_name()).finish(),
         }
     }
 }
@@ -452,6 +453,58 @@ mod tests {
         assert!(v.is::<Vec<u32>>());
         assert_eq!(v.downcast_ref::<Vec<u32>>(), Some(&vec![1, 2, 3]));
         assert_eq!(v.take::<Vec<u32>>().unwrap(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn primitive_values_read_encode_and_move_out_like_boxed_ones() {
+        fn check<T>(x: T)
+        where
+            T: Serialize + DeserializeOwned + PartialEq + fmt::Debug + Clone + Send + Sync,
+            T: 'static,
+        {
+            let v = Value::new(x.clone());
+            assert!(v.is::<T>() && !v.is::<Vec<T>>());
+            assert_eq!(v.type_name(), type_name::<T>());
+            assert_eq!(v.get::<T>(), Some(&x));
+            assert_eq!(v.downcast_ref::<T>(), Some(&x));
+            assert_eq!(v.downcast_ref::<Vec<T>>(), None);
+            assert_eq!(v.encode().unwrap(), Internal::encode(&x).unwrap());
+            assert_eq!(v.encode_any().unwrap().1, Internal::encode(&x).unwrap());
+            assert_eq!(v.encode_external().unwrap(), External::encode(&x).unwrap());
+            assert!(format!("{v:?}").contains(type_name::<T>()));
+            // A wrong type gives the value back whole.
+            let v = v.downcast::<Vec<T>>().unwrap_err();
+            assert_eq!(v.get::<T>(), Some(&x));
+            let err = v.take::<Vec<T>>().unwrap_err();
+            assert!(
+                matches!(&err, TakeError::Type { found, .. } if found == type_name::<T>()),
+                "{err}"
+            );
+            assert_eq!(Value::new(x.clone()).take::<T>().unwrap(), x);
+            assert_eq!(Value::new(x.clone()).downcast::<T>().unwrap(), x);
+            let (name, bytes) = Value::new(x.clone()).into_encoded().unwrap();
+            assert_eq!(Value::from_encoded(name, bytes).take::<T>().unwrap(), x);
+        }
+        check(true);
+        check('z');
+        check(u8::MAX);
+        check(u16::MAX);
+        check(u32::MAX);
+        check(u64::MAX);
+        check(u128::MAX);
+        check(usize::MAX);
+        check(i8::MIN);
+        check(i16::MIN);
+        check(i32::MIN);
+        check(i64::MIN);
+        check(i128::MIN);
+        check(isize::MIN);
+        check(1.5f32);
+        check(-2.25f64);
+        // Other types (and a newtype of a primitive) stay boxed, alike.
+        check(String::from("s"));
+        check((1u8, 2u8));
+        check(Some(3u64));
     }
 
     #[test]
