@@ -219,28 +219,29 @@ impl Value {
         Ok(Value::bytes(Encoding::External, info.type_name, bytes))
     }
 
-    /// The value behind the live values' interface, if it is live.
-    fn live(&self) -> Option<&dyn Erased> {
+    /// The value behind the live values' interface (boxed or inline), or
+    /// its bytes.
+    fn view(&self) -> Result<&dyn Erased, &Encoded> {
         match &self.repr {
-            Repr::Live(v) => Some(&**v),
-            Repr::Small(v) => Some(v.erased()),
-            Repr::Bytes(_) => None,
+            Repr::Live(v) => Ok(&**v),
+            Repr::Small(v) => Ok(v.erased()),
+            Repr::Bytes(b) => Err(b),
         }
     }
 
     /// The Rust type name of the value.
     pub fn type_name(&self) -> &str {
-        match &self.repr {
-            Repr::Bytes(b) => &b.type_name,
-            _ => self.live().map_or("", |v| v.type_name()),
+        match self.view() {
+            Ok(v) => v.type_name(),
+            Err(b) => &b.type_name,
         }
     }
 
     /// Whether the value is a `T`.
     pub fn is<T: 'static>(&self) -> bool {
-        match &self.repr {
-            Repr::Bytes(b) => b.type_name == type_name::<T>(),
-            _ => self.live().is_some_and(|v| v.as_any().is::<T>()),
+        match self.view() {
+            Ok(v) => v.as_any().is::<T>(),
+            Err(b) => b.type_name == type_name::<T>(),
         }
     }
 
@@ -249,16 +250,16 @@ impl Value {
     ///
     /// `None` when it is not a `T` or its bytes do not decode.
     pub fn get<T: DeserializeOwned + Send + Sync + 'static>(&self) -> Option<&T> {
-        match &self.repr {
-            Repr::Bytes(b) => b.get(),
-            _ => self.downcast_ref(),
+        match self.view() {
+            Ok(v) => v.as_any().downcast_ref(),
+            Err(b) => b.get(),
         }
     }
 
     /// Borrows the value as a `T`, if it is a live `T` (see [`Value::get`]
     /// for values that arrived from another process).
     pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
-        self.live()?.as_any().downcast_ref()
+        self.view().ok()?.as_any().downcast_ref()
     }
 
     /// Moves the value out as a `T`.
@@ -303,10 +304,9 @@ impl Value {
     /// A [`CerealError`] when the value does not serialize or was made with
     /// [`Value::local`].
     pub fn encode(&self) -> Result<Vec<u8>, CerealError> {
-        match (&self.repr, self.live()) {
-            (Repr::Bytes(b), _) => b.bytes_in(Encoding::Internal),
-            (_, Some(v)) => v.encode(),
-            (_, None) => Err(not_transcodable(self.type_name(), Internal::NAME)),
+        match self.view() {
+            Ok(v) => v.encode(),
+            Err(b) => b.bytes_in(Encoding::Internal),
         }
     }
 
@@ -319,9 +319,9 @@ impl Value {
     /// A [`CerealError`] when the value does not serialize or was made
     /// with [`Value::local`].
     pub fn encode_any(&self) -> Result<(Encoding, Vec<u8>), CerealError> {
-        match &self.repr {
-            Repr::Bytes(b) => Ok((b.encoding, b.bytes.clone())),
-            _ => self.encode().map(|bytes| (Encoding::Internal, bytes)),
+        match self.view() {
+            Ok(v) => v.encode().map(|bytes| (Encoding::Internal, bytes)),
+            Err(b) => Ok((b.encoding, b.bytes.clone())),
         }
     }
 
@@ -354,10 +354,9 @@ impl Value {
     /// format (its bytes carry no type information to re-encode from:
     /// ask the worker for external bytes instead).
     pub fn encode_external(&self) -> Result<Vec<u8>, CerealError> {
-        match (&self.repr, self.live()) {
-            (Repr::Bytes(b), _) => b.bytes_in(Encoding::External),
-            (_, Some(v)) => v.encode_external(),
-            (_, None) => Err(not_transcodable(self.type_name(), External::NAME)),
+        match self.view() {
+            Ok(v) => v.encode_external(),
+            Err(b) => b.bytes_in(Encoding::External),
         }
     }
 
@@ -396,13 +395,13 @@ fn not_transcodable(type_name: &str, format: &'static str) -> CerealError {
 
 impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.repr {
-            Repr::Bytes(b) => f
+        match self.view() {
+            Ok(v) => f.debug_tuple("Value").field(&v.type_name()).finish(),
+            Err(b) => f
                 .debug_struct("Value")
                 .field("type_name", &b.type_name)
                 .field("encoded_len", &b.bytes.len())
                 .finish(),
-            _ => f.debug_tuple("Value").field(&self.type_name()).finish(),
         }
     }
 }

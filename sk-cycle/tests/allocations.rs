@@ -121,9 +121,9 @@ fn a_runs_allocations_do_not_grow_with_its_parts() {
                 let (many, many_read) = allocations(&large, 5_000, iterations, &pool, outputs);
                 // Ten times the parts: a per-part allocation anywhere else
                 // in a run or a report read would add thousands.
-                let outputs = per_output * 4_500 * iterations;
+                let kept = per_output * 4_500 * iterations;
                 assert!(
-                    many <= few + outputs + 50,
+                    many <= few + kept + 50,
                     "{shape}, {iterations} iterations: {few} allocations with 500 parts, \
                      {many} with 5000"
                 );
